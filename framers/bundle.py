@@ -1,0 +1,275 @@
+"""The keyframe bundle, format v1 (see docs/BUNDLE_FORMAT.md).
+
+A bundle is a folder (or the same files in one uncompressed tar, ``*.frs``) holding:
+  manifest.json   format version, source metadata, clip layout, kept frames per clip,
+                  timestamps, keyframe codec and settings, model versions, file checksums
+  keyframes.mkv   the kept frames, in order, as one video stream (ffv1 lossless or x264 CRF)
+  audio.m4a       the source's first audio stream as AAC (only when the source had audio)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from framers.errors import BundleError
+
+FORMAT_NAME = "framers-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+KEYFRAMES = "keyframes.mkv"
+AUDIO = "audio.m4a"
+SINGLE_FILE_SUFFIX = ".frs"
+
+# Keyframe codecs. Default x264 4:4:4 at CRF 20, chosen by bench/keyframe_codec.py on 8 val clips:
+# kept frames at ~38 dB (near-transparent) with the bundle about half the source's size; CRF 16
+# costs +60 % bytes for +0.7 dB on the whole video, CRF 24 saves 40 % for -0.7 dB (BENCHMARKS.md).
+KEYFRAME_CODECS: dict[str, dict[str, Any]] = {
+    "x264": {"codec": "libx264", "pix_fmt": "yuv444p", "crf": 20, "preset": "medium"},
+    "ffv1": {"codec": "ffv1", "pix_fmt": "bgr0", "crf": None, "preset": None},
+}
+DEFAULT_KEYFRAME_CODEC = "x264"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def encode_timestamps(pts: list[int]) -> dict[str, Any]:
+    """Constant-rate timestamps as start + step, anything else as the full list."""
+    if len(pts) >= 2:
+        step = pts[1] - pts[0]
+        if all(b - a == step for a, b in itertools.pairwise(pts)):
+            return {"start": pts[0], "step": step, "count": len(pts)}
+    return {"pts": pts}
+
+
+def decode_timestamps(entry: dict[str, Any]) -> list[int]:
+    if "pts" in entry:
+        return [int(p) for p in entry["pts"]]
+    return [int(entry["start"]) + i * int(entry["step"]) for i in range(int(entry["count"]))]
+
+
+@dataclass
+class Manifest:
+    source: dict[str, Any]
+    clip_len: int
+    slot_len: int
+    n_frames: int
+    kept: list[list[int]]  # per clip, positions of kept frames inside the clip
+    time_base: Fraction
+    pts: list[int]
+    fps: float
+    keyframes: dict[str, Any]
+    selection: dict[str, Any]
+    audio: dict[str, Any] | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def kept_indices(self) -> list[int]:
+        return [c * self.clip_len + p for c, positions in enumerate(self.kept) for p in positions]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "source": self.source,
+            "layout": {"clip_len": self.clip_len, "slot_len": self.slot_len, "n_frames": self.n_frames},
+            "selection": {**self.selection, "kept": self.kept},
+            "timing": {
+                "time_base": [self.time_base.numerator, self.time_base.denominator],
+                "fps": self.fps,
+                "timestamps": encode_timestamps(self.pts),
+            },
+            "keyframes": self.keyframes,
+            "audio": self.audio,
+            "models": self.models,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != FORMAT_NAME:
+            raise BundleError("not a FrameRS bundle (manifest format field missing or wrong)")
+        if data.get("version") != FORMAT_VERSION:
+            raise BundleError(f"bundle format version {data.get('version')} is not supported (need 1)")
+        try:
+            selection = dict(data["selection"])
+            kept = [[int(p) for p in clip] for clip in selection.pop("kept")]
+            timing = data["timing"]
+            num, den = timing["time_base"]
+            manifest = cls(
+                source=data["source"],
+                clip_len=int(data["layout"]["clip_len"]),
+                slot_len=int(data["layout"]["slot_len"]),
+                n_frames=int(data["layout"]["n_frames"]),
+                kept=kept,
+                time_base=Fraction(int(num), int(den)),
+                pts=decode_timestamps(timing["timestamps"]),
+                fps=float(timing["fps"]),
+                keyframes=data["keyframes"],
+                selection=selection,
+                audio=data.get("audio"),
+                models=dict(data.get("models") or {}),
+                files=dict(data.get("files") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"malformed bundle manifest: {exc!r}") from exc
+        if len(manifest.pts) != manifest.n_frames:
+            raise BundleError("manifest timestamps do not match the frame count")
+        if len(manifest.kept) != -(-manifest.n_frames // manifest.clip_len):
+            raise BundleError("manifest clip list does not match the frame count")
+        return manifest
+
+
+class KeyframeEncoder:
+    """Writes kept frames, in order, into keyframes.mkv."""
+
+    def __init__(self, path: Path, width: int, height: int, codec: str, crf: int | None) -> None:
+        if codec not in KEYFRAME_CODECS:
+            raise BundleError(f"unknown keyframe codec {codec!r} (choose from {sorted(KEYFRAME_CODECS)})")
+        spec = KEYFRAME_CODECS[codec]
+        self.settings: dict[str, Any] = {
+            "file": KEYFRAMES,
+            "name": codec,
+            "codec": spec["codec"],
+            "pix_fmt": spec["pix_fmt"],
+            "crf": crf if crf is not None else spec["crf"],
+            "preset": spec["preset"],
+            "width": width,
+            "height": height,
+            "count": 0,
+        }
+        self._container = av.open(str(path), mode="w", format="matroska")
+        self._stream: Any = self._container.add_stream(spec["codec"], rate=25)
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = spec["pix_fmt"]
+        options: dict[str, str]
+        if spec["codec"] == "libx264":
+            options = {"crf": str(self.settings["crf"]), "preset": str(spec["preset"])}
+        else:
+            options = {"level": "3", "g": "1"}
+        self._stream.options = options
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.settings["count"]
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.settings["count"] += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+
+
+def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
+    """Decode the kept frames of a bundle in order; raise BundleError on a short stream."""
+    count = 0
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise BundleError(f"keyframe stream unreadable: {exc}") from exc
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+            count += 1
+    except av.error.FFmpegError as exc:
+        raise BundleError(f"keyframe stream corrupt after {count} frames: {exc}") from exc
+    finally:
+        container.close()
+    if count != expected:
+        raise BundleError(f"keyframe stream holds {count} frames, manifest says {expected}")
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    manifest.files = {}
+    for name in (KEYFRAMES, AUDIO):
+        path = folder / name
+        if path.exists():
+            manifest.files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    (folder / MANIFEST).write_text(json.dumps(manifest.to_json(), separators=(",", ":")))
+
+
+def read_manifest(folder: Path, verify: bool = True) -> Manifest:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{folder}: no {MANIFEST}; not a bundle")
+    try:
+        manifest = Manifest.from_json(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"manifest is not valid JSON: {exc}") from exc
+    if verify:
+        for name, entry in manifest.files.items():
+            file = folder / name
+            if not file.is_file():
+                raise BundleError(f"bundle file {name} is missing")
+            if sha256_file(file) != entry["sha256"]:
+                raise BundleError(f"bundle file {name} fails its checksum (corrupt or altered)")
+    return manifest
+
+
+def bundle_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def pack(folder: Path, dest: Path) -> None:
+    """Write the single-file form: an uncompressed tar, manifest first (streamable)."""
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in (MANIFEST, KEYFRAMES, AUDIO):
+            if (folder / name).exists():
+                tar.add(folder / name, arcname=name)
+
+
+def unpack(file: Path, folder: Path) -> None:
+    allowed = {MANIFEST, KEYFRAMES, AUDIO}
+    try:
+        with tarfile.open(file, "r") as tar:
+            for member in tar.getmembers():
+                if member.name not in allowed or not member.isfile():
+                    raise BundleError(f"unexpected entry {member.name!r} in bundle file")
+                source = tar.extractfile(member)
+                assert source is not None
+                with source, open(folder / member.name, "wb") as out:
+                    shutil.copyfileobj(source, out)
+    except tarfile.TarError as exc:
+        raise BundleError(f"{Path(file).name}: not a bundle file ({exc})") from exc
+
+
+@contextmanager
+def open_bundle(path: Path) -> Iterator[Path]:
+    """Yield a folder holding the bundle's files, unpacking the single-file form if needed."""
+    path = Path(path)
+    if path.is_dir():
+        yield path
+    elif path.is_file():
+        with tempfile.TemporaryDirectory(prefix="framers-bundle-") as tmp:
+            unpack(path, Path(tmp))
+            yield Path(tmp)
+    else:
+        raise BundleError(f"{path}: no such bundle")

@@ -1,0 +1,129 @@
+"""The ``framers`` command line: compress, reconstruct, evaluate, plus verbs that installed
+packages register under the ``framers.commands`` entry-point group (the service adds serve,
+worker and client verbs there, so the codec never imports the service)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from tqdm import tqdm
+
+from framers.errors import FramersError
+
+log = logging.getLogger("framers")
+
+
+def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Callable[[], None]]:
+    bar = tqdm(total=100, desc=desc, unit="%", disable=not enabled, leave=False)
+
+    def update(fraction: float) -> None:
+        bar.update(int(fraction * 100) - bar.n)
+
+    return update, bar.close
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from framers.pipeline import compress
+
+    update, close = _progress_bar("compress", not args.quiet)
+    try:
+        result = compress(
+            Path(args.input),
+            Path(args.output),
+            selector=args.selector,
+            keep=args.keep,
+            stride=args.stride,
+            reconstructor=args.reconstructor,
+            keyframe_codec=args.keyframe_codec,
+            crf=args.crf,
+            progress=update,
+        )
+    finally:
+        close()
+    print(
+        f"{result.bundle_path}: kept {result.kept_frames}/{result.frames} frames "
+        f"({result.selector}), {result.bundle_bytes} bytes "
+        f"({result.bundle_bytes / max(1, result.source_bytes):.1%} of source), {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from framers.pipeline import reconstruct
+
+    update, close = _progress_bar("reconstruct", not args.quiet)
+    try:
+        result = reconstruct(Path(args.bundle), Path(args.output), reconstructor=args.reconstructor,
+                             crf=args.crf, progress=update)
+    finally:
+        close()
+    print(
+        f"{result.output_path}: {result.frames} frames {result.width}x{result.height} "
+        f"({result.reconstructor}), {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framers", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="keep a quarter of a video's frames as a keyframe bundle")
+    p.add_argument("input", help="source video (any container/codec FFmpeg reads)")
+    p.add_argument("-o", "--output", required=True, help="bundle folder, or a single file ending in .frs")
+    p.add_argument("--selector", default="uniform", help="framers | oracle | uniform | stride | random")
+    p.add_argument("--keep", type=int, default=2, help="slots kept of 8 per 16-frame clip (default 2)")
+    p.add_argument("--stride", type=int, default=4, help="for --selector stride: keep every Nth frame")
+    p.add_argument("--reconstructor", default="linear",
+                   help="for --selector oracle: the reconstructor it optimises for")
+    p.add_argument("--keyframe-codec", choices=["x264", "ffv1"], default=None, help="kept-frame codec (default x264)")
+    p.add_argument("--crf", type=int, default=None, help="x264 CRF for kept frames (default 20)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("reconstruct", help="rebuild a playable mp4 from a bundle")
+    p.add_argument("bundle", help="bundle folder or .frs file")
+    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("--reconstructor", default="linear", help="framemae | linear | hold | mci")
+    p.add_argument("--crf", type=int, default=18, help="x264 CRF of the output video")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_reconstruct)
+
+    try:
+        from framers.evaluate import add_evaluate_arguments, run_evaluate
+
+        p = sub.add_parser("evaluate", help="quality/size/speed of methods over videos")
+        add_evaluate_arguments(p)
+        p.set_defaults(func=run_evaluate)
+    except ImportError as exc:  # pragma: no cover - evaluate needs matplotlib etc.
+        log.debug("evaluate unavailable: %s", exc)
+
+    for entry in entry_points(group="framers.commands"):
+        try:
+            entry.load()(sub)
+        except ImportError as exc:
+            log.debug("plugin %s unavailable: %s", entry.name, exc)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FramersError as exc:
+        print(f"framers: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

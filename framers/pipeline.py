@@ -1,0 +1,233 @@
+"""compress: source video -> keyframe bundle; reconstruct: bundle -> playable mp4 (or frames).
+
+Both stream: one clip of frames in memory at a time (the oracle selector reads the source twice).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from framers import bundle as fb
+from framers.errors import InvalidVideoError, UnsupportedOptionError
+from framers.reconstructors.base import KeptFrame, Reconstructor
+from framers.registry import get_reconstructor, get_selector
+from framers.selectors import Selector
+from framers.video import CLIP_LEN, SLOT_LEN, FrameReader, VideoWriter, extract_audio, probe
+
+ProgressFn = Callable[[float], None]
+
+
+@dataclass
+class CompressResult:
+    bundle_path: Path
+    bundle_bytes: int
+    source_bytes: int
+    frames: int
+    kept_frames: int
+    width: int
+    height: int
+    fps: float
+    seconds: float
+    selector: str
+    keep: int
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReconstructResult:
+    output_path: Path
+    frames: int
+    width: int
+    height: int
+    seconds: float
+    reconstructor: str
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+def _report(progress: ProgressFn | None, value: float) -> None:
+    if progress is not None:
+        progress(min(1.0, max(0.0, value)))
+
+
+def compress(
+    source: Path,
+    bundle: Path,
+    *,
+    selector: str | Selector = "uniform",
+    keep: int = 2,
+    stride: int = 4,
+    reconstructor: str = "linear",
+    keyframe_codec: str | None = None,
+    crf: int | None = None,
+    progress: ProgressFn | None = None,
+) -> CompressResult:
+    """Choose the kept frames of ``source`` and write them as a bundle at ``bundle``.
+
+    ``bundle`` ending in ``.frs`` gets the single-file form, anything else a folder.
+    ``reconstructor`` only matters for the ``oracle`` selector (the one it optimises for).
+    """
+    started = time.perf_counter()
+    source = Path(source)
+    bundle = Path(bundle)
+    info = probe(source)
+    chooser = selector if isinstance(selector, Selector) else get_selector(
+        selector, keep=keep, stride=stride, reconstructor=reconstructor
+    )
+    codec = keyframe_codec or fb.DEFAULT_KEYFRAME_CODEC
+    expected_clips = max(1, -(-info.frames // CLIP_LEN))
+
+    with tempfile.TemporaryDirectory(prefix="framers-compress-", dir=_tmp_root(bundle)) as tmp:
+        folder = Path(tmp) / "bundle"
+        folder.mkdir()
+        pts: list[int] = []
+        kept_per_clip: list[list[int]] = []
+        readers: list[FrameReader] = []
+
+        def open_clips() -> Iterator[object]:
+            reader = FrameReader(source)
+            readers.append(reader)
+            try:
+                yield from reader.clips(CLIP_LEN)
+            finally:
+                reader.close()
+
+        encoder: fb.KeyframeEncoder | None = None
+        width = height = 0
+        try:
+            for clip, positions in chooser.select(open_clips):  # type: ignore[arg-type]
+                if encoder is None:
+                    height, width = clip.frames.shape[1:3]
+                    encoder = fb.KeyframeEncoder(folder / fb.KEYFRAMES, width, height, codec, crf)
+                for p in positions:
+                    encoder.write(clip.frames[p])
+                kept_per_clip.append(list(positions))
+                pts.extend(clip.pts)
+                _report(progress, 0.95 * len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1))
+        finally:
+            if encoder is not None:
+                encoder.close()
+        if encoder is None:
+            raise InvalidVideoError(f"{source.name}: no frame could be decoded")
+        time_base = readers[-1].time_base
+        fps = readers[-1].fps
+        audio = extract_audio(source, folder / fb.AUDIO)
+        manifest = fb.Manifest(
+            source={
+                "filename": source.name,
+                "bytes": source.stat().st_size,
+                "width": width,
+                "height": height,
+                "codec": info.codec,
+                "pix_fmt": info.pix_fmt,
+                "rotation": info.rotation,
+                "has_audio": info.has_audio,
+                "decode_errors": sum(r.errors for r in readers[-1:]),
+            },
+            clip_len=CLIP_LEN,
+            slot_len=SLOT_LEN,
+            n_frames=len(pts),
+            kept=kept_per_clip,
+            time_base=time_base,
+            pts=pts,
+            fps=fps,
+            keyframes=encoder.settings,
+            selection=chooser.describe(),
+            audio=audio,
+            models=chooser.model_versions,
+        )
+        fb.write_manifest(folder, manifest)
+        _place(folder, bundle)
+    _report(progress, 1.0)
+    return CompressResult(
+        bundle_path=bundle,
+        bundle_bytes=fb.bundle_bytes(bundle),
+        source_bytes=source.stat().st_size,
+        frames=manifest.n_frames,
+        kept_frames=len(manifest.kept_indices()),
+        width=width,
+        height=height,
+        fps=fps,
+        seconds=time.perf_counter() - started,
+        selector=chooser.name,
+        keep=getattr(chooser, "keep", 0),
+        model_versions=manifest.models,
+    )
+
+
+def _tmp_root(dest: Path) -> Path | None:
+    parent = dest.parent
+    return parent if parent.exists() else None
+
+
+def _place(folder: Path, dest: Path) -> None:
+    """Move a finished bundle folder to ``dest`` (packing it for a .frs path)."""
+    if dest.suffix == fb.SINGLE_FILE_SUFFIX:
+        partial = dest.with_name(dest.name + ".partial")
+        fb.pack(folder, partial)
+        partial.replace(dest)
+        return
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    shutil.move(str(folder), str(dest))
+
+
+def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
+    indices = manifest.kept_indices()
+    for index, rgb in zip(indices, fb.iter_keyframes(folder / fb.KEYFRAMES, len(indices)), strict=True):
+        yield KeptFrame(index, rgb)
+
+
+def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstructor) -> Iterator[np.ndarray]:
+    """All frames of the video rebuilt from an opened bundle folder, in order."""
+    rebuilder.check_pattern(manifest.kept_indices(), manifest.n_frames, manifest.clip_len)
+    count = 0
+    for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len):
+        yield frame
+        count += 1
+    if count != manifest.n_frames:
+        raise UnsupportedOptionError(f"{rebuilder.name} produced {count} frames, expected {manifest.n_frames}")
+
+
+def reconstruct(
+    bundle: Path,
+    output: Path,
+    *,
+    reconstructor: str | Reconstructor = "linear",
+    crf: int = 18,
+    progress: ProgressFn | None = None,
+) -> ReconstructResult:
+    """Rebuild every frame from a bundle and write an H.264 mp4 with the source's timing and audio."""
+    started = time.perf_counter()
+    rebuilder = reconstructor if isinstance(reconstructor, Reconstructor) else get_reconstructor(reconstructor)
+    output = Path(output)
+    with fb.open_bundle(Path(bundle)) as folder:
+        manifest = fb.read_manifest(folder)
+        width, height = int(manifest.source["width"]), int(manifest.source["height"])
+        audio = folder / fb.AUDIO if manifest.audio else None
+        partial = output.with_name(output.name + ".partial.mp4")
+        try:
+            with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=crf) as writer:
+                for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
+                    writer.write(frame, manifest.pts[i])
+                    if i % 16 == 0:
+                        _report(progress, i / manifest.n_frames)
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
+    _report(progress, 1.0)
+    return ReconstructResult(
+        output_path=output,
+        frames=manifest.n_frames,
+        width=width,
+        height=height,
+        seconds=time.perf_counter() - started,
+        reconstructor=rebuilder.name,
+        model_versions={**manifest.models, **rebuilder.model_versions},
+    )

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian/Ubuntu machine: redis-server (apt) and a virtualenv with the project.
+# Idempotent; used by scripts/serve.sh, scripts/test.sh and CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${FRAMERS_EXTRAS:-dev,s3}"
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+if ! command -v redis-server >/dev/null; then
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q redis-server
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS//,/-}"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[${EXTRAS}]"
+  touch "$stamp"
+fi

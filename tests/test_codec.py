@@ -1,0 +1,223 @@
+"""The codec end to end on real and generated videos: compress -> bundle -> reconstruct."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from framers import bundle as fb
+from framers.cli import main as cli_main
+from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
+from framers.pipeline import compress, iter_reconstructed, reconstruct
+from framers.reconstructors.classical import HoldReconstructor, LinearReconstructor
+from framers.registry import get_reconstructor
+from framers.video import FrameReader, probe
+from tests.videogen import write_video
+
+DATA = Path(__file__).parent / "data"
+
+
+def decoded(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    frames, times = [], []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.pts * stream.time_base))
+    return frames, times
+
+
+def source_frames(path: Path) -> list[np.ndarray]:
+    with FrameReader(path) as reader:
+        return [f.rgb for f in reader.frames()]
+
+
+def psnr_video(src: list[np.ndarray], rebuilt: list[np.ndarray]) -> float:
+    values = []
+    for a, b in zip(src, rebuilt, strict=True):
+        mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+        values.append(60.0 if mse == 0 else min(60.0, 10 * np.log10(255**2 / mse)))
+    return float(np.mean(values))
+
+
+def rebuilt_frames(bundle: Path, reconstructor: str = "linear") -> list[np.ndarray]:
+    with fb.open_bundle(bundle) as folder:
+        manifest = fb.read_manifest(folder)
+        return list(iter_reconstructed(folder, manifest, get_reconstructor(reconstructor)))
+
+
+@pytest.fixture(scope="module")
+def clip_with_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "moving.mp4", frames=40, audio=True)
+
+
+@pytest.mark.parametrize("single_file", [False, True])
+def test_round_trip_keeps_count_size_timing_and_audio(clip_with_audio: Path, tmp_path: Path, single_file: bool) -> None:
+    bundle = tmp_path / ("b.frs" if single_file else "b")
+    result = compress(clip_with_audio, bundle)
+    assert result.frames == 40 and result.kept_frames == 10  # 2 of 8 slots of 16 frames, short tail scaled
+    out = tmp_path / "out.mp4"
+    rec = reconstruct(bundle, out)
+    assert rec.frames == 40
+    frames, times = decoded(out)
+    _, src_times = decoded(clip_with_audio)
+    assert len(frames) == 40
+    assert frames[0].shape == (64, 96, 3)
+    assert np.allclose(times, src_times, atol=1e-3)
+    with av.open(str(out)) as container:
+        assert container.streams.audio, "audio lost"
+        assert container.streams.audio[0].codec_context.name == "aac"
+
+
+def test_lossless_keyframes_come_back_bit_exact(clip_with_audio: Path, tmp_path: Path) -> None:
+    compress(clip_with_audio, tmp_path / "b", keyframe_codec="ffv1")
+    src = source_frames(clip_with_audio)
+    manifest = fb.read_manifest(tmp_path / "b")
+    kept = manifest.kept_indices()
+    rebuilt = rebuilt_frames(tmp_path / "b")
+    for i in kept:
+        assert np.array_equal(rebuilt[i], src[i])
+
+
+def test_linear_beats_hold_and_oracle_never_worse_than_uniform(clip_with_audio: Path, tmp_path: Path) -> None:
+    src = source_frames(clip_with_audio)
+    compress(clip_with_audio, tmp_path / "u", selector="uniform", keyframe_codec="ffv1")
+    linear = psnr_video(src, rebuilt_frames(tmp_path / "u", "linear"))
+    hold = psnr_video(src, rebuilt_frames(tmp_path / "u", "hold"))
+    assert linear > hold + 1.0
+    for name in ("linear", "hold"):
+        compress(clip_with_audio, tmp_path / name, selector="oracle", reconstructor=name, keyframe_codec="ffv1")
+
+        def sse(frames: list[np.ndarray]) -> float:
+            return sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(src, frames, strict=True))
+
+        assert sse(rebuilt_frames(tmp_path / name, name)) <= sse(rebuilt_frames(tmp_path / "u", name)) + 1e-6
+
+
+def test_stride_keeps_every_nth_frame(clip_with_audio: Path, tmp_path: Path) -> None:
+    result = compress(clip_with_audio, tmp_path / "s", selector="stride", stride=4)
+    assert fb.read_manifest(tmp_path / "s").kept_indices() == list(range(0, 40, 4))
+    assert result.kept_frames == 10
+
+
+def test_real_clips_raw_h264_and_avi_with_mp3(tmp_path: Path) -> None:
+    cases = [("openh264_test_qcif_cabac.264", 30, (144, 176)), ("mmaction2_test.avi", 164, (240, 320))]
+    for name, frames, size in cases:
+        src = DATA / name
+        compress(src, tmp_path / f"{name}.frs")
+        out = tmp_path / f"{name}.mp4"
+        reconstruct(tmp_path / f"{name}.frs", out)
+        got, _ = decoded(out)
+        assert len(got) == frames and got[0].shape[:2] == size
+        with av.open(str(out)) as container:
+            assert bool(container.streams.audio) == (name.endswith(".avi"))
+
+
+def test_odd_size_variable_rate_and_gif(tmp_path: Path) -> None:
+    odd = write_video(tmp_path / "odd.mp4", frames=20, width=97, height=63, pix_fmt="yuv444p")
+    reconstruct(compress(odd, tmp_path / "odd").bundle_path, tmp_path / "odd_out.mp4")
+    frames, _ = decoded(tmp_path / "odd_out.mp4")
+    assert len(frames) == 20 and frames[0].shape == (63, 97, 3)
+
+    pts = [0, 40, 80, 200, 240, 250, 260, 400, 440, 480, 520, 560, 700, 740, 780, 820, 860, 900, 1100, 1140]
+    vfr = write_video(tmp_path / "vfr.mkv", frames=20, pts=pts, container_format="matroska")
+    _, src_times = decoded(vfr)
+    reconstruct(compress(vfr, tmp_path / "vfr").bundle_path, tmp_path / "vfr_out.mp4")
+    _, times = decoded(tmp_path / "vfr_out.mp4")
+    assert np.allclose(times, src_times, atol=2e-3)
+
+    gif = write_video(tmp_path / "a.gif", frames=12, width=64, height=48, codec="gif", pix_fmt="rgb8", fps=10)
+    reconstruct(compress(gif, tmp_path / "gif").bundle_path, tmp_path / "gif_out.mp4")
+    assert len(decoded(tmp_path / "gif_out.mp4")[0]) == 12
+
+
+def test_rotation_metadata_is_honoured(tmp_path: Path) -> None:
+    rotated = write_video(tmp_path / "rot.mp4", frames=16, width=96, height=64, rotation=90)
+    info = probe(rotated)
+    assert (info.width, info.height) == (64, 96)
+    reconstruct(compress(rotated, tmp_path / "r").bundle_path, tmp_path / "r.mp4")
+    frames, _ = decoded(tmp_path / "r.mp4")
+    assert frames[0].shape == (96, 64, 3)
+    upright = source_frames(rotated)[0]
+    assert upright.shape == (96, 64, 3)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path: Path, clip_with_audio: Path) -> None:
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("this is not a video\n" * 50)
+    data = clip_with_audio.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    audio_only = tmp_path / "audio.m4a"
+    with av.open(str(audio_only), "w") as out:
+        stream = out.add_stream("aac", rate=44100)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 44100, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    for name, needle in [("empty.mp4", "empty"), ("text.mp4", "not a readable video"),
+                         ("cut.mp4", "cut.mp4"), ("audio.m4a", "no video stream")]:
+        with pytest.raises(InvalidVideoError, match=needle):
+            compress(tmp_path / name, tmp_path / f"{name}.b")
+        assert not (tmp_path / f"{name}.b").exists()
+    assert cli_main(["compress", str(tmp_path / "text.mp4"), "-o", str(tmp_path / "x"), "-q"]) == 2
+
+
+def test_corrupt_bundle_and_bad_options_are_refused(clip_with_audio: Path, tmp_path: Path) -> None:
+    compress(clip_with_audio, tmp_path / "b")
+    keyframes = tmp_path / "b" / fb.KEYFRAMES
+    blob = bytearray(keyframes.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    keyframes.write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match="checksum"):
+        reconstruct(tmp_path / "b", tmp_path / "o.mp4")
+    (tmp_path / "junk.frs").write_bytes(b"garbage" * 100)
+    with pytest.raises(BundleError):
+        reconstruct(tmp_path / "junk.frs", tmp_path / "o.mp4")
+    with pytest.raises(UnsupportedOptionError):
+        compress(clip_with_audio, tmp_path / "k", keep=9)
+    with pytest.raises(UnsupportedOptionError):
+        compress(clip_with_audio, tmp_path / "k", selector="nope")
+    manifest = json.loads((tmp_path / "b" / fb.MANIFEST).read_text())
+    manifest["version"] = 99
+    (tmp_path / "b" / fb.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="version"):
+        fb.read_manifest(tmp_path / "b")
+
+
+def test_window_reconstructors_keep_kept_frames() -> None:
+    from framers.reconstructors.base import KeptFrame
+
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = np.full((4, 4, 3), 200, np.uint8)
+    kept = [KeptFrame(2, a), KeptFrame(6, b)]
+    lin = LinearReconstructor().reconstruct_window(kept, 0, 8)
+    assert np.array_equal(lin[2], a) and np.array_equal(lin[6], b)
+    assert lin[4, 0, 0, 0] == 100 and lin[0, 0, 0, 0] == 0 and lin[7, 0, 0, 0] == 200
+    hold = HoldReconstructor().reconstruct_window(kept, 0, 8)
+    assert hold[5, 0, 0, 0] == 0 and hold[7, 0, 0, 0] == 200
+
+
+MEMORY_PROBE = """
+import resource, sys
+from framers.pipeline import compress
+compress(sys.argv[1], sys.argv[2])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_memory_does_not_grow_with_video_length(tmp_path: Path) -> None:
+    """Peak RSS compressing a video 8x longer grows by less than 20 % (streaming)."""
+    short = write_video(tmp_path / "short.mp4", frames=48, width=320, height=240)
+    long = write_video(tmp_path / "long.mp4", frames=384, width=320, height=240)
+    peaks = []
+    for video in (short, long):
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(video), str(tmp_path / (video.stem + ".frs"))],
+                             capture_output=True, text=True, check=True)
+        peaks.append(int(out.stdout.strip().splitlines()[-1]))
+    assert peaks[1] < peaks[0] * 1.2, peaks
