@@ -109,11 +109,21 @@ def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
     return Fraction(tb.numerator, tb.denominator) if tb else DEFAULT_TIME_BASE
 
 
-def probe(path: Path) -> VideoInfo:
-    """Open a video, decode its first frame and read its header; raise InvalidVideoError if unusable."""
+def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
+    """Open a video, decode its first frame and read its header; raise InvalidVideoError if unusable.
+
+    ``max_pixels`` refuses a video whose header declares a larger frame *before* anything is
+    decoded (a hostile header must not make us allocate gigabytes).
+    """
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        declared = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+        if max_pixels is not None and declared > max_pixels:
+            raise InvalidVideoError(
+                f"{Path(path).name}: frame size {stream.codec_context.width}x{stream.codec_context.height} "
+                f"exceeds the limit of {max_pixels} pixels"
+            )
         first = None
         try:
             for frame in container.decode(stream):

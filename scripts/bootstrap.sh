@@ -3,7 +3,7 @@
 # Idempotent; used by scripts/serve.sh, scripts/test.sh and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${FRAMERS_EXTRAS:-dev,s3}"
+EXTRAS="${FRAMERS_EXTRAS:-cpu,s3}"
 
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi

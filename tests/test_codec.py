@@ -160,8 +160,12 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path, clip_with_audio: Path) ->
         frame.sample_rate, frame.pts = 44100, 0
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             out.mux(packet)
-    for name, needle in [("empty.mp4", "empty"), ("text.mp4", "not a readable video"),
-                         ("cut.mp4", "cut.mp4"), ("audio.m4a", "no video stream")]:
+    for name, needle in [
+        ("empty.mp4", "empty"),
+        ("text.mp4", "not a readable video"),
+        ("cut.mp4", "cut.mp4"),
+        ("audio.m4a", "no video stream"),
+    ]:
         with pytest.raises(InvalidVideoError, match=needle):
             compress(tmp_path / name, tmp_path / f"{name}.b")
         assert not (tmp_path / f"{name}.b").exists()
@@ -217,7 +221,11 @@ def test_memory_does_not_grow_with_video_length(tmp_path: Path) -> None:
     long = write_video(tmp_path / "long.mp4", frames=384, width=320, height=240)
     peaks = []
     for video in (short, long):
-        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(video), str(tmp_path / (video.stem + ".frs"))],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, str(video), str(tmp_path / (video.stem + ".frs"))],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peaks.append(int(out.stdout.strip().splitlines()[-1]))
     assert peaks[1] < peaks[0] * 1.2, peaks

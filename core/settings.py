@@ -1,0 +1,187 @@
+"""One `Settings` object for the gateway, the workers and `framers serve` (env prefix FRAMERS_).
+
+Every knob of the service lives here so a deployment is configured in one place (environment
+variables, or a `.env` file named by FRAMERS_ENV_FILE). Values are validated at startup: a typo in
+an API key list or a limit fails loudly instead of silently disabling a check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Tenant used when no API keys are configured (single-user, loopback-only mode).
+ANONYMOUS_TENANT = "default"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot work with."""
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse "key1:tenantA,key2:tenantB" into {key: tenant}.
+
+    Keys may contain any character but ',' and whitespace; tenants are short slugs because they
+    appear in logs and records. A key listed twice is an error (it could map to two tenants).
+    """
+    keys: dict[str, str] = {}
+    for entry in raw.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        key, sep, tenant = entry.rpartition(":")
+        if not sep or not key or not tenant:
+            raise SettingsError(f"FRAMERS_API_KEYS entry {_mask(entry)!r} is not of the form key:tenant")
+        if not _TENANT_RE.match(tenant):
+            raise SettingsError(f"FRAMERS_API_KEYS: tenant {tenant!r} must match {_TENANT_RE.pattern}")
+        if key in keys:
+            raise SettingsError(f"FRAMERS_API_KEYS: key {_mask(key)!r} is listed twice")
+        keys[key] = tenant
+    return keys
+
+
+def _mask(secret: str) -> str:
+    # Error messages must not leak a whole key into logs.
+    return secret[:2] + "…" if len(secret) > 2 else "…"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAMERS_", extra="ignore", validate_default=True)
+
+    # --- where things live ---------------------------------------------------------------
+    data_dir: Path = Field(default=Path("data"), description="Local storage, temp files, and serve's Redis data")
+    work_dir: Path | None = Field(
+        default=None, description="Scratch space for uploads and jobs (default DATA_DIR/work)"
+    )
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str = "framers"
+    s3_prefix: str = Field(default="", description="Key prefix inside the bucket, e.g. 'prod/'")
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. http://minio:9000; None = AWS")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # --- gateway -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: SecretStr = Field(default=SecretStr(""), description="key1:tenantA,key2:tenantB; empty = no auth")
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 202 answers")
+    log_level: str = "INFO"
+
+    # --- limits (checked before a job is queued) -----------------------------------------
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_duration_s: float = Field(default=3600.0, gt=0)
+    max_width: int = Field(default=3840, ge=16, description="Long side limit (either orientation)")
+    max_height: int = Field(default=2160, ge=16, description="Short side limit (either orientation)")
+    max_frames: int = Field(default=216_000, ge=1)
+
+    # --- defaults of the compression options ---------------------------------------------
+    default_selector: str = "uniform"
+    default_reconstructor: str = "linear"
+    default_keep: int = Field(default=2, ge=1, le=8)
+    default_stride: int = Field(default=4, ge=1)
+
+    # --- jobs and workers ----------------------------------------------------------------
+    compress_timeout_s: int = Field(default=3600, ge=1)
+    reconstruct_timeout_s: int = Field(default=3600, ge=1)
+    job_retries: int = Field(default=3, ge=0, description="Retries of a transient failure or a dead worker")
+    retry_backoff_s: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [10, 60, 300], description="Seconds before retry 1, 2, 3… (comma list)"
+    )
+    job_lease_s: int = Field(
+        default=60, ge=2, description="A running job whose worker has not renewed its lease for this long is re-run"
+    )
+    maintenance_interval_s: float = Field(default=5.0, gt=0, description="Dead-job reaping and retry promotion")
+    reconcile_interval_s: float = Field(default=300.0, gt=0, description="Records vs queue reconciliation")
+    result_ttl_s: int = Field(default=86_400, ge=0, description="How long RQ keeps finished job results")
+    progress_interval_s: float = Field(default=1.0, ge=0, description="Minimum seconds between progress writes")
+    keep_sources: bool = Field(default=False, description="Keep the uploaded source after a successful compression")
+    worker_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["reconstruct", "compress"],
+        description="Queues a worker listens on, in priority order",
+    )
+
+    @field_validator("retry_backoff_s", mode="before")
+    @classmethod
+    def _split_ints(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(v) for v in value.replace(" ", "").split(",") if v]
+        return value
+
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v for v in value.replace(" ", "").split(",") if v]
+        return value
+
+    @field_validator("retry_backoff_s")
+    @classmethod
+    def _non_negative(cls, value: list[int]) -> list[int]:
+        if any(v < 0 for v in value):
+            raise ValueError("retry_backoff_s must not contain negative numbers")
+        return value or [0]
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        parse_api_keys(self.api_keys.get_secret_value())  # fail at startup, not at the first request
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise SettingsError("FRAMERS_S3_BUCKET is required with FRAMERS_STORAGE_BACKEND=s3")
+        if self.s3_prefix and not self.s3_prefix.endswith("/"):
+            self.s3_prefix += "/"
+        return self
+
+    def replace(self, **changes: object) -> Settings:
+        """A validated copy with some values changed (model_copy(update=...) skips validation)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        values.update(changes)
+        return type(self)(**values)
+
+    # --- derived values ------------------------------------------------------------------
+    @property
+    def tenants_by_key(self) -> dict[str, str]:
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.tenants_by_key)
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.work_dir if self.work_dir is not None else self.data_dir / "work"
+
+    @property
+    def local_storage_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment that makes a child process (worker) see these same settings."""
+        env = dict(os.environ)
+        for name, value in self.model_dump(mode="json").items():
+            key = f"FRAMERS_{name.upper()}"
+            if value is None:
+                env.pop(key, None)
+            elif isinstance(value, list):
+                env[key] = ",".join(str(v) for v in value)
+            else:
+                env[key] = str(value)
+        # Workers never authenticate anyone: they do not get the API keys.
+        env["FRAMERS_API_KEYS"] = ""
+        if self.s3_secret_access_key is not None:
+            env["FRAMERS_S3_SECRET_ACCESS_KEY"] = self.s3_secret_access_key.get_secret_value()
+        return env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings read from the environment once."""
+    return Settings()

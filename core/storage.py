@@ -1,0 +1,441 @@
+"""Object storage: a small interface with a local-directory backend and an S3 (MinIO) backend.
+
+Keys are '/'-separated relative names such as "videos/<id>/bundle.frs". Every write is atomic:
+an object is either absent or complete, never half written, so a reader (the gateway serving a
+bundle, a worker downloading a source) can treat "exists" as "ready". Locally that is a write to
+a hidden temp file plus `os.replace`; on S3 an object only appears when its upload completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from core.settings import Settings
+
+CHUNK_SIZE = 1024 * 1024
+
+# A segment starts with a letter or digit, so ".", "..", hidden names and empty segments are
+# impossible: a key can never escape its root, whatever a caller passes in.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_KEY_RE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
+_PREFIX_RE = re.compile(rf"^({_SEGMENT}/)+$")
+
+
+class StorageError(Exception):
+    """The storage backend failed (I/O error, unreachable endpoint, denied)."""
+
+
+class ObjectNotFound(StorageError):
+    """No object under this key."""
+
+
+class InvalidKey(StorageError, ValueError):
+    """A key or prefix that is not a safe relative name."""
+
+
+def check_key(key: str) -> str:
+    if not _KEY_RE.match(key) or len(key) > 512:
+        raise InvalidKey(f"invalid storage key {key!r}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    if not _PREFIX_RE.match(prefix) or len(prefix) > 512:
+        raise InvalidKey(f"invalid storage prefix {prefix!r} (must be a folder ending in '/')")
+    return prefix
+
+
+class Storage(ABC):
+    """What the service needs from object storage, nothing more."""
+
+    @abstractmethod
+    def put_file(self, src: Path, key: str, *, move: bool = False) -> int:
+        """Store a local file under key; `move` lets the backend consume src. Returns bytes stored."""
+
+    @abstractmethod
+    def put_stream(self, stream: BinaryIO, key: str) -> int:
+        """Store everything read from stream (read in chunks, never whole in memory)."""
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        import io
+
+        self.put_stream(io.BytesIO(data), key)
+
+    @abstractmethod
+    def get_file(self, key: str, dest: Path) -> int:
+        """Copy the object to a local file (written atomically). Raises ObjectNotFound."""
+
+    @abstractmethod
+    def iter_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield bytes start..end (inclusive; None = to the end) in chunks. Raises ObjectNotFound."""
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_range(key))
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Size in bytes. Raises ObjectNotFound."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Delete one object; True when it existed."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under a folder prefix ("videos/<id>/"); returns how many."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under a folder prefix, recursively."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StorageError unless the backend is reachable and usable."""
+
+
+class LocalStorage(Storage):
+    """Objects as files under a root directory; temp files in a hidden sibling folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        # Inside the root so os.replace never crosses a filesystem; keys cannot name it (leading dot).
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._sweep_tmp()
+
+    def _sweep_tmp(self, max_age_s: float = 86_400) -> None:
+        """Temp files of writes interrupted by a crash; a day old is certainly not in flight."""
+        cutoff = time.time() - max_age_s
+        for path in self._tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if path.lstat().st_mtime < cutoff:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _tmp_path(self) -> Path:
+        return self._tmp / uuid.uuid4().hex
+
+    def _commit(self, tmp: Path, key: str) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+
+    def put_file(self, src: Path, key: str, *, move: bool = False) -> int:
+        check_key(key)
+        src = Path(src)
+        tmp = self._tmp_path()
+        try:
+            if move:
+                try:
+                    os.replace(src, tmp)  # same filesystem: no copy
+                except OSError:
+                    shutil.copyfile(src, tmp)
+                    src.unlink()
+            else:
+                shutil.copyfile(src, tmp)
+            _fsync_file(tmp)
+            size = tmp.stat().st_size
+            self._commit(tmp, key)
+            return size
+        except FileNotFoundError as exc:
+            raise StorageError(f"cannot store {key}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_stream(self, stream: BinaryIO, key: str) -> int:
+        check_key(key)
+        tmp = self._tmp_path()
+        size = 0
+        try:
+            with open(tmp, "wb") as f:
+                while chunk := stream.read(CHUNK_SIZE):
+                    f.write(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            self._commit(tmp, key)
+            return size
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_file(self, key: str, dest: Path) -> int:
+        path = self._path(key)
+        dest = Path(dest)
+        part = dest.with_name(dest.name + f".{uuid.uuid4().hex[:8]}.part")
+        try:
+            shutil.copyfile(path, part)
+        except FileNotFoundError as exc:
+            part.unlink(missing_ok=True)
+            raise ObjectNotFound(key) from exc
+        os.replace(part, dest)
+        return dest.stat().st_size
+
+    def iter_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            # Opened before the generator starts so a missing object fails at the call, and a
+            # concurrent delete cannot cut a stream short (the open fd keeps the data).
+            f = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+        return _read_range(f, start, end)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self.root / check_prefix(prefix)
+        if not folder.is_dir():
+            return 0
+        # Rename first: readers then see the whole folder vanish at once, not file by file.
+        doomed = self._tmp_path()
+        try:
+            os.replace(folder, doomed)
+        except FileNotFoundError:
+            return 0
+        count = sum(1 for p in doomed.rglob("*") if p.is_file())
+        shutil.rmtree(doomed, ignore_errors=True)
+        return count
+
+    def list(self, prefix: str) -> Iterator[str]:
+        folder = self.root / check_prefix(prefix)
+        if not folder.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(folder):
+            for name in sorted(filenames):
+                yield Path(dirpath, name).relative_to(self.root).as_posix()
+
+    def ping(self) -> None:
+        probe = self._tmp / f"ping-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"local storage at {self.root} is not writable: {exc}") from exc
+
+
+def _read_range(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    with f:
+        f.seek(start)
+        remaining = None if end is None else end - start + 1
+        while remaining is None or remaining > 0:
+            chunk = f.read(CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining))
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; best effort (not every filesystem allows it).
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class S3Storage(Storage):
+    """S3 or MinIO through boto3. An object becomes visible only once its upload completes."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        client: Any = None,
+    ) -> None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StorageError("the S3 backend needs boto3: pip install 'framers-service[s3]'") from exc
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
+        )
+
+    def _k(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def _errors(self, key: str) -> Any:
+        return _S3Errors(key)
+
+    def put_file(self, src: Path, key: str, *, move: bool = False) -> int:
+        src = Path(src)
+        with self._errors(key):
+            size = src.stat().st_size
+            self._client.upload_file(str(src), self.bucket, self._k(key))
+        if move:
+            src.unlink(missing_ok=True)
+        return size
+
+    def put_stream(self, stream: BinaryIO, key: str) -> int:
+        counter = _CountingReader(stream)
+        with self._errors(key):
+            self._client.upload_fileobj(counter, self.bucket, self._k(key))
+        return counter.count
+
+    def get_file(self, key: str, dest: Path) -> int:
+        dest = Path(dest)
+        part = dest.with_name(dest.name + f".{uuid.uuid4().hex[:8]}.part")
+        try:
+            with self._errors(key):
+                self._client.download_file(self.bucket, self._k(key), str(part))
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+        return dest.stat().st_size
+
+    def iter_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
+        with self._errors(key):
+            body = self._client.get_object(**kwargs)["Body"]
+        return _iter_body(body)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+            return True
+        except ObjectNotFound:
+            return False
+
+    def size(self, key: str) -> int:
+        with self._errors(key):
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._k(key))["ContentLength"])
+
+    def delete(self, key: str) -> bool:
+        existed = self.exists(key)
+        with self._errors(key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._k(key))
+        return existed
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [self.prefix + k for k in self.list(prefix)]
+        for i in range(0, len(keys), 1000):  # the DeleteObjects limit
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            with self._errors(prefix):
+                self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        return len(keys)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        full = self.prefix + check_prefix(prefix)
+        paginator = self._client.get_paginator("list_objects_v2")
+        with self._errors(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(self.prefix) :]
+
+    def ping(self) -> None:
+        with self._errors(self.bucket):
+            self._client.head_bucket(Bucket=self.bucket)
+
+
+class _S3Errors:
+    """Maps botocore errors to ObjectNotFound / StorageError."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if exc is None or isinstance(exc, StorageError):
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchKey", "NotFound"}:
+                raise ObjectNotFound(self.key) from exc
+            raise StorageError(f"S3 error on {self.key}: {code} {exc}") from exc
+        if isinstance(exc, BotoCoreError):
+            raise StorageError(f"S3 unreachable ({self.key}): {exc}") from exc
+        if isinstance(exc, FileNotFoundError):
+            raise StorageError(f"cannot store {self.key}: {exc}") from exc
+        return False
+
+
+class _CountingReader:
+    """File-like wrapper counting the bytes boto3 reads (upload_fileobj has no return value)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def _iter_body(body: Any) -> Iterator[bytes]:
+    try:
+        yield from body.iter_chunks(CHUNK_SIZE)
+    finally:
+        body.close()
+
+
+def make_storage(settings: Settings) -> Storage:
+    if settings.storage_backend == "s3":
+        secret = settings.s3_secret_access_key
+        return S3Storage(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+        )
+    return LocalStorage(settings.local_storage_dir)

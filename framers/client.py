@@ -1,0 +1,171 @@
+"""HTTP client of the FrameRS service (`framers remote-*` verbs use it; so can any program).
+
+    with FramersClient("http://127.0.0.1:8000", api_key="...") as client:
+        job = client.compress("clip.mp4", selector="uniform", keep=2)
+        client.wait(job["id"])
+        client.reconstruct(job["id"], "clip.rec.mp4")
+
+Uploads and downloads are streamed (never the whole file in memory); downloads are written to a
+temporary file and renamed, so an interrupted download never leaves a truncated output behind.
+This module only speaks HTTP: it does not import the service.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = ("done", "failed")
+
+
+class FramersClientError(Exception):
+    """The service answered with an error (or not at all)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class JobFailed(FramersClientError):
+    """The job reached status `failed`; the message is the service's reason."""
+
+
+class WaitTimeout(FramersClientError):
+    """The job did not finish within the given time."""
+
+
+class FramersClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FramersClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- API -----------------------------------------------------------------------------
+    def compress(self, path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+        """Upload a video; returns {"id", "status": "queued", "links"}. Options: selector, keep,
+        stride, reconstructor, keyframe_codec, crf."""
+        path = Path(path)
+        data = {k: str(v) for k, v in options.items() if v is not None}
+        with path.open("rb") as f:
+            response = self._http.post("/compress", files={"file": (path.name, f, "video/mp4")}, data=data)
+        return self._json(response, expected=(202,))
+
+    def status(self, video_id: str) -> dict[str, Any]:
+        return self._json(self._http.get(f"/jobs/{video_id}"))
+
+    def wait(self, video_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+        """Poll until the compression is done (returns the status) or failed (JobFailed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.status(video_id)
+            if job["status"] == "done":
+                return job
+            if job["status"] == "failed":
+                raise JobFailed(f"job {video_id} failed: {job.get('error')}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"job {video_id} still {job['status']} after {timeout} s")
+            time.sleep(poll_s)
+
+    def reconstruct(
+        self,
+        video_id: str,
+        out_path: str | os.PathLike[str],
+        *,
+        reconstructor: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        poll_s: float | None = None,
+    ) -> Path | None:
+        """Download the reconstructed video to out_path (starting the reconstruction if needed).
+
+        With wait=False, returns None when the video is not ready yet (one request only).
+        """
+        params = {"reconstructor": reconstructor} if reconstructor else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._http.stream("GET", f"/reconstruct/{video_id}", params=params) as response:
+                if response.status_code == 200:
+                    return _save(response, Path(out_path))
+                if response.status_code != 202:
+                    response.read()
+                    self._raise(response)
+                response.read()
+                retry_after = _retry_after(response, poll_s)
+            if not wait:
+                return None
+            if deadline is not None and time.monotonic() + retry_after > deadline:
+                raise WaitTimeout(f"reconstruction of {video_id} not ready after {timeout} s")
+            time.sleep(retry_after)
+
+    def download_bundle(self, video_id: str, out_path: str | os.PathLike[str]) -> Path:
+        with self._http.stream("GET", f"/bundles/{video_id}") as response:
+            if response.status_code != 200:
+                response.read()
+                self._raise(response)
+            return _save(response, Path(out_path))
+
+    def delete(self, video_id: str) -> None:
+        response = self._http.delete(f"/videos/{video_id}")
+        if response.status_code != 204:
+            self._raise(response)
+
+    def models(self) -> dict[str, Any]:
+        return self._json(self._http.get("/models"))
+
+    # --- helpers -------------------------------------------------------------------------
+    def _json(self, response: httpx.Response, expected: tuple[int, ...] = (200,)) -> dict[str, Any]:
+        if response.status_code not in expected:
+            self._raise(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise FramersClientError(f"HTTP {response.status_code}: {detail}", response.status_code)
+
+
+def _retry_after(response: httpx.Response, poll_s: float | None) -> float:
+    if poll_s is not None:
+        return poll_s
+    try:
+        return max(0.2, float(response.headers.get("Retry-After", "2")))
+    except ValueError:
+        return 2.0
+
+
+def _save(response: httpx.Response, out_path: Path) -> Path:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    part = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with part.open("wb") as f:
+            for chunk in response.iter_bytes(1024 * 1024):
+                f.write(chunk)
+        os.replace(part, out_path)
+    finally:
+        part.unlink(missing_ok=True)
+    return out_path

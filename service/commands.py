@@ -1,0 +1,146 @@
+"""CLI verbs of the service, plugged into `framers` through the `framers.commands` entry point.
+
+The codec's CLI calls `register(subparsers)`; nothing heavy is imported until a verb runs, so
+`framers --help` stays fast and the codec never depends on the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run gateway + workers + Redis on this machine",
+        description="Gateway, N workers and a private Redis (unless --redis-url/FRAMERS_REDIS_URL); "
+        "local storage under --data-dir. Ctrl-C stops everything.",
+    )
+    p.add_argument("--host", help="bind address (default 127.0.0.1; loopback only without API keys)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--data-dir", help="storage, scratch and Redis data (default ./data)")
+    p.add_argument("--redis-url", help="use this Redis instead of starting one")
+    p.set_defaults(func=_serve)
+
+    p = subparsers.add_parser("worker", help="run an RQ worker for the service's queues")
+    from workers.cli_args import add_arguments  # argparse only
+
+    add_arguments(p)
+    p.set_defaults(func=_worker)
+
+    p = subparsers.add_parser("remote-compress", help="upload a video to a FrameRS service")
+    p.add_argument("file", help="video file")
+    _remote_args(p)
+    p.add_argument("--selector")
+    p.add_argument("--keep", type=int)
+    p.add_argument("--stride", type=int)
+    p.add_argument("--reconstructor")
+    p.add_argument("--keyframe-codec")
+    p.add_argument("--crf", type=int)
+    p.add_argument("--wait", action="store_true", help="wait until the compression is done")
+    p.set_defaults(func=_remote_compress)
+
+    p = subparsers.add_parser("remote-status", help="show a video's job status")
+    p.add_argument("id")
+    _remote_args(p)
+    p.set_defaults(func=_remote_status)
+
+    p = subparsers.add_parser("remote-fetch", help="download a reconstructed video (or --bundle)")
+    p.add_argument("id")
+    p.add_argument("-o", "--output", required=True, help="output file (.mp4, or .frs with --bundle)")
+    p.add_argument("--reconstructor")
+    p.add_argument("--bundle", action="store_true", help="download the keyframe bundle instead")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    _remote_args(p)
+    p.set_defaults(func=_remote_fetch)
+
+
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("FRAMERS_URL", DEFAULT_URL), help="service URL (FRAMERS_URL)")
+    p.add_argument("--api-key", default=os.environ.get("FRAMERS_API_KEY"), help="API key (FRAMERS_API_KEY)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from core.settings import Settings
+    from service.serve import serve
+
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "data_dir", "redis_url"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    settings = Settings(**overrides)
+    given = args.redis_url is not None or "redis_url" in settings.model_fields_set
+    return serve(settings, workers=max(1, args.workers), redis_url_given=given)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from workers.main import command
+
+    return command(args)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from framers.client import FramersClient
+
+    return FramersClient(args.url, api_key=args.api_key)
+
+
+def _remote_compress(args: argparse.Namespace) -> int:
+    from framers.client import FramersClientError
+
+    options = {
+        "selector": args.selector,
+        "keep": args.keep,
+        "stride": args.stride,
+        "reconstructor": args.reconstructor,
+        "keyframe_codec": args.keyframe_codec,
+        "crf": args.crf,
+    }
+    try:
+        with _client(args) as client:
+            job = client.compress(args.file, **options)
+            if args.wait:
+                job = client.wait(job["id"])
+    except (FramersClientError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(job, indent=2))
+    return 0
+
+
+def _remote_status(args: argparse.Namespace) -> int:
+    from framers.client import FramersClientError
+
+    try:
+        with _client(args) as client:
+            job = client.status(args.id)
+    except FramersClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(job, indent=2))
+    return 0 if job.get("status") != "failed" else 3
+
+
+def _remote_fetch(args: argparse.Namespace) -> int:
+    from framers.client import FramersClientError
+
+    try:
+        with _client(args) as client:
+            if args.bundle:
+                client.wait(args.id, timeout=args.timeout)
+                path = client.download_bundle(args.id, args.output)
+            else:
+                path = client.reconstruct(args.id, args.output, reconstructor=args.reconstructor, timeout=args.timeout)
+    except (FramersClientError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0

@@ -1,0 +1,133 @@
+"""What the endpoints do, without HTTP: accept an upload, request a reconstruction, delete a video.
+
+Blocking (storage, Redis); routes run these in the threadpool. Errors are named exceptions; the
+routes turn them into status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from redis.exceptions import RedisError
+
+from core.queues import (
+    cancel_job,
+    compress_job_id,
+    compress_spec,
+    enqueue_once,
+    mark_deleted,
+    reconstruct_job_id,
+    reconstruct_spec,
+)
+from core.records import (
+    CompressOptions,
+    ReconstructionRecord,
+    RecordNotFound,
+    SourceInfo,
+    Status,
+    VideoKeys,
+    VideoRecord,
+    compress_marker,
+    reconstruct_marker,
+)
+from service.state import Services
+
+log = logging.getLogger(__name__)
+
+_SUFFIX_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+class NotReady(Exception):
+    """The video is not compressed yet (queued or running)."""
+
+
+class CompressionFailed(Exception):
+    """The video's compression failed; nothing can be derived from it."""
+
+
+class ReconstructionFailed(Exception):
+    """The reconstruction failed for a reason a new attempt cannot fix."""
+
+
+def source_suffix(filename: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    return suffix if _SUFFIX_RE.match(suffix) else ".bin"
+
+
+def accept_upload(
+    services: Services,
+    *,
+    tenant: str,
+    video_id: str,
+    upload_path: Path,
+    filename: str,
+    size: int,
+    info: SourceInfo,
+    options: CompressOptions,
+) -> VideoRecord:
+    """Store the upload and its record, then queue the compression.
+
+    Order matters for crash safety: the pending marker first (so a crash at any later point is
+    found and finished or cleaned by the reconciler), then the source, then the record, then the
+    queue. If Redis is down the upload is still accepted: the reconciler enqueues it later.
+    """
+    keys = VideoKeys(video_id)
+    services.records.mark_pending(video_id, compress_marker())
+    source_key = keys.source(source_suffix(filename))
+    services.storage.put_file(upload_path, source_key, move=True)
+    record = VideoRecord(id=video_id, tenant=tenant, options=options, source=info, source_key=source_key)
+    services.records.save(record)
+    try:
+        enqueue_once(services.redis, services.settings, compress_spec(services.settings, video_id))
+    except RedisError as exc:
+        log.error("video %s stored but not queued (Redis: %s); the reconciler will queue it", video_id, exc)
+    services.metrics.uploads.labels("accepted").inc()
+    services.metrics.upload_bytes.inc(size)
+    return record
+
+
+def reconstruction_state(services: Services, video_id: str, reconstructor: str) -> ReconstructionRecord | None:
+    try:
+        return services.records.load_reconstruction(video_id, reconstructor)
+    except RecordNotFound:
+        return None
+
+
+def request_reconstruction(services: Services, record: VideoRecord, reconstructor: str) -> ReconstructionRecord:
+    """Make sure a reconstruction with `reconstructor` is under way; return its current state.
+
+    Concurrent calls start one job: enqueue_once holds a Redis lock and checks the job's
+    deterministic id. A reconstruction that failed for good is reported, not re-run.
+    """
+    if record.status is Status.failed:
+        raise CompressionFailed(f"the video could not be compressed: {record.error}")
+    if record.status is not Status.done:
+        raise NotReady(f"the video is still being compressed (status {record.status}, {record.progress:.0%})")
+    state = reconstruction_state(services, record.id, reconstructor)
+    if state is not None and state.status is Status.failed and state.permanent:
+        raise ReconstructionFailed(f"reconstruction with {reconstructor} failed: {state.error}")
+
+    def write_queued_state() -> None:
+        fresh = ReconstructionRecord(
+            video_id=record.id, reconstructor=reconstructor, attempts=state.attempts if state else 0
+        )
+        services.records.mark_pending(record.id, reconstruct_marker(reconstructor))
+        services.records.save_reconstruction(fresh)
+
+    spec = reconstruct_spec(services.settings, record.id, reconstructor)
+    enqueue_once(services.redis, services.settings, spec, before_enqueue=write_queued_state)
+    return reconstruction_state(services, record.id, reconstructor) or ReconstructionRecord(
+        video_id=record.id, reconstructor=reconstructor
+    )
+
+
+def delete_video(services: Services, record: VideoRecord) -> None:
+    """Remove every object of the video; tell its running jobs to stop and write nothing back."""
+    reconstructors = [s.reconstructor for s in services.records.list_reconstructions(record.id)]
+    mark_deleted(services.redis, record.id)
+    cancel_job(services.redis, compress_job_id(record.id))
+    for name in reconstructors:
+        cancel_job(services.redis, reconstruct_job_id(record.id, name))
+    services.records.delete_video(record.id)

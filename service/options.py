@@ -1,0 +1,57 @@
+"""Compression options from the upload form: defaults from settings, names checked with the codec."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from core.records import CompressOptions
+from core.settings import Settings
+from service.methods import CatalogUnavailable, MethodCatalog
+
+OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf")
+
+
+class InvalidOptions(ValueError):
+    """An option is unknown, malformed or names a method the codec does not have."""
+
+
+def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCatalog) -> CompressOptions:
+    unknown = sorted(set(fields) - set(OPTION_FIELDS))
+    if unknown:
+        raise InvalidOptions(f"unknown form field(s) {', '.join(unknown)}; options are {', '.join(OPTION_FIELDS)}")
+    raw: dict[str, object] = {
+        "selector": settings.default_selector,
+        "keep": settings.default_keep,
+        "stride": settings.default_stride,
+        "reconstructor": settings.default_reconstructor,
+    }
+    raw.update({k: v.strip() for k, v in fields.items() if v.strip() != ""})
+    try:
+        options = CompressOptions.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidOptions(f"invalid options: {problems}") from exc
+    check_method(catalog, "selector", options.selector)
+    check_method(catalog, "reconstructor", options.reconstructor)
+    if options.keyframe_codec is not None:
+        check_keyframe_codec(options.keyframe_codec)
+    return options
+
+
+def check_keyframe_codec(name: str) -> None:
+    try:
+        from framers.bundle import KEYFRAME_CODECS
+    except ImportError:  # an older codec: the job will report an unknown codec itself
+        return
+    if name not in KEYFRAME_CODECS:
+        raise InvalidOptions(f"unknown keyframe_codec {name!r}; available: {', '.join(sorted(KEYFRAME_CODECS))}")
+
+
+def check_method(catalog: MethodCatalog, kind: str, name: str) -> None:
+    """Reject a name the codec does not offer. If the catalog is unavailable the job will tell."""
+    try:
+        known = catalog.selectors() if kind == "selector" else catalog.reconstructors()
+    except CatalogUnavailable:
+        return
+    if known and name not in known:
+        raise InvalidOptions(f"unknown {kind} {name!r}; available: {', '.join(known)}")

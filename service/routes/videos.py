@@ -1,0 +1,168 @@
+"""POST /compress, GET /jobs/{id}, DELETE /videos/{id}."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from core.records import SourceInfo, Status, new_video_id
+from framers.errors import InvalidVideoError
+from service.deps import ServicesDep, TenantDep, VideoDep
+from service.limits import LimitExceeded, check_video_limits
+from service.operations import accept_upload, delete_video
+from service.options import InvalidOptions, parse_options
+from service.schemas import CompressAccepted, JobView, links_for
+from service.state import Services
+from service.uploads import (
+    MalformedUpload,
+    MissingFile,
+    NotMultipart,
+    Upload,
+    UploadError,
+    UploadTooLarge,
+    receive_upload,
+)
+
+router = APIRouter(tags=["videos"])
+
+# Multipart framing and option fields on top of the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "The video"},
+                        "selector": {"type": "string", "description": "framers, oracle, uniform, stride"},
+                        "keep": {"type": "integer", "minimum": 1, "maximum": 8},
+                        "stride": {"type": "integer", "minimum": 1},
+                        "reconstructor": {"type": "string", "description": "Default for GET /reconstruct"},
+                        "keyframe_codec": {"type": "string"},
+                        "crf": {"type": "integer", "minimum": 0, "maximum": 63},
+                    },
+                }
+            }
+        },
+    }
+}
+
+_UPLOAD_ERRORS: dict[type[UploadError], int] = {
+    UploadTooLarge: 413,
+    NotMultipart: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    MissingFile: 422,
+    MalformedUpload: status.HTTP_400_BAD_REQUEST,
+}
+
+
+@router.post(
+    "/compress",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CompressAccepted,
+    openapi_extra=_FORM_SCHEMA,
+    summary="Upload a video and queue its compression",
+    responses={
+        413: {"description": "Upload too large"},
+        415: {"description": "Not a video"},
+        422: {"description": "Bad options, empty upload or over a limit"},
+    },
+)
+async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -> JSONResponse:
+    settings = services.settings
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+        services.metrics.uploads.labels("too_large").inc()
+        raise HTTPException(413, f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
+    uploads_dir = settings.scratch_dir / "uploads"
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    dest = uploads_dir / f"{uuid.uuid4().hex}.part"
+    try:
+        upload = await receive_upload(request.headers, request.stream(), dest, max_bytes=settings.max_upload_bytes)
+    except UploadError as exc:
+        services.metrics.uploads.labels(type(exc).__name__).inc()
+        raise HTTPException(_UPLOAD_ERRORS.get(type(exc), status.HTTP_400_BAD_REQUEST), str(exc)) from exc
+    try:
+        record_id = await run_in_threadpool(_validate_and_accept, services, tenant, upload)
+    finally:
+        upload.path.unlink(missing_ok=True)  # moved into storage on success; garbage otherwise
+    body = CompressAccepted(id=record_id, status=Status.queued, links=links_for(record_id))
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers={"Location": body.links.status},
+    )
+
+
+def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str:
+    """Options, emptiness, probe, limits — then store and queue. Runs in the threadpool."""
+    from framers.video import probe
+
+    settings = services.settings
+    try:
+        options = parse_options(upload.fields, settings, services.catalog)
+        if upload.size == 0:
+            raise InvalidOptions("the uploaded file is empty")
+    except InvalidOptions as exc:
+        services.metrics.uploads.labels("invalid").inc()
+        raise HTTPException(422, str(exc)) from exc
+    name = upload.filename or "upload"
+    try:
+        info = probe(upload.path)
+    except InvalidVideoError as exc:
+        services.metrics.uploads.labels("not_a_video").inc()
+        # Name the user's file, never our temp path.
+        reason = str(exc).replace(str(upload.path), name).replace(upload.path.name, name)
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{name} is not a video this service can read: {reason}"
+        ) from exc
+    try:
+        check_video_limits(info, settings)
+    except LimitExceeded as exc:
+        services.metrics.uploads.labels("over_limit").inc()
+        raise HTTPException(422, f"{name}: {exc}") from exc
+    source = SourceInfo(
+        filename=name,
+        bytes=upload.size,
+        width=info.width,
+        height=info.height,
+        frames=info.frames,
+        fps=info.fps,
+        duration=info.duration,
+        codec=info.codec,
+        has_audio=info.has_audio,
+    )
+    video_id = new_video_id()
+    accept_upload(
+        services,
+        tenant=tenant,
+        video_id=video_id,
+        upload_path=upload.path,
+        filename=name,
+        size=upload.size,
+        info=source,
+        options=options,
+    )
+    return video_id
+
+
+@router.get("/jobs/{video_id}", response_model=JobView, summary="Status of a video's compression")
+def get_job(record: VideoDep, services: ServicesDep) -> JobView:
+    return JobView.of(record, services.records.list_reconstructions(record.id))
+
+
+@router.delete(
+    "/videos/{video_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a video: source, bundle, reconstructions and record",
+)
+def delete(record: VideoDep, services: ServicesDep) -> Response:
+    delete_video(services, record)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

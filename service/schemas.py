@@ -1,0 +1,150 @@
+"""Response bodies of the HTTP API (what /docs shows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.records import CompressOptions, ReconstructionRecord, SourceInfo, Status, VideoRecord
+
+
+class Links(BaseModel):
+    status: str = Field(description="GET: the job record")
+    bundle: str = Field(description="GET: the single-file keyframe bundle (when done)")
+    reconstruct: str = Field(description="GET: the reconstructed video (starts it if needed)")
+    video: str = Field(description="DELETE: remove the video and everything derived from it")
+
+
+def links_for(video_id: str) -> Links:
+    return Links(
+        status=f"/jobs/{video_id}",
+        bundle=f"/bundles/{video_id}",
+        reconstruct=f"/reconstruct/{video_id}",
+        video=f"/videos/{video_id}",
+    )
+
+
+class CompressAccepted(BaseModel):
+    id: str
+    status: Status
+    links: Links
+
+
+class Sizes(BaseModel):
+    source_bytes: int
+    bundle_bytes: int | None = None
+    ratio: float | None = Field(default=None, description="bundle_bytes / source_bytes")
+
+
+class ReconstructionView(BaseModel):
+    status: Status
+    progress: float
+    error: str | None = None
+    last_error: str | None = None
+    attempts: int = 0
+    output_bytes: int | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    seconds: float | None = None
+    model_versions: dict[str, str] = Field(default_factory=dict)
+    link: str
+
+    @classmethod
+    def of(cls, state: ReconstructionRecord) -> ReconstructionView:
+        return cls(
+            **state.model_dump(
+                include={
+                    "status",
+                    "progress",
+                    "error",
+                    "last_error",
+                    "attempts",
+                    "output_bytes",
+                    "frames",
+                    "width",
+                    "height",
+                    "seconds",
+                    "model_versions",
+                }
+            ),
+            link=f"/reconstruct/{state.video_id}?reconstructor={state.reconstructor}",
+        )
+
+
+class JobView(BaseModel):
+    id: str
+    status: Status = Field(description="queued, running, done or failed")
+    progress: float = Field(description="0..1 of the compression")
+    error: str | None = Field(default=None, description="Why the job failed (status failed)")
+    last_error: str | None = Field(default=None, description="Last transient error while being retried")
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    options: CompressOptions
+    source: SourceInfo
+    sizes: Sizes
+    frames: int | None
+    kept_frames: int | None
+    compress_seconds: float | None
+    model_versions: dict[str, str]
+    reconstructions: dict[str, ReconstructionView]
+    links: Links
+
+    @classmethod
+    def of(cls, record: VideoRecord, reconstructions: list[ReconstructionRecord]) -> JobView:
+        bundle = record.bundle_bytes
+        return cls(
+            id=record.id,
+            status=record.status,
+            progress=record.progress,
+            error=record.error,
+            last_error=record.last_error,
+            attempts=record.attempts,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            options=record.options,
+            source=record.source,
+            sizes=Sizes(
+                source_bytes=record.source.bytes,
+                bundle_bytes=bundle,
+                ratio=round(bundle / record.source.bytes, 6) if bundle and record.source.bytes else None,
+            ),
+            frames=record.frames,
+            kept_frames=record.kept_frames,
+            compress_seconds=record.compress_seconds,
+            model_versions=record.model_versions,
+            reconstructions={s.reconstructor: ReconstructionView.of(s) for s in reconstructions},
+            links=links_for(record.id),
+        )
+
+
+class ReconstructionAccepted(BaseModel):
+    id: str
+    reconstructor: str
+    status: Status = Field(description="Of the reconstruction (or of the compression, if still running)")
+    progress: float
+    detail: str
+    links: dict[str, str]
+
+
+class ModelsView(BaseModel):
+    selectors: list[str]
+    reconstructors: list[str]
+    models: dict[str, Any]
+    defaults: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]

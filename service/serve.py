@@ -1,0 +1,166 @@
+"""`framers serve`: Redis + gateway + N workers on one machine, one command, Ctrl-C stops all.
+
+- Redis: a private redis-server under DATA_DIR/redis (append-only file, so queued work survives
+  a restart), unless FRAMERS_REDIS_URL / --redis-url names one.
+- Workers: N `python -m workers.main` children, restarted if they die.
+- Gateway: uvicorn in this process.
+Shutdown (SIGINT/SIGTERM): the gateway stops accepting, workers get SIGTERM (finish the current
+job) and are killed after a grace period (their jobs are then re-run on the next start), Redis
+stops last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from core.settings import Settings
+from service.auth import is_loopback
+from service.redis_server import RedisServer, RedisServerError
+
+log = logging.getLogger("framers.serve")
+
+WORKER_STOP_GRACE_S = 10.0
+RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
+
+
+class WorkerPool:
+    """N worker child processes, restarted with backoff when one dies."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings = settings
+        self.count = count
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.restarts = [0] * count
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        env = self.settings.worker_env()
+        env["FRAMERS_PARENT_PID"] = str(os.getpid())  # the worker exits if we vanish
+        # Project root on the path, so an uninstalled checkout works too.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        proc = subprocess.Popen([sys.executable, "-m", "workers.main"], env=env, start_new_session=True)
+        log.info("worker %d started (pid %d)", index, proc.pid)
+        return proc
+
+    def start(self) -> None:
+        with self._lock:
+            for i in range(self.count):
+                self.procs[i] = self._spawn(i)
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        next_start = [0.0] * self.count
+        while not self._stopping.wait(1.0):
+            with self._lock:
+                for i, proc in enumerate(self.procs):
+                    if self._stopping.is_set():
+                        return
+                    if proc is not None and proc.poll() is None:
+                        continue
+                    now = time.monotonic()
+                    if proc is not None:
+                        log.warning("worker %d (pid %d) exited with %s; restarting", i, proc.pid, proc.returncode)
+                        delay = RESTART_BACKOFF_S[min(self.restarts[i], len(RESTART_BACKOFF_S) - 1)]
+                        self.restarts[i] += 1
+                        self.procs[i] = None
+                        next_start[i] = now + delay
+                    if now >= next_start[i]:
+                        self.procs[i] = self._spawn(i)
+
+    def stop(self, grace_s: float = WORKER_STOP_GRACE_S) -> None:
+        self._stopping.set()
+        with self._lock:
+            live = [p for p in self.procs if p is not None and p.poll() is None]
+            for proc in live:
+                proc.terminate()  # RQ warm shutdown: finish the current job
+            deadline = time.monotonic() + grace_s
+            for proc in live:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning(
+                        "worker pid %d still busy after %.0f s; killing it (its job will re-run)", proc.pid, grace_s
+                    )
+                    proc.kill()
+                    proc.wait()
+
+
+def serve(settings: Settings, *, workers: int = 2, redis_url_given: bool = False) -> int:
+    import uvicorn
+
+    from service.main import create_app
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not settings.auth_enabled and not is_loopback(settings.host):
+        log.warning(
+            "no API keys configured (FRAMERS_API_KEYS): listening on 127.0.0.1 instead of %s; "
+            "configure keys to serve other machines",
+            settings.host,
+        )
+        settings = settings.replace(host="127.0.0.1")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    # Our handlers stay in place around uvicorn's, so a signal can never kill us mid-cleanup.
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    redis_server: RedisServer | None = None
+    pool: WorkerPool | None = None
+    try:
+        if not redis_url_given:
+            redis_server = RedisServer(settings.data_dir / "redis")
+            try:
+                url = redis_server.start()
+            except RedisServerError as exc:
+                log.error("%s", exc)
+                return 1
+            settings = settings.replace(redis_url=url)
+            log.info("redis-server started at %s (data in %s)", url, redis_server.data_dir)
+        pool = WorkerPool(settings, workers)
+        pool.start()
+        config = uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        )
+        server = uvicorn.Server(config)
+        if redis_server is not None:
+            _watch_redis(redis_server, server)
+        if not stop_requested.is_set():
+            log.info("gateway on http://%s:%d (docs at /docs), %d worker(s)", settings.host, settings.port, workers)
+            server.run()
+        return 0
+    finally:
+        log.info("stopping")
+        if pool is not None:
+            pool.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        log.info("stopped")
+
+
+def _watch_redis(redis_server: RedisServer, server: object) -> None:
+    """If our Redis dies nothing works: stop the gateway so the whole command exits visibly."""
+
+    def watch() -> None:
+        while redis_server.alive():
+            time.sleep(1.0)
+        if not getattr(server, "should_exit", True):
+            log.error("redis-server exited unexpectedly; shutting down")
+            server.should_exit = True  # type: ignore[attr-defined]
+
+    threading.Thread(target=watch, name="redis-watch", daemon=True).start()
