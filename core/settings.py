@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: SecretStr = Field(default=SecretStr(""), description="key1:tenantA,key2:tenantB; empty = no auth")
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 202 answers")
+    upload_idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="An upload that sends no data for this long is refused (408)"
+    )
     log_level: str = "INFO"
 
     # --- limits (checked before a job is queued) -----------------------------------------

@@ -9,15 +9,16 @@ a hidden temp file plus `os.replace`; on S3 an object only appears when its uplo
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TypeVar
 
 from core.settings import Settings
 
@@ -40,6 +41,34 @@ class ObjectNotFound(StorageError):
 
 class InvalidKey(StorageError, ValueError):
     """A key or prefix that is not a safe relative name."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def _fs_errors(key: str) -> Iterator[None]:
+    """Local file-system failures (disk full, read-only, permission denied) surface as StorageError,
+    like an unreachable S3: the gateway answers 503 and a worker retries, instead of an unhandled
+    OSError. The message names the key, not the server's path."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"local storage failed on {key}: {exc.strerror or type(exc).__name__}") from exc
+
+
+def _os_errors(key_arg: int = 0) -> Callable[[_F], _F]:
+    """Method decorator: `_fs_errors` around the whole call, naming the key argument."""
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with _fs_errors(str(args[key_arg]) if len(args) > key_arg else "?"):
+                return method(self, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def check_key(key: str) -> str:
@@ -135,6 +164,7 @@ class LocalStorage(Storage):
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
 
+    @_os_errors(key_arg=1)
     def put_file(self, src: Path, key: str, *, move: bool = False) -> int:
         check_key(key)
         src = Path(src)
@@ -162,17 +192,25 @@ class LocalStorage(Storage):
         tmp = self._tmp_path()
         size = 0
         try:
-            with open(tmp, "wb") as f:
+            with _fs_errors(key):
+                f = open(tmp, "wb")  # noqa: SIM115 - closed below
+            with f:
+                # Errors reading `stream` are the caller's and propagate as they are.
                 while chunk := stream.read(CHUNK_SIZE):
-                    f.write(chunk)
+                    with _fs_errors(key):
+                        f.write(chunk)
                     size += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            self._commit(tmp, key)
+                with _fs_errors(key):
+                    f.flush()
+                    os.fsync(f.fileno())
+            with _fs_errors(key):
+                self._commit(tmp, key)
             return size
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # cleanup must not hide the error that got us here
+                tmp.unlink(missing_ok=True)
 
+    @_os_errors()
     def get_file(self, key: str, dest: Path) -> int:
         path = self._path(key)
         dest = Path(dest)
@@ -185,6 +223,7 @@ class LocalStorage(Storage):
         os.replace(part, dest)
         return dest.stat().st_size
 
+    @_os_errors()
     def iter_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         path = self._path(key)
         try:
@@ -198,12 +237,14 @@ class LocalStorage(Storage):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    @_os_errors()
     def size(self, key: str) -> int:
         try:
             return self._path(key).stat().st_size
         except FileNotFoundError as exc:
             raise ObjectNotFound(key) from exc
 
+    @_os_errors()
     def delete(self, key: str) -> bool:
         try:
             self._path(key).unlink()
@@ -211,6 +252,7 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return False
 
+    @_os_errors()
     def delete_prefix(self, prefix: str) -> int:
         folder = self.root / check_prefix(prefix)
         if not folder.is_dir():

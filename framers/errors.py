@@ -12,6 +12,15 @@ class InvalidVideoError(FramersError):
     """
 
 
+class FrameTooLargeError(InvalidVideoError):
+    """The container header declares a frame larger than the caller allows (refused before decoding)."""
+
+    def __init__(self, message: str, width: int, height: int) -> None:
+        super().__init__(message)
+        self.width = width
+        self.height = height
+
+
 class BundleError(FramersError):
     """A keyframe bundle is malformed, of an unknown version, or fails its checksums."""
 

@@ -18,7 +18,7 @@ import av
 import av.error
 import numpy as np
 
-from framers.errors import InvalidVideoError
+from framers.errors import FrameTooLargeError, InvalidVideoError
 
 CLIP_LEN = 16
 SLOT_LEN = 2
@@ -72,7 +72,10 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidVideoError(f"{path.name}: not a readable video ({exc})") from exc
+        reason = getattr(exc, "strerror", None) or str(exc)
+        if isinstance(exc, av.error.FFmpegError) and exc.errno == 16:  # EBUSY: FFmpeg's "image too big"
+            reason = "the header declares an impossible frame size"
+        raise InvalidVideoError(f"{path.name}: not a readable video ({reason})") from exc
     if not container.streams.video:
         container.close()
         raise InvalidVideoError(f"{path.name}: the file has no video stream")
@@ -118,11 +121,12 @@ def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        declared = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
-        if max_pixels is not None and declared > max_pixels:
-            raise InvalidVideoError(
-                f"{Path(path).name}: frame size {stream.codec_context.width}x{stream.codec_context.height} "
-                f"exceeds the limit of {max_pixels} pixels"
+        declared_w, declared_h = stream.codec_context.width or 0, stream.codec_context.height or 0
+        if max_pixels is not None and declared_w * declared_h > max_pixels:
+            raise FrameTooLargeError(
+                f"{Path(path).name}: frame size {declared_w}x{declared_h} exceeds the limit of {max_pixels} pixels",
+                declared_w,
+                declared_h,
             )
         first = None
         try:

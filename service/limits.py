@@ -22,13 +22,17 @@ class _Info(Protocol):
     def duration(self) -> float: ...
 
 
-def check_video_limits(info: _Info, settings: Settings) -> None:
-    long_side, short_side = max(info.width, info.height), min(info.width, info.height)
+def check_resolution(width: int, height: int, settings: Settings) -> None:
+    long_side, short_side = max(width, height), min(width, height)
     max_long, max_short = max(settings.max_width, settings.max_height), min(settings.max_width, settings.max_height)
     if long_side > max_long or short_side > max_short:
         raise LimitExceeded(
-            f"resolution {info.width}x{info.height} exceeds the limit of {max_long}x{max_short} (either orientation)"
+            f"resolution {width}x{height} exceeds the limit of {max_long}x{max_short} (either orientation)"
         )
+
+
+def check_video_limits(info: _Info, settings: Settings) -> None:
+    check_resolution(info.width, info.height, settings)
     if info.duration > settings.max_duration_s:
         raise LimitExceeded(f"duration {info.duration:.1f} s exceeds the limit of {settings.max_duration_s:g} s")
     if info.frames > settings.max_frames:

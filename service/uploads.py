@@ -8,6 +8,7 @@ an oversized upload is cut off at the limit, and small text parts are collected 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -42,6 +43,10 @@ class MissingFile(UploadError):
 
 class MalformedUpload(UploadError):
     """The multipart body is broken, or has more/larger parts than allowed."""
+
+
+class UploadStalled(UploadError):
+    """The client stopped sending the body (no data for the idle timeout)."""
 
 
 @dataclass
@@ -133,8 +138,28 @@ class _Parser:
         }
 
 
+async def _idle_timeout(body: AsyncIterator[bytes], timeout_s: float | None) -> AsyncIterator[bytes]:
+    """The body's chunks; UploadStalled when the next one takes longer than `timeout_s`, so a client
+    that sends part of a body and then goes quiet cannot hold a request (and its temp file) forever."""
+    chunks = aiter(body)
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise UploadStalled(f"the upload stalled: no data received for {timeout_s:g} s") from exc
+        yield chunk
+
+
 async def receive_upload(
-    headers: Headers, body: AsyncIterator[bytes], dest: Path, *, max_bytes: int, file_field: str = "file"
+    headers: Headers,
+    body: AsyncIterator[bytes],
+    dest: Path,
+    *,
+    max_bytes: int,
+    file_field: str = "file",
+    idle_timeout_s: float | None = None,
 ) -> Upload:
     """Parse a multipart body, writing part `file_field` to `dest`. Raises an UploadError."""
     content_type, params = parse_options_header(headers.get("content-type", ""))
@@ -150,7 +175,7 @@ async def receive_upload(
     parser = MultipartParser(params[b"boundary"], parser_state.callbacks())  # type: ignore[arg-type]
     try:
         with open(dest, "wb") as f:
-            async for chunk in body:
+            async for chunk in _idle_timeout(body, idle_timeout_s):
                 parser.write(chunk)
                 if parser_state.pending:
                     data, parser_state.pending = b"".join(parser_state.pending), []

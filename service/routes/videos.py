@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from core.records import SourceInfo, Status, new_video_id
-from framers.errors import InvalidVideoError
+from framers.errors import FrameTooLargeError, InvalidVideoError
 from service.deps import ServicesDep, TenantDep, VideoDep
-from service.limits import LimitExceeded, check_video_limits
+from service.limits import LimitExceeded, check_resolution, check_video_limits
 from service.operations import accept_upload, delete_video
 from service.options import InvalidOptions, parse_options
 from service.schemas import CompressAccepted, JobView, links_for
@@ -23,6 +23,7 @@ from service.uploads import (
     NotMultipart,
     Upload,
     UploadError,
+    UploadStalled,
     UploadTooLarge,
     receive_upload,
 )
@@ -60,6 +61,7 @@ _UPLOAD_ERRORS: dict[type[UploadError], int] = {
     NotMultipart: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     MissingFile: 422,
     MalformedUpload: status.HTTP_400_BAD_REQUEST,
+    UploadStalled: status.HTTP_408_REQUEST_TIMEOUT,
 }
 
 
@@ -85,10 +87,19 @@ async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -
     uploads_dir.mkdir(parents=True, exist_ok=True)
     dest = uploads_dir / f"{uuid.uuid4().hex}.part"
     try:
-        upload = await receive_upload(request.headers, request.stream(), dest, max_bytes=settings.max_upload_bytes)
+        upload = await receive_upload(
+            request.headers,
+            request.stream(),
+            dest,
+            max_bytes=settings.max_upload_bytes,
+            idle_timeout_s=settings.upload_idle_timeout_s,
+        )
     except UploadError as exc:
         services.metrics.uploads.labels(type(exc).__name__).inc()
-        raise HTTPException(_UPLOAD_ERRORS.get(type(exc), status.HTTP_400_BAD_REQUEST), str(exc)) from exc
+        # The rest of a refused body is not read: close the connection rather than reuse it.
+        raise HTTPException(
+            _UPLOAD_ERRORS.get(type(exc), status.HTTP_400_BAD_REQUEST), str(exc), headers={"Connection": "close"}
+        ) from exc
     try:
         record_id = await run_in_threadpool(_validate_and_accept, services, tenant, upload)
     finally:
@@ -115,11 +126,19 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
         raise HTTPException(422, str(exc)) from exc
     name = upload.filename or "upload"
     try:
-        info = probe(upload.path)
+        # A header declaring a frame larger than the limits is refused before anything is decoded.
+        info = probe(upload.path, max_pixels=settings.max_width * settings.max_height)
     except InvalidVideoError as exc:
-        services.metrics.uploads.labels("not_a_video").inc()
         # Name the user's file, never our temp path.
         reason = str(exc).replace(str(upload.path), name).replace(upload.path.name, name)
+        if isinstance(exc, FrameTooLargeError):  # answered like the resolution check below
+            services.metrics.uploads.labels("over_limit").inc()
+            try:
+                check_resolution(exc.width, exc.height, settings)
+            except LimitExceeded as limit:
+                raise HTTPException(422, f"{name}: {limit}") from exc
+            raise HTTPException(422, reason) from exc  # (more pixels than allowed implies a side is over)
+        services.metrics.uploads.labels("not_a_video").inc()
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{name} is not a video this service can read: {reason}"
         ) from exc
