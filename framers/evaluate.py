@@ -1,0 +1,718 @@
+"""``framers evaluate``: rate and quality of selector+reconstructor methods on a set of videos.
+
+For every video and method (``SELECTOR+RECONSTRUCTOR``, e.g. ``uniform+linear``) the source is
+compressed into a temporary bundle folder, and the frames rebuilt by
+``pipeline.iter_reconstructed`` (before any mp4 encode) are compared with the source frames,
+decoded again, frame by frame (DESIGN.md, quality protocol). All methods of a video are
+measured in one streaming pass over the source, so the reference frame's statistics are
+computed once and memory holds one frame per method.
+
+Methods with the same selector share one bundle (``uniform+hold`` and ``uniform+linear`` keep
+the same frames), so it is compressed once. The H.264 reference point of a method is the whole
+source encoded with libx264 (ABR, preset medium, 4:2:0) at the bundle's video bytes, re-encoded
+with a corrected bitrate until its size is within 10 % of them; one encode serves every method
+of a video whose bundle is within that tolerance. Its PSNR is measured like the methods' (SSIM
+and MS-SSIM are not computed for it, to save time).
+
+Rate: ``bpp`` counts the bundle's video part (keyframes + manifest); the audio track is copied
+unchanged into bundles and is not what the quality numbers measure, so counting it would
+penalise videos with sound. ``bpp_with_audio`` and ``bundle_bytes`` count everything.
+
+With ``--max-frames N`` a longer video is cut to its first N frames, written losslessly (FFV1,
+RGB) to a temporary file that stands in for the source (without audio); its source bytes are
+then prorated (``source_bytes_prorated``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from framers import __version__
+from framers import bundle as fb
+from framers.errors import FramersError, UnsupportedOptionError
+from framers.metrics import Reference, VideoQuality, bits_per_pixel, compare
+from framers.pipeline import CompressResult, compress, iter_reconstructed
+from framers.registry import RECONSTRUCTORS, SELECTORS, get_reconstructor
+from framers.video import FrameReader, output_pix_fmt, probe
+
+DEFAULT_METHODS = "uniform+hold,uniform+linear,oracle+linear,stride+linear,stride+mci"
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".264", ".h264", ".265", ".hevc", ".y4m",
+     ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".wmv", ".3gp"}
+)
+H264_TOLERANCE = 0.10
+H264_MAX_ENCODES = 4
+H264_PRESET = "medium"
+
+
+# -- methods and inputs ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    selector: str
+    reconstructor: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.selector}+{self.reconstructor}"
+
+    @property
+    def bundle_key(self) -> tuple[str, str]:
+        """Methods with equal keys keep the same frames: only the oracle depends on the reconstructor."""
+        return (self.selector, self.reconstructor if self.selector == "oracle" else "")
+
+
+def parse_methods(text: str) -> list[Method]:
+    methods: list[Method] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        selector, plus, reconstructor = item.partition("+")
+        if not plus or selector not in SELECTORS or reconstructor not in RECONSTRUCTORS:
+            raise UnsupportedOptionError(
+                f"method {item!r} is not SELECTOR+RECONSTRUCTOR with a selector in {', '.join(SELECTORS)} "
+                f"and a reconstructor in {', '.join(RECONSTRUCTORS)}"
+            )
+        method = Method(selector, reconstructor)
+        if method not in methods:
+            methods.append(method)
+    if not methods:
+        raise UnsupportedOptionError("no methods given")
+    return methods
+
+
+def find_videos(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; folders contribute their video files (by suffix), sorted by name."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return found
+
+
+# -- small pure helpers -----------------------------------------------------------------------------
+def _round(value: float | None, digits: int = 4) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def next_bitrate(bitrate: float, achieved_bytes: int, target_bytes: int) -> float:
+    """x264's ABR output scales roughly with the requested rate: correct by the size ratio."""
+    return bitrate * target_bytes / max(1, achieved_bytes)
+
+
+def within(achieved: int, target: int, tolerance: float = H264_TOLERANCE) -> bool:
+    return target > 0 and abs(achieved / target - 1.0) <= tolerance
+
+
+# -- source preparation and the H.264 reference ----------------------------------------------------
+def write_trimmed(source: Path, max_frames: int, dest: Path) -> int:
+    """The first ``max_frames`` frames of ``source`` as lossless RGB (FFV1 in Matroska)."""
+    written = 0
+    with FrameReader(source) as reader, av.open(str(dest), mode="w", format="matroska") as out:
+        stream = None
+        for frame in reader.frames():
+            if written >= max_frames:
+                break
+            if stream is None:
+                rate = Fraction(reader.fps).limit_denominator(1001)
+                stream = out.add_stream("ffv1", rate=rate)
+                stream.height, stream.width = frame.rgb.shape[:2]
+                # the bundle's lossless RGB format (FFmpeg 8's ffv1 takes no 8-bit gbrp)
+                stream.pix_fmt = str(fb.KEYFRAME_CODECS["ffv1"]["pix_fmt"])
+            video_frame = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
+            video_frame.pts = written
+            for packet in stream.encode(video_frame):
+                out.mux(packet)
+            written += 1
+        if stream is not None:
+            for packet in stream.encode(None):
+                out.mux(packet)
+    return written
+
+
+def encode_h264(
+    frames: Callable[[], Iterator[np.ndarray]], dest: Path, width: int, height: int, fps: float, bitrate: float
+) -> int:
+    """Encode a frame stream with libx264 in single-pass ABR at ``bitrate`` bit/s; return the file bytes."""
+    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+    with av.open(str(dest), mode="w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = output_pix_fmt(width, height)
+        stream.bit_rate = max(1000, int(bitrate))
+        stream.options = {"preset": H264_PRESET}
+        for index, rgb in enumerate(frames()):
+            video_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            video_frame.pts = index
+            for packet in stream.encode(video_frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return dest.stat().st_size
+
+
+@dataclass
+class H264Reference:
+    path: Path
+    target_bytes: int
+    bytes: int
+    bitrate: float
+    encodes: int
+    seconds: float
+    quality: VideoQuality = field(default_factory=lambda: VideoQuality(structural_metrics=False))
+
+
+def make_h264_reference(
+    source: Path, dest: Path, width: int, height: int, fps: float, frames: int, target_bytes: int
+) -> H264Reference:
+    """Search the ABR bitrate until the encode is within 10 % of ``target_bytes`` (at most 4 encodes)."""
+    started = time.perf_counter()
+
+    def source_frames() -> Iterator[np.ndarray]:
+        with FrameReader(source) as reader:
+            for frame in reader.frames():
+                yield frame.rgb
+
+    duration = frames / fps if fps > 0 else frames / 25.0
+    bitrate = target_bytes * 8.0 / duration
+    best: tuple[int, float] | None = None
+    encodes = 0
+    for encodes in range(1, H264_MAX_ENCODES + 1):  # noqa: B007 (the count is reported)
+        size = encode_h264(source_frames, dest, width, height, fps, bitrate)
+        if best is None or abs(size - target_bytes) < abs(best[0] - target_bytes):
+            best = (size, bitrate)
+        if within(size, target_bytes):
+            break
+        bitrate = next_bitrate(bitrate, size, target_bytes)
+    assert best is not None
+    if best[0] != dest.stat().st_size:  # the last try was not the closest: redo the best one
+        encode_h264(source_frames, dest, width, height, fps, best[1])
+        encodes += 1
+    return H264Reference(
+        path=dest,
+        target_bytes=target_bytes,
+        bytes=dest.stat().st_size,
+        bitrate=best[1],
+        encodes=encodes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# -- measuring --------------------------------------------------------------------------------------
+class TimedStream:
+    """An iterator of frames that records the time spent producing them and the first error."""
+
+    def __init__(self, frames: Iterator[np.ndarray]) -> None:
+        self._frames = frames
+        self.seconds = 0.0
+        self.error: str | None = None
+        self.done = False
+
+    def next(self) -> np.ndarray | None:
+        """The next frame; None at the end or after an error (kept in ``error``)."""
+        if self.done:
+            return None
+        started = time.perf_counter()
+        try:
+            return next(self._frames)
+        except StopIteration:
+            self.done = True
+            return None
+        except Exception as exc:  # a failing method is a result, not a crash
+            self.done = True
+            self.error = _error_text(exc)
+            return None
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+        self.done = True
+
+    def finish(self) -> None:
+        """Drive the stream to its end (a reconstructor checks its frame count there)."""
+        if self.next() is not None:
+            self.fail("more frames rebuilt than the source has")
+
+
+@contextlib.contextmanager
+def _rebuilt_frames(bundle: Path, reconstructor: str) -> Iterator[Iterator[np.ndarray]]:
+    with fb.open_bundle(bundle) as folder:
+        manifest = fb.read_manifest(folder)
+        yield iter_reconstructed(folder, manifest, get_reconstructor(reconstructor))
+
+
+def _decoded(path: Path) -> Iterator[np.ndarray]:
+    with FrameReader(path) as reader:
+        for frame in reader.frames():
+            yield frame.rgb
+
+
+@dataclass
+class Options:
+    methods: list[Method]
+    keyframe_codec: str = fb.DEFAULT_KEYFRAME_CODEC
+    max_frames: int | None = None
+    keep: int = 2
+    stride: int = 4
+    h264_reference: bool = True
+    structural: bool = True  # SSIM and MS-SSIM
+    progress: bool = True
+
+
+def _say(options: Options, message: str) -> None:
+    """One line per stage in the progress output (long runs are read from a log)."""
+    if options.progress:
+        tqdm.write(f"{time.strftime('%H:%M:%S')} {message}")
+
+
+def evaluate_video(path: Path, options: Options, workdir: Path) -> dict[str, Any]:
+    """All methods on one video: compress each distinct bundle, encode the H.264 references,
+    then measure every stream against the source in one pass."""
+    info = probe(path)
+    record: dict[str, Any] = {
+        "video": path.name,
+        "path": str(path),
+        "width": info.width,
+        "height": info.height,
+        "fps": _round(info.fps),
+        "source_frames": info.frames,
+        "source_bytes": path.stat().st_size,
+        "trimmed": False,
+        "methods": {},
+    }
+    source = path
+    source_bytes = float(path.stat().st_size)
+    if options.max_frames and info.frames > options.max_frames:
+        source = workdir / "source.mkv"
+        kept_count = write_trimmed(path, options.max_frames, source)
+        source_bytes = source_bytes * kept_count / max(1, info.frames)
+        record.update(trimmed=True, source_bytes_prorated=True)
+
+    # 1. bundles, one per distinct kept pattern
+    bundles: dict[tuple[str, str], CompressResult | str] = {}
+    for method in options.methods:
+        key = method.bundle_key
+        if key in bundles:
+            continue
+        folder = workdir / f"bundle-{len(bundles)}"
+        try:
+            bundles[key] = compress(
+                source, folder, selector=method.selector, keep=options.keep, stride=options.stride,
+                reconstructor=method.reconstructor, keyframe_codec=options.keyframe_codec,
+            )
+        except Exception as exc:  # recorded per method
+            bundles[key] = _error_text(exc)
+        result = bundles[key]
+        _say(options, f"{path.name}: compress {method.selector}: "
+             + (result if isinstance(result, str) else f"{result.seconds:.1f} s, {result.bundle_bytes} bytes"))
+
+    # 2. H.264 references at each bundle's video bytes
+    references: list[H264Reference] = []
+    reference_of: dict[str, H264Reference] = {}
+    if options.h264_reference:
+        for method in options.methods:
+            result = bundles[method.bundle_key]
+            if isinstance(result, str):
+                continue
+            target = _video_bytes(result.bundle_path)
+            match = next((r for r in references if within(r.bytes, target)), None)
+            if match is None:
+                try:
+                    match = make_h264_reference(
+                        source, workdir / f"h264-{len(references)}.mkv", result.width, result.height,
+                        info.fps, result.frames, target,
+                    )
+                except Exception as exc:  # recorded per method
+                    record["methods"].setdefault(method.name, {})["h264_error"] = _error_text(exc)
+                    continue
+                references.append(match)
+                _say(options, f"{path.name}: H.264 reference {match.bytes} bytes (target {target}, "
+                     f"{match.encodes} encodes, {match.seconds:.1f} s)")
+            reference_of[method.name] = match
+
+    # 3. one pass over the source: every method's rebuilt frames and every reference
+    qualities: dict[str, VideoQuality] = {}
+    streams: dict[str, TimedStream] = {}
+    with contextlib.ExitStack() as stack:
+        for method in options.methods:
+            result = bundles[method.bundle_key]
+            if isinstance(result, str):
+                continue
+            try:
+                frames = stack.enter_context(_rebuilt_frames(result.bundle_path, method.reconstructor))
+            except Exception as exc:  # e.g. a learned model that is not installed
+                record["methods"][method.name] = {"error": _error_text(exc)}
+                continue
+            streams[method.name] = TimedStream(frames)
+            qualities[method.name] = VideoQuality(structural_metrics=options.structural)
+        ref_streams = {id(r): TimedStream(_decoded(r.path)) for r in references}
+
+        n_source = 0
+        total = _bundles_frames(bundles) or None
+        bar = tqdm(_decoded(source), total=total, desc=f"  {path.name[:40]}", unit="frame",
+                   leave=False, disable=not options.progress, mininterval=5)
+        for rgb in bar:
+            n_source += 1
+            reference = Reference(rgb, structural=options.structural)
+            for name, stream in streams.items():
+                frame = stream.next()
+                if frame is not None:
+                    try:
+                        qualities[name].add(reference, frame)
+                    except ValueError as exc:  # e.g. a reconstructor returning the wrong size
+                        stream.fail(_error_text(exc))
+            for reference_h264 in references:
+                frame = ref_streams[id(reference_h264)].next()
+                if frame is not None:
+                    reference_h264.quality.add_scores(compare(reference, frame, structural_metrics=False))
+        for stream in [*streams.values(), *ref_streams.values()]:
+            stream.finish()
+        _say(options, f"{path.name}: measured {n_source} frames; rebuild seconds "
+             + ", ".join(f"{name} {stream.seconds:.1f}" for name, stream in streams.items()))
+
+    # 4. the record
+    for method in options.methods:
+        result = bundles[method.bundle_key]
+        entry: dict[str, Any] = record["methods"].setdefault(method.name, {})
+        entry.update(selector=method.selector, reconstructor=method.reconstructor)
+        if isinstance(result, str):
+            entry["error"] = result
+            continue
+        if "error" in entry:
+            continue
+        stream = streams[method.name]
+        quality = qualities[method.name]
+        if stream.error is None and quality.frames != n_source:
+            stream.error = f"rebuilt {quality.frames} frames, the source has {n_source}"
+        if stream.error is not None:
+            entry["error"] = stream.error
+            continue
+        entry.update(_method_record(result, quality, stream.seconds, source_bytes, options))
+        shared = [m.name for m in options.methods if m.bundle_key == method.bundle_key and m != method]
+        if shared:
+            entry["bundle_shared_with"] = shared
+        h264 = reference_of.get(method.name)
+        if h264 is not None:
+            entry["h264"] = _h264_record(h264, result, ref_streams[id(h264)], n_source)
+            entry["h264"]["rate_ratio"] = _round(h264.bytes / max(1, _video_bytes(result.bundle_path)))
+    record["frames"] = n_source
+    return record
+
+
+def _bundles_frames(bundles: dict[tuple[str, str], CompressResult | str]) -> int:
+    return next((r.frames for r in bundles.values() if not isinstance(r, str)), 0)
+
+
+def _video_bytes(bundle: Path) -> int:
+    """Bundle bytes without the audio track."""
+    total = fb.bundle_bytes(bundle)
+    audio = bundle / fb.AUDIO
+    return total - (audio.stat().st_size if audio.is_file() else 0)
+
+
+def _kept_indices(bundle: Path) -> list[int]:
+    with fb.open_bundle(bundle) as folder:
+        return fb.read_manifest(folder, verify=False).kept_indices()
+
+
+def _method_record(
+    result: CompressResult, quality: VideoQuality, seconds: float, source_bytes: float, options: Options
+) -> dict[str, Any]:
+    video_bytes = _video_bytes(result.bundle_path)
+    pixels = (result.width, result.height, result.frames)
+    return {
+        "frames": result.frames,
+        "kept_frames": result.kept_frames,
+        "kept_ratio": _round(result.kept_frames / max(1, result.frames)),
+        "bundle_bytes": result.bundle_bytes,
+        "video_bytes": video_bytes,
+        "audio_bytes": result.bundle_bytes - video_bytes,
+        "source_bytes": round(source_bytes),
+        "size_ratio": _round(result.bundle_bytes / source_bytes if source_bytes else float("nan"), 5),
+        "bpp": _round(bits_per_pixel(video_bytes, *pixels), 5),
+        "bpp_with_audio": _round(bits_per_pixel(result.bundle_bytes, *pixels), 5),
+        "psnr": _round(quality.mean_psnr),
+        "psnr_mean_mse": _round(quality.psnr_of_mean_mse),
+        "ssim": _round(quality.mean_ssim, 5),
+        "ms_ssim": _round(quality.mean_ms_ssim, 5),
+        "compress_seconds": _round(result.seconds, 3),
+        "compress_fps": _round(result.frames / result.seconds if result.seconds > 0 else None, 2),
+        "reconstruct_seconds": _round(seconds, 3),
+        "reconstruct_fps": _round(result.frames / seconds if seconds > 0 else None, 2),
+        "keyframe_codec": options.keyframe_codec,
+        "kept_indices": _kept_indices(result.bundle_path),
+        "per_frame_psnr": [round(v, 3) for v in quality.psnr],
+    }
+
+
+def _h264_record(h264: H264Reference, result: CompressResult, stream: TimedStream, n_source: int) -> dict[str, Any]:
+    quality = h264.quality
+    record: dict[str, Any] = {
+        "bytes": h264.bytes,
+        "target_bytes": h264.target_bytes,
+        "bitrate": round(h264.bitrate),
+        "bpp": _round(bits_per_pixel(h264.bytes, result.width, result.height, result.frames), 5),
+        "encodes": h264.encodes,
+        "encode_seconds": _round(h264.seconds, 3),
+        "preset": H264_PRESET,
+        "pix_fmt": output_pix_fmt(result.width, result.height),
+    }
+    if stream.error is not None or quality.frames != n_source:
+        record["error"] = stream.error or f"decoded {quality.frames} frames, the source has {n_source}"
+        return record
+    record.update(psnr=_round(quality.mean_psnr), psnr_mean_mse=_round(quality.psnr_of_mean_mse))
+    return record
+
+
+# -- summary and reports ------------------------------------------------------------------------------
+SUMMARY_FIELDS = ("kept_ratio", "bpp", "bpp_with_audio", "size_ratio", "psnr", "psnr_mean_mse", "ssim", "ms_ssim")
+
+
+def summarize(videos: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per method: means over the videos it ran on (a set's PSNR is the mean of its videos')."""
+    summary: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        ok = [v["methods"][name] for v in videos if "error" not in v["methods"].get(name, {"error": 1})]
+        entry: dict[str, Any] = {"videos": len(ok), "errors": len(videos) - len(ok)}
+        for key in SUMMARY_FIELDS:
+            entry[key] = _round(_mean([r.get(key) for r in ok]), 5)
+        frames = sum(r["frames"] for r in ok)
+        compress_s = sum(r["compress_seconds"] for r in ok)
+        reconstruct_s = sum(r["reconstruct_seconds"] for r in ok)
+        entry["frames"] = frames
+        entry["compress_fps"] = _round(frames / compress_s if compress_s else None, 2)
+        entry["reconstruct_fps"] = _round(frames / reconstruct_s if reconstruct_s else None, 2)
+        with_h264 = [r for r in ok if "psnr" in r.get("h264", {})]
+        if with_h264:
+            entry["h264"] = {
+                "videos": len(with_h264),
+                "bpp": _round(_mean([r["h264"]["bpp"] for r in with_h264]), 5),
+                "psnr": _round(_mean([r["h264"]["psnr"] for r in with_h264])),
+                "psnr_mean_mse": _round(_mean([r["h264"]["psnr_mean_mse"] for r in with_h264])),
+                # over the same videos, so the difference is paired
+                "psnr_method": _round(_mean([r["psnr"] for r in with_h264])),
+            }
+        summary[name] = entry
+    return summary
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    methods: list[str] = settings["methods"]
+    videos: list[dict[str, Any]] = report["videos"]
+    lines = [
+        "# FrameRS evaluation",
+        "",
+        f"{len(videos)} videos; methods {', '.join(methods)}; keyframe codec {settings['keyframe_codec']}; "
+        f"max frames {settings['max_frames'] or 'all'}; framers {report['framers_version']}; {report['created']}.",
+        "",
+        "PSNR: RGB, capped at 60 dB per frame, mean over frames, then over videos. "
+        "PSNR(MSE): PSNR of a video's mean MSE. SSIM: Gaussian σ=1.5, RGB, full resolution. "
+        "bpp: bundle video bytes (keyframes + manifest, no audio) · 8 / (W·H·frames). "
+        "size: whole bundle / source file. H.264: the whole source with libx264 (ABR, medium, 4:2:0) at the "
+        "bundle's video bytes (±10 %), PSNR over the same videos.",
+        "",
+        "## Summary (means over videos)",
+        "",
+        "| method | videos | kept | bpp | size | PSNR | PSNR(MSE) | SSIM | MS-SSIM | H.264 PSNR | "
+        "H.264 PSNR(MSE) | compress fps | rebuild fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in methods:
+        s = report["summary"][name]
+        h = s.get("h264", {})
+        lines.append(
+            f"| {name} | {s['videos']}/{s['videos'] + s['errors']} | {_fmt(_pct(s['kept_ratio']), 1)} % "
+            f"| {_fmt(s['bpp'], 4)} | {_fmt(s['size_ratio'], 3)} | {_fmt(s['psnr'])} | {_fmt(s['psnr_mean_mse'])} "
+            f"| {_fmt(s['ssim'], 4)} | {_fmt(s['ms_ssim'], 4)} "
+            f"| {_fmt(h.get('psnr'))} | {_fmt(h.get('psnr_mean_mse'))} "
+            f"| {_fmt(s['compress_fps'], 1)} | {_fmt(s['reconstruct_fps'], 1)} |"
+        )
+    lines += ["", "## PSNR per video (dB)", "",
+              "| video | size | frames | " + " | ".join(methods) + " | H.264 @ " + methods[0] + " |",
+              "|---|---|---|" + "---|" * (len(methods) + 1)]
+    for video in videos:
+        cells = []
+        for name in methods:
+            entry = video["methods"].get(name, {})
+            cells.append("error" if "error" in entry else _fmt(entry.get("psnr")))
+        first = video["methods"].get(methods[0], {})
+        h264 = first.get("h264", {}).get("psnr")
+        frames = f"{video.get('frames', '–')}" + (" (cut)" if video.get("trimmed") else "")
+        lines.append(
+            f"| {video['video']} | {video['width']}x{video['height']} | {frames} | "
+            + " | ".join(cells) + f" | {_fmt(h264)} |"
+        )
+    errors = [
+        (video["video"], name, entry["error"])
+        for video in videos
+        for name, entry in video["methods"].items()
+        if "error" in entry
+    ]
+    errors += [(video["video"], "-", video["error"]) for video in videos if "error" in video]
+    if errors:
+        lines += ["", "## Errors", ""]
+        lines += [f"- {video} / {name}: {message}" for video, name, message in errors]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def build_report(videos: list[dict[str, Any]], options: Options, started: float) -> dict[str, Any]:
+    names = [m.name for m in options.methods]
+    return {
+        "framers_version": __version__,
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "settings": {
+            "methods": names,
+            "keyframe_codec": options.keyframe_codec,
+            "max_frames": options.max_frames,
+            "keep": options.keep,
+            "stride": options.stride,
+            "h264_reference": options.h264_reference,
+            "ssim": options.structural,
+            "psnr_cap_db": 60.0,
+        },
+        "videos": videos,
+        "summary": summarize(videos, names),
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+# -- command line -------------------------------------------------------------------------------------
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", type=Path, metavar="VIDEO_OR_DIR",
+                        help="video files, or folders whose video files are all evaluated")
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
+                        help=f"comma-separated SELECTOR+RECONSTRUCTOR list (default {DEFAULT_METHODS})")
+    parser.add_argument("--json", required=True, type=Path, metavar="OUT.json", help="write the results here")
+    parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="also write a markdown report")
+    parser.add_argument("--plots", type=Path, metavar="DIR",
+                        help="write a rate-distortion plot and a per-frame PSNR plot here")
+    parser.add_argument("--plot-video", metavar="NAME",
+                        help="video (file name or part of it) for the per-frame plot (default: the first "
+                             "video every method succeeded on)")
+    parser.add_argument("--keyframe-codec", choices=sorted(fb.KEYFRAME_CODECS), default=fb.DEFAULT_KEYFRAME_CODEC)
+    parser.add_argument("--max-frames", type=int, metavar="N",
+                        help="evaluate only the first N frames of each video (a lossless cut stands in for it)")
+    parser.add_argument("--keep", type=int, default=2, help="slots kept per 16-frame clip (slot selectors)")
+    parser.add_argument("--stride", type=int, default=4, help="keep every Nth frame (stride selector)")
+    parser.add_argument("--h264-reference", action=argparse.BooleanOptionalAction, default=True,
+                        help="also encode each video with libx264 at each bundle's size and measure it")
+    parser.add_argument("--ssim", action=argparse.BooleanOptionalAction, default=True,
+                        help="compute SSIM and MS-SSIM (the slowest part)")
+    parser.add_argument("--tmp-dir", type=Path, help="where temporary bundles go (default: the system's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    try:
+        methods = parse_methods(args.methods)
+        videos = find_videos(args.videos)
+    except (UnsupportedOptionError, FileNotFoundError) as exc:
+        print(f"framers evaluate: {exc}", file=sys.stderr)
+        return 2
+    if not videos:
+        print("framers evaluate: no video files found", file=sys.stderr)
+        return 2
+    if args.max_frames is not None and args.max_frames < 1:
+        print("framers evaluate: --max-frames must be at least 1", file=sys.stderr)
+        return 2
+    options = Options(
+        methods=methods, keyframe_codec=args.keyframe_codec, max_frames=args.max_frames, keep=args.keep,
+        stride=args.stride, h264_reference=args.h264_reference, structural=args.ssim, progress=not args.quiet,
+    )
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    for path in tqdm(videos, desc="videos", unit="video", disable=not options.progress, mininterval=5):
+        with tempfile.TemporaryDirectory(prefix="framers-eval-", dir=args.tmp_dir) as tmp:
+            try:
+                results.append(evaluate_video(path, options, Path(tmp)))
+            except (FramersError, OSError, av.error.FFmpegError, ValueError) as exc:
+                # an unreadable video is recorded, the others still run
+                results.append({"video": path.name, "path": str(path), "width": 0, "height": 0,
+                                "error": _error_text(exc), "methods": {}})
+                if not args.quiet:
+                    traceback.print_exc()
+        # after every video, so a long run can be read while it goes on
+        report = build_report(results, options, started)
+        _write_text(args.json, json.dumps(report, indent=1))
+        if args.markdown:
+            _write_text(args.markdown, to_markdown(report))
+    if args.plots:
+        from framers.plots import write_plots
+
+        for plot in write_plots(report, args.plots, prefix=args.json.stem, video=args.plot_video):
+            print(f"plot: {plot}")
+    failed = sum(s["errors"] for s in report["summary"].values())
+    print(f"evaluated {len(results)} videos x {len(methods)} methods in {report['seconds']:.0f} s "
+          f"({failed} method errors); results in {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framers evaluate", description=__doc__.splitlines()[0] if __doc__ else None)
+    add_evaluate_arguments(parser)
+    return parser
+
+
+def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
+    """Entry point: a parsed Namespace (from ``framers evaluate``) or an argv list."""
+    if not isinstance(args, argparse.Namespace):
+        args = build_parser().parse_args(None if args is None else list(args))
+    return run_evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

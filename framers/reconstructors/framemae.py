@@ -1,0 +1,167 @@
+"""``framemae``: the learned reconstructor (ONNX Runtime, no torch).
+
+Default model variant ``flowmix``: for every missing frame, three candidates are built at full
+resolution by ``framers.motion`` (linear blend of the kept neighbours, and each neighbour
+backward-warped along OpenCV DIS optical flow); the network sees the candidates of the whole
+16-frame clip at reduced resolution (``net_scale``) in overlapping 64×64 tiles (feathered
+seams), predicts softmax mixing weights per pixel and frame, and the weights, bilinearly
+upscaled, mix the full-resolution candidates. Kept frames come back unchanged; frames outside
+the span of kept frames are held like ``linear`` does; frames between two kept frames whose
+change the flow does not explain (scene cuts, flicker) fall back to ``linear`` (``GATE_*``).
+
+The ablation variant ``plain`` (the paper's masked autoencoder predicting pixels) runs on
+native-resolution tiles for clips with exactly two kept slots and falls back to ``linear``
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from framers import model_store, motion
+from framers.errors import ModelError
+from framers.reconstructors.base import KeptFrame, WindowReconstructor
+from framers.reconstructors.classical import linear_prior, to_uint8
+
+CLIP_LEN = 16
+TILE_OVERLAP = 8
+TILE_BATCH = 8
+#: safety gate: frames between two kept frames whose change the optical flow does not explain
+#: (warp error ≥ GATE_RATIO × plain difference, and that difference ≥ GATE_MIN_DIFF gray
+#: levels: scene cuts, flicker, fades) are rebuilt by ``linear`` instead of the network.
+GATE_RATIO = 0.8
+GATE_MIN_DIFF = 4.0
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering [0, length) with at least ``overlap`` shared pixels."""
+    if length <= tile:
+        return [0]
+    n = int(np.ceil((length - overlap) / (tile - overlap)))
+    return sorted({round(i * (length - tile) / (n - 1)) for i in range(n)})
+
+
+def feather(tile: int, overlap: int) -> np.ndarray:
+    """2-D blending window [tile, tile]: linear ramps over ``overlap`` pixels at the edges."""
+    ramp = np.minimum(1.0, np.minimum(np.arange(1, tile + 1), np.arange(tile, 0, -1)) / overlap)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def run_tiled(
+    session_run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, tile: int, out_channels: int
+) -> np.ndarray:
+    """Apply a tile network to x [C, T, h, w] → [out_channels, T', h, w] with feathered seams.
+
+    ``session_run(batch [N, C, T, tile, tile]) -> [N, out_channels, T, tile, tile]``; inputs smaller
+    than a tile are edge-padded."""
+    h, w = x.shape[2:]
+    ph, pw = max(h, tile), max(w, tile)
+    if (ph, pw) != (h, w):
+        x = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+    window = feather(tile, TILE_OVERLAP)
+    acc: np.ndarray | None = None
+    norm = np.zeros((ph, pw), np.float32)
+    boxes = [(y, x0) for y in tile_starts(ph, tile, TILE_OVERLAP) for x0 in tile_starts(pw, tile, TILE_OVERLAP)]
+    for i in range(0, len(boxes), TILE_BATCH):
+        chunk = boxes[i : i + TILE_BATCH]
+        batch = np.stack([x[:, :, y : y + tile, x0 : x0 + tile] for y, x0 in chunk])
+        result = session_run(np.ascontiguousarray(batch, dtype=np.float32))
+        if acc is None:  # the network may return another number of frames than it takes
+            acc = np.zeros((out_channels, result.shape[2], ph, pw), np.float32)
+        for (y, x0), res in zip(chunk, result, strict=True):
+            acc[:, :, y : y + tile, x0 : x0 + tile] += res * window
+            norm[y : y + tile, x0 : x0 + tile] += window
+    assert acc is not None
+    return (acc / norm)[:, :, :h, :w]
+
+
+class FrameMAEReconstructor(WindowReconstructor):
+    name = "framemae"
+    local = False
+
+    def __init__(self, model_dir: Path | None = None, gate: bool = True):
+        self.gate = gate
+        self.model_dir = Path(model_dir) if model_dir is not None else model_store.model_dir("framemae")
+        self.config = model_store.read_config(self.model_dir)
+        self.variant = str(self.config.get("variant", "flowmix"))
+        if self.variant not in ("flowmix", "plain"):
+            raise ModelError(f"{self.model_dir}: unknown framemae variant {self.variant!r}")
+        self.tile = int(self.config["inputs"][0]["dims"][-1])
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {"framemae": str(self.config["version"])}
+
+    def _session(self) -> ort.InferenceSession:
+        return model_store.load_model(self.model_dir).session
+
+    def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
+        if self.variant == "plain":
+            return self._reconstruct_plain(kept, start, stop)
+        return self._reconstruct_flowmix(kept, start, stop)
+
+    # ------------------------------------------------------------------ flowmix
+    def mixing_weights(self, flows: motion.WindowFlows, plans: Sequence[motion.FramePlan]) -> np.ndarray:
+        """Low-resolution mixing weights [K, n, h, w] of a window."""
+        height, width = flows.height, flows.width
+        x = motion.net_input_window(flows, plans, motion.net_scale(height, width))  # [C, n, h, w]
+        n = x.shape[1]
+        if n < CLIP_LEN:  # a short last clip: repeat its last frame's input
+            x = np.concatenate([x, np.repeat(x[:, -1:], CLIP_LEN - n, axis=1)], axis=1)
+        session = self._session()
+        name = session.get_inputs()[0].name
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return session.run(None, {name: batch})[0]
+
+        return run_tiled(run, x[:, :CLIP_LEN], self.tile, motion.N_CANDIDATES)[:, :n]
+
+    def _reconstruct_flowmix(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
+        flows = motion.WindowFlows(kept)
+        plans = motion.plan_window([k.index for k in kept], start, stop)
+        if not any(p.interpolated for p in plans):
+            return to_uint8(linear_prior(kept, start, stop))
+        if stop - start > CLIP_LEN:
+            raise ModelError(f"framemae reconstructs at most {CLIP_LEN} frames per window")
+        weights = self.mixing_weights(flows, plans)
+        out = np.empty((stop - start, flows.height, flows.width, 3), np.uint8)
+        for j, plan in enumerate(plans):
+            if plan.interpolated and (not self.gate or self._explained(flows, plan)):
+                out[j] = cv2.convertScaleAbs(motion.mix(flows.candidates(plan, as_list=True), weights[:, j]))
+            else:
+                out[j] = to_uint8(linear_prior(kept, plan.index, plan.index + 1)[0])
+        return out
+
+    @staticmethod
+    def _explained(flows: motion.WindowFlows, plan: motion.FramePlan) -> bool:
+        assert plan.before is not None and plan.after is not None
+        return flows.flow_explains(plan.before, plan.after, GATE_RATIO, GATE_MIN_DIFF)
+
+    # ------------------------------------------------------------------ plain (ablation)
+    def _reconstruct_plain(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
+        inside = [k for k in kept if start <= k.index < stop]
+        offsets = [k.index - start for k in inside]
+        slots = sorted({o // 2 for o in offsets})
+        pairs_ok = len(slots) == 2 and sorted(offsets) == [f for s in slots for f in (2 * s, 2 * s + 1)]
+        prior = linear_prior(kept, start, stop)
+        if stop - start != CLIP_LEN or not pairs_ok:
+            return to_uint8(prior)
+        frames = np.stack([k.rgb for k in sorted(inside, key=lambda k: k.index)])  # [4, H, W, 3]
+        x = frames.transpose(3, 0, 1, 2).astype(np.float32) / 255.0  # [3, 4, H, W]
+        session = self._session()
+        slot_arr = np.array(slots, dtype=np.int64)
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            feed = {"kept": batch, "slots": np.repeat(slot_arr[None], len(batch), axis=0)}
+            return session.run(None, feed)[0]
+
+        pred = run_tiled(run, x, self.tile, 3)  # [3, 16, H, W]
+        out = to_uint8(pred.transpose(1, 2, 3, 0) * 255.0)
+        for k in inside:
+            out[k.index - start] = k.rgb
+        return out

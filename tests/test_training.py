@@ -1,0 +1,101 @@
+"""Training-side checks: model shapes, masking, ONNX export parity (needs torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from framers import model_store, motion  # noqa: E402
+from framers.reconstructors.base import KeptFrame  # noqa: E402
+from training.export import example_inputs, export_onnx, model_from_store, parity  # noqa: E402
+from training.model import FlowMixNet, FrameMAE, build_model, make_config, mix_full  # noqa: E402
+from training.train import upsample_region  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL_VIDEO = Path("/work/shared/data/videos/val/cotracker__gradio_demo_videos_bear.mp4")
+
+
+def perturbed(model: Any, seed: int = 0) -> Any:
+    """Randomise every parameter (zero-initialised heads would make parity trivial)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.eval()
+
+
+def test_flowmix_starts_near_linear_and_sums_to_one() -> None:
+    model = build_model(make_config("flowmix", "fm-micro")).eval()
+    x = torch.rand(2, 11, 16, 32, 32) - 0.5
+    with torch.no_grad():
+        w = model(x)
+    assert w.shape == (2, 3, 16, 32, 32)
+    torch.testing.assert_close(w.sum(1), torch.ones(2, 16, 32, 32))
+    assert float(w[:, 0].min()) > 0.95  # the linear candidate dominates at initialisation
+
+
+def test_plain_patchify_roundtrip_and_masked_loss() -> None:
+    model = build_model(make_config("plain", "micro")).eval()
+    assert isinstance(model, FrameMAE)
+    video = torch.rand(2, 3, 16, 32, 32)
+    torch.testing.assert_close(model.unpatchify(model.patchify(video)), video)
+    slots = torch.tensor([[1, 5], [0, 7]])
+    kept = torch.stack([video[i][:, [2 * s + j for s in slots[i].tolist() for j in (0, 1)]] for i in range(2)])
+    pred = model.forward_decoder(model.forward_encoder(kept, slots), slots)
+    assert pred.shape == (2, 8 * 4, 2 * 16 * 16 * 3)
+    # a perfect prediction on the masked slots gives zero loss whatever the kept slots hold
+    target = model.patchify((video - model.mean) / model.std)
+    assert float(model.forward_loss(video, target, slots)) == pytest.approx(0.0, abs=1e-10)
+    three = torch.tensor([[0, 3, 6], [1, 2, 5]])
+    kept3 = torch.stack([video[i][:, [2 * s + j for s in three[i].tolist() for j in (0, 1)]] for i in range(2)])
+    assert model(kept3, three).shape == (2, 3, 16, 32, 32)
+
+
+def test_upsample_region_matches_full_upsampling() -> None:
+    w = torch.rand(3, 16, 20, 20)
+    full = torch.nn.functional.interpolate(w, scale_factor=4, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(upsample_region(w, 4, 13, 37, 32), full[..., 13:45, 37:69])
+
+
+def test_training_mix_matches_inference_mix() -> None:
+    rng = np.random.default_rng(0)
+    cands = rng.random((3, 16, 3, 40, 48)).astype(np.float32)
+    logits = torch.from_numpy(rng.random((1, 3, 16, 10, 12)).astype(np.float32))
+    weights = logits.softmax(1)
+    ours = mix_full(torch.from_numpy(cands)[None], weights)[0].numpy()  # [16, 3, H, W]
+    for t in (0, 7):
+        ref = motion.mix(cands[:, t].transpose(0, 2, 3, 1), weights[0, :, t].numpy())
+        np.testing.assert_allclose(ours[t].transpose(1, 2, 0), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize(("variant", "size"), [("flowmix", "fm-micro"), ("plain", "micro")])
+def test_onnx_export_parity_random(tmp_path: Path, variant: str, size: str) -> None:
+    model = perturbed(build_model(make_config(variant, size)))
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path)
+    for batch in (1, 3):  # dynamic batch
+        assert parity(model, path, example_inputs(model, batch=batch, seed=batch)) < 1e-4
+
+
+@pytest.mark.skipif(not VAL_VIDEO.exists(), reason="val data not available")
+def test_shipped_model_parity_on_a_real_window() -> None:
+    from training.cache import decode_rgb
+
+    directory = model_store.model_dir("framemae", root=ROOT / "model_store")
+    model = model_from_store(directory)
+    assert isinstance(model, FlowMixNet)
+    frames = decode_rgb(VAL_VIDEO, 36)
+    kept = [KeptFrame(i, frames[i]) for i in (0, 4, 8, 12, 16, 20)]
+    flows = motion.WindowFlows(kept)
+    plans = motion.plan_window([k.index for k in kept], 4, 20)
+    h, w = frames.shape[1:3]
+    x = motion.net_input_window(flows, plans, motion.net_scale(h, w))
+    tile = model.cfg.tile
+    batch = torch.from_numpy(np.ascontiguousarray(x[None, :, :, :tile, :tile]))
+    assert parity(model, directory / "model.onnx", (batch,)) < 1e-4

@@ -1,0 +1,1 @@
+"""Training code for FrameRS models (the only package that imports torch)."""

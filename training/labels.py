@@ -1,0 +1,324 @@
+"""Exhaustive-search labels for the Frame Selector: the error of all 28 kept slot pairs per clip.
+
+For every window (16 consecutive frames) and each of the 28 pairs of kept slots (2 of 8,
+lexicographic order = ``framers.selectors.pair_index``), the window is reconstructed from the
+kept frames and the per-frame MSE (0–255 scale, all 16 frames, kept ones included) is stored:
+``mse`` [N, 28, 16] float32. Top-k accuracy, soft labels, PSNR and regret all follow from it.
+
+Context: like the codec, a window is reconstructed together with the last kept frame of the
+previous clip and the first kept frame of the next clip; both are taken at the ``uniform``
+positions (slots (1, 5) → frames start−5 and start+18) where the video has them.
+
+Windows
+* train: random 16-frame windows (seeded) of the decoded train clips (``training.cache``),
+* val: the codec's own clip grid (starts at multiples of 16, full clips only), up to
+  ``--per-video`` evenly spread clips of each val video (first ``--max-frames`` frames).
+
+Besides the labels each chunk stores the selector's input view: every frame area-resized to
+``--view`` × ``--view`` (the FrameMAE encoder's tile), uint8 [N, 16, S, S, 3], made from the
+native frames exactly as ``framers.selector_model`` does at inference.
+
+Output (gitignored): ``data/selector/<split>_<reconstructor>_<res>/chunk_XXXX.npz``, one file
+per ``--chunk`` windows, written atomically; a rerun skips finished chunks (resumable).
+
+    python -m training.labels --split train --reconstructor linear --n 4000 --short-side 144
+    python -m training.labels --split val --reconstructor linear --short-side 0   # native
+    python -m training.labels --split train --reconstructor framemae --n 1024 --short-side 96
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from framers.reconstructors.base import KeptFrame, WindowReconstructor
+from framers.selector_model import global_view
+from framers.selectors import pair_index
+
+ROOT = Path(__file__).resolve().parents[1]
+LABEL_ROOT = ROOT / "data" / "selector"
+DATA_ROOT = Path("/work/shared/data/videos")
+CLIP_LEN = 16
+N_SLOTS = 8
+PAIRS: list[tuple[int, int]] = list(itertools.combinations(range(N_SLOTS), 2))
+N_PAIRS = len(PAIRS)  # 28
+UNIFORM_PAIR = pair_index((1, 5))
+PREV_CONTEXT = -5  # last kept frame of the previous clip under uniform (1, 5): frame 11 - 16
+NEXT_CONTEXT = CLIP_LEN + 2  # first kept frame of the next clip under uniform: frame 2 + 16
+MAX_PSNR = 60.0
+
+assert [pair_index(p) for p in PAIRS] == list(range(N_PAIRS))
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    video: str
+    start: int
+
+
+def pair_frames(pair: Sequence[int]) -> list[int]:
+    """Kept frame offsets of a slot pair: (1, 5) → [2, 3, 10, 11]."""
+    return [f for s in sorted(pair) for f in (2 * s, 2 * s + 1)]
+
+
+def psnr_of_mse(mse: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR (dB, 0–255 scale) capped at 60 dB, as in DESIGN's quality protocol."""
+    with np.errstate(divide="ignore"):
+        return np.minimum(MAX_PSNR, 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-12)))
+
+
+def window_psnr(mse: np.ndarray) -> np.ndarray:
+    """[..., 16] per-frame MSE → [...] mean of capped per-frame PSNR over the window's frames."""
+    return psnr_of_mse(mse).mean(-1)
+
+
+# --------------------------------------------------------------------------- frame sources
+def area_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    return cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def label_scale(height: int, width: int, short_side: int) -> int:
+    """Integer area-downscale factor of the label resolution (1 = native)."""
+    return 1 if short_side <= 0 else max(1, round(min(height, width) / short_side))
+
+
+def downscale(frame: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return frame
+    h, w = frame.shape[:2]
+    return area_resize(frame, w // factor, h // factor)
+
+
+def train_windows(n: int, seed: int) -> tuple[list[WindowSpec], dict[str, np.ndarray]]:
+    """n random windows over the cached train videos (a video drawn ∝ √windows)."""
+    from training.cache import CACHE_ROOT
+
+    paths = sorted(p for p in (CACHE_ROOT / "train").glob("*.npy") if ".tmp." not in p.name)
+    if not paths:
+        raise FileNotFoundError(f"no cached train clips in {CACHE_ROOT / 'train'}: run python -m training.cache")
+    videos = {p.name[:-4]: np.load(p, mmap_mode="r") for p in paths}
+    names = sorted(videos)
+    counts = np.array([max(1, len(videos[k]) - CLIP_LEN + 1) for k in names], dtype=np.float64)
+    prob = np.sqrt(counts) / np.sqrt(counts).sum()
+    rng = np.random.default_rng(seed)
+    specs = []
+    for _ in range(n):
+        name = names[int(rng.choice(len(names), p=prob))]
+        start = int(rng.integers(0, len(videos[name]) - CLIP_LEN + 1))
+        specs.append(WindowSpec(name, start))
+    return specs, videos
+
+
+def val_files() -> list[Path]:
+    import csv
+
+    with open(DATA_ROOT / "manifest.csv", newline="") as handle:
+        return [DATA_ROOT / r["file"] for r in csv.DictReader(handle) if r["split"] == "val"]
+
+
+def decode_frames(path: Path, max_frames: int) -> np.ndarray:
+    """The first max_frames frames as the codec reads them (display orientation), [T, H, W, 3]."""
+    from framers.video import FrameReader
+
+    frames = []
+    with FrameReader(path) as reader:
+        for frame in reader.frames():
+            frames.append(frame.rgb)
+            if len(frames) >= max_frames:
+                break
+    return np.stack(frames)
+
+
+def val_windows(per_video: int, max_frames: int) -> tuple[list[WindowSpec], dict[str, np.ndarray]]:
+    """Codec-aligned full clips of each val video, up to per_video evenly spread ones."""
+    specs: list[WindowSpec] = []
+    videos: dict[str, np.ndarray] = {}
+    for path in tqdm(val_files(), desc="decode val", unit="video"):
+        try:
+            frames = decode_frames(path, max_frames)
+        except Exception as exc:
+            print(f"skip {path.name}: {exc}")
+            continue
+        full = len(frames) // CLIP_LEN
+        if full == 0:
+            print(f"skip {path.name}: {len(frames)} frames")
+            continue
+        videos[path.name] = frames
+        picks = sorted({round(x) for x in np.linspace(0, full - 1, min(per_video, full))})
+        specs += [WindowSpec(path.name, k * CLIP_LEN) for k in picks]
+    return specs, videos
+
+
+# --------------------------------------------------------------------------- errors of 28 pairs
+def _frame_mse(a: np.ndarray, b: np.ndarray) -> float:
+    d = a.astype(np.float32) - b.astype(np.float32)
+    return float(np.mean(d * d))
+
+
+def _segment_mse(frames: np.ndarray, lo: int, hi: int, a: int | None, ra: np.ndarray | None,
+                 b: int | None, rb: np.ndarray | None) -> np.ndarray:
+    """Per-frame MSE of frames lo..hi-1 rebuilt by ``linear`` from kept frames a < lo, b ≥ hi
+    (either may be missing: the other is held). Same float32 arithmetic as ``linear_prior``."""
+    target = frames[lo:hi].astype(np.float32)
+    if ra is None or rb is None:
+        src = ra if ra is not None else rb
+        assert src is not None
+        rebuilt = np.broadcast_to(src.astype(np.float32), target.shape)
+    else:
+        assert a is not None and b is not None
+        w = ((np.arange(lo, hi) - a) / (b - a)).astype(np.float32)[:, None, None, None]
+        rebuilt = ra.astype(np.float32)[None] * (np.float32(1.0) - w)
+        rebuilt += rb.astype(np.float32)[None] * w
+    d = np.clip(np.rint(rebuilt), 0, 255) - target
+    return np.asarray(np.mean(d * d, axis=(1, 2, 3), dtype=np.float64), dtype=np.float32)
+
+
+def pair_errors_linear(frames: np.ndarray, prev: np.ndarray | None, nxt: np.ndarray | None) -> np.ndarray:
+    """Per-frame MSE [28, 16] of the ``linear`` reconstructor (exact, uint8-rounded as the codec),
+    computing each gap between consecutive kept frames once (gaps are shared by many pairs)."""
+    seg: dict[tuple[int | None, int | None], np.ndarray] = {}
+    out = np.zeros((N_PAIRS, CLIP_LEN), np.float32)
+
+    def rgb(k: int | None) -> np.ndarray | None:
+        if k is None:
+            return None
+        return prev if k == PREV_CONTEXT else nxt if k == NEXT_CONTEXT else frames[k]
+
+    for j, pair in enumerate(PAIRS):
+        kept = pair_frames(pair)
+        bounds: list[int | None] = [PREV_CONTEXT if prev is not None else None, *kept,
+                                    NEXT_CONTEXT if nxt is not None else None]
+        for a, b in itertools.pairwise(bounds):
+            lo = 0 if a is None else max(a + 1, 0)
+            hi = CLIP_LEN if b is None else min(b, CLIP_LEN)
+            if hi <= lo:
+                continue
+            if (a, b) not in seg:
+                seg[(a, b)] = _segment_mse(frames, lo, hi, a, rgb(a), b, rgb(b))
+            out[j, lo:hi] = seg[(a, b)]
+    return out
+
+
+def pair_errors_window(rec: WindowReconstructor, frames: np.ndarray, prev: np.ndarray | None,
+                       nxt: np.ndarray | None) -> np.ndarray:
+    """Per-frame MSE [28, 16] of any clip-wise reconstructor (one reconstruct_window per pair)."""
+    out = np.zeros((N_PAIRS, CLIP_LEN), np.float32)
+    for j, pair in enumerate(PAIRS):
+        window = [KeptFrame(PREV_CONTEXT, prev)] if prev is not None else []
+        window += [KeptFrame(k, frames[k]) for k in pair_frames(pair)]
+        if nxt is not None:
+            window.append(KeptFrame(NEXT_CONTEXT, nxt))
+        rebuilt = rec.reconstruct_window(window, 0, CLIP_LEN)
+        out[j] = [_frame_mse(rebuilt[i], frames[i]) for i in range(CLIP_LEN)]
+    return out
+
+
+def make_error_fn(name: str) -> Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]:
+    if name == "linear":
+        return pair_errors_linear
+    from framers.registry import get_reconstructor
+
+    rec = get_reconstructor(name)
+    if not isinstance(rec, WindowReconstructor):
+        raise SystemExit(f"{name} is not a clip-wise reconstructor")
+    return lambda f, p, n: pair_errors_window(rec, f, p, n)
+
+
+# --------------------------------------------------------------------------- driver
+def label_dir(split: str, reconstructor: str, short_side: int) -> Path:
+    res = "native" if short_side <= 0 else f"s{short_side}"
+    return LABEL_ROOT / f"{split}_{reconstructor}_{res}"
+
+
+def load_labels(folder: Path) -> dict[str, np.ndarray]:
+    """Concatenate the finished chunks of a label folder (in order, stopping at the first gap)."""
+    parts: list[dict[str, np.ndarray]] = []
+    k = 0
+    while (folder / f"chunk_{k:04d}.npz").exists():
+        with np.load(folder / f"chunk_{k:04d}.npz") as z:
+            parts.append({key: z[key] for key in z.files})
+        k += 1
+    if not parts:
+        raise FileNotFoundError(f"no label chunks in {folder}")
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split", choices=["train", "val"], default="train")
+    parser.add_argument("--reconstructor", default="linear", help="linear | framemae | hold")
+    parser.add_argument("--n", type=int, default=4000, help="train windows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-video", type=int, default=8, help="val clips per video")
+    parser.add_argument("--max-frames", type=int, default=360, help="val: frames decoded per video")
+    parser.add_argument("--short-side", type=int, default=144,
+                        help="label resolution: integer area-downscale to about this short side (0 = native)")
+    parser.add_argument("--view", type=int, default=64, help="side of the stored selector input view")
+    parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--limit-chunks", type=int, default=0, help="stop after this many chunks (0 = all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shard", default="0/1", help="i/n: this process does chunks c with c %% n == i")
+    args = parser.parse_args()
+
+    cv2.setNumThreads(args.threads)
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        pass
+    shard, n_shards = (int(v) for v in args.shard.split("/"))
+    out = label_dir(args.split, args.reconstructor, args.short_side)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.split == "train":
+        specs, videos = train_windows(args.n, args.seed)
+    else:
+        specs, videos = val_windows(args.per_video, args.max_frames)
+    n_chunks = -(-len(specs) // args.chunk)
+    if args.limit_chunks:
+        n_chunks = min(n_chunks, args.limit_chunks)
+    meta = {"split": args.split, "reconstructor": args.reconstructor, "short_side": args.short_side,
+            "view": args.view, "seed": args.seed, "windows": len(specs), "chunk": args.chunk,
+            "context": "uniform kept frames of the neighbouring clips (start-5, start+18)",
+            "per_video": args.per_video, "max_frames": args.max_frames}
+    if shard == 0:
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    error_fn = make_error_fn(args.reconstructor)
+    todo = [c for c in range(n_chunks) if c % n_shards == shard and not (out / f"chunk_{c:04d}.npz").exists()]
+    bar = tqdm(total=len(todo) * args.chunk, unit="clip",
+               desc=f"labels {args.split}/{args.reconstructor}")
+    started = time.time()
+    for c in todo:
+        part = specs[c * args.chunk:(c + 1) * args.chunk]
+        mse = np.zeros((len(part), N_PAIRS, CLIP_LEN), np.float32)
+        views = np.zeros((len(part), CLIP_LEN, args.view, args.view, 3), np.uint8)
+        for i, spec in enumerate(part):
+            video = videos[spec.video]
+            native = np.asarray(video[spec.start:spec.start + CLIP_LEN])
+            views[i] = global_view(native, args.view)
+            f = label_scale(native.shape[1], native.shape[2], args.short_side)
+            frames = np.stack([downscale(x, f) for x in native])
+            p, q = spec.start + PREV_CONTEXT, spec.start + NEXT_CONTEXT
+            prev = downscale(np.asarray(video[p]), f) if p >= 0 else None
+            nxt = downscale(np.asarray(video[q]), f) if q < len(video) else None
+            mse[i] = error_fn(frames, prev, nxt)
+            bar.update(1)
+        tmp = out / f"chunk_{c:04d}.tmp.npz"
+        np.savez(tmp, mse=mse, view=views, start=np.array([s.start for s in part]),
+                 video=np.array([s.video for s in part]))
+        tmp.replace(out / f"chunk_{c:04d}.npz")
+    bar.close()
+    print(f"{out}: {n_chunks} chunks, {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
