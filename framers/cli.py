@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="keep a quarter of a video's frames as a keyframe bundle")
     p.add_argument("input", help="source video (any container/codec FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, help="bundle folder, or a single file ending in .frs")
-    p.add_argument("--selector", default="uniform", help="framers | oracle | uniform | stride | random")
+    p.add_argument("--selector", default="stride",
+                   help="stride (default: every Nth frame, measured best) | framers (learned, 2 of 8 slots) "
+                   "| oracle | uniform | random")
     p.add_argument("--keep", type=int, default=2, help="slots kept of 8 per 16-frame clip (default 2)")
     p.add_argument("--stride", type=int, default=4, help="for --selector stride: keep every Nth frame")
     p.add_argument("--reconstructor", default="linear",
@@ -90,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="rebuild a playable mp4 from a bundle")
     p.add_argument("bundle", help="bundle folder or .frs file")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
-    p.add_argument("--reconstructor", default="linear", help="framemae | linear | hold | mci")
+    p.add_argument("--reconstructor", default="framemae",
+                   help="framemae (default, learned) | linear | hold | mci")
     p.add_argument("--crf", type=int, default=18, help="x264 CRF of the output video")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_reconstruct)

@@ -174,6 +174,10 @@ TEST_SETTINGS: dict[str, Any] = {
     "retry_after_s": 1,
     "max_upload_bytes": 4 * 1024 * 1024,
     "log_level": "WARNING",
+    # The service-mechanics tests run the fast classical methods; the shipped defaults
+    # (stride + framemae) have their own end-to-end test (test_service_api.py).
+    "default_selector": "uniform",
+    "default_reconstructor": "linear",
 }
 
 

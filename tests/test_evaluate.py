@@ -106,6 +106,16 @@ def test_markdown_and_plots_are_written(report: dict[str, Any]) -> None:
     assert (folder / "plots" / "r_frames_moving.png").stat().st_size > 1000
 
 
+def test_resume_keeps_finished_videos_and_refuses_other_settings(report: dict[str, Any]) -> None:
+    folder = Path(report["_folder"])
+    out = folder / "out" / "r.json"
+    args = [str(folder / "videos"), "--methods", METHODS, "--json", str(out), "--quiet", "--resume"]
+    assert ev.main(args) == 0  # nothing left to do: the video is carried over, not measured again
+    again = json.loads(out.read_text())
+    assert again["videos"][0]["methods"]["uniform+linear"] == report["videos"][0]["methods"]["uniform+linear"]
+    assert ev.main([*args, "--max-frames", "8"]) == 2
+
+
 def test_max_frames_cuts_the_source_and_no_h264(tmp_path: Path) -> None:
     video = write_video(tmp_path / "v.mp4", frames=40)
     options = ev.Options(

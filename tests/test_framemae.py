@@ -242,3 +242,14 @@ def test_scene_cut_falls_back_to_linear() -> None:
     flows = motion.WindowFlows(kept)
     assert not flows.flow_explains(1, 2)
     assert flows.flow_explains(0, 1)
+
+
+def test_tiny_frames_fall_back_to_the_linear_prior() -> None:
+    """Frames too small for optical flow (1x1, 2x2 uploads) are rebuilt, not crashed on."""
+    from framers.reconstructors.base import KeptFrame as _Kept
+    from framers.reconstructors.classical import LinearReconstructor
+    from framers.reconstructors.framemae import FrameMAEReconstructor
+
+    kept = [_Kept(0, np.zeros((2, 2, 3), np.uint8)), _Kept(4, np.full((2, 2, 3), 200, np.uint8))]
+    got = FrameMAEReconstructor().reconstruct_window(kept, 0, 8)
+    assert np.array_equal(got, LinearReconstructor().reconstruct_window(kept, 0, 8))

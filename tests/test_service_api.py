@@ -403,7 +403,7 @@ def test_health_ready_models_docs(stack: Any) -> None:
         assert checks["redis"] == "ok" and checks["storage"] == "ok" and checks["models"].startswith("ok")
         models = client.get("/models").json()
         assert "uniform" in models["selectors"] and "linear" in models["reconstructors"]
-        assert models["defaults"]["selector"] == "uniform"
+        assert models["defaults"]["selector"] == stack.settings.default_selector
         assert client.get("/docs").status_code == 200
         spec = client.get("/openapi.json").json()
         assert "multipart/form-data" in spec["paths"]["/compress"]["post"]["requestBody"]["content"]
@@ -444,3 +444,33 @@ def test_python_client(stack: Any, clip: Path, tmp_path: Path) -> None:
             client.status(video_id)
         assert err.value.status_code == 404
     assert not list(tmp_path.glob(".*.part"))  # downloads are renamed into place, no leftovers
+
+
+def test_shipped_defaults_stride_and_framemae_end_to_end(
+    service_stacks: Callable[..., Any], make_clip: Callable[..., Path], wait_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    """With no options, a video is compressed with the shipped defaults (every 4th frame) and
+    rebuilt by the learned FrameMAE from model_store/, through the whole service."""
+    from core.settings import Settings
+    from framers.video import probe
+
+    defaults = Settings.model_fields
+    shipped = {"default_selector": defaults["default_selector"].default,
+               "default_reconstructor": defaults["default_reconstructor"].default}
+    assert shipped == {"default_selector": "stride", "default_reconstructor": "framemae"}
+    stack = service_stacks(workers=1, api_keys="", **shipped)
+    video = make_clip(width=96, height=64, frames=40)
+    with stack.client() as client:
+        response = upload(client, video)
+        assert response.status_code == 202, response.text
+        video_id = response.json()["id"]
+        job = wait_job(client, video_id, wait_for)
+        assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
+        assert job["options"]["selector"] == "stride" and job["kept_frames"] == 10
+        rebuilt = wait_reconstruction(client, video_id, wait_for)
+        job = client.get(f"/jobs/{video_id}").json()
+    out = tmp_path / "out.mp4"
+    out.write_bytes(rebuilt.content)
+    info = probe(out)
+    assert (info.width, info.height, info.frames) == (96, 64, 40)
+    assert job["reconstructions"]["framemae"]["status"] == "done"

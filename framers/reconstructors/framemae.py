@@ -26,7 +26,7 @@ import onnxruntime as ort
 from framers import model_store, motion
 from framers.errors import ModelError
 from framers.reconstructors.base import KeptFrame, WindowReconstructor
-from framers.reconstructors.classical import linear_prior, to_uint8
+from framers.reconstructors.classical import LinearReconstructor, linear_prior, to_uint8
 
 CLIP_LEN = 16
 TILE_OVERLAP = 8
@@ -80,6 +80,10 @@ def run_tiled(
     return (acc / norm)[:, :, :h, :w]
 
 
+# Smallest frame side the learned path handles (OpenCV's DIS flow needs 12 px or more).
+MIN_SIDE = 16
+
+
 class FrameMAEReconstructor(WindowReconstructor):
     name = "framemae"
     local = False
@@ -101,6 +105,11 @@ class FrameMAEReconstructor(WindowReconstructor):
         return model_store.load_model(self.model_dir).session
 
     def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
+        height, width = kept[0].rgb.shape[:2]
+        if min(height, width) < MIN_SIDE:
+            # Optical flow (and a 16-px patch grid) means nothing on a frame this small; such
+            # videos (thumbnails, 1x1 test patterns) get the linear prior the model starts from.
+            return LinearReconstructor().reconstruct_window(kept, start, stop)
         if self.variant == "plain":
             return self._reconstruct_plain(kept, start, stop)
         return self._reconstruct_flowmix(kept, start, stop)
