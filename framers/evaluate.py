@@ -601,22 +601,43 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
 
+def settings_of(options: Options) -> dict[str, Any]:
+    """Everything that changes the numbers (a resumed run must match it)."""
+    return {
+        "methods": [m.name for m in options.methods],
+        "keyframe_codec": options.keyframe_codec,
+        "max_frames": options.max_frames,
+        "keep": options.keep,
+        "stride": options.stride,
+        "h264_reference": options.h264_reference,
+        "ssim": options.structural,
+        "psnr_cap_db": 60.0,
+    }
+
+
+def resumable(path: Path, options: Options) -> dict[str, dict[str, Any]]:
+    """Video records of an earlier report at ``path`` with the same settings, by video path.
+
+    Videos that failed as a whole are not carried over (they are tried again).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    if old.get("settings") != settings_of(options):
+        raise UnsupportedOptionError(f"{path} was made with other settings ({old.get('settings')}); cannot resume it")
+    return {v["path"]: v for v in old.get("videos", []) if "error" not in v}
+
+
 def build_report(videos: list[dict[str, Any]], options: Options, started: float) -> dict[str, Any]:
     names = [m.name for m in options.methods]
     return {
         "framers_version": __version__,
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - started, 1),
-        "settings": {
-            "methods": names,
-            "keyframe_codec": options.keyframe_codec,
-            "max_frames": options.max_frames,
-            "keep": options.keep,
-            "stride": options.stride,
-            "h264_reference": options.h264_reference,
-            "ssim": options.structural,
-            "psnr_cap_db": 60.0,
-        },
+        "settings": settings_of(options),
         "videos": videos,
         "summary": summarize(videos, names),
     }
@@ -651,6 +672,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also encode each video with libx264 at each bundle's size and measure it")
     parser.add_argument("--ssim", action=argparse.BooleanOptionalAction, default=True,
                         help="compute SSIM and MS-SSIM (the slowest part)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the videos already in the --json report (same settings) and do the rest")
     parser.add_argument("--tmp-dir", type=Path, help="where temporary bundles go (default: the system's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -672,10 +695,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         methods=methods, keyframe_codec=args.keyframe_codec, max_frames=args.max_frames, keep=args.keep,
         stride=args.stride, h264_reference=args.h264_reference, structural=args.ssim, progress=not args.quiet,
     )
+    try:
+        done = resumable(args.json, options) if args.resume else {}
+    except UnsupportedOptionError as exc:
+        print(f"framers evaluate: {exc}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
-    report: dict[str, Any] = {}
     for path in tqdm(videos, desc="videos", unit="video", disable=not options.progress, mininterval=5):
+        if str(path) in done:
+            results.append(done[str(path)])
+            continue
         with tempfile.TemporaryDirectory(prefix="framers-eval-", dir=args.tmp_dir) as tmp:
             try:
                 results.append(evaluate_video(path, options, Path(tmp)))
@@ -685,18 +715,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                 "error": _error_text(exc), "methods": {}})
                 if not args.quiet:
                     traceback.print_exc()
-        # after every video, so a long run can be read while it goes on
-        report = build_report(results, options, started)
-        _write_text(args.json, json.dumps(report, indent=1))
+        # after every video, so a long run can be read (or resumed) while it goes on
+        partial = build_report(results, options, started)
+        _write_text(args.json, json.dumps(partial, indent=1))
         if args.markdown:
-            _write_text(args.markdown, to_markdown(report))
+            _write_text(args.markdown, to_markdown(partial))
+    report = build_report(results, options, started)
+    _write_text(args.json, json.dumps(report, indent=1))
+    if args.markdown:
+        _write_text(args.markdown, to_markdown(report))
     if args.plots:
         from framers.plots import write_plots
 
         for plot in write_plots(report, args.plots, prefix=args.json.stem, video=args.plot_video):
             print(f"plot: {plot}")
     failed = sum(s["errors"] for s in report["summary"].values())
-    print(f"evaluated {len(results)} videos x {len(methods)} methods in {report['seconds']:.0f} s "
+    print(f"evaluated {len(results) - len(done)} videos ({len(done)} carried over) x {len(methods)} methods "
+          f"in {report['seconds']:.0f} s "
           f"({failed} method errors); results in {args.json}")
     return 0
 

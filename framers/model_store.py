@@ -52,6 +52,15 @@ def list_versions(name: str, root: Path | None = None) -> list[str]:
     return sorted(found, key=_version_key)
 
 
+def latest_versions(root: Path | None = None) -> dict[str, str]:
+    """The newest version of every model in the store ({} when the store is empty)."""
+    base = root or store_root()
+    if not base.is_dir():
+        return {}
+    latest = {d.name: list_versions(d.name, base) for d in sorted(base.iterdir()) if d.is_dir()}
+    return {name: versions[-1] for name, versions in latest.items() if versions}
+
+
 def model_dir(name: str, version: str | None = None, root: Path | None = None) -> Path:
     """Folder of a model version (the newest when version is None)."""
     versions = list_versions(name, root)

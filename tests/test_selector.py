@@ -167,7 +167,7 @@ def test_cli_compress_with_framers_selector(micro_store: Path, tmp_path: Path, m
         assert len(slots) == 2 and positions == [f for s in slots for f in (2 * s, 2 * s + 1)]
     assert tuple(kept[2]) == UniformSelector(2).positions(8)  # 8-frame tail: uniform's positions
     out = tmp_path / "o.mp4"
-    assert cli_main(["reconstruct", str(bundle), "-o", str(out), "-q"]) == 0
+    assert cli_main(["reconstruct", str(bundle), "-o", str(out), "--reconstructor", "linear", "-q"]) == 0
     assert out.stat().st_size > 0
 
 

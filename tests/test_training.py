@@ -18,7 +18,7 @@ from training.model import FlowMixNet, FrameMAE, build_model, make_config, mix_f
 from training.train import upsample_region  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-VAL_VIDEO = Path("/work/shared/data/videos/val/cotracker__gradio_demo_videos_bear.mp4")
+VAL_VIDEO = ROOT.parent / "shared" / "data" / "videos" / "val" / "cotracker__gradio_demo_videos_bear.mp4"
 
 
 def perturbed(model: Any, seed: int = 0) -> Any:
