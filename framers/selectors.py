@@ -6,7 +6,8 @@ learned ``framers`` selector (framers/selector_model.py). ``stride`` keeps every
 frame of the whole video (N = 4 spends the same 25 % budget).
 
 A selector maps a re-openable stream of clips to (clip, kept positions in the clip); it may
-read the video twice (the oracle does) but never holds more than two clips in memory.
+read the video twice (the oracle does). Memory is bounded by a few clips, independent of the
+video's length (the learned selector batches up to 8 clips per ONNX call).
 """
 
 from __future__ import annotations
