@@ -136,7 +136,7 @@ def speed(videos: list[Path], runs: int) -> list[dict[str, Any]]:
                 yield from reader.clips(16)
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        frames = sum(len(c.frames) for c, _ in chooser.select(open_clips))
+        frames = sum(len(c) for c, _ in chooser.select(open_clips))
         return frames, time.perf_counter() - wall0, time.process_time() - cpu0
 
     rows = []

@@ -126,9 +126,12 @@ _verified: dict[str, LoadedModel] = {}
 _lock = threading.Lock()
 
 
-def load_model(directory: Path) -> LoadedModel:
-    """Verify (checksum, IO spec) and open a stored model; cached per process."""
-    key = str(Path(directory).resolve())
+def load_model(directory: Path, default_threads: int = 0) -> LoadedModel:
+    """Verify (checksum, IO spec) and open a stored model; cached per process.
+
+    ``default_threads``: onnxruntime threads unless FRAMERS_ORT_THREADS says otherwise
+    (0 = onnxruntime's default)."""
+    key = f"{Path(directory).resolve()}#{default_threads}"
     with _lock:
         if key in _verified:
             return _verified[key]
@@ -141,7 +144,7 @@ def load_model(directory: Path) -> LoadedModel:
             raise ModelError(
                 f"{path}: sha256 {digest} does not match config {config['sha256']} (corrupt or replaced model file)"
             )
-        session = runtime.get_session(path)
+        session = runtime.get_session(path, default_threads)
         _check_io("input", config["inputs"], session.get_inputs(), path)
         _check_io("output", config["outputs"], session.get_outputs(), path)
         loaded = LoadedModel(Path(directory), config, session)

@@ -103,10 +103,10 @@ def compress(
         try:
             for clip, positions in chooser.select(open_clips):  # type: ignore[arg-type]
                 if encoder is None:
-                    height, width = clip.frames.shape[1:3]
+                    height, width = clip.height, clip.width
                     encoder = fb.KeyframeEncoder(folder / fb.KEYFRAMES, width, height, codec, crf)
                 for p in positions:
-                    encoder.write(clip.frames[p])
+                    encoder.write(clip.frame(p))
                 kept_per_clip.append(list(positions))
                 pts.extend(clip.pts)
                 _report(progress, 0.95 * len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1))

@@ -2,7 +2,10 @@
 
 Providers come from an ordered preference list filtered by what this onnxruntime build offers
 (CUDA first when available, CPU always last). ``FRAMERS_ORT_THREADS`` sets the intra- and
-inter-op thread counts (unset or 0: onnxruntime's default).
+inter-op thread counts (unset or 0: the caller's default, else onnxruntime's). A caller that
+runs a model beside other work (the ``framers`` selector runs while frames are decoded and
+encoded) asks for one thread: onnxruntime's pool would otherwise spin on the cores the decoder
+and encoder need.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ def thread_count() -> int:
     return max(0, value)
 
 
-def session_options() -> ort.SessionOptions:
+def session_options(default_threads: int = 0) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    threads = thread_count()
+    threads = thread_count() or default_threads
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = threads
@@ -51,9 +54,10 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
-def get_session(path: Path) -> ort.InferenceSession:
-    """The process-wide session of ``path``, created on first use under a lock."""
-    key = str(Path(path).resolve())
+def get_session(path: Path, default_threads: int = 0) -> ort.InferenceSession:
+    """The process-wide session of ``path`` (per thread default), created on first use under a lock."""
+    file = str(Path(path).resolve())
+    key = f"{file}#{default_threads}"
     session = _sessions.get(key)
     if session is not None:
         return session
@@ -61,9 +65,10 @@ def get_session(path: Path) -> ort.InferenceSession:
         session = _sessions.get(key)
         if session is None:
             try:
-                session = ort.InferenceSession(key, sess_options=session_options(), providers=providers())
+                session = ort.InferenceSession(file, sess_options=session_options(default_threads),
+                                               providers=providers())
             except Exception as exc:  # onnxruntime raises its own exception types
-                raise ModelError(f"cannot load ONNX model {key}: {exc}") from exc
+                raise ModelError(f"cannot load ONNX model {file}: {exc}") from exc
             _sessions[key] = session
     return session
 

@@ -86,7 +86,7 @@ class UniformSelector(Selector):
 
     def select(self, open_clips: ClipSource) -> Selection:
         for clip in open_clips():
-            yield clip, self.positions(len(clip.frames))
+            yield clip, self.positions(len(clip))
 
 
 class RandomSelector(UniformSelector):
@@ -122,7 +122,7 @@ class StrideSelector(Selector):
 
     def select(self, open_clips: ClipSource) -> Selection:
         for clip in open_clips():
-            yield clip, tuple(p for p in range(len(clip.frames)) if (clip.start + p) % self.stride == 0)
+            yield clip, tuple(p for p in range(len(clip)) if (clip.start + p) % self.stride == 0)
 
 
 def _sse(a: np.ndarray, b: np.ndarray) -> float:
@@ -188,11 +188,11 @@ class OracleSelector(Selector):
         for clip in open_clips():
             def frame_at(i: int, clip: Clip = clip, prev: Clip | None = previous) -> np.ndarray:
                 if clip.start <= i < clip.stop:
-                    return clip.frames[i - clip.start]
+                    return clip.frame(i - clip.start)
                 assert prev is not None and prev.start <= i < prev.stop
-                return prev.frames[i - prev.start]
+                return prev.frame(i - prev.start)
 
-            n = len(clip.frames)
+            n = len(clip)
             cands = self.candidates(n)
             gap_cache: dict[tuple[int | None, int | None], float] = {}
 
@@ -232,7 +232,7 @@ class OracleSelector(Selector):
         final = []
         for j, cand in enumerate(cands_per_clip[-1]):
             last = previous.start + cand[-1]
-            tail = self._gap_sse(lambda i: previous.frames[i - previous.start], last, None,
+            tail = self._gap_sse(lambda i: previous.frame(i - previous.start), last, None,
                                  0, previous.stop)
             final.append(value[j] + tail)
         choice = [0] * len(back)
@@ -253,12 +253,12 @@ class OracleSelector(Selector):
             following = next(stream, None)
             nxt: KeptFrame | None = None
             if following is not None:
-                p = uniform.positions(len(following.frames))[0]
-                nxt = KeptFrame(following.start + p, following.frames[p])
+                p = uniform.positions(len(following))[0]
+                nxt = KeptFrame(following.start + p, following.frame(p))
             best, best_cand = float("inf"), tuple[int, ...]()
-            for cand in self.candidates(len(current.frames)):
+            for cand in self.candidates(len(current)):
                 window = [context] if context is not None else []
-                window += [KeptFrame(current.start + p, current.frames[p]) for p in cand]
+                window += [KeptFrame(current.start + p, current.frame(p)) for p in cand]
                 if nxt is not None:
                     window.append(nxt)
                 rebuilt = self.reconstructor.reconstruct_window(window, current.start, current.stop)
@@ -266,5 +266,5 @@ class OracleSelector(Selector):
                 if err < best:
                     best, best_cand = err, cand
             yield current, best_cand
-            context = KeptFrame(current.start + best_cand[-1], current.frames[best_cand[-1]])
+            context = KeptFrame(current.start + best_cand[-1], current.frame(best_cand[-1]))
             current = following

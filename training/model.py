@@ -138,6 +138,10 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # [B, heads, N, C/heads]
+        if not torch.onnx.is_in_onnx_export():
+            # the fused kernel: same maths, ~3x faster on CPU (label generation, training)
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            return self.proj(out.transpose(1, 2).reshape(b, n, c))
         attn = (q * self.scale) @ k.transpose(-2, -1)  # [B, heads, N, N]
         attn = attn.softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from framers.video import VIEW_STEP
 from training.cache import DATA_ROOT, split_files
 from training.labels import N_PAIRS
 from training.selector import SelectorHead, SelectorNet, UnmaskedEncoder, framemae_info
@@ -69,8 +70,8 @@ def parity(net: SelectorNet, path: Path, clip: torch.Tensor) -> tuple[float, np.
 
 def io_spec(tile: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return ([{"name": "clip", "dtype": "uint8", "dims": ["batch", 16, tile, tile, 3],
-              "doc": "the 16 frames of a clip, RGB, each whole frame area-resized (cv2.INTER_AREA) "
-                     f"to {tile}x{tile}"}],
+              "doc": "the 16 frames of a clip, RGB, each whole frame area-resized to "
+                     f"{tile}x{tile} by framers.video.global_view / Clip.view"}],
             [{"name": "logits", "dtype": "float32", "dims": ["batch", N_PAIRS],
               "doc": "scores of the 28 kept slot pairs, lexicographic (0,1)=0 ... (6,7)=27"}])
 
@@ -99,7 +100,10 @@ def write_selector(net: SelectorNet, out: Path, version: str, framemae: dict[str
                        "encoder (frozen FrameMAE)": sum(p.numel() for p in net.encoder.mae.parameters())},
         "inputs": inputs,
         "outputs": outputs,
-        "view": {"size": net.encoder.tile, "resize": "cv2.INTER_AREA, whole frame (global view)"},
+        "view": {"size": net.encoder.tile,
+                 "resize": (f"whole frame (global view), framers.video.global_view: FFmpeg area scaler to "
+                            f"{VIEW_STEP * net.encoder.tile}x{VIEW_STEP * net.encoder.tile} RGB, then "
+                            f"cv2.INTER_AREA {VIEW_STEP}x box to {net.encoder.tile}x{net.encoder.tile}")},
         "classes": "lexicographic pair of kept slots (framers.selectors.pair_index)",
         "design": ("frozen FrameMAE encoder on the unmasked clip -> Linear(D->384) -> max over each slot's "
                    "spatial positions -> [384, 8] -> 3 residual Conv1d blocks, dropout 0.1 -> 28 logits"

@@ -53,31 +53,44 @@ def feather(tile: int, overlap: int) -> np.ndarray:
 
 
 def run_tiled(
-    session_run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, tile: int, out_channels: int
+    session_run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, tile: int, out_channels: int,
+    batch: int = TILE_BATCH,
 ) -> np.ndarray:
     """Apply a tile network to x [C, T, h, w] → [out_channels, T', h, w] with feathered seams.
 
     ``session_run(batch [N, C, T, tile, tile]) -> [N, out_channels, T, tile, tile]``; inputs smaller
     than a tile are edge-padded."""
-    h, w = x.shape[2:]
+    return run_tiled_many(session_run, x[None], tile, out_channels, batch)[0]
+
+
+def run_tiled_many(
+    session_run: Callable[[np.ndarray], np.ndarray], xs: np.ndarray, tile: int, out_channels: int,
+    batch: int = TILE_BATCH,
+) -> np.ndarray:
+    """``run_tiled`` of several same-size inputs xs [P, C, T, h, w] → [P, out_channels, T', h, w],
+    their tiles sharing network calls of up to ``batch`` tiles (label generation runs the 28
+    kept-pair variants of a window this way)."""
+    h, w = xs.shape[3:]
     ph, pw = max(h, tile), max(w, tile)
     if (ph, pw) != (h, w):
-        x = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+        xs = np.pad(xs, ((0, 0), (0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
     window = feather(tile, TILE_OVERLAP)
     acc: np.ndarray | None = None
     norm = np.zeros((ph, pw), np.float32)
     boxes = [(y, x0) for y in tile_starts(ph, tile, TILE_OVERLAP) for x0 in tile_starts(pw, tile, TILE_OVERLAP)]
-    for i in range(0, len(boxes), TILE_BATCH):
-        chunk = boxes[i : i + TILE_BATCH]
-        batch = np.stack([x[:, :, y : y + tile, x0 : x0 + tile] for y, x0 in chunk])
-        result = session_run(np.ascontiguousarray(batch, dtype=np.float32))
+    for y, x0 in boxes:
+        norm[y : y + tile, x0 : x0 + tile] += window
+    jobs = [(i, y, x0) for i in range(len(xs)) for y, x0 in boxes]
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start : start + batch]
+        tiles = np.stack([xs[i, :, :, y : y + tile, x0 : x0 + tile] for i, y, x0 in chunk])
+        result = session_run(np.ascontiguousarray(tiles, dtype=np.float32))
         if acc is None:  # the network may return another number of frames than it takes
-            acc = np.zeros((out_channels, result.shape[2], ph, pw), np.float32)
-        for (y, x0), res in zip(chunk, result, strict=True):
-            acc[:, :, y : y + tile, x0 : x0 + tile] += res * window
-            norm[y : y + tile, x0 : x0 + tile] += window
+            acc = np.zeros((len(xs), out_channels, result.shape[2], ph, pw), np.float32)
+        for (i, y, x0), res in zip(chunk, result, strict=True):
+            acc[i, :, :, y : y + tile, x0 : x0 + tile] += res * window
     assert acc is not None
-    return (acc / norm)[:, :, :h, :w]
+    return (acc / norm)[..., :h, :w]
 
 
 # Smallest frame side the learned path handles (OpenCV's DIS flow needs 12 px or more).
@@ -115,36 +128,47 @@ class FrameMAEReconstructor(WindowReconstructor):
         return self._reconstruct_flowmix(kept, start, stop)
 
     # ------------------------------------------------------------------ flowmix
+    def net_input(self, flows: motion.WindowFlows, plans: Sequence[motion.FramePlan]) -> np.ndarray:
+        """The network input of a window, [C, 16, h, w] (a short last clip repeats its last frame)."""
+        x = motion.net_input_window(flows, plans, motion.net_scale(flows.height, flows.width))  # [C, n, h, w]
+        n = x.shape[1]
+        if n < CLIP_LEN:
+            x = np.concatenate([x, np.repeat(x[:, -1:], CLIP_LEN - n, axis=1)], axis=1)
+        return x[:, :CLIP_LEN]
+
     def mixing_weights(self, flows: motion.WindowFlows, plans: Sequence[motion.FramePlan]) -> np.ndarray:
         """Low-resolution mixing weights [K, n, h, w] of a window."""
-        height, width = flows.height, flows.width
-        x = motion.net_input_window(flows, plans, motion.net_scale(height, width))  # [C, n, h, w]
-        n = x.shape[1]
-        if n < CLIP_LEN:  # a short last clip: repeat its last frame's input
-            x = np.concatenate([x, np.repeat(x[:, -1:], CLIP_LEN - n, axis=1)], axis=1)
         session = self._session()
         name = session.get_inputs()[0].name
 
         def run(batch: np.ndarray) -> np.ndarray:
             return session.run(None, {name: batch})[0]
 
-        return run_tiled(run, x[:, :CLIP_LEN], self.tile, motion.N_CANDIDATES)[:, :n]
+        return run_tiled(run, self.net_input(flows, plans), self.tile, motion.N_CANDIDATES)[:, :len(plans)]
 
-    def _reconstruct_flowmix(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
-        flows = motion.WindowFlows(kept)
-        plans = motion.plan_window([k.index for k in kept], start, stop)
-        if not any(p.interpolated for p in plans):
-            return to_uint8(linear_prior(kept, start, stop))
-        if stop - start > CLIP_LEN:
-            raise ModelError(f"framemae reconstructs at most {CLIP_LEN} frames per window")
-        weights = self.mixing_weights(flows, plans)
-        out = np.empty((stop - start, flows.height, flows.width, 3), np.uint8)
+    def plan(self, kept: Sequence[KeptFrame], start: int,
+             stop: int) -> tuple[motion.WindowFlows, list[motion.FramePlan]]:
+        """Flows and frame plans of a window; no frame needs the network when none is interpolated."""
+        return motion.WindowFlows(kept), motion.plan_window([k.index for k in kept], start, stop)
+
+    def compose(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plans: Sequence[motion.FramePlan],
+                weights: np.ndarray | None) -> np.ndarray:
+        """The window's frames from its mixing weights [K, n, h, w] (None: nothing to mix)."""
+        out = np.empty((len(plans), flows.height, flows.width, 3), np.uint8)
         for j, plan in enumerate(plans):
-            if plan.interpolated and (not self.gate or self._explained(flows, plan)):
+            if weights is not None and plan.interpolated and (not self.gate or self._explained(flows, plan)):
                 out[j] = cv2.convertScaleAbs(motion.mix(flows.candidates(plan, as_list=True), weights[:, j]))
             else:
                 out[j] = to_uint8(linear_prior(kept, plan.index, plan.index + 1)[0])
         return out
+
+    def _reconstruct_flowmix(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
+        flows, plans = self.plan(kept, start, stop)
+        if not any(p.interpolated for p in plans):
+            return to_uint8(linear_prior(kept, start, stop))
+        if stop - start > CLIP_LEN:
+            raise ModelError(f"framemae reconstructs at most {CLIP_LEN} frames per window")
+        return self.compose(kept, flows, plans, self.mixing_weights(flows, plans))
 
     @staticmethod
     def _explained(flows: motion.WindowFlows, plan: motion.FramePlan) -> bool:

@@ -1,0 +1,120 @@
+"""The fast paths of compression and label generation give the same results as the plain ones:
+lazy RGB conversion of clips, the global view made from decoded pictures, the background
+keyframe encoder, and the batched FrameMAE labeller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import pytest
+
+from framers import bundle as fb
+from framers import model_store, runtime
+from framers.errors import BundleError
+from framers.reconstructors.framemae import FrameMAEReconstructor, run_tiled, run_tiled_many
+from framers.video import Clip, FrameReader, global_view
+from tests.videogen import write_video
+
+
+@pytest.mark.parametrize("rotation", [None, 90])
+def test_lazy_clips_match_eager_frames(tmp_path: Path, rotation: int | None) -> None:
+    video = write_video(tmp_path / "v.mp4", frames=37, width=96, height=64, rotation=rotation)
+    with FrameReader(video) as reader:
+        eager = [f for f in reader.frames()]
+    with FrameReader(video) as reader:
+        clips = list(reader.clips(16))
+    assert [len(c) for c in clips] == [16, 16, 5]
+    assert [c.start for c in clips] == [0, 16, 32]
+    assert sum((c.pts for c in clips), ()) == tuple(f.pts for f in eager)
+    for clip in clips:
+        # one frame converted alone, then all of them: both equal the eager reader's RGB
+        np.testing.assert_array_equal(clip.frame(3), eager[clip.start + 3].rgb)
+        np.testing.assert_array_equal(clip.frames, np.stack([f.rgb for f in eager[clip.start:clip.stop]]))
+        assert (clip.height, clip.width) == eager[0].rgb.shape[:2]
+        assert clip.nbytes == clip.frames.nbytes
+
+
+@pytest.mark.parametrize("rotation", [None, 90])
+def test_view_from_decoded_pictures_matches_view_of_rgb(tmp_path: Path, rotation: int | None) -> None:
+    video = write_video(tmp_path / "v.mp4", frames=16, width=320, height=180, rotation=rotation)
+    with FrameReader(video) as reader:
+        clip = next(reader.clips(16))
+    from_decoded = clip.view(64).astype(np.int16)
+    from_rgb = global_view(clip.frames, 64).astype(np.int16)
+    assert from_decoded.shape == from_rgb.shape == (16, 64, 64, 3)
+    # the only difference is where YUV -> RGB happens (before or after the area filter)
+    assert np.abs(from_decoded - from_rgb).mean() < 2.0
+    # and an array-backed clip uses global_view itself
+    np.testing.assert_array_equal(Clip(0, 0, clip.frames, clip.pts).view(64), global_view(clip.frames, 64))
+
+
+def test_global_view_is_an_area_average() -> None:
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (1, 4, 4, 3), dtype=np.uint8)
+    frames = np.repeat(np.repeat(blocks, 32, axis=1), 32, axis=2)  # 128x128 of flat 32-px blocks
+    view = global_view(frames, 4)[0].astype(int)
+    assert np.abs(view - blocks[0].astype(int)).max() <= 1
+
+
+def test_keyframe_encoder_reports_errors_and_refuses_writes_after_close(tmp_path: Path) -> None:
+    encoder = fb.KeyframeEncoder(tmp_path / "k.mkv", 64, 48, "x264", None)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for _ in range(5):
+        encoder.write(frame)
+    encoder.close()
+    assert encoder.settings["count"] == 5
+    assert sum(1 for _ in fb.iter_keyframes(tmp_path / "k.mkv", 5)) == 5
+    with pytest.raises(BundleError):
+        encoder.write(frame)
+    # an FFmpeg error on the encoder thread reaches the caller as a BundleError
+    broken = fb.KeyframeEncoder(tmp_path / "b.mkv", 64, 48, "x264", None)
+
+    def fail(rgb: np.ndarray | None) -> None:
+        raise av.error.ExternalError(-1, "injected encoder failure")
+
+    broken._encode = fail  # type: ignore[method-assign]
+    with pytest.raises(BundleError, match="injected encoder failure"):
+        for _ in range(2 * fb.KeyframeEncoder.QUEUE_FRAMES + 2):
+            broken.write(frame)
+        broken.close()
+    broken.close()  # closing again is harmless
+
+
+def test_run_tiled_many_equals_run_tiled_per_input() -> None:
+    rng = np.random.default_rng(1)
+    xs = rng.standard_normal((3, 2, 4, 90, 150)).astype(np.float32)
+
+    def net(batch: np.ndarray) -> np.ndarray:  # a position-dependent stand-in for the network
+        return np.tanh(batch * np.linspace(0.5, 1.5, batch.shape[-1], dtype=np.float32))
+
+    many = run_tiled_many(net, xs, 64, 2, batch=5)
+    for x, got in zip(xs, many, strict=True):
+        np.testing.assert_allclose(got, run_tiled(net, x, 64, 2), rtol=1e-6, atol=1e-6)
+
+
+def test_selector_session_uses_its_own_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
+    assert runtime.session_options(1).intra_op_num_threads == 1
+    monkeypatch.setenv(runtime.THREADS_ENV, "3")
+    assert runtime.session_options(1).intra_op_num_threads == 3  # the environment wins
+    path = model_store.model_dir("framemae") / "model.onnx"
+    assert runtime.get_session(path, 1) is not runtime.get_session(path, 0)
+
+
+def test_batched_framemae_labels_equal_one_window_at_a_time() -> None:
+    pytest.importorskip("torch")
+    from training.labels import make_error_fn, pair_errors_window
+
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    frames = np.stack([np.roll(base, 2 * i, axis=1) for i in range(16)])  # a steady pan
+    prev, nxt = np.roll(base, -10, axis=1), np.roll(base, 36, axis=1)
+    batched = make_error_fn("framemae", "onnx")(frames, prev, nxt)
+    plain = pair_errors_window(FrameMAEReconstructor(), frames, prev, nxt)
+    np.testing.assert_allclose(batched, plain, rtol=1e-5, atol=1e-4)
+    assert batched.shape == (28, 16)
+    kept_pair = batched[0]  # slots (0, 1): frames 0-3 are kept, so they come back exactly
+    assert np.all(kept_pair[:4] == 0)
