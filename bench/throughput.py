@@ -312,14 +312,17 @@ def machine_info() -> dict[str, Any]:
 
 
 def training_running() -> bool:
+    """Whether a training or label job (``training.*``) is running; one paused with SIGSTOP for
+    the benchmark (state T) takes no CPU and does not count."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if b"training.train" in cmdline or b"training/train" in cmdline:
+        if (b"training." in cmdline or b"training/" in cmdline) and b"python" in cmdline and state != "T":
             return True
     return False
 

@@ -513,7 +513,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "args": {k: str(v) for k, v in vars(args).items() if k != "func"}}, args.out / "head.pt")
     label_meta = json.loads((args.train / "meta.json").read_text()) if (args.train / "meta.json").exists() else {}
     report = {"framemae": desc, "train_labels": str(args.train),
-              "label_reconstructor": label_meta.get("reconstructor"), "val_labels": str(args.val),
+              "label_reconstructor": label_meta.get("reconstructor"), "train_label_meta": label_meta,
+              "val_labels": str(args.val),
               "train_windows": len(fit_idx), "held_out_windows": len(held_idx),
               "loss": args.loss, "tau": args.tau, "epochs": args.epochs, "uniform_bias": bias,
               "seconds": time.time() - started,

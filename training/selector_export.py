@@ -149,6 +149,8 @@ def main() -> None:
         "train_files": len(split_files("train")),
         "labels": report.get("train_labels"),
         "label_reconstructor": report.get("label_reconstructor"),
+        "label_settings": {k: v for k, v in (report.get("train_label_meta") or {}).items()
+                           if k in ("short_side", "engine", "n", "seed", "windows", "context", "view_fn")},
         "windows": report.get("train_windows"),
         "held_out_windows": report.get("held_out_windows"),
         "loss": report.get("loss"),
