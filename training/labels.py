@@ -39,6 +39,7 @@ short side to 96–191 px); a window costs ~4 s on one core (28 reconstructions)
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import time
@@ -53,22 +54,21 @@ from tqdm import tqdm
 from framers.motion import N_CANDIDATES
 from framers.reconstructors.base import KeptFrame, WindowReconstructor
 from framers.reconstructors.framemae import FrameMAEReconstructor, run_tiled_many
-from framers.selectors import pair_index
-from framers.video import global_view
+
+# Nothing here imports framers.video / framers.selectors (and so PyAV) at module level: label
+# errors also run on machines that have only the frame pack (``--write-pack`` / ``--pack``).
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_ROOT = ROOT / "data" / "selector"
 DATA_ROOT = Path("/work/shared/data/videos")
 CLIP_LEN = 16
 N_SLOTS = 8
-PAIRS: list[tuple[int, int]] = list(itertools.combinations(range(N_SLOTS), 2))
+PAIRS: list[tuple[int, int]] = list(itertools.combinations(range(N_SLOTS), 2))  # = selectors.pair_index order
 N_PAIRS = len(PAIRS)  # 28
-UNIFORM_PAIR = pair_index((1, 5))
+UNIFORM_PAIR = PAIRS.index((1, 5))
 PREV_CONTEXT = -5  # last kept frame of the previous clip under uniform (1, 5): frame 11 - 16
 NEXT_CONTEXT = CLIP_LEN + 2  # first kept frame of the next clip under uniform: frame 2 + 16
 MAX_PSNR = 60.0
-
-assert [pair_index(p) for p in PAIRS] == list(range(N_PAIRS))
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,144 @@ def val_windows(per_video: int, max_frames: int) -> tuple[list[WindowSpec], dict
     return specs, videos
 
 
+# --------------------------------------------------------------------------- frame packs
+def window_frame_ids(start: int, length: int) -> list[int]:
+    """Frames a window's label needs: its 16 frames and the uniform context frames it has."""
+    ids = list(range(start, start + CLIP_LEN))
+    if start + PREV_CONTEXT >= 0:
+        ids.append(start + PREV_CONTEXT)
+    if start + NEXT_CONTEXT < length:
+        ids.append(start + NEXT_CONTEXT)
+    return ids
+
+
+def label_window(video: np.ndarray, start: int, short_side: int
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A window's frames [16, h, w, 3] at label resolution and its context frames (or None)."""
+    native = np.asarray(video[start:start + CLIP_LEN])
+    f = label_scale(native.shape[1], native.shape[2], short_side)
+    frames = np.stack([downscale(x, f) for x in native])
+    p, q = start + PREV_CONTEXT, start + NEXT_CONTEXT
+    prev = downscale(np.asarray(video[p]), f) if p >= 0 else None
+    nxt = downscale(np.asarray(video[q]), f) if q < len(video) else None
+    return frames, prev, nxt
+
+
+def encode_lossless(frames: np.ndarray) -> bytes:
+    """uint8 [T, h, w, 3] RGB → lossless H.264 RGB (libx264rgb, qp 0) in Matroska: a fifth of
+    the bytes of zlib on video frames, since it predicts across frames."""
+    import av  # only where a pack is written
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as container:
+        stream = container.add_stream("libx264rgb", rate=25)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "rgb24"
+        stream.options = {"qp": "0", "preset": "slow"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def decode_lossless(data: bytes, expected: tuple[int, ...]) -> np.ndarray:
+    """Inverse of ``encode_lossless`` with OpenCV's FFmpeg (no PyAV needed); checks the shape."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".mkv") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        capture = cv2.VideoCapture(tmp.name, cv2.CAP_FFMPEG)
+        frames = []
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames.append(bgr[..., ::-1])
+        capture.release()
+    out = np.stack(frames) if frames else np.zeros((0,), np.uint8)
+    if out.shape != expected:
+        raise ValueError(f"pack frames decode to {out.shape}, expected {expected}")
+    return out
+
+
+class FramePack:
+    """The label-resolution frames a list of windows needs, each frame stored once per video and
+    the frames of a video as lossless H.264: what a machine without the videos (or PyAV) needs
+    to compute the labels (``--write-pack`` / ``--pack``), e.g. a GPU machine. 4096 train
+    windows at short side 96 need ~6900 frames, 285 MB raw, ~61 MB packed; ``--pack-part``
+    splits a pack by video for machines that take less at a time."""
+
+    def __init__(self, specs: list[WindowSpec], short_side: int,
+                 frames: dict[str, tuple[np.ndarray, np.ndarray, int]], tag: str = "") -> None:
+        self.specs = specs
+        self.short_side = short_side
+        self.frames = frames  # video → (frame ids, frames at label resolution, video length)
+        self.tag = tag  # names this pack's chunks apart from other parts'
+
+    @classmethod
+    def build(cls, specs: list[WindowSpec], videos: dict[str, np.ndarray], short_side: int) -> FramePack:
+        needed: dict[str, set[int]] = {}
+        for spec in specs:
+            needed.setdefault(spec.video, set()).update(window_frame_ids(spec.start, len(videos[spec.video])))
+        frames = {}
+        for name, id_set in needed.items():
+            video = videos[name]
+            ids = np.array(sorted(id_set))
+            f = label_scale(video.shape[1], video.shape[2], short_side)
+            frames[name] = (ids, np.stack([downscale(np.asarray(video[i]), f) for i in ids]), len(video))
+        return cls(specs, short_side, frames)
+
+    def split(self, part: int, n_parts: int) -> FramePack:
+        """Videos dealt to n parts by frame bytes (largest first, to the lightest part)."""
+        load = [0] * n_parts
+        owner: dict[str, int] = {}
+        for name in sorted(self.frames, key=lambda k: -self.frames[k][1].nbytes):
+            owner[name] = k = load.index(min(load))
+            load[k] += self.frames[name][1].nbytes
+        keep = {name for name, k in owner.items() if k == part}
+        return FramePack([s for s in self.specs if s.video in keep], self.short_side,
+                         {k: v for k, v in self.frames.items() if k in keep}, tag=f"p{part}of{n_parts}")
+
+    def save(self, path: Path) -> None:
+        names = sorted(self.frames)
+        arrays: dict[str, np.ndarray] = {
+            "spec_video": np.array([s.video for s in self.specs]),
+            "spec_start": np.array([s.start for s in self.specs]),
+            "short_side": np.array(self.short_side),
+            "tag": np.array(self.tag),
+            "names": np.array(names),
+        }
+        for k, name in enumerate(names):
+            ids, frames, length = self.frames[name]
+            arrays[f"ids_{k}"], arrays[f"length_{k}"] = ids, np.array(length)
+            arrays[f"shape_{k}"] = np.array(frames.shape)
+            arrays[f"h264_{k}"] = np.frombuffer(encode_lossless(frames), np.uint8)
+        np.savez(path, allow_pickle=False, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> FramePack:
+        with np.load(path) as z:
+            specs = [WindowSpec(str(v), int(s)) for v, s in zip(z["spec_video"], z["spec_start"], strict=True)]
+            frames = {str(name): (z[f"ids_{k}"], decode_lossless(z[f"h264_{k}"].tobytes(), tuple(z[f"shape_{k}"])),
+                                  int(z[f"length_{k}"]))
+                      for k, name in enumerate(z["names"])}
+            return cls(specs, int(z["short_side"]), frames, str(z["tag"]))
+
+    def window(self, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """As ``label_window`` on the decoded video, from the pack."""
+        ids, frames, length = self.frames[spec.video]
+        row = {int(i): r for r, i in enumerate(ids)}
+
+        def at(i: int) -> np.ndarray | None:
+            return frames[row[i]] if 0 <= i < length else None
+
+        clip = np.stack([frames[row[i]] for i in range(spec.start, spec.start + CLIP_LEN)])
+        return clip, at(spec.start + PREV_CONTEXT), at(spec.start + NEXT_CONTEXT)
+
+
 # --------------------------------------------------------------------------- errors of 28 pairs
 def _frame_mse(a: np.ndarray, b: np.ndarray) -> float:
     d = a.astype(np.float32) - b.astype(np.float32)
@@ -236,23 +374,28 @@ def pair_errors_window(rec: WindowReconstructor, frames: np.ndarray, prev: np.nd
 
 class TorchFlowMixSession:
     """FrameMAE's network in torch, standing in for its ONNX Runtime session in label generation:
-    the same weights (the store's weights.npz, checked against model.onnx), run under bf16
-    autocast with fused attention: ~2x the tiles per second of fp32 onnxruntime on this CPU, and
-    label PSNRs within 0.003 dB of the ONNX path on the windows checked (``--engine`` below)."""
+    the same weights (the store's weights.npz, checked against model.onnx). Optional bf16
+    autocast: ~2x the tiles per second of fp32 onnxruntime on a CPU with bf16 units (AMX), 8x
+    slower than fp32 on one without (AMD EPYC here); label PSNRs within 0.003 dB of the ONNX path
+    on the windows checked.
+    ``device="cuda"`` runs it on a GPU (the codec's own stages stay on the CPU)."""
 
-    def __init__(self, framemae_dir: Path, bf16: bool = True) -> None:
+    def __init__(self, framemae_dir: Path, bf16: bool = False, device: str = "cpu") -> None:
         import torch
 
         from training.selector import framemae_info
 
         self.torch = torch
-        self.net, _ = framemae_info(framemae_dir, None)
+        self.device = torch.device(device)
+        net, _ = framemae_info(framemae_dir, None)
+        self.net = net.to(self.device).eval()
         self.bf16 = bf16
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(torch.from_numpy(batch)).float().numpy()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            x = torch.from_numpy(batch).to(self.device)
+            return self.net(x).float().cpu().numpy()
 
 
 def pair_errors_framemae(rec: FrameMAEReconstructor, run: Callable[[np.ndarray], np.ndarray],
@@ -281,16 +424,19 @@ def pair_errors_framemae(rec: FrameMAEReconstructor, run: Callable[[np.ndarray],
     return out
 
 
-def make_error_fn(name: str, engine: str = "onnx"
+def make_error_fn(name: str, engine: str = "onnx", device: str = "cpu", bf16: bool = False
                   ) -> Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]:
     if name == "linear":
         return pair_errors_linear
-    from framers.registry import get_reconstructor
+    if name == "framemae":
+        rec: object = FrameMAEReconstructor()  # not via the registry: it imports PyAV
+    else:
+        from framers.registry import get_reconstructor
 
-    rec = get_reconstructor(name)
+        rec = get_reconstructor(name)
     if isinstance(rec, FrameMAEReconstructor) and rec.variant == "flowmix":
         if engine == "torch":
-            run = TorchFlowMixSession(rec.model_dir).run
+            run = TorchFlowMixSession(rec.model_dir, bf16=bf16, device=device).run
         else:
             session = rec._session()
             feed = session.get_inputs()[0].name
@@ -324,8 +470,11 @@ def load_labels(folder: Path) -> dict[str, np.ndarray]:
 
 
 def refresh_views(folder: Path, videos: dict[str, np.ndarray], view: int) -> None:
-    """Recompute the stored selector views of every chunk with the current ``global_view``
-    (labels made before the view function changed); labels themselves are untouched."""
+    """(Re)compute the stored selector views of every chunk with the current ``global_view``
+    (labels made before the view function changed, or from a frame pack, which has no views);
+    labels themselves are untouched."""
+    from framers.video import global_view
+
     for path in tqdm(sorted(p for p in folder.glob("chunk_*.npz") if ".tmp" not in p.name), desc="views"):
         with np.load(path) as z:
             data = {key: z[key] for key in z.files}
@@ -357,6 +506,13 @@ def main() -> None:
     parser.add_argument("--engine", choices=["onnx", "torch"], default="onnx",
                         help="framemae: the network on onnxruntime (exactly the codec) or torch bf16 (~2x faster)")
     parser.add_argument("--shard", default="0/1", help="i/n: this process does chunks c with c %% n == i")
+    parser.add_argument("--device", default="cpu", help="torch engine: cpu | cuda")
+    parser.add_argument("--bf16", action="store_true",
+                        help="torch engine: bf16 autocast (fast only on CPUs with bf16 units, e.g. AMX)")
+    parser.add_argument("--write-pack", type=Path, help="write the windows' label-resolution frames here and stop")
+    parser.add_argument("--pack-parts", type=int, default=1, help="with --write-pack: this many files, split by video")
+    parser.add_argument("--pack", type=Path, help="take windows and frames from a pack (no videos needed)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
 
     cv2.setNumThreads(args.threads)
@@ -369,10 +525,29 @@ def main() -> None:
     shard, n_shards = (int(v) for v in args.shard.split("/"))
     out = label_dir(args.split, args.reconstructor, args.short_side)
     out.mkdir(parents=True, exist_ok=True)
-    if args.split == "train":
+    pack: FramePack | None = None
+    videos: dict[str, np.ndarray] = {}
+    if args.pack:
+        pack = FramePack.load(args.pack)
+        if pack.short_side != args.short_side:
+            raise SystemExit(f"{args.pack} holds short side {pack.short_side}, not {args.short_side}")
+        specs = pack.specs
+    elif args.split == "train":
         specs, videos = train_windows(args.n, args.seed)
     else:
         specs, videos = val_windows(args.per_video, args.max_frames)
+    prefix = f"chunk_{pack.tag}_" if pack is not None and pack.tag else "chunk_"
+    if args.write_pack:
+        whole = FramePack.build(specs, videos, args.short_side)
+        n_parts = args.pack_parts
+        for k in range(n_parts):
+            piece = whole.split(k, n_parts) if n_parts > 1 else whole
+            path = args.write_pack
+            if piece.tag:
+                path = path.with_name(f"{path.stem}_{piece.tag}.npz")
+            piece.save(path)
+            print(f"{path}: {len(piece.specs)} windows, {path.stat().st_size / 1e6:.1f} MB")
+        return
     if args.refresh_views:
         refresh_views(out, videos, args.view)
         return
@@ -383,33 +558,33 @@ def main() -> None:
             "view": args.view, "seed": args.seed, "windows": len(specs), "chunk": args.chunk,
             "context": "uniform kept frames of the neighbouring clips (start-5, start+18)",
             "per_video": args.per_video, "max_frames": args.max_frames, "engine": args.engine,
+            "device": args.device, "bf16": args.bf16, "from_pack": bool(args.pack),
             "view_fn": "framers.video.global_view (two-step area resize)"}
     if shard == 0:
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    error_fn = make_error_fn(args.reconstructor, args.engine)
-    todo = [c for c in range(n_chunks) if c % n_shards == shard and not (out / f"chunk_{c:04d}.npz").exists()]
+    error_fn = make_error_fn(args.reconstructor, args.engine, args.device, args.bf16)
+    todo = [c for c in range(n_chunks) if c % n_shards == shard and not (out / f"{prefix}{c:04d}.npz").exists()]
     bar = tqdm(total=len(todo) * args.chunk, unit="clip",
-               desc=f"labels {args.split}/{args.reconstructor}")
+               desc=f"labels {args.split}/{args.reconstructor}", disable=args.quiet)
     started = time.time()
     for c in todo:
         part = specs[c * args.chunk:(c + 1) * args.chunk]
         mse = np.zeros((len(part), N_PAIRS, CLIP_LEN), np.float32)
-        views = np.zeros((len(part), CLIP_LEN, args.view, args.view, 3), np.uint8)
+        chunk: dict[str, np.ndarray] = {}
+        if pack is None:  # a pack has no native frames: views come later (--refresh-views)
+            from framers.video import global_view
+
+            chunk["view"] = np.stack([global_view(np.asarray(videos[s.video][s.start:s.start + CLIP_LEN]), args.view)
+                                      for s in part])
         for i, spec in enumerate(part):
-            video = videos[spec.video]
-            native = np.asarray(video[spec.start:spec.start + CLIP_LEN])
-            views[i] = global_view(native, args.view)
-            f = label_scale(native.shape[1], native.shape[2], args.short_side)
-            frames = np.stack([downscale(x, f) for x in native])
-            p, q = spec.start + PREV_CONTEXT, spec.start + NEXT_CONTEXT
-            prev = downscale(np.asarray(video[p]), f) if p >= 0 else None
-            nxt = downscale(np.asarray(video[q]), f) if q < len(video) else None
+            frames, prev, nxt = (pack.window(spec) if pack is not None
+                                 else label_window(videos[spec.video], spec.start, args.short_side))
             mse[i] = error_fn(frames, prev, nxt)
             bar.update(1)
-        tmp = out / f"chunk_{c:04d}.tmp.npz"
-        np.savez(tmp, mse=mse, view=views, start=np.array([s.start for s in part]),
-                 video=np.array([s.video for s in part]))
-        tmp.replace(out / f"chunk_{c:04d}.npz")
+        tmp = out / f"{prefix}{c:04d}.tmp.npz"
+        np.savez(tmp, mse=mse, start=np.array([s.start for s in part]),
+                 video=np.array([s.video for s in part]), allow_pickle=False, **chunk)
+        tmp.replace(out / f"{prefix}{c:04d}.npz")
     bar.close()
     print(f"{out}: {n_chunks} chunks, {time.time() - started:.0f} s")
 

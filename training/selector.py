@@ -501,6 +501,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         with torch.no_grad():
             head.fc.bias[UNIFORM_PAIR] += bias
         print(f"uniform pair logit bias {bias:+.2f} (tuned on held-out train videos)")
+    held_m = selection_metrics(predict(head, held[0], held[1]), held[2]) if held is not None else {}
     val = selection_metrics(predict(head, va_tok, va_pri), va["mse"])
     train_m = selection_metrics(predict(head, tr_tok[0][fit_idx], tr_pri[fit_idx]), tr["mse"][fit_idx])
     if args.prior:
@@ -518,7 +519,7 @@ def cmd_train(args: argparse.Namespace) -> None:
               "train_windows": len(fit_idx), "held_out_windows": len(held_idx),
               "loss": args.loss, "tau": args.tau, "epochs": args.epochs, "uniform_bias": bias,
               "seconds": time.time() - started,
-              "prior": args.prior, "val": val, "train": train_m, "history": history,
+              "prior": args.prior, "held_out": held_m, "val": val, "train": train_m, "history": history,
               "val_view_prior_alone": selection_metrics(va_pri, va["mse"])}
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out / 'head.pt'}")
