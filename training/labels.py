@@ -23,17 +23,23 @@ per ``--chunk`` windows, written atomically; a rerun skips finished chunks (resu
 
     python -m training.labels --split train --reconstructor linear --n 4000 --short-side 144
     python -m training.labels --split val --reconstructor linear --short-side 0   # native
-    # the shipped selector's labels (two processes, one per core, for the train split):
-    python -m training.labels --split val --reconstructor framemae --engine torch --short-side 96 --chunk 32
-    python -m training.labels --split train --reconstructor framemae --engine torch --short-side 96 \
-        --n 3072 --chunk 32 --shard 0/2          # and --shard 1/2 beside it
+    # the shipped selector's labels: val here (two processes, one per core, ~15 min) ...
+    python -m training.labels --split val --reconstructor framemae --short-side 96 --chunk 16 --shard 0/2
+    # ... train (4096 windows) on a GPU machine from two frame packs (~30 MB each), then the views here
+    python -m training.labels --split train --reconstructor framemae --short-side 96 --n 4096 --seed 0 \
+        --write-pack .dev/train_s96.npz --pack-parts 2     # then, there: training/labels_gpu.sh
+    python -m training.labels --split train --reconstructor framemae --engine torch --device cuda \
+        --short-side 96 --chunk 8 --pack .dev/train_s96_p0of2.npz --shard i/16      # i = 0..15; p1of2 too
+    python -m training.labels --split train --reconstructor framemae --short-side 96 --n 4096 --seed 0 \
+        --refresh-views
 
 ``framemae`` labels run the codec's own stages (``FrameMAEReconstructor.plan / net_input /
 compose``) with the network tiles of all 28 pairs batched (``pair_errors_framemae``); the
-``torch`` engine runs the network on the store's weights.npz under bf16 autocast (~2x faster on
-this CPU than fp32 onnxruntime; label PSNRs within 0.003 dB of it, same best pair). At short side
-96 the network sees about what it sees at any resolution (``framers.motion.net_scale`` brings the
-short side to 96–191 px); a window costs ~4 s on one core (28 reconstructions).
+``torch`` engine runs the network on the store's weights.npz (fp32; ``--bf16`` optional). At
+short side 96 the network sees about what it sees at any resolution (``framers.motion.net_scale``
+brings the short side to 96–191 px); a window costs ~6.7 s on one core of this CPU (5.1 s of it
+the network, ~150 tiles), ~1.6 s of CPU with the network on a GPU: 16 processes beside one H100
+labelled the 4096 train windows in ~7 min.
 """
 
 from __future__ import annotations
