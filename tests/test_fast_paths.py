@@ -143,7 +143,7 @@ def test_label_pairs_match_the_codec_pair_index() -> None:
     from training.labels import PAIRS, UNIFORM_PAIR
 
     assert [pair_index(p) for p in PAIRS] == list(range(28))
-    assert UNIFORM_PAIR == pair_index((1, 5))
+    assert pair_index((1, 5)) == UNIFORM_PAIR
 
 
 def test_frame_pack_round_trip_is_exact_and_splits_by_video(tmp_path: Path) -> None:

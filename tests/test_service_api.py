@@ -404,7 +404,7 @@ def test_health_ready_models_docs(stack: Any) -> None:
         models = client.get("/models").json()
         assert "uniform" in models["selectors"] and "linear" in models["reconstructors"]
         assert models["defaults"]["selector"] == stack.settings.default_selector
-        assert models["models"] == {"framemae": "1.0.0", "selector": "1.0.0"}  # the shipped model store
+        assert models["models"] == {"framemae": "1.0.0", "selector": "1.1.0"}  # the shipped model store
         assert client.get("/docs").status_code == 200
         spec = client.get("/openapi.json").json()
         assert "multipart/form-data" in spec["paths"]["/compress"]["post"]["requestBody"]["content"]
