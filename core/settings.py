@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # Chosen by measurement on the val clips (BENCHMARKS.md): every 4th frame rebuilt by FrameMAE
     # beats the paper's two-frame slots (with any selector) and every classical reconstructor.
     default_selector: str = "stride"
+    # A form that sets ``keep`` but no ``selector`` asks for two-frame slots: chosen by the learned
+    # selector (the paper's, trained for keep = 2; other counts rank slots by summed pair scores).
+    default_slot_selector: str = "framers"
     default_reconstructor: str = "framemae"
     default_keep: int = Field(default=2, ge=1, le=8)
     default_stride: int = Field(default=4, ge=1)

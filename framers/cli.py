@@ -15,6 +15,10 @@ from tqdm import tqdm
 
 from framers.errors import FramersError
 
+DEFAULT_SELECTOR = "stride"  # every 4th frame: measured best at this budget (BENCHMARKS.md section 1)
+SLOT_SELECTOR = "framers"  # the default when slots are asked for (--keep without --selector)
+DEFAULT_KEEP = 2
+
 log = logging.getLogger("framers")
 
 
@@ -30,13 +34,16 @@ def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Ca
 def cmd_compress(args: argparse.Namespace) -> int:
     from framers.pipeline import compress
 
+    # No --selector: every 4th frame (measured best); --keep alone asks for slots, and the learned
+    # selector is the default way to choose slots.
+    selector = args.selector or (SLOT_SELECTOR if args.keep is not None else DEFAULT_SELECTOR)
     update, close = _progress_bar("compress", not args.quiet)
     try:
         result = compress(
             Path(args.input),
             Path(args.output),
-            selector=args.selector,
-            keep=args.keep,
+            selector=selector,
+            keep=args.keep if args.keep is not None else DEFAULT_KEEP,
             stride=args.stride,
             reconstructor=args.reconstructor,
             keyframe_codec=args.keyframe_codec,
@@ -77,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="keep a quarter of a video's frames as a keyframe bundle")
     p.add_argument("input", help="source video (any container/codec FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, help="bundle folder, or a single file ending in .frs")
-    p.add_argument("--selector", default="stride",
-                   help="stride (default: every Nth frame, measured best) | framers (learned, 2 of 8 slots) "
-                   "| oracle | uniform | random")
-    p.add_argument("--keep", type=int, default=2, help="slots kept of 8 per 16-frame clip (default 2)")
+    p.add_argument("--selector", default=None,
+                   help="stride (default: every Nth frame, measured best) | framers (learned, 2 of 8 slots; "
+                   "the default when only --keep is given) | oracle | uniform | random")
+    p.add_argument("--keep", type=int, default=None,
+                   help=f"slots kept of 8 per 16-frame clip (default {DEFAULT_KEEP}); alone, selects with framers")
     p.add_argument("--stride", type=int, default=4, help="for --selector stride: keep every Nth frame")
     p.add_argument("--reconstructor", default="linear",
                    help="for --selector oracle: the reconstructor it optimises for")

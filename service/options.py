@@ -19,8 +19,9 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     unknown = sorted(set(fields) - set(OPTION_FIELDS))
     if unknown:
         raise InvalidOptions(f"unknown form field(s) {', '.join(unknown)}; options are {', '.join(OPTION_FIELDS)}")
+    asks_for_slots = fields.get("keep", "").strip() != "" and fields.get("selector", "").strip() == ""
     raw: dict[str, object] = {
-        "selector": settings.default_selector,
+        "selector": settings.default_slot_selector if asks_for_slots else settings.default_selector,
         "keep": settings.default_keep,
         "stride": settings.default_stride,
         "reconstructor": settings.default_reconstructor,

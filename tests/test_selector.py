@@ -171,6 +171,19 @@ def test_cli_compress_with_framers_selector(micro_store: Path, tmp_path: Path, m
     assert out.stat().st_size > 0
 
 
+def test_cli_keep_alone_selects_with_framers(micro_store: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from framers.cli import main as cli_main
+
+    monkeypatch.setenv(model_store.STORE_ENV, str(micro_store))
+    video = write_video(tmp_path / "v.mp4", frames=32, width=96, height=64)
+    for extra, selector in (([], "stride"), (["--keep", "2"], "framers"), (["--keep", "2", "--selector", "uniform"],
+                                                                          "uniform")):
+        bundle = tmp_path / f"b_{selector}"
+        assert cli_main(["compress", str(video), "-o", str(bundle), "-q", *extra]) == 0
+        assert json.loads((bundle / "manifest.json").read_text())["selection"]["selector"] == selector
+
+
 def test_keep_other_than_two_falls_back(micro_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(model_store.STORE_ENV, str(micro_store))
     selector = LearnedSelector(3)

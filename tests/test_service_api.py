@@ -404,6 +404,7 @@ def test_health_ready_models_docs(stack: Any) -> None:
         models = client.get("/models").json()
         assert "uniform" in models["selectors"] and "linear" in models["reconstructors"]
         assert models["defaults"]["selector"] == stack.settings.default_selector
+        assert models["defaults"]["selector_when_keep_is_given"] == "framers"
         assert models["models"] == {"framemae": "1.0.0", "selector": "1.1.0"}  # the shipped model store
         assert client.get("/docs").status_code == 200
         spec = client.get("/openapi.json").json()
@@ -475,3 +476,20 @@ def test_shipped_defaults_stride_and_framemae_end_to_end(
     info = probe(out)
     assert (info.width, info.height, info.frames) == (96, 64, 40)
     assert job["reconstructions"]["framemae"]["status"] == "done"
+
+
+def test_keep_without_selector_uses_the_learned_selector(
+    stack: Any, make_clip: Callable[..., Path], wait_for: Callable[..., Any]
+) -> None:
+    """Asking for slots (``keep``) without naming a selector chooses them with the shipped
+    learned selector; naming one still wins."""
+    video = make_clip(width=96, height=64, frames=40)
+    with stack.client(KEY_A) as client:
+        learned = upload(client, video, keep="2")
+        named = upload(client, video, keep="2", selector="uniform")
+        assert learned.status_code == 202 and named.status_code == 202, (learned.text, named.text)
+        job = wait_job(client, learned.json()["id"], wait_for)
+        assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
+        assert job["options"]["selector"] == "framers" and job["kept_frames"] == 10  # 2 clips x 4 + uniform tail 2
+        job = wait_job(client, named.json()["id"], wait_for)
+        assert job["status"] == "done" and job["options"]["selector"] == "uniform"

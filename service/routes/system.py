@@ -28,6 +28,7 @@ def models(services: ServicesDep) -> ModelsView:
         models=dict(catalog.get("models", {})),
         defaults={
             "selector": settings.default_selector,
+            "selector_when_keep_is_given": settings.default_slot_selector,
             "reconstructor": settings.default_reconstructor,
             "keep": settings.default_keep,
             "stride": settings.default_stride,
