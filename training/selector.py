@@ -14,11 +14,14 @@ candidates are the frame itself, the flag is 1 and t is 0. ``plain`` sees all 8 
 
 Training runs on cached encoder tokens (the encoder is frozen), so each epoch is only the head:
 
-    python -m training.selector features --labels data/selector/train_linear_s128 \
-        --framemae model_store/framemae/<version>          # or --ckpt runs/<run>/ckpt.pt
-    python -m training.selector train --train data/selector/train_linear_s128 \
-        --val data/selector/val_linear_native --framemae model_store/framemae/<version> \
-        --loss soft --out runs/selector_v1
+    python -m training.selector features --labels data/selector/train_framemae_s96 \
+        --framemae model_store/framemae/<version> --flip    # or --ckpt runs/<run>/ckpt.pt
+    python -m training.selector train --train data/selector/train_framemae_s96 \
+        --val data/selector/val_framemae_s96 --framemae model_store/framemae/<version> \
+        --loss soft --tau 0.5 --prior --pick-best --tune-uniform-bias --epochs 15 --out runs/selector
+
+``training/sweep_selector.sh`` trains the variants compared in BENCHMARKS.md section 3 and picks
+one by the regret on held-out train videos (selector 1.1.0 = soft targets, τ = 0.5 dB).
 """
 
 from __future__ import annotations
