@@ -243,7 +243,7 @@ class FramePack:
     """The label-resolution frames a list of windows needs, each frame stored once per video and
     the frames of a video as lossless H.264: what a machine without the videos (or PyAV) needs
     to compute the labels (``--write-pack`` / ``--pack``), e.g. a GPU machine. 4096 train
-    windows at short side 96 need ~6900 frames, 285 MB raw, ~61 MB packed; ``--pack-part``
+    windows at short side 96 need ~6900 frames, 285 MB raw, ~61 MB packed; ``--pack-parts``
     splits a pack by video for machines that take less at a time."""
 
     def __init__(self, specs: list[WindowSpec], short_side: int,
@@ -510,7 +510,7 @@ def main() -> None:
     parser.add_argument("--refresh-views", action="store_true",
                         help="recompute the stored views of an existing label folder with the current global_view")
     parser.add_argument("--engine", choices=["onnx", "torch"], default="onnx",
-                        help="framemae: the network on onnxruntime (exactly the codec) or torch bf16 (~2x faster)")
+                        help="framemae: the network on onnxruntime (exactly the codec) or torch (--device, --bf16)")
     parser.add_argument("--shard", default="0/1", help="i/n: this process does chunks c with c %% n == i")
     parser.add_argument("--device", default="cpu", help="torch engine: cpu | cuda")
     parser.add_argument("--bf16", action="store_true",
