@@ -477,6 +477,25 @@ def cmd_features(args: argparse.Namespace) -> None:
         extract(enc, data["view"], feature_path(args.labels, encoder_tag(desc), flip), flip)
 
 
+def cmd_baselines(args: argparse.Namespace) -> None:
+    """Regret and accuracy of the untrained choices on the held-out train videos that ``train``
+    uses for epoch choice (same split) and on val: always uniform, and the view prior alone."""
+    tr, va = load_labels(args.train), load_labels(args.val)
+    _, held_idx = split_by_video(tr["video"], args.held_out, args.seed)
+    uniform = np.zeros((len(held_idx), N_PAIRS), np.float32)
+    uniform[:, UNIFORM_PAIR] = 1.0
+    report = {
+        "held_out_windows": len(held_idx),
+        "held_out": {"uniform": selection_metrics(uniform, tr["mse"][held_idx]),
+                     "view_prior": selection_metrics(view_prior(tr["view"][held_idx]), tr["mse"][held_idx])},
+        "val": {"view_prior": selection_metrics(view_prior(va["view"]), va["mse"])},
+    }
+    text = json.dumps(report, indent=1)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     mae, desc = framemae_info(args.framemae, args.ckpt)
@@ -535,6 +554,13 @@ def main() -> None:
     p.add_argument("--labels", type=Path, required=True)
     p.add_argument("--flip", action="store_true")
     p.set_defaults(func=cmd_features)
+    p = sub.add_parser("baselines", help="uniform and view-prior metrics on held-out train videos and val")
+    p.add_argument("--train", type=Path, required=True)
+    p.add_argument("--val", type=Path, required=True)
+    p.add_argument("--held-out", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None)
+    p.set_defaults(func=cmd_baselines)
     p = sub.add_parser("train")
     p.add_argument("--train", type=Path, required=True)
     p.add_argument("--val", type=Path, required=True)
@@ -560,7 +586,7 @@ def main() -> None:
         q.add_argument("--framemae", type=Path, default=None, help="model_store/framemae/<version>")
         q.add_argument("--ckpt", type=Path, default=None, help="FrameMAE checkpoint (default: matched to --framemae)")
     args = parser.parse_args()
-    if args.framemae is None and args.ckpt is None:
+    if args.command != "baselines" and args.framemae is None and args.ckpt is None:
         parser.error("--framemae or --ckpt is required")
     torch.set_num_threads(getattr(args, "threads", 1))
     args.func(args)

@@ -29,6 +29,7 @@ for ((i = 0; i < ${#names[@]}; i += 2)); do
   done
   wait
 done
+"$py" -m training.selector baselines --train "$train" --val "$val" --json "$root/baselines.json" > /dev/null
 "$py" - "$root" <<'PY'
 import json, sys
 from pathlib import Path
@@ -41,5 +42,10 @@ print(f"{'variant':16s} held-out regret  val top1  val top5  val PSNR  val regre
 for regret, name, r in rows:
     v = r["val"]
     print(f"{name:16s} {regret:15.3f} {v['top1']:9.3f} {v['top5']:9.3f} {v['psnr_selector']:9.3f} {v['regret_db_window_mse']:11.3f}")
+base = json.loads((Path(sys.argv[1]) / "baselines.json").read_text())
+for name, m in base["held_out"].items():
+    v = base["val"].get(name)
+    val = f"{v['top1']:9.3f} {v['top5']:9.3f} {v['psnr_selector']:9.3f} {v['regret_db_window_mse']:11.3f}" if v else ""
+    print(f"{'[' + name + ']':16s} {m['regret_db_window_mse']:15.3f} {val}")
 print("chosen (lowest held-out regret):", rows[0][1])
 PY
