@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -82,6 +82,12 @@ class CompressOptions(BaseModel):
     reconstructor: str = Field(pattern=METHOD_PATTERN, description="Default for GET /reconstruct")
     keyframe_codec: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,32}$")
     crf: int | None = Field(default=None, ge=0, le=63)
+    target_psnr: float | None = Field(
+        default=None, ge=20, le=60, description="Content-adaptive mode: mean PSNR (dB) of the rebuilt video"
+    )
+    target_kbps: float | None = Field(
+        default=None, ge=1, le=1_000_000, description="Content-adaptive mode: kept-frame bitrate (kbit/s)"
+    )
 
 
 class SourceInfo(BaseModel):
@@ -117,6 +123,10 @@ class VideoRecord(BaseModel):
     kept_frames: int | None = None
     compress_seconds: float | None = None
     model_versions: dict[str, str] = Field(default_factory=dict)
+    cuts: list[int] = Field(default_factory=list, description="Scene cuts found by the encoder (first frames of shots)")
+    adaptive: dict[str, Any] | None = Field(
+        default=None, description="Content-adaptive decisions: target, predicted PSNR and bytes, per-segment stride/CRF"
+    )
     attempts: int = 0
     error: str | None = Field(default=None, description="Why the job failed (set only when status is failed)")
     last_error: str | None = Field(default=None, description="Last transient error; the job is being retried")

@@ -1,9 +1,13 @@
-"""The keyframe bundle, format v1 (see docs/BUNDLE_FORMAT.md).
+"""The keyframe bundle, format v2 (v1 still read; see docs/BUNDLE_FORMAT.md).
 
 A bundle is a folder (or the same files in one uncompressed tar, ``*.frs``) holding:
   manifest.json   format version, source metadata, clip layout, kept frames per clip,
-                  timestamps, keyframe codec and settings, model versions, file checksums
-  keyframes.mkv   the kept frames, in order, as one video stream (ffv1 lossless or x264 CRF)
+                  timestamps, scene cuts, per-segment decisions (adaptive mode), keyframe codec
+                  and settings, model versions, file checksums
+  keyframes.h264  (v2, x264) the kept frames, in order, as H.264 Annex B: one or more x264 runs
+                  concatenated, each starting with its own headers and IDR picture, so runs may
+                  use different CRFs (``keyframes.runs``)
+  keyframes.mkv   (v1, and ffv1 in v2) the kept frames as one Matroska video stream
   audio.m4a       the source's first audio stream as AAC (only when the source had audio)
 """
 
@@ -22,28 +26,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import av.error
 import numpy as np
 
 from framers.errors import BundleError
+from framers.video import output_pix_fmt
 
 FORMAT_NAME = "framers-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 KEYFRAMES = "keyframes.mkv"
+KEYFRAMES_H264 = "keyframes.h264"
 AUDIO = "audio.m4a"
 SINGLE_FILE_SUFFIX = ".frs"
+BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO)
 
-# Keyframe codecs. Default x264 4:4:4 at CRF 20, chosen by bench/keyframe_codec.py on 8 val clips:
-# kept frames at ~38 dB (near-transparent) with the bundle about half the source's size; CRF 16
-# costs +60 % bytes for +0.7 dB on the whole video, CRF 24 saves 40 % for -0.7 dB (BENCHMARKS.md).
-# Preset veryfast: 4x faster than medium at +1.4 % bytes (480p kept frames: 28 vs 116 ms/frame),
-# and encoding kept frames is what bounds compression speed.
+# Keyframe codecs. x264: 4:2:0 whenever the output is 4:2:0 (even width and height; 4:4:4
+# otherwise), CRF 20 by default, preset medium. Measured (DESIGN.md, 11 real clips): 4:2:0 kept
+# frames need 6 % fewer bytes than 4:4:4 at equal PSNR of the rebuilt video (BD-rate vs x264
+# +46 % instead of +55 %), as the output is 4:2:0 anyway. Preset medium is x264's default and the
+# anchor users compare with: a segment that keeps every frame must cost what x264 costs; kept
+# frames are a fraction of all frames, so the slower preset costs little compression time.
 KEYFRAME_CODECS: dict[str, dict[str, Any]] = {
-    "x264": {"codec": "libx264", "pix_fmt": "yuv444p", "crf": 20, "preset": "veryfast"},
+    "x264": {"codec": "libx264", "pix_fmt": "auto", "crf": 20, "preset": "medium"},
     "ffv1": {"codec": "ffv1", "pix_fmt": "bgr0", "crf": None, "preset": None},
 }
 DEFAULT_KEYFRAME_CODEC = "x264"
@@ -87,6 +96,11 @@ class Manifest:
     audio: dict[str, Any] | None = None
     models: dict[str, str] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: v2: frames that start a new shot (scene cuts found by the encoder; [] in v1 bundles)
+    cuts: list[int] = field(default_factory=list)
+    #: v2: the adaptive mode's per-segment decisions (start, stop, stride, crf, predictions) and
+    #: its target; None for fixed keep patterns
+    adaptive: dict[str, Any] | None = None
 
     def kept_indices(self) -> list[int]:
         return [c * self.clip_len + p for c, positions in enumerate(self.kept) for p in positions]
@@ -107,14 +121,18 @@ class Manifest:
             "audio": self.audio,
             "models": self.models,
             "files": self.files,
+            "scenes": {"cuts": self.cuts},
+            "adaptive": self.adaptive,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != FORMAT_NAME:
             raise BundleError("not a FrameRS bundle (manifest format field missing or wrong)")
-        if data.get("version") != FORMAT_VERSION:
-            raise BundleError(f"bundle format version {data.get('version')} is not supported (need 1)")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise BundleError(
+                f"bundle format version {data.get('version')} is not supported (readable: {READABLE_VERSIONS})"
+            )
         try:
             selection = dict(data["selection"])
             kept = [[int(p) for p in clip] for clip in selection.pop("kept")]
@@ -134,6 +152,8 @@ class Manifest:
                 audio=data.get("audio"),
                 models=dict(data.get("models") or {}),
                 files=dict(data.get("files") or {}),
+                cuts=[int(c) for c in (data.get("scenes") or {}).get("cuts", [])],
+                adaptive=data.get("adaptive"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"malformed bundle manifest: {exc!r}") from exc
@@ -145,7 +165,11 @@ class Manifest:
 
 
 class KeyframeEncoder:
-    """Writes kept frames, in order, into keyframes.mkv.
+    """Writes kept frames, in order, into the bundle's keyframe file.
+
+    x264 writes ``keyframes.h264`` (Annex B). ``write(rgb, crf)`` with a CRF other than the
+    current run's ends that run and starts a new x264 run (own headers, IDR picture) in the same
+    file; ``settings["runs"]`` records [frames, crf] per run. ffv1 writes ``keyframes.mkv``.
 
     Encoding runs on a background thread fed through a short bounded queue: PyAV releases the
     GIL inside FFmpeg, so x264 works while the caller decodes the next frames (480p compress
@@ -155,60 +179,100 @@ class KeyframeEncoder:
 
     QUEUE_FRAMES = 4
 
-    def __init__(self, path: Path, width: int, height: int, codec: str, crf: int | None) -> None:
+    def __init__(self, folder: Path, width: int, height: int, codec: str, crf: int | None) -> None:
         if codec not in KEYFRAME_CODECS:
             raise BundleError(f"unknown keyframe codec {codec!r} (choose from {sorted(KEYFRAME_CODECS)})")
         spec = KEYFRAME_CODECS[codec]
+        folder = Path(folder)
+        if folder.suffix:  # a file path (v1 callers): its folder
+            folder = folder.parent
+        self._x264 = spec["codec"] == "libx264"
+        pix_fmt = output_pix_fmt(width, height) if spec["pix_fmt"] == "auto" else spec["pix_fmt"]
         self.settings: dict[str, Any] = {
-            "file": KEYFRAMES,
+            "file": KEYFRAMES_H264 if self._x264 else KEYFRAMES,
             "name": codec,
             "codec": spec["codec"],
-            "pix_fmt": spec["pix_fmt"],
+            "pix_fmt": pix_fmt,
             "crf": crf if crf is not None else spec["crf"],
             "preset": spec["preset"],
             "width": width,
             "height": height,
             "count": 0,
         }
-        self._container = av.open(str(path), mode="w", format="matroska")
-        self._stream: Any = self._container.add_stream(spec["codec"], rate=25)
-        self._stream.width = width
-        self._stream.height = height
-        self._stream.pix_fmt = spec["pix_fmt"]
-        options: dict[str, str]
-        if spec["codec"] == "libx264":
-            # A short look-ahead: the default (40 frames at 4:4:4) made x264 hold ~1 GB at 1080p
-            # (bench/memory.py); kept frames are far apart, so look-ahead buys little here.
-            options = {"crf": str(self.settings["crf"]), "preset": str(spec["preset"]), "rc-lookahead": "8"}
+        if self._x264:
+            self.settings["runs"] = []
+        self.path = folder / self.settings["file"]
+        self._width, self._height = width, height
+        self._container: Any = None
+        self._file: BinaryIO | None = None
+        self._encoder: Any = None
+        self._run_crf: int | None = None
+        if self._x264:
+            self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         else:
-            options = {"level": "3", "g": "1"}
-        self._stream.options = options
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=self.QUEUE_FRAMES)
+            self._container = av.open(str(self.path), mode="w", format="matroska")
+            self._encoder = self._container.add_stream(spec["codec"], rate=25)
+            self._encoder.width, self._encoder.height, self._encoder.pix_fmt = width, height, pix_fmt
+            self._encoder.options = {"level": "3", "g": "1"}
+        self._queue: queue.Queue[tuple[np.ndarray, int | None] | None] = queue.Queue(maxsize=self.QUEUE_FRAMES)
         self._error: BaseException | None = None
         self._reported = False
         self._closed = False
+        self._encoded = 0
         self._thread = threading.Thread(target=self._run, name="framers-keyframe-encoder", daemon=True)
         self._thread.start()
 
-    def _encode(self, rgb: np.ndarray | None) -> None:
-        frame = None
-        if rgb is not None:
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    def _flush_x264(self) -> None:
+        if self._encoder is not None:
+            assert self._file is not None
+            for packet in self._encoder.encode(None):
+                self._file.write(bytes(packet))
+            self._encoder = None
+
+    def _start_x264(self, crf: int) -> None:
+        from framers.adaptive.coding import x264_context
+
+        self._flush_x264()
+        self._encoder = x264_context(self._width, self._height, crf, str(self.settings["preset"]))
+        self._run_crf = crf
+        self._encoded = 0
+
+    def _encode(self, rgb: np.ndarray, crf: int | None) -> None:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        if self._x264:
+            crf = int(self.settings["crf"]) if crf is None else crf
+            if self._encoder is None or crf != self._run_crf:
+                self._start_x264(crf)
             frame.pts = self._encoded
             self._encoded += 1
-        for packet in self._stream.encode(frame):
+            assert self._file is not None
+            for packet in self._encoder.encode(frame):
+                self._file.write(bytes(packet))
+            return
+        frame.pts = self._encoded
+        self._encoded += 1
+        for packet in self._encoder.encode(frame):
             self._container.mux(packet)
 
+    def _finish(self) -> None:
+        if self._x264:
+            self._flush_x264()
+        else:
+            for packet in self._encoder.encode(None):
+                self._container.mux(packet)
+
     def _run(self) -> None:
-        self._encoded = 0
         while True:
-            rgb = self._queue.get()
+            item = self._queue.get()
             if self._error is None:
                 try:
-                    self._encode(rgb)
+                    if item is None:
+                        self._finish()
+                    else:
+                        self._encode(*item)
                 except BaseException as exc:
                     self._error = exc
-            if rgb is None:
+            if item is None:
                 return
 
     def _raise_error(self) -> None:
@@ -223,11 +287,20 @@ class KeyframeEncoder:
             raise BundleError(f"keyframe encoding failed: {error}") from error
         raise error
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, crf: int | None = None) -> None:
+        """Queue one kept frame (RGB uint8 [H, W, 3]); ``crf`` (x264 only) overrides the default
+        CRF for this frame, a change starting a new run."""
         if self._closed:
             raise BundleError("keyframe encoder is closed")
         self._raise_error()
-        self._queue.put(np.ascontiguousarray(rgb))
+        if self._x264:
+            runs = self.settings["runs"]
+            value = int(self.settings["crf"]) if crf is None else int(crf)
+            if runs and runs[-1][1] == value:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, value])
+        self._queue.put((np.ascontiguousarray(rgb), crf))
         self.settings["count"] += 1
 
     def close(self) -> None:
@@ -243,17 +316,28 @@ class KeyframeEncoder:
                 self._raise_error()
         finally:
             try:
-                self._container.close()
+                if self._file is not None:
+                    self._file.close()
+                if self._container is not None:
+                    self._container.close()
             except av.error.FFmpegError:
                 if not failed:
                     raise
+
+
+def keyframes_path(folder: Path, manifest: Manifest) -> Path:
+    """The keyframe file of an opened bundle (v1: keyframes.mkv; v2: as its settings say)."""
+    name = str(manifest.keyframes.get("file", KEYFRAMES))
+    if name not in (KEYFRAMES, KEYFRAMES_H264):
+        raise BundleError(f"unknown keyframe file {name!r} in manifest")
+    return Path(folder) / name
 
 
 def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
     """Decode the kept frames of a bundle in order; raise BundleError on a short stream."""
     count = 0
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), format="h264" if Path(path).suffix == ".h264" else None)
     except av.error.FFmpegError as exc:
         raise BundleError(f"keyframe stream unreadable: {exc}") from exc
     try:
@@ -272,7 +356,7 @@ def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     manifest.files = {}
-    for name in (KEYFRAMES, AUDIO):
+    for name in BUNDLE_FILES[1:]:
         path = folder / name
         if path.exists():
             manifest.files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
@@ -307,13 +391,13 @@ def bundle_bytes(path: Path) -> int:
 def pack(folder: Path, dest: Path) -> None:
     """Write the single-file form: an uncompressed tar, manifest first (streamable)."""
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name in (MANIFEST, KEYFRAMES, AUDIO):
+        for name in BUNDLE_FILES:
             if (folder / name).exists():
                 tar.add(folder / name, arcname=name)
 
 
 def unpack(file: Path, folder: Path) -> None:
-    allowed = {MANIFEST, KEYFRAMES, AUDIO}
+    allowed = set(BUNDLE_FILES)
     try:
         with tarfile.open(file, "r") as tar:
             for member in tar.getmembers():

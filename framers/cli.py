@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from framers.errors import FramersError
+from framers.errors import FramersError, UnsupportedOptionError
 
 DEFAULT_SELECTOR = "stride"  # every 4th frame: measured best at this budget (BENCHMARKS.md section 1)
 SLOT_SELECTOR = "framers"  # the default when slots are asked for (--keep without --selector)
@@ -37,6 +37,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     # No --selector: every 4th frame (measured best); --keep alone asks for slots, and the learned
     # selector is the default way to choose slots.
     selector = args.selector or (SLOT_SELECTOR if args.keep is not None else DEFAULT_SELECTOR)
+    adaptive = args.target_psnr is not None or args.target_kbps is not None
+    if adaptive and (args.selector or args.keep is not None or args.crf is not None):
+        raise UnsupportedOptionError(
+            "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "
+            "drop --selector/--keep/--crf (or drop the target for a fixed pattern)"
+        )
     update, close = _progress_bar("compress", not args.quiet)
     try:
         result = compress(
@@ -48,6 +54,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             reconstructor=args.reconstructor,
             keyframe_codec=args.keyframe_codec,
             crf=args.crf,
+            target_psnr=args.target_psnr,
+            target_kbps=args.target_kbps,
             progress=update,
         )
     finally:
@@ -57,6 +65,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
         f"({result.selector}), {result.bundle_bytes} bytes "
         f"({result.bundle_bytes / max(1, result.source_bytes):.1%} of source), {result.seconds:.1f} s"
     )
+    if result.cuts:
+        print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
+    if result.adaptive:
+        print(f"  adaptive: predicted mean PSNR {result.adaptive['predicted_psnr']:.2f} dB "
+              f"(target {result.adaptive['target_psnr'] or str(result.adaptive['target_kbps']) + ' kbps'})")
+        for seg in result.adaptive["segments"][:12]:
+            print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
+                  f"~{seg['predicted_psnr']:.1f} dB")
+        if len(result.adaptive["segments"]) > 12:
+            print(f"    … {len(result.adaptive['segments']) - 12} more segments (manifest 'adaptive')")
     return 0
 
 
@@ -94,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for --selector oracle: the reconstructor it optimises for")
     p.add_argument("--keyframe-codec", choices=["x264", "ffv1"], default=None, help="kept-frame codec (default x264)")
     p.add_argument("--crf", type=int, default=None, help="x264 CRF for kept frames (default 20)")
+    p.add_argument("--target-psnr", type=float, default=None, metavar="DB",
+                   help="content-adaptive mode: per segment, keep every Nth frame (N in 1,2,4,8,16) and a CRF, "
+                   "for the fewest bytes at this mean PSNR of the rebuilt video (framemae)")
+    p.add_argument("--target-kbps", type=float, default=None, metavar="K",
+                   help="content-adaptive mode for a bitrate: best predicted PSNR within K kbit/s of kept frames")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_compress)
 

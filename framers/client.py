@@ -64,7 +64,7 @@ class FramersClient:
     # --- API -----------------------------------------------------------------------------
     def compress(self, path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
         """Upload a video; returns {"id", "status": "queued", "links"}. Options: selector, keep,
-        stride, reconstructor, keyframe_codec, crf."""
+        stride, reconstructor, keyframe_codec, crf, target_psnr, target_kbps."""
         path = Path(path)
         data = {k: str(v) for k, v in options.items() if v is not None}
         with path.open("rb") as f:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,9 @@ from framers import bundle as fb
 from framers.errors import InvalidVideoError, UnsupportedOptionError
 from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
+from framers.scenes import SceneAnalyser, shot_edges
 from framers.selectors import Selector
-from framers.video import CLIP_LEN, SLOT_LEN, FrameReader, VideoWriter, extract_audio, probe
+from framers.video import CLIP_LEN, SLOT_LEN, Clip, FrameReader, VideoWriter, extract_audio, probe
 
 ProgressFn = Callable[[float], None]
 
@@ -38,6 +40,8 @@ class CompressResult:
     selector: str
     keep: int
     model_versions: dict[str, str] = field(default_factory=dict)
+    cuts: list[int] = field(default_factory=list)
+    adaptive: dict[str, Any] | None = None
 
 
 @dataclass
@@ -60,26 +64,39 @@ def compress(
     source: Path,
     bundle: Path,
     *,
-    selector: str | Selector = "uniform",
+    selector: str | Selector = "stride",
     keep: int = 2,
     stride: int = 4,
-    reconstructor: str = "linear",
+    reconstructor: str = "framemae",
     keyframe_codec: str | None = None,
     crf: int | None = None,
+    target_psnr: float | None = None,
+    target_kbps: float | None = None,
     progress: ProgressFn | None = None,
 ) -> CompressResult:
     """Choose the kept frames of ``source`` and write them as a bundle at ``bundle``.
 
     ``bundle`` ending in ``.frs`` gets the single-file form, anything else a folder.
     ``reconstructor`` only matters for the ``oracle`` selector (the one it optimises for).
+    ``target_psnr`` (dB, mean per-frame PSNR of the rebuilt video) or ``target_kbps`` selects the
+    content-adaptive mode (``framers.adaptive``): per segment a stride and a CRF, replacing
+    ``selector``/``keep``/``stride``/``crf``. Whatever the selector, the encoder detects scene cuts
+    and also keeps the first and last frame of every shot (so nothing is extrapolated, and no
+    rebuilt frame mixes two shots). Raises InvalidVideoError, UnsupportedOptionError, BundleError.
     """
     started = time.perf_counter()
     source = Path(source)
     bundle = Path(bundle)
     info = probe(source)
-    chooser = selector if isinstance(selector, Selector) else get_selector(
-        selector, keep=keep, stride=stride, reconstructor=reconstructor
-    )
+    chooser: Selector
+    if target_psnr is not None or target_kbps is not None:
+        from framers.adaptive.selector import AdaptiveSelector
+
+        chooser = AdaptiveSelector(target_psnr=target_psnr, target_kbps=target_kbps, fps=info.fps)
+    elif isinstance(selector, Selector):
+        chooser = selector
+    else:
+        chooser = get_selector(selector, keep=keep, stride=stride, reconstructor=reconstructor)
     codec = keyframe_codec or fb.DEFAULT_KEYFRAME_CODEC
     expected_clips = max(1, -(-info.frames // CLIP_LEN))
 
@@ -89,8 +106,10 @@ def compress(
         pts: list[int] = []
         kept_per_clip: list[list[int]] = []
         readers: list[FrameReader] = []
+        cuts: list[int] = []
+        scenes = SceneAnalyser()
 
-        def open_clips() -> Iterator[object]:
+        def open_clips() -> Iterator[Clip]:
             reader = FrameReader(source)
             readers.append(reader)
             try:
@@ -100,16 +119,40 @@ def compress(
 
         encoder: fb.KeyframeEncoder | None = None
         width = height = 0
+        crf_of = getattr(chooser, "crf_of", None)
+
+        def flush(clip: Clip, positions: set[int]) -> None:
+            nonlocal encoder
+            if encoder is None:
+                encoder = fb.KeyframeEncoder(folder, clip.width, clip.height, codec, crf)
+            ordered = sorted(positions)
+            for p in ordered:
+                encoder.write(clip.frame(p), crf_of(clip.start + p) if crf_of is not None else None)
+            kept_per_clip.append(ordered)
+            _report(progress, 0.95 * len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1))
+
+        # One clip of delay: a cut at a clip's first frame also keeps the previous clip's last
+        # frame, and only the end of the stream tells which clip holds the video's last frame.
+        pending: tuple[Clip, set[int]] | None = None
         try:
-            for clip, positions in chooser.select(open_clips):  # type: ignore[arg-type]
-                if encoder is None:
+            for clip, positions in chooser.select(open_clips):
+                if not kept_per_clip and pending is None:
                     height, width = clip.height, clip.width
-                    encoder = fb.KeyframeEncoder(folder / fb.KEYFRAMES, width, height, codec, crf)
-                for p in positions:
-                    encoder.write(clip.frame(p))
-                kept_per_clip.append(list(positions))
+                keep_set = set(positions)
+                clip_cuts = _clip_cuts(chooser, scenes, clip)
+                cuts.extend(clip_cuts)
+                for c in shot_edges(clip_cuts) | ({0} if clip.start == 0 else set()):
+                    if c >= clip.start:
+                        keep_set.add(c - clip.start)
+                    elif pending is not None:
+                        pending[1].add(c - pending[0].start)
+                if pending is not None:
+                    flush(*pending)
                 pts.extend(clip.pts)
-                _report(progress, 0.95 * len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1))
+                pending = (clip, keep_set)
+            if pending is not None:
+                pending[1].add(len(pending[0]) - 1)  # the video's last frame
+                flush(*pending)
         finally:
             if encoder is not None:
                 encoder.close()
@@ -141,6 +184,8 @@ def compress(
             selection=chooser.describe(),
             audio=audio,
             models=chooser.model_versions,
+            cuts=sorted(cuts),
+            adaptive=chooser.manifest_entry() if hasattr(chooser, "manifest_entry") else None,
         )
         fb.write_manifest(folder, manifest)
         _place(folder, bundle)
@@ -158,7 +203,18 @@ def compress(
         selector=chooser.name,
         keep=getattr(chooser, "keep", 0),
         model_versions=manifest.models,
+        cuts=manifest.cuts,
+        adaptive=manifest.adaptive,
     )
+
+
+def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip) -> list[int]:
+    """Scene cuts inside ``clip`` (frames starting a new shot): the selector's own when it found
+    them already (adaptive mode), else from ``scenes``, fed every picture in order."""
+    known = getattr(chooser, "known_cuts", None)
+    if known is not None:
+        return [c for c in known if clip.start <= c < clip.stop]
+    return [clip.start + i for i, picture in enumerate(clip.pictures()) if scenes.feed(picture).is_cut]
 
 
 def _tmp_root(dest: Path) -> Path | None:
@@ -180,7 +236,8 @@ def _place(folder: Path, dest: Path) -> None:
 
 def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
     indices = manifest.kept_indices()
-    for index, rgb in zip(indices, fb.iter_keyframes(folder / fb.KEYFRAMES, len(indices)), strict=True):
+    frames = fb.iter_keyframes(fb.keyframes_path(folder, manifest), len(indices))
+    for index, rgb in zip(indices, frames, strict=True):
         yield KeptFrame(index, rgb)
 
 

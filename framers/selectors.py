@@ -135,7 +135,9 @@ class OracleSelector(Selector):
 
     For local reconstructors (``linear``, ``hold``: a frame depends only on the kept frames on
     either side) the error of a whole video is a chain of per-gap errors, so dynamic programming
-    over clips finds the exact minimum (two passes over the video, one clip of lookahead).
+    over clips finds the exact minimum (two passes over the video, one clip of lookahead), counting
+    the video's first and last frames as kept, as the codec always keeps them (scene-cut keeps
+    are not modelled).
     For others (``framemae``) each clip is chosen in turn with the previous clip's choice and
     the next clip's uniform choice as context.
     """
@@ -211,7 +213,8 @@ class OracleSelector(Selector):
             for j, cand in enumerate(cands):
                 first = clip.start + cand[0]
                 if previous is None:
-                    new_value.append(inner[j] + gap(None, first, clip.start, first))
+                    # the codec always keeps the video's first frame (pipeline.compress)
+                    new_value.append(inner[j] + (gap(clip.start, first, 0, 0) if first > clip.start else 0.0))
                     new_back.append(-1)
                     continue
                 best, arg = float("inf"), -1
@@ -228,12 +231,13 @@ class OracleSelector(Selector):
             previous = clip
         if previous is None:
             return
-        # The tail after the last kept frame is held: add its error before choosing the end.
+        # The codec always keeps the video's last frame: add the error of the frames between the
+        # last kept frame and it before choosing the end.
         final = []
+        end = previous.stop - 1
         for j, cand in enumerate(cands_per_clip[-1]):
             last = previous.start + cand[-1]
-            tail = self._gap_sse(lambda i: previous.frame(i - previous.start), last, None,
-                                 0, previous.stop)
+            tail = self._gap_sse(lambda i: previous.frame(i - previous.start), last, end, 0, 0) if last < end else 0.0
             final.append(value[j] + tail)
         choice = [0] * len(back)
         choice[-1] = int(np.argmin(final))

@@ -122,6 +122,13 @@ class Clip:
             self._rgb = list(self._stacked)  # one copy of the pixels, not two
         return self._stacked
 
+    def pictures(self) -> tuple[av.VideoFrame, ...]:
+        """The clip's decoded pictures (stored orientation, decoder's pixel format); a clip made
+        from an RGB array gets RGB pictures of its frames."""
+        if self._decoded:
+            return self._decoded
+        return tuple(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24") for f in self.frames)
+
     def view(self, size: int) -> np.ndarray:
         """[n, size, size, 3] uint8: every whole frame area-resized to a square (``global_view``)."""
         if not self._decoded:

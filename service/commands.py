@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reconstructor")
     p.add_argument("--keyframe-codec")
     p.add_argument("--crf", type=int)
+    p.add_argument("--target-psnr", type=float, help="content-adaptive mode: mean PSNR (dB) to reach")
+    p.add_argument("--target-kbps", type=float, help="content-adaptive mode: kept-frame bitrate (kbit/s)")
     p.add_argument("--wait", action="store_true", help="wait until the compression is done")
     p.set_defaults(func=_remote_compress)
 
@@ -103,6 +105,8 @@ def _remote_compress(args: argparse.Namespace) -> int:
         "reconstructor": args.reconstructor,
         "keyframe_codec": args.keyframe_codec,
         "crf": args.crf,
+        "target_psnr": args.target_psnr,
+        "target_kbps": args.target_kbps,
     }
     try:
         with _client(args) as client:

@@ -8,7 +8,9 @@ from core.records import CompressOptions
 from core.settings import Settings
 from service.methods import CatalogUnavailable, MethodCatalog
 
-OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf")
+OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps")
+#: fields the content-adaptive mode (target_psnr / target_kbps) decides itself
+ADAPTIVE_EXCLUSIVE = ("selector", "keep", "stride", "crf")
 
 
 class InvalidOptions(ValueError):
@@ -19,6 +21,14 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     unknown = sorted(set(fields) - set(OPTION_FIELDS))
     if unknown:
         raise InvalidOptions(f"unknown form field(s) {', '.join(unknown)}; options are {', '.join(OPTION_FIELDS)}")
+    given = {k for k, v in fields.items() if v.strip() != ""}
+    if given & {"target_psnr", "target_kbps"} and given & set(ADAPTIVE_EXCLUSIVE):
+        clash = ", ".join(sorted(given & set(ADAPTIVE_EXCLUSIVE)))
+        raise InvalidOptions(
+            f"target_psnr/target_kbps choose the kept frames and their CRF per segment; drop {clash}"
+        )
+    if {"target_psnr", "target_kbps"} <= given:
+        raise InvalidOptions("give target_psnr or target_kbps, not both")
     asks_for_slots = fields.get("keep", "").strip() != "" and fields.get("selector", "").strip() == ""
     raw: dict[str, object] = {
         "selector": settings.default_slot_selector if asks_for_slots else settings.default_selector,

@@ -92,6 +92,10 @@ class JobView(BaseModel):
     kept_frames: int | None
     compress_seconds: float | None
     model_versions: dict[str, str]
+    cuts: list[int] = Field(default_factory=list, description="Scene cuts found by the encoder")
+    adaptive: dict[str, Any] | None = Field(
+        default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment stride/CRF)"
+    )
     reconstructions: dict[str, ReconstructionView]
     links: Links
 
@@ -120,6 +124,8 @@ class JobView(BaseModel):
             kept_frames=record.kept_frames,
             compress_seconds=record.compress_seconds,
             model_versions=record.model_versions,
+            cuts=record.cuts,
+            adaptive=record.adaptive,
             reconstructions={s.reconstructor: ReconstructionView.of(s) for s in reconstructions},
             links=links_for(record.id),
         )

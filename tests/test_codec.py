@@ -61,7 +61,7 @@ def clip_with_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_round_trip_keeps_count_size_timing_and_audio(clip_with_audio: Path, tmp_path: Path, single_file: bool) -> None:
     bundle = tmp_path / ("b.frs" if single_file else "b")
     result = compress(clip_with_audio, bundle)
-    assert result.frames == 40 and result.kept_frames == 10  # 2 of 8 slots of 16 frames, short tail scaled
+    assert result.frames == 40 and result.kept_frames == 11  # every 4th frame, plus the last one (39)
     out = tmp_path / "out.mp4"
     rec = reconstruct(bundle, out)
     assert rec.frames == 40
@@ -102,8 +102,9 @@ def test_linear_beats_hold_and_oracle_never_worse_than_uniform(clip_with_audio: 
 
 def test_stride_keeps_every_nth_frame(clip_with_audio: Path, tmp_path: Path) -> None:
     result = compress(clip_with_audio, tmp_path / "s", selector="stride", stride=4)
-    assert fb.read_manifest(tmp_path / "s").kept_indices() == list(range(0, 40, 4))
-    assert result.kept_frames == 10
+    # every 4th frame, and the video's last frame (never extrapolate by holding)
+    assert fb.read_manifest(tmp_path / "s").kept_indices() == [*range(0, 40, 4), 39]
+    assert result.kept_frames == 11
 
 
 def test_real_clips_raw_h264_and_avi_with_mp3(tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path, clip_with_audio: Path) ->
 
 def test_corrupt_bundle_and_bad_options_are_refused(clip_with_audio: Path, tmp_path: Path) -> None:
     compress(clip_with_audio, tmp_path / "b")
-    keyframes = tmp_path / "b" / fb.KEYFRAMES
+    keyframes = tmp_path / "b" / fb.KEYFRAMES_H264
     blob = bytearray(keyframes.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     keyframes.write_bytes(bytes(blob))
@@ -184,7 +185,11 @@ def test_corrupt_bundle_and_bad_options_are_refused(clip_with_audio: Path, tmp_p
     with pytest.raises(BundleError):
         reconstruct(tmp_path / "junk.frs", tmp_path / "o.mp4")
     with pytest.raises(UnsupportedOptionError):
-        compress(clip_with_audio, tmp_path / "k", keep=9)
+        compress(clip_with_audio, tmp_path / "k", selector="uniform", keep=9)
+    with pytest.raises(UnsupportedOptionError, match="target_psnr"):
+        compress(clip_with_audio, tmp_path / "k", target_psnr=5)
+    with pytest.raises(UnsupportedOptionError, match="exactly one"):
+        compress(clip_with_audio, tmp_path / "k", target_psnr=35, target_kbps=100)
     with pytest.raises(UnsupportedOptionError):
         compress(clip_with_audio, tmp_path / "k", selector="nope")
     manifest = json.loads((tmp_path / "b" / fb.MANIFEST).read_text())

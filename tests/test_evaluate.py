@@ -13,7 +13,7 @@ from framers import evaluate as ev
 from framers.errors import UnsupportedOptionError
 from tests.videogen import write_video
 
-METHODS = "uniform+hold,uniform+linear,stride+mci,uniform+mci"
+METHODS = "uniform+hold,uniform+linear,stride+mci,oracle+mci"
 FIELDS = {
     "frames",
     "kept_frames",
@@ -72,7 +72,9 @@ def test_report_has_the_fields_and_linear_beats_hold(report: dict[str, Any]) -> 
     for name in ("uniform+hold", "uniform+linear", "stride+mci"):
         entry = methods[name]
         assert set(entry) >= FIELDS, FIELDS - set(entry)
-        assert entry["frames"] == 40 and entry["kept_frames"] == 10 and entry["kept_ratio"] == 0.25
+        # 2 of 8 slots / every 4th frame, plus the first and last frames the codec always keeps
+        kept = {"uniform+hold": 12, "uniform+linear": 12, "stride+mci": 11}[name]
+        assert entry["frames"] == 40 and entry["kept_frames"] == kept and entry["kept_ratio"] == kept / 40
         assert len(entry["per_frame_psnr"]) == 40
         assert 0 < entry["bpp"] < entry["bpp_with_audio"]  # the clip has audio: counted apart
         assert entry["audio_bytes"] > 0
@@ -85,14 +87,14 @@ def test_report_has_the_fields_and_linear_beats_hold(report: dict[str, Any]) -> 
     assert methods["uniform+linear"]["psnr_mean_mse"] > methods["uniform+hold"]["psnr_mean_mse"]
     # one bundle for the two uniform methods
     assert methods["uniform+hold"]["bundle_bytes"] == methods["uniform+linear"]["bundle_bytes"]
-    assert methods["stride+mci"]["kept_indices"] == list(range(0, 40, 4))
+    assert methods["stride+mci"]["kept_indices"] == [*range(0, 40, 4), 39]
 
 
 def test_a_failing_method_is_an_error_row_not_a_crash(report: dict[str, Any]) -> None:
-    entry = report["videos"][0]["methods"]["uniform+mci"]
-    assert "evenly spaced" in entry["error"]
+    entry = report["videos"][0]["methods"]["oracle+mci"]
+    assert "clip-wise" in entry["error"]
     summary = report["summary"]
-    assert summary["uniform+mci"]["videos"] == 0 and summary["uniform+mci"]["errors"] == 1
+    assert summary["oracle+mci"]["videos"] == 0 and summary["oracle+mci"]["errors"] == 1
     assert summary["uniform+linear"]["videos"] == 1
     assert summary["uniform+linear"]["psnr"] == pytest.approx(report["videos"][0]["methods"]["uniform+linear"]["psnr"])
     assert summary["uniform+linear"]["h264"]["psnr"] is not None
@@ -101,7 +103,7 @@ def test_a_failing_method_is_an_error_row_not_a_crash(report: dict[str, Any]) ->
 def test_markdown_and_plots_are_written(report: dict[str, Any]) -> None:
     folder = Path(report["_folder"])
     text = (folder / "out" / "r.md").read_text()
-    assert "| uniform+linear |" in text and "## Errors" in text and "uniform+mci" in text
+    assert "| uniform+linear |" in text and "## Errors" in text and "oracle+mci" in text
     assert (folder / "plots" / "r_rd.png").stat().st_size > 1000
     assert (folder / "plots" / "r_frames_moving.png").stat().st_size > 1000
 

@@ -60,19 +60,20 @@ def test_global_view_is_an_area_average() -> None:
 
 
 def test_keyframe_encoder_reports_errors_and_refuses_writes_after_close(tmp_path: Path) -> None:
-    encoder = fb.KeyframeEncoder(tmp_path / "k.mkv", 64, 48, "x264", None)
+    encoder = fb.KeyframeEncoder(tmp_path, 64, 48, "x264", None)
     frame = np.zeros((48, 64, 3), np.uint8)
     for _ in range(5):
         encoder.write(frame)
     encoder.close()
-    assert encoder.settings["count"] == 5
-    assert sum(1 for _ in fb.iter_keyframes(tmp_path / "k.mkv", 5)) == 5
+    assert encoder.settings["count"] == 5 and encoder.path == tmp_path / fb.KEYFRAMES_H264
+    assert sum(1 for _ in fb.iter_keyframes(encoder.path, 5)) == 5
     with pytest.raises(BundleError):
         encoder.write(frame)
     # an FFmpeg error on the encoder thread reaches the caller as a BundleError
-    broken = fb.KeyframeEncoder(tmp_path / "b.mkv", 64, 48, "x264", None)
+    (tmp_path / "b").mkdir()
+    broken = fb.KeyframeEncoder(tmp_path / "b", 64, 48, "x264", None)
 
-    def fail(rgb: np.ndarray | None) -> None:
+    def fail(rgb: np.ndarray | None, crf: int | None = None) -> None:
         raise av.error.ExternalError(-1, "injected encoder failure")
 
     broken._encode = fail  # type: ignore[method-assign]
@@ -81,6 +82,26 @@ def test_keyframe_encoder_reports_errors_and_refuses_writes_after_close(tmp_path
             broken.write(frame)
         broken.close()
     broken.close()  # closing again is harmless
+
+
+def test_keyframe_runs_change_crf_in_one_annex_b_stream(tmp_path: Path) -> None:
+    """A CRF change starts a new x264 run (own headers + IDR) in the same file; all frames decode,
+    and the coarser run is visibly coarser."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
+    encoder = fb.KeyframeEncoder(tmp_path, 64, 48, "x264", None)
+    for i, rgb in enumerate(frames):
+        encoder.write(rgb, crf=12 if i < 3 else 45)
+    encoder.close()
+    assert encoder.settings["runs"] == [[3, 12], [3, 45]] and encoder.settings["pix_fmt"] == "yuv420p"
+    decoded = list(fb.iter_keyframes(encoder.path, 6))
+    errors = [float(np.mean((d.astype(float) - f) ** 2)) for d, f in zip(decoded, frames, strict=True)]
+    assert max(errors[:3]) < min(errors[3:])
+    # odd sizes cannot be 4:2:0: the kept frames keep their exact size in 4:4:4
+    odd = fb.KeyframeEncoder(tmp_path / "odd.h264", 63, 47, "x264", None)
+    odd.write(frames[0][:47, :63])
+    odd.close()
+    assert odd.settings["pix_fmt"] == "yuv444p"
 
 
 def test_run_tiled_many_equals_run_tiled_per_input() -> None:

@@ -128,6 +128,8 @@ def compress_video(video_id: str) -> dict[str, Any]:
                 reconstructor=opts.reconstructor,  # what the oracle selector optimises for
                 keyframe_codec=opts.keyframe_codec,
                 crf=opts.crf,
+                target_psnr=opts.target_psnr,
+                target_kbps=opts.target_kbps,
                 progress=_progress(ctx, record, save),
             )
             _check_not_deleted(ctx.redis, video_id)
@@ -138,6 +140,8 @@ def compress_video(video_id: str) -> dict[str, Any]:
         record.frames, record.kept_frames = int(result.frames), int(result.kept_frames)
         record.compress_seconds = float(result.seconds)
         record.model_versions = dict(result.model_versions)
+        record.cuts = list(result.cuts)
+        record.adaptive = result.adaptive
         record.last_error = None
         save()
     except VideoDeleted:

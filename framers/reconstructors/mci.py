@@ -1,11 +1,11 @@
 """``mci``: FFmpeg's motion-compensated frame interpolation (the ``minterpolate`` filter).
 
-The kept frames must be evenly spaced (every Nth frame; the first kept frame may sit at any
-index, and the gap from it to the second kept frame may differ from N — a single first-frame
-offset). They are fed to a filter graph as a video of rate R/N with pts in units of 1/R, and
-``minterpolate`` (mi_mode=mci, mc_mode=aobmc, me_mode=bidir, vsbmc=1) emits frames at rate R,
-i.e. one per original frame index. Nothing is buffered beyond the filter's own four-frame
-window, so memory does not grow with the video.
+The kept frames are fed to a filter graph with pts in units of 1/R (their frame index), declared
+as a video of rate R/N where N is the typical gap, and ``minterpolate`` (mi_mode=mci,
+mc_mode=aobmc, me_mode=bidir, vsbmc=1) emits frames at rate R, i.e. one per original frame index.
+The filter interpolates by timestamp, so uneven gaps work too (the codec's extra kept frames at
+scene cuts and at the video's end, and the adaptive mode's per-segment strides). Nothing is
+buffered beyond the filter's own four-frame window, so memory does not grow with the video.
 
 Pixels travel losslessly: ``minterpolate`` only takes planar YUV, and an RGB→YUV conversion
 would round every pixel. Instead the G, B, R planes are handed over *labelled* as the Y, U, V
@@ -37,32 +37,13 @@ MIN_SIDE = 32
 MINTERPOLATE_OPTIONS = {"mi_mode": "mci", "mc_mode": "aobmc", "me_mode": "bidir", "vsbmc": "1"}
 
 
-def kept_stride(kept_indices: Sequence[int]) -> int | None:
-    """The stride N of an evenly spaced kept pattern, None for fewer than two kept frames.
-
-    Accepts ``a, b, b+N, b+2N, ...``: a constant step after the second kept frame, with the
-    first gap (a single first-frame offset) free as long as it is positive. Raises
-    UnsupportedOptionError naming the first gap that breaks the pattern.
-    """
-    if len(kept_indices) < 2:
-        return None
-    gaps = [b - a for a, b in itertools.pairwise(kept_indices)]
-    if any(g <= 0 for g in gaps):
-        raise UnsupportedOptionError("mci: kept frame indices must be strictly increasing")
-    stride = gaps[1] if len(gaps) > 1 else gaps[0]
-    for position, gap in enumerate(gaps[1:], start=1):
-        if gap != stride:
-            raise _uneven(kept_indices[position], kept_indices[position + 1], stride, kept_indices[:4])
-    return stride
-
-
-def _uneven(a: int, b: int, stride: int, start: Sequence[int]) -> UnsupportedOptionError:
-    head = ", ".join(map(str, start))
-    return UnsupportedOptionError(
-        f"mci needs evenly spaced kept frames (every Nth frame, e.g. the 'stride' selector); "
-        f"the kept frames ({head}, ...) are not: {a} and {b} are {b - a} apart where the pattern has "
-        f"{stride}. Use 'linear' or 'hold' for other selections."
-    )
+def typical_gap(kept_indices: Sequence[int]) -> int:
+    """The gap the filter's input rate is declared with: the most common gap between the given
+    kept frames (the larger on a tie), at least 1."""
+    gaps = [b - a for a, b in itertools.pairwise(kept_indices) if b > a]
+    if not gaps:
+        return 1
+    return max(set(gaps), key=lambda g: (gaps.count(g), g))
 
 
 def _to_planes(rgb: np.ndarray) -> av.VideoFrame:
@@ -141,7 +122,8 @@ class MCIReconstructor(Reconstructor):
 
     def check_pattern(self, kept_indices: Sequence[int], n_frames: int, clip_len: int) -> None:
         super().check_pattern(kept_indices, n_frames, clip_len)
-        kept_stride(list(kept_indices))
+        if any(b <= a for a, b in itertools.pairwise(kept_indices)):
+            raise UnsupportedOptionError("mci: kept frame indices must be strictly increasing")
 
     def reconstruct(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int) -> Iterator[np.ndarray]:
         stream = iter(kept)
@@ -157,8 +139,7 @@ class MCIReconstructor(Reconstructor):
             for _ in range(first.index, n_frames):
                 yield first.rgb
             return
-        stride = kept_stride([frame.index for frame in head])
-        assert stride is not None
+        stride = typical_gap([frame.index for frame in head])
         last = yield from self._interpolate(head, stream, stride)
         for _ in range(last.index + 1, n_frames):  # after the last kept frame: hold it
             yield last.rgb
@@ -190,8 +171,8 @@ class MCIReconstructor(Reconstructor):
 
         previous: KeptFrame | None = None
         for frame in itertools.chain(head, rest):
-            if previous is not None and previous is not head[0] and frame.index - previous.index != stride:
-                raise _uneven(previous.index, frame.index, stride, [f.index for f in head])
+            if previous is not None and frame.index <= previous.index:
+                raise UnsupportedOptionError("mci: kept frame indices must be strictly increasing")
             if frame.rgb.shape[:2] != (height, width):
                 raise UnsupportedOptionError("mci: kept frames change size mid-video")
             pending[frame.index] = frame.rgb

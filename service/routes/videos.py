@@ -49,6 +49,10 @@ _FORM_SCHEMA: dict[str, Any] = {
                         "reconstructor": {"type": "string", "description": "Default for GET /reconstruct"},
                         "keyframe_codec": {"type": "string"},
                         "crf": {"type": "integer", "minimum": 0, "maximum": 63},
+                        "target_psnr": {"type": "number", "minimum": 20, "maximum": 60,
+                                        "description": "Content-adaptive mode: mean PSNR (dB) to reach"},
+                        "target_kbps": {"type": "number", "minimum": 1,
+                                        "description": "Content-adaptive mode: kept-frame bitrate (kbit/s)"},
                     },
                 }
             }

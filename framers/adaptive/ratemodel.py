@@ -1,0 +1,263 @@
+"""Rate and distortion predictions of every (stride, CRF) option of every segment, and the choice.
+
+Pure numeric (numpy): the measurements come from ``analysis`` (view features of dropped frames)
+and ``coding`` (probe encodes of each stride's kept frames at one CRF with a fast preset).
+
+Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, stored in
+``model_store/ratemodel/<version>/config.json``):
+
+* final bytes of a segment's kept frames at CRF c = probe bytes · exp(a · f(c − c₀, c₀, N))
+* coding MSE of a kept frame at CRF c = probe MSE · exp(b · f(c − c₀, c₀, N))
+* rebuilt MSE of a dropped frame = exp(g · features) + the coding MSE of its two kept
+  neighbours, weighted (1 − t, t) (interpolation and coding errors add, nearly independent)
+
+The choice minimises bytes subject to the mean per-frame PSNR (capped at 60 dB, the quality
+protocol's metric) reaching the target: a Lagrangian relaxation (Shoham & Gersho, "Efficient bit
+allocation for an arbitrary set of quantizers", 1988) with one multiplier μ: every segment takes
+the stride minimising R − μ·ΣPSNR, every shot the CRF minimising the sum over its segments
+(one CRF per shot: changing CRF restarts x264 at an IDR picture, which shot starts have anyway),
+and μ is bisected until the target is met. Stride 1 at one CRF everywhere is plain x264, so
+when the model is right the choice never costs more than re-encoding with x264.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: probe encodes: one fast x264 preset at one of these CRFs (the one nearest the target's)
+PROBE_PRESET = "veryfast"
+PROBE_CRFS: tuple[int, ...] = (18, 26, 34, 42)
+#: the final encode of kept frames (x264 medium: the anchor users compare with)
+FINAL_PRESET = "medium"
+CRF_RANGE: tuple[int, int] = (8, 51)
+PSNR_CAP = 60.0
+PEAK2 = 255.0**2
+#: PSNR floor of the mapping of a target to the probe CRF (x264 medium on typical content:
+#: PSNR ≈ 53 − 0.58·CRF dB; a probe near the answer keeps the CRF extrapolation short)
+_PSNR_AT_CRF0 = 53.0
+_PSNR_PER_CRF = 0.58
+
+
+def probe_crf_for(target_psnr: float) -> int:
+    """The probe CRF for a target mean PSNR (dB): the PROBE_CRFS entry nearest to a typical
+    x264 CRF of that PSNR, two steps finer (kept frames of dropped-frame options need more)."""
+    guess = (_PSNR_AT_CRF0 - target_psnr) / _PSNR_PER_CRF - 2.0
+    return min(PROBE_CRFS, key=lambda c: abs(c - guess))
+
+
+def coding_features(delta: np.ndarray, probe_crf: float, stride: np.ndarray | float) -> np.ndarray:
+    """Regressors of the probe → final correction: [..., 6] float64 for CRF offset ``delta``
+    (c − c₀), probe CRF c₀ and stride N."""
+    delta = np.asarray(delta, dtype=np.float64)
+    log_stride = np.log2(np.broadcast_to(np.asarray(stride, dtype=np.float64), delta.shape))
+    c0 = np.full(delta.shape, (probe_crf - 30.0) / 10.0)
+    return np.stack([np.ones_like(delta), delta, delta**2 / 10.0, log_stride, c0, c0 * delta], axis=-1)
+
+
+def interp_features(linear: np.ndarray, motion: np.ndarray, detail: np.ndarray, gap: np.ndarray,
+                    t: np.ndarray) -> np.ndarray:
+    """Regressors of a dropped frame's rebuilt log-MSE: [n, 7] float64 from the view errors
+    (gray levels²), the frame's detail energy, the gap between its kept neighbours and t."""
+    lin = np.log1p(np.asarray(linear, dtype=np.float64))
+    mc = np.log1p(np.asarray(motion, dtype=np.float64))
+    det = np.log1p(np.asarray(detail, dtype=np.float64))
+    return np.stack([np.ones_like(lin), lin, mc, det, np.log2(np.asarray(gap, dtype=np.float64)),
+                     np.asarray(t) * (1 - np.asarray(t)), mc * det / 10.0], axis=-1)
+
+
+def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    residual = y - x @ coef
+    return coef, float(np.sqrt(np.mean(residual**2)))
+
+
+def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Fit the three corrections from calibration rows (``training/rd_calibrate.py``); returns
+    the config dict (coefficients + fit metrics). Raises ValueError on empty inputs."""
+    if not interp_rows or not coding_rows:
+        raise ValueError("calibration needs interp and coding rows")
+    col = {k: np.array([r[k] for r in interp_rows], dtype=np.float64)
+           for k in ("linear", "motion", "detail", "gap", "t", "mse")}
+    xi = interp_features(col["linear"], col["motion"], col["detail"], col["gap"], col["t"])
+    yi = np.log1p(col["mse"])
+    interp_coef, interp_rmse = _lstsq(xi, yi)
+    baseline = np.log1p(col["linear"])  # naive: view error as is
+    cod = {k: np.array([r[k] for r in coding_rows], dtype=np.float64)
+           for k in ("stride", "probe_crf", "crf", "probe_bytes", "bytes", "probe_mse", "mse")}
+    xc = np.concatenate([coding_features(np.array([d]), p, s)
+                         for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
+                                            strict=True)])
+    rate_coef, rate_rmse = _lstsq(xc, np.log(cod["bytes"] / cod["probe_bytes"]))
+    mse_coef, mse_rmse = _lstsq(xc, np.log(np.maximum(cod["mse"], 1e-3) / np.maximum(cod["probe_mse"], 1e-3)))
+    return {
+        "name": "ratemodel",
+        "version": "1.0.0",
+        "probe_preset": PROBE_PRESET,
+        "final_preset": FINAL_PRESET,
+        "probe_crfs": list(PROBE_CRFS),
+        "interp_coef": interp_coef.tolist(),
+        "rate_coef": rate_coef.tolist(),
+        "mse_coef": mse_coef.tolist(),
+        "metrics": {
+            "interp_log_mse_rmse": interp_rmse,
+            "interp_log_mse_rmse_naive": float(np.sqrt(np.mean((yi - baseline) ** 2))),
+            "interp_rows": len(yi),
+            "rate_log_rmse": rate_rmse,
+            "coding_log_mse_rmse": mse_rmse,
+            "coding_rows": len(cod["crf"]),
+        },
+    }
+
+
+@dataclass(frozen=True)
+class RateModel:
+    """The fitted coefficients (see module docstring)."""
+
+    interp_coef: np.ndarray
+    rate_coef: np.ndarray
+    mse_coef: np.ndarray
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RateModel:
+        return cls(np.array(config["interp_coef"]), np.array(config["rate_coef"]), np.array(config["mse_coef"]))
+
+    def interp_mse(self, features: np.ndarray) -> np.ndarray:
+        """Predicted full-resolution RGB MSE of dropped frames from ``interp_features`` [n, 7]."""
+        return np.expm1(features @ self.interp_coef).clip(min=0.0)
+
+    def rate_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
+        return np.exp(coding_features(delta, probe_crf, stride) @ self.rate_coef)
+
+    def mse_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
+        return np.exp(coding_features(delta, probe_crf, stride) @ self.mse_coef)
+
+
+def psnr_of(mse: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR (dB) of RGB MSE values, capped at 60 dB (the quality protocol)."""
+    with np.errstate(divide="ignore"):
+        return np.minimum(PSNR_CAP, 10.0 * np.log10(PEAK2 / np.maximum(mse, 1e-12)))
+
+
+@dataclass
+class StrideMeasure:
+    """What was measured for one segment at one stride: the probe's per-kept-frame bytes and MSE
+    [k], and for the dropped frames [d] the predicted interpolation MSE and the positions
+    (0-based into ``kept``, and t) of their two kept neighbours. ``next_mse``: probe MSE of the
+    next segment's first frame (right neighbour of trailing dropped frames), if any."""
+
+    stride: int
+    kept_bytes: np.ndarray
+    kept_mse: np.ndarray
+    interp_mse: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    t: np.ndarray
+
+
+@dataclass
+class SegmentOptions:
+    """Predicted bytes and ΣPSNR of one segment for every stride × CRF: [len(strides), C]."""
+
+    strides: tuple[int, ...]
+    crfs: np.ndarray
+    bytes: np.ndarray
+    psnr_sum: np.ndarray
+    frames: int
+
+
+def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateModel, probe_crf: int,
+                    crfs: np.ndarray | None = None) -> SegmentOptions:
+    """Predictions for one segment of ``frames`` frames from its per-stride measurements.
+
+    ``left``/``right`` index ``kept_mse`` with one extra entry at the end standing for the next
+    segment's first frame (its coding error taken as the mean of this stride's kept frames)."""
+    grid = np.arange(CRF_RANGE[0], CRF_RANGE[1] + 1) if crfs is None else np.asarray(crfs)
+    delta = grid - probe_crf
+    n_bytes = np.zeros((len(measures), len(grid)))
+    psnr_sum = np.zeros((len(measures), len(grid)))
+    for k, m in enumerate(measures):
+        n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride)
+        coded = m.kept_mse[:, None] * model.mse_factor(delta, probe_crf, m.stride)[None, :]  # [k, C]
+        total = psnr_of(coded).sum(axis=0)
+        if len(m.interp_mse):
+            ext = np.concatenate([coded, coded.mean(axis=0, keepdims=True)], axis=0)
+            t = m.t[:, None]
+            rebuilt = m.interp_mse[:, None] + (1 - t) * ext[m.left] + t * ext[m.right]
+            total = total + psnr_of(rebuilt).sum(axis=0)
+        psnr_sum[k] = total
+    return SegmentOptions(tuple(m.stride for m in measures), grid, n_bytes, psnr_sum, frames)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen stride and CRF of a segment, with its predicted bytes and mean PSNR (dB)."""
+
+    stride: int
+    crf: int
+    bytes: float
+    psnr: float
+
+
+def _choose(options: Sequence[SegmentOptions], shots: Sequence[Sequence[int]], mu: float) -> list[tuple[int, int]]:
+    """(stride row, CRF column) per segment minimising Σ bytes − μ·ΣPSNR with one CRF per shot."""
+    picks: list[tuple[int, int]] = [(0, 0)] * len(options)
+    for shot in shots:
+        cost = None
+        rows = []
+        for s in shot:
+            o = options[s]
+            j = o.bytes - mu * o.psnr_sum  # [strides, C]
+            row = np.argmin(j, axis=0)
+            rows.append(row)
+            best = j[row, np.arange(j.shape[1])]
+            cost = best if cost is None else cost + best
+        assert cost is not None
+        col = int(np.argmin(cost))
+        for s, row in zip(shot, rows, strict=True):
+            picks[s] = (int(row[col]), col)
+    return picks
+
+
+def _totals(options: Sequence[SegmentOptions], picks: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    n_bytes = sum(float(o.bytes[r, c]) for o, (r, c) in zip(options, picks, strict=True))
+    frames = sum(o.frames for o in options)
+    psnr = sum(float(o.psnr_sum[r, c]) for o, (r, c) in zip(options, picks, strict=True)) / max(1, frames)
+    return n_bytes, psnr
+
+
+def choose(options: Sequence[SegmentOptions], shots: Sequence[Sequence[int]], *,
+           target_psnr: float | None = None, target_bytes: float | None = None) -> list[Choice]:
+    """Per segment (stride, CRF): fewest predicted bytes with mean PSNR ≥ ``target_psnr``, or
+    best mean PSNR within ``target_bytes`` (exactly one of the two). ``shots`` lists segment
+    indices per shot. An unreachable target gets the closest option (best quality / fewest
+    bytes). Raises ValueError when neither or both targets are given."""
+    if (target_psnr is None) == (target_bytes is None):
+        raise ValueError("give exactly one of target_psnr and target_bytes")
+
+    def ok(mu: float) -> bool:
+        n_bytes, psnr = _totals(options, _choose(options, shots, mu))
+        return psnr >= target_psnr if target_psnr is not None else n_bytes <= float(target_bytes)  # type: ignore[arg-type]
+
+    lo, hi = 1e-3, 1e9  # bytes per dB·frame
+    if target_psnr is not None:
+        mu = hi if not ok(hi) else lo if ok(lo) else None
+        if mu is None:
+            for _ in range(60):
+                mid = math.sqrt(lo * hi)
+                lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+            mu = hi
+    else:
+        mu = lo if not ok(lo) else hi if ok(hi) else None
+        if mu is None:
+            for _ in range(60):
+                mid = math.sqrt(lo * hi)
+                lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+            mu = lo
+    picks = _choose(options, shots, mu)
+    return [Choice(o.strides[r], int(o.crfs[c]), float(o.bytes[r, c]), float(o.psnr_sum[r, c] / o.frames))
+            for o, (r, c) in zip(options, picks, strict=True)]

@@ -1,0 +1,234 @@
+"""``adaptive``: per-segment stride and CRF chosen to reach a PSNR (or bitrate) target.
+
+Three passes over the source (decoding is ~10× faster than x264 medium, so re-reading is
+cheaper than holding the video): (1) scene cuts and detail energy of the pictures
+(``framers.scenes``); (2) per segment and stride, view features of the dropped frames
+(``analysis``) and probe encodes of each stride's kept frames (``coding``), then the choice
+(``ratemodel.choose``); (3) the pipeline's normal pass, yielding each clip with the kept positions
+of the plan, and ``crf_of`` giving each kept frame's CRF to the keyframe encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from framers import model_store
+from framers.adaptive import analysis, ratemodel
+from framers.adaptive.coding import Coded, ProbeEncoder
+from framers.errors import ModelError, UnsupportedOptionError
+from framers.scenes import SceneAnalyser
+from framers.selectors import ClipSource, Selection, Selector
+from framers.video import CLIP_LEN
+
+#: detail energy is measured on every DETAIL_EVERY-th picture (it changes slowly within a shot)
+DETAIL_EVERY = 4
+MODEL_NAME = "ratemodel"
+PSNR_RANGE = (20.0, 60.0)
+
+
+def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, dict[str, Any]]:
+    """The fitted rate model of the model store (``model_store/ratemodel/<version>/config.json``).
+    Raises ModelError when it is missing."""
+    versions = model_store.list_versions(MODEL_NAME)
+    if not versions:
+        raise ModelError(f"no {MODEL_NAME} in the model store ({model_store.store_root()})")
+    chosen = version or versions[-1]
+    config = json.loads((model_store.store_root() / MODEL_NAME / chosen / model_store.CONFIG_FILE).read_text())
+    return ratemodel.RateModel.from_config(config), config
+
+
+@dataclass
+class Plan:
+    """The adaptive decisions of a video: cuts, segments with their choices, kept frames, CRFs."""
+
+    n_frames: int
+    cuts: list[int]
+    segments: list[analysis.Segment]
+    choices: list[ratemodel.Choice]
+    probe_crf: int
+
+    def kept(self) -> list[int]:
+        return sorted({i for seg, ch in zip(self.segments, self.choices, strict=True) for i in seg.kept(ch.stride)})
+
+    def crf_by_frame(self) -> dict[int, int]:
+        return {i: ch.crf for seg, ch in zip(self.segments, self.choices, strict=True) for i in seg.kept(ch.stride)}
+
+    def predicted_psnr(self) -> float:
+        return sum(ch.psnr * len(seg) for seg, ch in zip(self.segments, self.choices, strict=True)) / self.n_frames
+
+    def predicted_bytes(self) -> float:
+        return sum(ch.bytes for ch in self.choices)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"start": s.start, "stop": s.stop, "stride": c.stride, "crf": c.crf,
+                 "predicted_psnr": round(c.psnr, 2), "predicted_bytes": round(c.bytes)}
+                for s, c in zip(self.segments, self.choices, strict=True)]
+
+
+class AdaptiveSelector(Selector):
+    """Keeps, per segment, every Nth frame (N in ``analysis.STRIDES``) coded at a per-shot CRF,
+    chosen for the fewest bytes at ``target_psnr`` (mean per-frame PSNR, dB) or the best PSNR
+    within ``target_kbps``. Raises UnsupportedOptionError for targets out of range."""
+
+    name = "adaptive"
+
+    def __init__(self, target_psnr: float | None = None, target_kbps: float | None = None,
+                 fps: float = 25.0) -> None:
+        if (target_psnr is None) == (target_kbps is None):
+            raise UnsupportedOptionError("adaptive mode needs exactly one of target_psnr and target_kbps")
+        if target_psnr is not None and not PSNR_RANGE[0] <= target_psnr <= PSNR_RANGE[1]:
+            raise UnsupportedOptionError(f"target_psnr must be between {PSNR_RANGE[0]:g} and {PSNR_RANGE[1]:g} dB")
+        if target_kbps is not None and not 1 <= target_kbps <= 1_000_000:
+            raise UnsupportedOptionError("target_kbps must be between 1 and 1000000")
+        self.target_psnr = target_psnr
+        self.target_kbps = target_kbps
+        self.fps = fps  # frames per second, for target_kbps (the pipeline sets the source's)
+        self.keep = 0
+        self.clip_len = CLIP_LEN
+        self.slot_len = 1
+        self.model, self.config = load_rate_model()
+        self.plan: Plan | None = None
+        self._crfs: dict[int, int] = {}
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {MODEL_NAME: str(self.config["version"])}
+
+    @property
+    def known_cuts(self) -> list[int] | None:
+        return self.plan.cuts if self.plan is not None else None
+
+    def crf_of(self, index: int) -> int | None:
+        """The CRF planned for kept frame ``index`` (None: the keyframe codec's default)."""
+        return self._crfs.get(index)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"selector": self.name, "unit": "frame", "target_psnr": self.target_psnr,
+                               "target_kbps": self.target_kbps}
+        if self.plan is not None:
+            out["predicted_psnr"] = round(self.plan.predicted_psnr(), 2)
+            out["predicted_bytes"] = round(self.plan.predicted_bytes())
+        return out
+
+    def manifest_entry(self) -> dict[str, Any] | None:
+        """The per-segment decisions for the bundle manifest."""
+        if self.plan is None:
+            return None
+        return {**self.describe(), "probe_crf": self.plan.probe_crf, "probe_preset": ratemodel.PROBE_PRESET,
+                "strides": list(analysis.STRIDES), "segments": self.plan.describe()}
+
+    # ----------------------------------------------------------------- passes
+    def _scan(self, open_clips: ClipSource) -> tuple[int, list[int], dict[int, float]]:
+        """Pass 1: frame count, cuts, detail energy (every DETAIL_EVERY-th picture)."""
+        scenes = SceneAnalyser()
+        cuts: list[int] = []
+        detail: dict[int, float] = {}
+        n = 0
+        for clip in open_clips():
+            for i, picture in enumerate(clip.pictures()):
+                view = scenes.feed(picture)
+                if view.is_cut:
+                    cuts.append(view.index)
+                if view.index % DETAIL_EVERY == 0:
+                    detail[view.index] = analysis.detail_energy(picture.to_ndarray(format="gray"), view.gray)
+                n = clip.start + i + 1
+        return n, cuts, detail
+
+    def _measure(self, open_clips: ClipSource, segments: list[analysis.Segment], detail: dict[int, float],
+                 probe_crf: int) -> tuple[dict[int, Coded], list[dict[int, analysis.GapFeatures]]]:
+        """Pass 2: probe encodes of every stride's kept frames and the gap features per segment."""
+        kept_by_stride = {n: {i for s in segments for i in s.kept(n)} for n in analysis.STRIDES}
+        probes: dict[int, ProbeEncoder] = {}
+        feats: list[dict[int, analysis.GapFeatures]] = [{} for _ in segments]
+        scenes = SceneAnalyser()
+        views: dict[int, np.ndarray] = {}
+        seg_i = 0
+
+        def finish_segment(k: int) -> None:
+            for n in analysis.STRIDES[1:]:
+                feats[k][n] = analysis.gap_features(views, segments[k].anchors(n))
+
+        for clip in open_clips():
+            for i, picture in enumerate(clip.pictures()):
+                index = clip.start + i
+                views[index] = scenes.feed(picture).gray
+                while seg_i < len(segments) and index >= segments[seg_i].stop:
+                    # the view of the next segment's first frame is in: the segment can be measured
+                    finish_segment(seg_i)
+                    start = segments[seg_i].stop
+                    views = {j: v for j, v in views.items() if j >= start}
+                    seg_i += 1
+                rgb: np.ndarray | None = None
+                for n in analysis.STRIDES:
+                    if index in kept_by_stride[n]:
+                        if rgb is None:
+                            rgb = clip.frame(i)
+                        if n not in probes:
+                            probes[n] = ProbeEncoder(clip.width, clip.height, probe_crf, ratemodel.PROBE_PRESET)
+                        probes[n].write(index, rgb)
+        while seg_i < len(segments):
+            finish_segment(seg_i)
+            seg_i += 1
+        return {n: p.finish() for n, p in probes.items()}, feats
+
+    def _options(self, segments: list[analysis.Segment], coded: dict[int, Coded],
+                 feats: list[dict[int, analysis.GapFeatures]], detail: dict[int, float],
+                 probe_crf: int) -> list[ratemodel.SegmentOptions]:
+        lookup = {n: dict(zip(c.index.tolist(), range(len(c.index)), strict=True)) for n, c in coded.items()}
+        detail_keys = np.array(sorted(detail))
+        detail_vals = np.array([detail[k] for k in detail_keys])
+        options = []
+        for k, seg in enumerate(segments):
+            measures = []
+            for n in analysis.STRIDES:
+                kept = seg.kept(n)
+                rows = [lookup[n][i] for i in kept]
+                kept_bytes = coded[n].bytes[rows].astype(np.float64)
+                kept_mse = coded[n].mse[rows]
+                if n == 1:
+                    empty = np.zeros(0)
+                    measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, empty, empty.astype(int),
+                                                            empty.astype(int), empty))
+                    continue
+                f = feats[k][n]
+                near = np.clip(np.searchsorted(detail_keys, f.index), 0, len(detail_keys) - 1)
+                x = ratemodel.interp_features(f.linear, f.motion, detail_vals[near], f.gap, f.t)
+                anchors = seg.anchors(n)
+                left = np.searchsorted(np.array(anchors), f.index) - 1
+                measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, self.model.interp_mse(x),
+                                                        left, left + 1, f.t))
+            options.append(ratemodel.segment_options(measures, len(seg), self.model, probe_crf))
+        return options
+
+    def make_plan(self, open_clips: ClipSource) -> Plan:
+        """Passes 1 and 2 and the choice."""
+        n, cuts, detail = self._scan(open_clips)
+        segments = analysis.split_segments(cuts, n)
+        target = self.target_psnr if self.target_psnr is not None else 36.0
+        probe_crf = ratemodel.probe_crf_for(target)
+        coded, feats = self._measure(open_clips, segments, detail, probe_crf)
+        options = self._options(segments, coded, feats, detail, probe_crf)
+        shots: list[list[int]] = []
+        for k, seg in enumerate(segments):
+            if k == 0 or seg.start in cuts:
+                shots.append([])
+            shots[-1].append(k)
+        if self.target_psnr is not None:
+            choices = ratemodel.choose(options, shots, target_psnr=self.target_psnr)
+        else:
+            assert self.target_kbps is not None
+            seconds = n / self.fps if self.fps > 0 else n / 25.0
+            choices = ratemodel.choose(options, shots, target_bytes=self.target_kbps * 1000 / 8 * seconds)
+        return Plan(n, cuts, segments, choices, probe_crf)
+
+    def select(self, open_clips: ClipSource) -> Selection:
+        self.plan = self.make_plan(open_clips)
+        self._crfs = self.plan.crf_by_frame()
+        kept = set(self.plan.kept())
+        for clip in open_clips():
+            yield clip, tuple(p for p in range(len(clip)) if clip.start + p in kept)
+

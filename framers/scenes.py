@@ -1,0 +1,106 @@
+"""Scene cuts and small analysis views of decoded pictures, with FFmpeg's ``scale`` and ``scdet``.
+
+The encoder sees every frame, so it knows where shots change; the codec keeps the first frame of
+every shot and the last frame before it, so no reconstructor ever blends two shots (a hard cut
+would otherwise become a cross-dissolve). Cut detection is FFmpeg's ``scdet`` filter (scene
+change score = mean absolute frame difference minus the previous one, 0–100) run through PyAV's
+filter graph on a small copy of each picture, which the same graph yields as the analysis view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+#: ``scdet`` threshold (its default): a frame whose score exceeds it starts a new shot.
+#: On ../shared/cases/c18 the cut scores 18.5 and every other frame ≤ 1.6 (fades, motion).
+CUT_THRESHOLD = 10.0
+#: long side of the pictures scdet looks at (and of the analysis view): cut scores are
+#: averages over the picture, so a small copy gives the same decisions for ~1/20 of the cost.
+VIEW_LONG_SIDE = 256
+
+
+def view_size(width: int, height: int, long_side: int = VIEW_LONG_SIDE) -> tuple[int, int]:
+    """(width, height) of the analysis view: the picture scaled down (never up) so its long
+    side is at most ``long_side``, both sides even and ≥ 2, aspect ratio kept."""
+    scale = min(1.0, long_side / max(width, height))
+    w = max(2, round(width * scale / 2) * 2)
+    h = max(2, round(height * scale / 2) * 2)
+    return w, h
+
+
+@dataclass(frozen=True)
+class ViewFrame:
+    """One analysed picture: its index in the video, its scene-change score (``scdet``, 0–100)
+    and its analysis view, gray uint8 [h, w] (``view_size``) in decoded (stored) orientation."""
+
+    index: int
+    score: float
+    gray: np.ndarray
+
+    @property
+    def is_cut(self) -> bool:
+        return self.index > 0 and self.score > CUT_THRESHOLD
+
+
+class SceneAnalyser:
+    """Feeds decoded pictures, in order, through ``scale → scdet``; yields ``ViewFrame``s.
+
+    One instance per video (scdet compares each picture with the previous one). Frames must all
+    have the size of the first one (the readers enforce it). Not thread-safe.
+    """
+
+    def __init__(self, long_side: int = VIEW_LONG_SIDE, threshold: float = CUT_THRESHOLD) -> None:
+        self.long_side = long_side
+        self.threshold = threshold
+        self._graph: av.filter.Graph | None = None
+        self._index = 0
+
+    def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
+        w, h = view_size(frame.width, frame.height, self.long_side)
+        graph = av.filter.Graph()
+        source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                  time_base=frame.time_base or "1/90000")
+        scale = graph.add("scale", f"{w}:{h}:flags=area")
+        gray = graph.add("format", "gray")
+        detect = graph.add("scdet", f"threshold={self.threshold}")
+        sink = graph.add("buffersink")
+        source.link_to(scale)
+        scale.link_to(gray)
+        gray.link_to(detect)
+        detect.link_to(sink)
+        graph.configure()
+        return graph
+
+    def feed(self, frame: av.VideoFrame) -> ViewFrame:
+        """Analyse the next picture of the video; returns its ``ViewFrame`` (the graph has no
+        delay: one picture in, one out)."""
+        if self._graph is None:
+            self._graph = self._build(frame)
+        # scdet needs increasing timestamps; the graph's own count keeps them so whatever the
+        # source's pts are (missing, repeated).
+        copy = frame.reformat()  # a new AVFrame: the caller's picture keeps its own pts
+        copy.pts = self._index
+        self._graph.push(copy)
+        out = self._graph.pull()
+        score = float(out.metadata.get("lavfi.scd.score", 0.0))
+        view = ViewFrame(self._index, score, np.ascontiguousarray(out.to_ndarray().reshape(out.height, out.width)))
+        self._index += 1
+        return view
+
+
+def shot_starts(scores: Iterable[tuple[int, float]], threshold: float = CUT_THRESHOLD) -> list[int]:
+    """Indices of frames that start a new shot (frame 0 excluded) from (index, scdet score)."""
+    return [i for i, s in scores if i > 0 and s > threshold]
+
+
+def shot_edges(cuts: Iterable[int]) -> set[int]:
+    """Frames to keep around scene cuts: the last frame of the old shot and the first of the new
+    one (so no kept-frame gap spans a cut and no rebuilt frame mixes two shots)."""
+    return {f for c in cuts if c > 0 for f in (c - 1, c)}
+
+
+__all__ = ["CUT_THRESHOLD", "SceneAnalyser", "ViewFrame", "shot_edges", "shot_starts", "view_size"]

@@ -1,0 +1,228 @@
+"""Content-adaptive mode (issue 12): segments, scene cuts, the rate model's choice, and the real
+codec end to end on generated clips and on the failing inputs of ../shared/cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from framers import bundle as fb
+from framers.adaptive import analysis, ratemodel
+from framers.cli import main as cli_main
+from framers.pipeline import compress, iter_reconstructed
+from framers.registry import get_reconstructor
+from framers.scenes import SceneAnalyser, shot_edges, view_size
+from framers.video import iter_frames_rgb
+
+CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
+
+
+def psnr_per_frame(src: list[np.ndarray], rebuilt: list[np.ndarray]) -> np.ndarray:
+    mse = np.array([np.mean((a.astype(np.float64) - b) ** 2) for a, b in zip(src, rebuilt, strict=True)])
+    return ratemodel.psnr_of(mse)
+
+
+def rebuild(bundle: Path, reconstructor: str = "framemae") -> list[np.ndarray]:
+    with fb.open_bundle(bundle) as folder:
+        manifest = fb.read_manifest(folder)
+        return list(iter_reconstructed(folder, manifest, get_reconstructor(reconstructor)))
+
+
+def write_pan(path: Path, frames: int = 64, speed: float = 0.0, width: int = 160, height: int = 96,
+              cut_at: int | None = None) -> Path:
+    """A textured picture panning ``speed`` px/frame (0: a static camera with mild sensor noise);
+    from ``cut_at`` on, another picture (a hard cut). Lossless (ffv1) so tests see no source codec."""
+    rng = np.random.default_rng(1)
+    luma = cv_blur(rng.integers(0, 255, (height, width * 3)).astype(np.float32))
+    luma = (luma - luma.mean()) * (50.0 / luma.std())  # a contrasted texture, tinted (natural-like
+    big = np.clip(luma[..., None] * np.array([1.0, 0.9, 0.7]) + np.array([140.0, 120.0, 100.0]), 0, 255)  # colour)
+    other = 255.0 - big[:, ::-1]  # another shot: a different picture
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
+        for i in range(frames):
+            scene = other if cut_at is not None and i >= cut_at else big
+            x = round(i * speed) % (scene.shape[1] - width)
+            noisy = scene[:, x : x + width] + rng.normal(0, 1.0, (height, width, 3))
+            frame = av.VideoFrame.from_ndarray(np.clip(noisy, 0, 255).astype(np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def cv_blur(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.asarray(cv2.GaussianBlur(image, (0, 0), 3.0))
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def test_segments_split_shots_and_close_at_cuts() -> None:
+    segs = analysis.split_segments([30], 130, length=50)
+    assert [(s.start, s.stop, s.closed) for s in segs] == [(0, 30, True), (30, 80, False), (80, 130, True)]
+    assert segs[0].kept(16) == [0, 16, 29]  # a shot's last frame is kept: nothing spans the cut
+    assert segs[1].kept(16) == [30, 46, 62, 78] and segs[1].anchors(16)[-1] == 80
+    assert segs[2].kept(1) == list(range(80, 130))
+    with pytest.raises(ValueError):
+        analysis.split_segments([], 0)
+    assert shot_edges([26, 0]) == {25, 26}
+    assert view_size(1920, 1080) == (256, 144) and view_size(176, 144) == (176, 144)
+
+
+def _options(bytes_by_stride: dict[int, float], psnr_by_stride: dict[int, float], frames: int = 10,
+             slope: float = 0.5) -> ratemodel.SegmentOptions:
+    """Synthetic options: bytes halve every 6 CRF, PSNR falls ``slope`` dB per CRF from CRF 20."""
+    crfs = np.arange(10, 52)
+    strides = tuple(bytes_by_stride)
+    b = np.array([[bytes_by_stride[s] * 2 ** (-(c - 20) / 6) for c in crfs] for s in strides])
+    p = np.array([[frames * (psnr_by_stride[s] - slope * (c - 20)) for c in crfs] for s in strides])
+    return ratemodel.SegmentOptions(strides, crfs, b, p, frames)
+
+
+def test_choice_meets_the_target_with_the_fewest_bytes() -> None:
+    # stride 4 reaches the same PSNR for a quarter of the bytes on a "static" segment, not on a
+    # "moving" one, where interpolation costs 8 dB
+    static = _options({1: 1000.0, 4: 250.0}, {1: 40.0, 4: 39.5})
+    moving = _options({1: 1000.0, 4: 250.0}, {1: 40.0, 4: 32.0})
+    choices = ratemodel.choose([static, moving], [[0], [1]], target_psnr=38.0)
+    assert choices[0].stride == 4 and choices[1].stride == 1
+    mean = (choices[0].psnr + choices[1].psnr) / 2
+    assert mean >= 38.0 - 1e-6
+    # lower target: fewer bytes
+    cheaper = ratemodel.choose([static, moving], [[0], [1]], target_psnr=34.0)
+    assert sum(c.bytes for c in cheaper) < sum(c.bytes for c in choices)
+    # one CRF per shot: two segments of one shot share it
+    shared = ratemodel.choose([static, moving], [[0, 1]], target_psnr=38.0)
+    assert shared[0].crf == shared[1].crf
+    # a bitrate target: the best PSNR within the budget
+    budget = ratemodel.choose([static, moving], [[0], [1]], target_bytes=600.0)
+    assert sum(c.bytes for c in budget) <= 600.0
+    # an unreachable target gets the best quality on offer
+    top = ratemodel.choose([moving], [[0]], target_psnr=59.0)
+    assert top[0].crf == 10 and top[0].stride == 1
+    with pytest.raises(ValueError):
+        ratemodel.choose([moving], [[0]])
+
+
+def test_stride_one_at_one_crf_is_plain_x264() -> None:
+    """When only keeping everything is on offer, the choice is one CRF for the whole video: the
+    kept-frame stream is then exactly an x264 encode of every frame."""
+    segs = [_options({1: 1000.0 * (k + 1)}, {1: 40.0 - k}) for k in range(3)]
+    choices = ratemodel.choose(segs, [[0, 1, 2]], target_psnr=36.0)
+    assert len({c.crf for c in choices}) == 1 and all(c.stride == 1 for c in choices)
+
+
+def test_gap_features_see_motion() -> None:
+    rng = np.random.default_rng(0)
+    import cv2
+
+    base = cv2.GaussianBlur(rng.integers(0, 255, (72, 400)).astype(np.float32), (0, 0), 1.0).astype(np.uint8)
+    views = {i: np.ascontiguousarray(base[:, i : i + 128]) for i in range(9)}
+    moving = analysis.gap_features(views, [0, 8])
+    still = analysis.gap_features({i: views[0] for i in range(9)}, [0, 8])
+    assert list(moving.index) == list(range(1, 8)) and np.all(moving.gap == 8)
+    assert np.all(still.linear == 0) and np.all(moving.linear > 1)
+    assert moving.motion.mean() < 0.5 * moving.linear.mean()  # the flow explains a pan
+
+
+def test_scene_analyser_finds_the_cut_of_case_c18() -> None:
+    scenes = SceneAnalyser()
+    with av.open(str(CASES / "c18_scene_cut_fade.mp4")) as container:
+        cuts = [v.index for v in (scenes.feed(f) for f in container.decode(video=0)) if v.is_cut]
+    assert cuts == [26]  # the fade to black afterwards is not a cut
+
+
+# ----------------------------------------------------------------------------- real codec
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("adaptive")
+    return {
+        "static": write_pan(folder / "static.mkv", speed=0.0),
+        "fast": write_pan(folder / "fast.mkv", speed=9.0),
+        "cut": write_pan(folder / "cut.mkv", frames=48, speed=1.0, cut_at=21),
+    }
+
+
+def test_adaptive_drops_frames_on_a_static_camera_and_keeps_them_in_fast_motion(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    kept = {}
+    for name in ("static", "fast"):
+        result = compress(clips[name], tmp_path / f"{name}.frs", target_psnr=36.0)
+        assert result.adaptive is not None and result.adaptive["target_psnr"] == 36.0
+        strides = [s["stride"] for s in result.adaptive["segments"]]
+        kept[name] = (result.kept_frames, strides)
+        src = list(iter_frames_rgb(clips[name]))
+        achieved = float(psnr_per_frame(src, rebuild(tmp_path / f"{name}.frs")).mean())
+        assert achieved >= 36.0 - 1.0, (name, achieved, result.adaptive)
+    assert kept["static"][0] < 64 / 2 and max(kept["static"][1]) >= 4, kept
+    assert kept["fast"][0] > kept["static"][0], kept
+
+
+def test_adaptive_bundle_records_decisions_and_never_blends_a_cut(clips: dict[str, Path], tmp_path: Path) -> None:
+    bundle = tmp_path / "cut"
+    result = compress(clips["cut"], bundle, target_psnr=34.0)
+    manifest = json.loads((bundle / fb.MANIFEST).read_text())
+    assert manifest["version"] == fb.FORMAT_VERSION and manifest["scenes"]["cuts"] == [21] == result.cuts
+    segs = manifest["adaptive"]["segments"]
+    assert segs[0]["start"] == 0 and segs[-1]["stop"] == 48 and all(s["stride"] in analysis.STRIDES for s in segs)
+    kept = fb.read_manifest(bundle).kept_indices()
+    assert {0, 20, 21, 47} <= set(kept)
+    runs = manifest["keyframes"]["runs"]
+    assert sum(n for n, _ in runs) == len(kept)
+    src = list(iter_frames_rgb(clips["cut"]))
+    for name in ("linear", "framemae", "mci"):
+        psnr = psnr_per_frame(src, rebuild(bundle, name))
+        assert psnr[19:23].min() > 28.0, (name, psnr[17:25])  # no cross-dissolve at the cut
+
+
+def test_cli_target_psnr_prints_decisions_and_refuses_mixed_options(clips: dict[str, Path], tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "b.frs"), "--target-psnr", "35"]) == 0
+    out = capsys.readouterr().out
+    assert "adaptive: predicted mean PSNR" in out and "every " in out
+    assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "c"), "--target-psnr", "35",
+                     "--crf", "20", "-q"]) == 2
+    assert "drop --selector/--keep/--crf" in capsys.readouterr().err
+    assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "d"), "--target-kbps", "200", "-q"]) == 0
+
+
+# ----------------------------------------------------------------------------- ../shared/cases
+
+
+def test_case_c00_last_frame_is_kept_not_held(tmp_path: Path) -> None:
+    """c00: with every 4th frame kept, frames 57–59 were copies of 56 (frame 59 at 15 dB)."""
+    source = CASES / "c00_baseline.mp4"
+    compress(source, tmp_path / "b")
+    kept = fb.read_manifest(tmp_path / "b").kept_indices()
+    assert kept[-1] == 59 and 56 in kept
+    src = list(iter_frames_rgb(source))
+    rebuilt = rebuild(tmp_path / "b")
+    psnr = psnr_per_frame(src, rebuilt)
+    assert psnr[59] > 30.0, psnr[55:]
+    assert not np.array_equal(rebuilt[58], rebuilt[56]) and not np.array_equal(rebuilt[57], rebuilt[56])
+
+
+def test_case_c18_cut_is_not_cross_dissolved(tmp_path: Path) -> None:
+    """c18: a hard cut at frame 26 (between kept frames 24 and 28) became a 3-frame dissolve
+    (frame 26 at 10 dB): the first frame of the new shot and the last of the old one are kept."""
+    source = CASES / "c18_scene_cut_fade.mp4"
+    result = compress(source, tmp_path / "b")
+    assert result.cuts == [26]
+    kept = fb.read_manifest(tmp_path / "b").kept_indices()
+    assert {24, 25, 26, 28, 74} <= set(kept)
+    src = list(iter_frames_rgb(source))
+    for name in ("framemae", "linear"):
+        psnr = psnr_per_frame(src, rebuild(tmp_path / "b", name))
+        assert psnr[25] > 30.0 and psnr[26] > 30.0, (name, psnr[23:29])

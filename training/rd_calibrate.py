@@ -1,0 +1,173 @@
+"""Calibration data and fit of the content-adaptive rate model (``framers.adaptive.ratemodel``).
+
+Two measurements on the *train* clips only (``../shared/data/videos/train``), first ``--frames``
+frames of each:
+
+* ``interp``: for strides N in {2, 4, 8, 16}, per dropped frame, the view features of
+  ``framers.adaptive.analysis`` (linear / motion-compensated MSE on the gray views, gap, t, detail)
+  next to the real full-resolution error of ``framemae`` (RGB MSE, kept frames lossless).
+* ``coding``: the kept-frame streams of every stride coded by x264 at the probe preset and CRF
+  and at the final preset over a CRF grid (bytes, RGB MSE per frame), to map probe measurements
+  to the final encode at any CRF.
+
+``fit`` turns the rows into the coefficients stored in ``model_store/ratemodel/<version>/config.json``.
+
+    python -m training.rd_calibrate interp --json out/rd_interp.jsonl
+    python -m training.rd_calibrate coding --json out/rd_coding.jsonl
+    python -m training.rd_calibrate fit --interp out/rd_interp.jsonl --coding out/rd_coding.jsonl \
+        --out model_store/ratemodel/1.0.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+
+from framers.adaptive import analysis
+from framers.adaptive import ratemodel as rm
+from framers.adaptive.coding import code_frames
+from framers.reconstructors.base import KeptFrame
+from framers.scenes import SceneAnalyser
+
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".264", ".mov", ".webm")
+
+
+def _videos(split: str) -> list[Path]:
+    """The split's videos in a fixed order that interleaves sources (sorted names cluster a
+    source's clips together, so a partial run would see few kinds of content)."""
+    found = [p for p in (DATA_ROOT / split).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES]
+    return sorted(found, key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+
+
+def _decode(path: Path, frames: int) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """First ``frames`` frames: RGB [H, W, 3], gray views, detail energies."""
+    rgb: list[np.ndarray] = []
+    views: list[np.ndarray] = []
+    detail: list[float] = []
+    scenes = SceneAnalyser()
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            view = scenes.feed(frame)
+            rgb.append(frame.to_ndarray(format="rgb24"))
+            views.append(view.gray)
+            detail.append(analysis.detail_energy(frame.to_ndarray(format="gray"), view.gray))
+            if len(rgb) == frames:
+                break
+    return rgb, views, detail
+
+
+def run_interp(args: argparse.Namespace) -> int:
+    from framers.registry import get_reconstructor
+
+    rebuilder = get_reconstructor("framemae")
+    out = Path(args.json)
+    done = set()
+    if out.exists():
+        done = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
+    for path in _videos(args.split)[: args.max_videos]:
+        if path.name in done:
+            continue
+        rgb, views, detail = _decode(path, args.frames)
+        n = len(rgb)
+        if n < 17 or min(rgb[0].shape[:2]) < 16:
+            continue
+        segment = analysis.Segment(0, n, closed=True)
+        rows = []
+        for stride in (2, 4, 8, 16):
+            kept = segment.kept(stride)
+            feats = analysis.gap_features(dict(enumerate(views)), kept)
+            frames = list(rebuilder.reconstruct([KeptFrame(i, rgb[i]) for i in kept], n, 16))
+            for k, i in enumerate(feats.index):
+                err = frames[i].astype(np.float32) - rgb[i].astype(np.float32)
+                rows.append({
+                    "video": path.name, "stride": stride, "index": int(i), "linear": feats.linear[k],
+                    "motion": feats.motion[k], "gap": int(feats.gap[k]), "t": feats.t[k], "detail": detail[i],
+                    "pixels": int(rgb[i].shape[0] * rgb[i].shape[1]), "mse": float(np.mean(err * err)),
+                })
+        with out.open("a") as handle:
+            handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")
+        print(f"{path.name}: {len(rows)} rows", flush=True)
+    return 0
+
+
+def run_coding(args: argparse.Namespace) -> int:
+    out = Path(args.json)
+    done = set()
+    if out.exists():
+        done = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
+    for path in _videos(args.split)[: args.max_videos]:
+        if path.name in done:
+            continue
+        rgb, _, _ = _decode(path, args.frames)
+        n = len(rgb)
+        if n < 17:
+            continue
+        segment = analysis.Segment(0, n, closed=True)
+        rows = []
+        for stride in analysis.STRIDES:
+            frames = [rgb[i] for i in segment.kept(stride)]
+            for probe_crf in rm.PROBE_CRFS:
+                probe = code_frames(frames, probe_crf, rm.PROBE_PRESET)
+                for crf in range(probe_crf - 8, probe_crf + 9, 4):
+                    final = code_frames(frames, crf, rm.FINAL_PRESET)
+                    rows.append({
+                        "video": path.name, "stride": stride, "probe_crf": probe_crf, "crf": crf,
+                        "probe_bytes": int(probe.bytes.sum()), "bytes": int(final.bytes.sum()),
+                        "probe_mse": float(probe.mse.mean()), "mse": float(final.mse.mean()),
+                        "frames": len(frames), "pixels": int(rgb[0].shape[0] * rgb[0].shape[1]),
+                    })
+        with out.open("a") as handle:
+            handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")
+        print(f"{path.name}: {len(rows)} rows", flush=True)
+    return 0
+
+
+def _rows(path: Path) -> list[dict]:
+    return [r for line in path.read_text().splitlines() if line.strip() for r in json.loads(line)["rows"]]
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    interp = _rows(Path(args.interp))
+    coding = _rows(Path(args.coding))
+    config = rm.fit(interp, coding)
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    config["training"] = {
+        "data": f"{args.split} clips of ../shared/data/videos (train split only)",
+        "interp_rows": len(interp),
+        "coding_rows": len(coding),
+        "videos": sorted({r["video"] for r in interp}),
+        "command": " ".join(sys.argv),
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(json.dumps(config["metrics"], indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("interp", "coding"):
+        p = sub.add_parser(name)
+        p.add_argument("--json", required=True)
+        p.add_argument("--split", default="train")
+        p.add_argument("--frames", type=int, default=48)
+        p.add_argument("--max-videos", type=int, default=1000)
+    p = sub.add_parser("fit")
+    p.add_argument("--interp", required=True)
+    p.add_argument("--coding", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    return {"interp": run_interp, "coding": run_coding, "fit": run_fit}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
