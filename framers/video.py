@@ -514,7 +514,13 @@ class VideoWriter:
         self._stream.pix_fmt = output_pix_fmt(width, height)
         self._stream.time_base = time_base
         self._stream.codec_context.time_base = time_base
-        self._stream.options = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
+        options = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
+        if end_pts is not None:
+            # mp4 gives every sample but the last the gap to the next dts, and the decoder gives a
+            # picture its sample's duration: without B-frames decode order is display order, so
+            # the last frame shown keeps its own duration (a VFR tail, a GIF end card).
+            options["bf"] = "0"
+        self._stream.options = options
         self._colour = dict(colour) if colour else None
         if self._colour:
             cc = self._stream.codec_context
@@ -528,7 +534,8 @@ class VideoWriter:
         self._time_base = time_base
         self._end_pts = end_pts
         self._held: tuple[np.ndarray, int] | None = None  # the newest frame waits for its duration
-        self._durations: list[int] = []  # display durations in presentation order, given out in mux order
+        self._durations: dict[int, int] = {}  # display duration of each pts, until its packet is muxed
+        self._last_duration = 0
         self._audio_in: av.container.InputContainer | None = None
         self._audio_packets: Iterator[av.Packet] | None = None
         self._audio_streams: dict[int, Any] = {}
@@ -565,10 +572,8 @@ class VideoWriter:
 
     def _mux_video(self, packets: list[av.Packet]) -> None:
         for packet in packets:
-            if self._durations:
-                # mp4 takes a sample's duration from the next dts, and the last sample's from its
-                # packet: handing durations out in mux order makes the last one the last frame's.
-                packet.duration = self._durations.pop(0)
+            if packet.pts is not None and packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
             self._container.mux(packet)
 
     def _encode(self, rgb: np.ndarray, pts: int, duration: int) -> None:
@@ -580,7 +585,7 @@ class VideoWriter:
             frame.color_trc = int(self._colour["transfer"])
         frame.pts = pts
         frame.time_base = self._time_base
-        self._durations.append(max(1, duration))
+        self._durations[pts] = self._last_duration = max(1, duration)
         self._mux_video(self._stream.encode(frame))
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
@@ -600,7 +605,7 @@ class VideoWriter:
             if self._end_pts is not None and self._end_pts > held_pts:
                 duration = self._end_pts - held_pts
             else:
-                duration = self._durations[-1] if self._durations else 0
+                duration = self._last_duration
             self._held = None
             self._encode(held, held_pts, duration)
         self._mux_video(self._stream.encode(None))

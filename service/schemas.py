@@ -92,6 +92,8 @@ class JobView(BaseModel):
     kept_frames: int | None
     compress_seconds: float | None
     model_versions: dict[str, str]
+    warnings: list[str] = Field(default_factory=list, description="Deliberate changes to the source, "
+                                "e.g. deinterlaced, HDR tone-mapped, alpha flattened, audio dropped")
     reconstructions: dict[str, ReconstructionView]
     links: Links
 
@@ -120,6 +122,7 @@ class JobView(BaseModel):
             kept_frames=record.kept_frames,
             compress_seconds=record.compress_seconds,
             model_versions=record.model_versions,
+            warnings=list(record.warnings),
             reconstructions={s.reconstructor: ReconstructionView.of(s) for s in reconstructions},
             links=links_for(record.id),
         )

@@ -138,6 +138,9 @@ def compress_video(video_id: str) -> dict[str, Any]:
         record.frames, record.kept_frames = int(result.frames), int(result.kept_frames)
         record.compress_seconds = float(result.seconds)
         record.model_versions = dict(result.model_versions)
+        record.warnings = list(result.warnings)
+        # what the bundle holds, not what the upload's header promised (never claim lost audio)
+        record.source.has_audio = bool(result.has_audio)
         record.last_error = None
         save()
     except VideoDeleted:
