@@ -372,3 +372,57 @@ def test_timing_variants_keep_the_last_frame_duration(codec: str, pix_fmt: str, 
     p = props(out)
     assert p["frames"] == src["frames"]
     assert p["end"] == pytest.approx(src["end"], abs=0.002)
+
+
+# ---------------------------------------------------------------------------------------------
+# through the service: the job record carries the warnings and never claims audio it lacks
+
+
+def _service_roundtrip(stack: Any, source: Path, wait_for: Any, tmp: Path) -> tuple[dict[str, Any], Path]:
+    with stack.client() as client:
+        with open(source, "rb") as f:
+            response = client.post("/compress", files={"file": (source.name, f, "application/octet-stream")},
+                                   data={"selector": "stride", "reconstructor": "linear"})
+        assert response.status_code == 202, response.text
+        video_id = response.json()["id"]
+
+        def finished() -> dict[str, Any] | None:
+            job: dict[str, Any] = client.get(f"/jobs/{video_id}").json()
+            return job if job["status"] in ("done", "failed") else None
+
+        job = wait_for(finished, timeout=90, what=f"job {video_id}")
+        assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
+
+        def ready() -> bytes | None:
+            got = client.get(f"/reconstruct/{video_id}")
+            assert got.status_code in (200, 202), got.text
+            return got.content if got.status_code == 200 else None
+
+        output = tmp / f"{source.stem}.service.mp4"
+        output.write_bytes(wait_for(ready, timeout=90, what=f"reconstruction of {video_id}"))
+        return client.get(f"/jobs/{video_id}").json(), output
+
+
+def test_service_job_records_warnings_and_real_audio(service_stacks: Any, wait_for: Any, tmp_path: Path) -> None:
+    stack = service_stacks(workers=1, api_keys="")
+    job, out = _service_roundtrip(stack, case("c20"), wait_for, tmp_path)
+    assert any("alpha" in w and "background" in w for w in job["warnings"])
+    assert job["source"]["has_audio"] is True and props(out)["audio"] == [("aac", 1)]
+    job, out = _service_roundtrip(stack, case("c09"), wait_for, tmp_path)
+    assert job["warnings"] == []
+    assert abs(beep_onset(out) - beep_onset(case("c09"))) < 0.01
+    job, out = _service_roundtrip(stack, case("c02"), wait_for, tmp_path)
+    assert any("bwdif" in w for w in job["warnings"]) and not props(out)["interlaced"]
+
+
+def test_audio_that_cannot_be_kept_is_not_claimed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(source: Path, dest: Path) -> dict[str, Any]:
+        return {"streams": [], "dropped": [{"source_index": 1, "codec": "aac", "reason": "undecodable"}]}
+
+    monkeypatch.setattr("framers.pipeline.extract_audio", broken)
+    out, manifest, said = roundtrip(case("c01"), tmp_path, capsys)
+    assert manifest["source"]["has_audio"] is False and manifest["audio"] is None
+    assert manifest["source"]["source_has_audio"] is True
+    assert "warning: audio stream #1 (aac) dropped: undecodable" in said
+    assert props(out)["audio"] == []
