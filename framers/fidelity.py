@@ -232,7 +232,9 @@ def _reformatter() -> VideoReformatter:
 
 def _has_alpha(fmt: Any) -> bool:
     try:
-        return bool(fmt.has_alpha) if hasattr(fmt, "has_alpha") else len(fmt.components) in (2, 4)
+        if hasattr(fmt, "has_alpha"):
+            return bool(fmt.has_alpha)
+        return len(fmt.components) in (2, 4) and not fmt.name.startswith(("nv", "p0", "p2", "p4"))
     except (AttributeError, TypeError):
         return False
 
@@ -249,11 +251,28 @@ class DecodePlan:
     source_colour: dict[str, Any]  # the source's tags as found (names and ids)
     output_colour: dict[str, int]  # primaries / transfer / matrix / range ids for the output
     tonemap: int | None = None  # PQ or HLG transfer id when tone-mapping to SDR
-    alpha: bool = False  # pictures carry alpha: composited on ALPHA_BACKGROUND
+    alpha: bool = False  # pictures have an alpha channel: composited on ALPHA_BACKGROUND
+    alpha_seen: bool = False  # some pixel was not opaque (GIF / PNG decode to RGBA even when opaque)
     ops: tuple[str, ...] = ()  # orientation ops
     deinterlace: str | None = None  # bwdif parity when deinterlacing ("tff" | "bff" | "auto")
     sample_aspect_ratio: Fraction | None = None  # of the output (display orientation)
     warnings: list[str] = field(default_factory=list)
+
+    def note_alpha(self, frame: av.VideoFrame) -> None:
+        """Record whether a decoded picture has any pixel that is not fully opaque."""
+        if self.alpha and not self.alpha_seen and _has_alpha(frame.format):
+            rgba = _reformatter().reformat(frame, format="rgba").to_ndarray()
+            self.alpha_seen = bool((rgba[..., 3] < 255).any())
+
+    def all_warnings(self) -> list[str]:
+        """The plan's warnings, plus the alpha one once a transparent pixel was seen."""
+        notes = list(self.warnings)
+        if self.alpha_seen:
+            notes.append(
+                "the source has an alpha channel: frames are composited on background "
+                f"rgb{ALPHA_BACKGROUND} and the output has no transparency"
+            )
+        return notes
 
     @property
     def special(self) -> bool:
@@ -287,7 +306,7 @@ class DecodePlan:
             "colour": colour,
             "orientation": list(self.ops),
             "deinterlaced": f"bwdif ({self.deinterlace})" if self.deinterlace else None,
-            "alpha": {"flattened_on": list(ALPHA_BACKGROUND)} if self.alpha else None,
+            "alpha": {"flattened_on": list(ALPHA_BACKGROUND)} if self.alpha_seen else None,
         }
         if self.sample_aspect_ratio is not None:
             sar = self.sample_aspect_ratio
@@ -342,12 +361,7 @@ def plan_for(stream: Any, first: av.VideoFrame, alpha_lost: bool = False) -> Dec
         if depth > 8:
             warnings.append(f"{depth}-bit source stored and rebuilt at 8 bits per component")
     alpha = _has_alpha(first.format)
-    if alpha:
-        warnings.append(
-            "the source has an alpha channel: frames are composited on background "
-            f"rgb{ALPHA_BACKGROUND} and the output has no transparency"
-        )
-    elif alpha_lost:
+    if not alpha and alpha_lost:
         warnings.append("the source declares an alpha channel this build cannot decode: transparency is lost")
     ops = orientation_ops(display_matrix(first))
     field_order = _tag(getattr(cc, "field_order", 0))

@@ -346,7 +346,7 @@ class FrameReader:
         facts.update(self._stream_facts)
         facts["end_pts"] = self.end_pts
         facts["tail_irregular"] = self.tail_irregular
-        facts["warnings"] = list(plan.warnings) if plan is not None else []
+        facts["warnings"] = plan.all_warnings() if plan is not None else []
         ignored = [s for s in facts["other_streams"] if s["type"] == "video"]
         if ignored:
             facts["warnings"].append(
@@ -414,6 +414,8 @@ class FrameReader:
             self.end_pts = int(pts) + int(shown)
             self.tail_irregular = abs(int(shown) - int(gap)) > max(1, int(gap) // 50)
             last_pts = pts
+            if self.plan is not None and self.plan.alpha and not self.plan.alpha_seen:
+                self.plan.note_alpha(frame)
             yield index, frame, int(pts)
             index += 1
         if index == 0:

@@ -368,10 +368,12 @@ def test_timing_variants_keep_the_last_frame_duration(codec: str, pix_fmt: str, 
                            pix_fmt=pix_fmt, container_format=fmt, durations=durations)
     src = props(source)
     assert src["end"] == pytest.approx(sum(durations) / 1000, abs=0.011)
-    out, _, _ = roundtrip(source, tmp_path, capsys)
+    out, manifest, said = roundtrip(source, tmp_path, capsys)
     p = props(out)
     assert p["frames"] == src["frames"]
     assert p["end"] == pytest.approx(src["end"], abs=0.002)
+    assert manifest["source"]["tail_irregular"] is True
+    assert "warning" not in said  # an opaque GIF decodes to BGRA: no alpha warning for it
 
 
 # ---------------------------------------------------------------------------------------------
