@@ -127,6 +127,11 @@ class VideoRecord(BaseModel):
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions: target, predicted PSNR and bytes, per-segment stride/CRF"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Deliberate changes to the source (deinterlaced, HDR tone-mapped, alpha flattened, "
+        "audio that could not be kept, other video streams ignored)",
+    )
     attempts: int = 0
     error: str | None = Field(default=None, description="Why the job failed (set only when status is failed)")
     last_error: str | None = Field(default=None, description="Last transient error; the job is being retried")

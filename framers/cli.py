@@ -65,6 +65,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         f"({result.selector}), {result.bundle_bytes} bytes "
         f"({result.bundle_bytes / max(1, result.source_bytes):.1%} of source), {result.seconds:.1f} s"
     )
+    for note in getattr(result, "warnings", []):
+        print(f"warning: {note}")
     if result.cuts:
         print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
     if result.adaptive:

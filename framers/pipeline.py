@@ -21,7 +21,17 @@ from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges
 from framers.selectors import Selector
-from framers.video import CLIP_LEN, SLOT_LEN, Clip, FrameReader, VideoWriter, extract_audio, probe
+from framers.video import (
+    CLIP_LEN,
+    SLOT_LEN,
+    Clip,
+    FrameReader,
+    VideoWriter,
+    extract_audio,
+    probe,
+    source_facts,
+    writer_options,
+)
 
 ProgressFn = Callable[[float], None]
 
@@ -42,6 +52,9 @@ class CompressResult:
     model_versions: dict[str, str] = field(default_factory=dict)
     cuts: list[int] = field(default_factory=list)
     adaptive: dict[str, Any] | None = None
+    # deliberate changes to the source (deinterlaced, tone-mapped, alpha flattened, audio dropped)
+    warnings: list[str] = field(default_factory=list)
+    has_audio: bool = False  # the bundle holds audio (not only: the source had an audio stream)
 
 
 @dataclass
@@ -160,7 +173,7 @@ def compress(
             raise InvalidVideoError(f"{source.name}: no frame could be decoded")
         time_base = readers[-1].time_base
         fps = readers[-1].fps
-        audio = extract_audio(source, folder / fb.AUDIO)
+        facts, audio = source_facts(readers[-1], extract_audio(source, folder / fb.AUDIO), info.has_audio)
         manifest = fb.Manifest(
             source={
                 "filename": source.name,
@@ -172,6 +185,7 @@ def compress(
                 "rotation": info.rotation,
                 "has_audio": info.has_audio,
                 "decode_errors": sum(r.errors for r in readers[-1:]),
+                **facts,
             },
             clip_len=CLIP_LEN,
             slot_len=SLOT_LEN,
@@ -205,6 +219,8 @@ def compress(
         model_versions=manifest.models,
         cuts=manifest.cuts,
         adaptive=manifest.adaptive,
+        warnings=list(facts["warnings"]),
+        has_audio=bool(facts["has_audio"]),
     )
 
 
@@ -270,7 +286,8 @@ def reconstruct(
         audio = folder / fb.AUDIO if manifest.audio else None
         partial = output.with_name(output.name + ".partial.mp4")
         try:
-            with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=crf) as writer:
+            with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=crf,
+                             **writer_options(manifest.source)) as writer:
                 for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
                     writer.write(frame, manifest.pts[i])
                     if i % 16 == 0:

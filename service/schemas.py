@@ -96,6 +96,8 @@ class JobView(BaseModel):
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment stride/CRF)"
     )
+    warnings: list[str] = Field(default_factory=list, description="Deliberate changes to the source, "
+                                "e.g. deinterlaced, HDR tone-mapped, alpha flattened, audio dropped")
     reconstructions: dict[str, ReconstructionView]
     links: Links
 
@@ -126,6 +128,7 @@ class JobView(BaseModel):
             model_versions=record.model_versions,
             cuts=record.cuts,
             adaptive=record.adaptive,
+            warnings=list(record.warnings),
             reconstructions={s.reconstructor: ReconstructionView.of(s) for s in reconstructions},
             links=links_for(record.id),
         )

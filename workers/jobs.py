@@ -142,6 +142,9 @@ def compress_video(video_id: str) -> dict[str, Any]:
         record.model_versions = dict(result.model_versions)
         record.cuts = list(result.cuts)
         record.adaptive = result.adaptive
+        record.warnings = list(result.warnings)
+        # what the bundle holds, not what the upload's header promised (never claim lost audio)
+        record.source.has_audio = bool(result.has_audio)
         record.last_error = None
         save()
     except VideoDeleted:
