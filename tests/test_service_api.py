@@ -330,6 +330,9 @@ def test_not_multipart_is_rejected(stack: Any) -> None:
         ({"colour": "red"}, "unknown form field"),
         ({"keyframe_codec": "vp9"}, "unknown keyframe_codec"),
         ({"crf": "99"}, "crf"),
+        ({"target_psnr": "5"}, "target_psnr"),
+        ({"target_psnr": "35", "crf": "20"}, "drop crf"),
+        ({"target_psnr": "35", "target_kbps": "100"}, "not both"),
     ],
 )
 def test_bad_options_are_rejected(stack: Any, clip: Path, options: dict[str, str], needle: str) -> None:
@@ -468,7 +471,7 @@ def test_shipped_defaults_stride_and_framemae_end_to_end(
         video_id = response.json()["id"]
         job = wait_job(client, video_id, wait_for)
         assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
-        assert job["options"]["selector"] == "stride" and job["kept_frames"] == 10
+        assert job["options"]["selector"] == "stride" and job["kept_frames"] == 11  # every 4th + the last
         rebuilt = wait_reconstruction(client, video_id, wait_for)
         job = client.get(f"/jobs/{video_id}").json()
     out = tmp_path / "out.mp4"
@@ -490,6 +493,26 @@ def test_keep_without_selector_uses_the_learned_selector(
         assert learned.status_code == 202 and named.status_code == 202, (learned.text, named.text)
         job = wait_job(client, learned.json()["id"], wait_for)
         assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
-        assert job["options"]["selector"] == "framers" and job["kept_frames"] == 10  # 2 clips x 4 + uniform tail 2
+        # 2 clips x 4 + uniform tail 2, + the first and last frames when the pairs miss them
+        assert job["options"]["selector"] == "framers" and 10 <= job["kept_frames"] <= 12
         job = wait_job(client, named.json()["id"], wait_for)
         assert job["status"] == "done" and job["options"]["selector"] == "uniform"
+
+
+def test_target_psnr_runs_the_adaptive_mode_and_records_its_decisions(
+    stack: Any, make_clip: Callable[..., Path], wait_for: Callable[..., Any]
+) -> None:
+    """Form field target_psnr: the worker chooses per segment a stride and CRF; the job record
+    shows the target, the predicted PSNR and every segment's decision."""
+    video = make_clip(width=96, height=64, frames=40)
+    with stack.client(KEY_A) as client:
+        response = upload(client, video, target_psnr="34")
+        assert response.status_code == 202, response.text
+        job = wait_job(client, response.json()["id"], wait_for)
+    assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
+    assert job["options"]["target_psnr"] == 34.0
+    adaptive = job["adaptive"]
+    assert adaptive["target_psnr"] == 34.0 and adaptive["predicted_psnr"] > 0
+    assert adaptive["segments"][0]["start"] == 0 and adaptive["segments"][-1]["stop"] == 40
+    assert all(s["stride"] in (1, 2, 4, 8, 16) and 0 <= s["crf"] <= 51 for s in adaptive["segments"])
+    assert job["cuts"] == []

@@ -31,7 +31,7 @@ import numpy as np
 
 from framers.adaptive import analysis
 from framers.adaptive import ratemodel as rm
-from framers.adaptive.coding import code_frames
+from framers.adaptive.coding import code_frames, conversion_mse
 from framers.reconstructors.base import KeptFrame
 from framers.scenes import SceneAnalyser
 
@@ -111,8 +111,10 @@ def run_coding(args: argparse.Namespace) -> int:
             continue
         segment = analysis.Segment(0, n, closed=True)
         rows = []
+        floors = [conversion_mse(f) for f in rgb]
         for stride in analysis.STRIDES:
             frames = [rgb[i] for i in segment.kept(stride)]
+            floor = float(np.mean([floors[i] for i in segment.kept(stride)]))
             for probe_crf in rm.PROBE_CRFS:
                 probe = code_frames(frames, probe_crf, rm.PROBE_PRESET)
                 for crf in range(probe_crf - 8, probe_crf + 9, 4):
@@ -121,7 +123,7 @@ def run_coding(args: argparse.Namespace) -> int:
                         "video": path.name, "stride": stride, "probe_crf": probe_crf, "crf": crf,
                         "probe_bytes": int(probe.bytes.sum()), "bytes": int(final.bytes.sum()),
                         "probe_mse": float(probe.mse.mean()), "mse": float(final.mse.mean()),
-                        "frames": len(frames), "pixels": int(rgb[0].shape[0] * rgb[0].shape[1]),
+                        "frames": len(frames), "floor": floor, "pixels": int(rgb[0].shape[0] * rgb[0].shape[1]),
                     })
         with out.open("a") as handle:
             handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")

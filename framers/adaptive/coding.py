@@ -30,6 +30,17 @@ class Coded:
     mse: np.ndarray
 
 
+def conversion_mse(rgb: np.ndarray) -> float:
+    """Mean squared RGB error (gray levels²) of the colour path alone: RGB [H, W, 3] uint8 →
+    the codec's YUV (4:2:0 for even sizes) → RGB. No CRF gets below it (fine colour detail lost
+    to chroma subsampling), so the rate model scales only the coding error above this floor."""
+    h, w = rgb.shape[:2]
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    back = frame.reformat(format=output_pix_fmt(w, h)).to_ndarray(format="rgb24")
+    diff = back.astype(np.int16) - rgb
+    return float(np.mean(np.square(diff, dtype=np.int32)))
+
+
 def x264_context(width: int, height: int, crf: int, preset: str) -> av.VideoCodecContext:
     """An opened-on-first-frame libx264 encoder writing Annex B (headers in band), default
     GOP and look-ahead of ``preset``, 4:2:0 unless the size is odd (then 4:4:4)."""

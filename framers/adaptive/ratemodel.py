@@ -7,7 +7,8 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
 ``model_store/ratemodel/<version>/config.json``):
 
 * final bytes of a segment's kept frames at CRF c = probe bytes · exp(a · f(c − c₀, c₀, N))
-* coding MSE of a kept frame at CRF c = probe MSE · exp(b · f(c − c₀, c₀, N))
+* coding MSE of a kept frame at CRF c = floor + (probe MSE − floor) · exp(b · f(c − c₀, c₀, N)),
+  the floor being the colour path's own error (``coding.conversion_mse``: 4:2:0 chroma)
 * rebuilt MSE of a dropped frame = exp(g · features) + the coding MSE of its two kept
   neighbours, weighted (1 − t, t) (interpolation and coding errors add, nearly independent)
 
@@ -87,13 +88,15 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     yi = np.log1p(col["mse"])
     interp_coef, interp_rmse = _lstsq(xi, yi)
     baseline = np.log1p(col["linear"])  # naive: view error as is
-    cod = {k: np.array([r[k] for r in coding_rows], dtype=np.float64)
-           for k in ("stride", "probe_crf", "crf", "probe_bytes", "bytes", "probe_mse", "mse")}
+    rows = [r for r in coding_rows if "floor" in r]
+    cod = {k: np.array([r[k] for r in rows], dtype=np.float64)
+           for k in ("stride", "probe_crf", "crf", "probe_bytes", "bytes", "probe_mse", "mse", "floor")}
     xc = np.concatenate([coding_features(np.array([d]), p, s)
                          for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
                                             strict=True)])
     rate_coef, rate_rmse = _lstsq(xc, np.log(cod["bytes"] / cod["probe_bytes"]))
-    mse_coef, mse_rmse = _lstsq(xc, np.log(np.maximum(cod["mse"], 1e-3) / np.maximum(cod["probe_mse"], 1e-3)))
+    above = np.maximum(cod["mse"] - cod["floor"], 1e-3) / np.maximum(cod["probe_mse"] - cod["floor"], 1e-3)
+    mse_coef, mse_rmse = _lstsq(xc, np.log(above))
     return {
         "name": "ratemodel",
         "version": "1.0.0",
@@ -147,8 +150,8 @@ def psnr_of(mse: np.ndarray) -> np.ndarray:
 class StrideMeasure:
     """What was measured for one segment at one stride: the probe's per-kept-frame bytes and MSE
     [k], and for the dropped frames [d] the predicted interpolation MSE and the positions
-    (0-based into ``kept``, and t) of their two kept neighbours. ``next_mse``: probe MSE of the
-    next segment's first frame (right neighbour of trailing dropped frames), if any."""
+    (0-based into ``kept``, and t) of their two kept neighbours; ``floor``: the segment's
+    colour-path error (``coding.conversion_mse``), which no CRF removes."""
 
     stride: int
     kept_bytes: np.ndarray
@@ -157,6 +160,7 @@ class StrideMeasure:
     left: np.ndarray
     right: np.ndarray
     t: np.ndarray
+    floor: float = 0.0
 
 
 @dataclass
@@ -182,7 +186,8 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
     psnr_sum = np.zeros((len(measures), len(grid)))
     for k, m in enumerate(measures):
         n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride)
-        coded = m.kept_mse[:, None] * model.mse_factor(delta, probe_crf, m.stride)[None, :]  # [k, C]
+        above = np.maximum(m.kept_mse - m.floor, 0.0)
+        coded = m.floor + above[:, None] * model.mse_factor(delta, probe_crf, m.stride)[None, :]  # [k, C]
         total = psnr_of(coded).sum(axis=0)
         if len(m.interp_mse):
             ext = np.concatenate([coded, coded.mean(axis=0, keepdims=True)], axis=0)

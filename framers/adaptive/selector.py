@@ -18,7 +18,7 @@ import numpy as np
 
 from framers import model_store
 from framers.adaptive import analysis, ratemodel
-from framers.adaptive.coding import Coded, ProbeEncoder
+from framers.adaptive.coding import Coded, ProbeEncoder, conversion_mse
 from framers.errors import ModelError, UnsupportedOptionError
 from framers.scenes import SceneAnalyser
 from framers.selectors import ClipSource, Selection, Selector
@@ -139,13 +139,15 @@ class AdaptiveSelector(Selector):
         return n, cuts, detail
 
     def _measure(self, open_clips: ClipSource, segments: list[analysis.Segment], detail: dict[int, float],
-                 probe_crf: int) -> tuple[dict[int, Coded], list[dict[int, analysis.GapFeatures]]]:
-        """Pass 2: probe encodes of every stride's kept frames and the gap features per segment."""
+                 probe_crf: int) -> tuple[dict[int, Coded], list[dict[int, analysis.GapFeatures]], dict[int, float]]:
+        """Pass 2: probe encodes of every stride's kept frames, the gap features per segment and
+        the colour path's error of every DETAIL_EVERY-th frame."""
         kept_by_stride = {n: {i for s in segments for i in s.kept(n)} for n in analysis.STRIDES}
         probes: dict[int, ProbeEncoder] = {}
         feats: list[dict[int, analysis.GapFeatures]] = [{} for _ in segments]
         scenes = SceneAnalyser()
         views: dict[int, np.ndarray] = {}
+        floors: dict[int, float] = {}
         seg_i = 0
 
         def finish_segment(k: int) -> None:
@@ -170,19 +172,25 @@ class AdaptiveSelector(Selector):
                         if n not in probes:
                             probes[n] = ProbeEncoder(clip.width, clip.height, probe_crf, ratemodel.PROBE_PRESET)
                         probes[n].write(index, rgb)
+                if index % DETAIL_EVERY == 0:
+                    floors[index] = conversion_mse(rgb if rgb is not None else clip.frame(i))
         while seg_i < len(segments):
             finish_segment(seg_i)
             seg_i += 1
-        return {n: p.finish() for n, p in probes.items()}, feats
+        return {n: p.finish() for n, p in probes.items()}, feats, floors
 
     def _options(self, segments: list[analysis.Segment], coded: dict[int, Coded],
                  feats: list[dict[int, analysis.GapFeatures]], detail: dict[int, float],
-                 probe_crf: int) -> list[ratemodel.SegmentOptions]:
+                 floors: dict[int, float], probe_crf: int) -> list[ratemodel.SegmentOptions]:
         lookup = {n: dict(zip(c.index.tolist(), range(len(c.index)), strict=True)) for n, c in coded.items()}
         detail_keys = np.array(sorted(detail))
         detail_vals = np.array([detail[k] for k in detail_keys])
         options = []
+        floor_keys = np.array(sorted(floors))
+        floor_vals = np.array([floors[k] for k in floor_keys])
         for k, seg in enumerate(segments):
+            inside = (floor_keys >= seg.start) & (floor_keys < seg.stop)
+            floor = float(floor_vals[inside].mean()) if inside.any() else 0.0
             measures = []
             for n in analysis.STRIDES:
                 kept = seg.kept(n)
@@ -192,7 +200,7 @@ class AdaptiveSelector(Selector):
                 if n == 1:
                     empty = np.zeros(0)
                     measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, empty, empty.astype(int),
-                                                            empty.astype(int), empty))
+                                                            empty.astype(int), empty, floor))
                     continue
                 f = feats[k][n]
                 near = np.clip(np.searchsorted(detail_keys, f.index), 0, len(detail_keys) - 1)
@@ -200,7 +208,7 @@ class AdaptiveSelector(Selector):
                 anchors = seg.anchors(n)
                 left = np.searchsorted(np.array(anchors), f.index) - 1
                 measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, self.model.interp_mse(x),
-                                                        left, left + 1, f.t))
+                                                        left, left + 1, f.t, floor))
             options.append(ratemodel.segment_options(measures, len(seg), self.model, probe_crf))
         return options
 
@@ -210,8 +218,8 @@ class AdaptiveSelector(Selector):
         segments = analysis.split_segments(cuts, n)
         target = self.target_psnr if self.target_psnr is not None else 36.0
         probe_crf = ratemodel.probe_crf_for(target)
-        coded, feats = self._measure(open_clips, segments, detail, probe_crf)
-        options = self._options(segments, coded, feats, detail, probe_crf)
+        coded, feats, floors = self._measure(open_clips, segments, detail, probe_crf)
+        options = self._options(segments, coded, feats, detail, floors, probe_crf)
         shots: list[list[int]] = []
         for k, seg in enumerate(segments):
             if k == 0 or seg.start in cuts:
