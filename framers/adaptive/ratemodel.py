@@ -23,7 +23,10 @@ when the model is right the choice never costs more than re-encoding with x264.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +74,15 @@ def interp_features(linear: np.ndarray, motion: np.ndarray, detail: np.ndarray, 
                      np.asarray(t) * (1 - np.asarray(t)), mc * det / 10.0], axis=-1)
 
 
+COEFFICIENTS = ("interp_coef", "rate_coef", "mse_coef")
+
+
+def coefficients_sha256(config: dict[str, Any]) -> str:
+    """sha256 of the coefficient arrays as canonical JSON (the model's checksum in its config)."""
+    payload = json.dumps({k: config[k] for k in COEFFICIENTS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     residual = y - x @ coef
@@ -87,6 +99,15 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     xi = interp_features(col["linear"], col["motion"], col["detail"], col["gap"], col["t"])
     yi = np.log1p(col["mse"])
     interp_coef, interp_rmse = _lstsq(xi, yi)
+    # held-out error: 5 folds of whole videos (a video's frames are not independent samples)
+    videos = np.array([zlib.crc32(str(r.get("video", "")).encode()) % 5 for r in interp_rows])
+    held = np.zeros_like(yi)
+    for fold in range(5):
+        test = videos == fold
+        if test.any() and (~test).any():
+            coef, _ = _lstsq(xi[~test], yi[~test])
+            held[test] = xi[test] @ coef
+    interp_cv_rmse = float(np.sqrt(np.mean((yi - held) ** 2)))
     baseline = np.log1p(col["linear"])  # naive: view error as is
     rows = [r for r in coding_rows if "floor" in r]
     cod = {k: np.array([r[k] for r in rows], dtype=np.float64)
@@ -97,7 +118,7 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     rate_coef, rate_rmse = _lstsq(xc, np.log(cod["bytes"] / cod["probe_bytes"]))
     above = np.maximum(cod["mse"] - cod["floor"], 1e-3) / np.maximum(cod["probe_mse"] - cod["floor"], 1e-3)
     mse_coef, mse_rmse = _lstsq(xc, np.log(above))
-    return {
+    config: dict[str, Any] = {
         "name": "ratemodel",
         "version": "1.0.0",
         "probe_preset": PROBE_PRESET,
@@ -108,6 +129,7 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
         "mse_coef": mse_coef.tolist(),
         "metrics": {
             "interp_log_mse_rmse": interp_rmse,
+            "interp_log_mse_rmse_heldout_videos": interp_cv_rmse,
             "interp_log_mse_rmse_naive": float(np.sqrt(np.mean((yi - baseline) ** 2))),
             "interp_rows": len(yi),
             "rate_log_rmse": rate_rmse,
@@ -115,6 +137,8 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
             "coding_rows": len(cod["crf"]),
         },
     }
+    config["sha256"] = coefficients_sha256(config)
+    return config
 
 
 @dataclass(frozen=True)

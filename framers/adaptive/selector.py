@@ -31,13 +31,16 @@ PSNR_RANGE = (20.0, 60.0)
 
 
 def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, dict[str, Any]]:
-    """The fitted rate model of the model store (``model_store/ratemodel/<version>/config.json``).
-    Raises ModelError when it is missing."""
+    """The fitted rate model of the model store (``model_store/ratemodel/<version>/config.json``:
+    coefficients, their sha256, training data and fit metrics). Raises ModelError when it is
+    missing or its checksum fails."""
     versions = model_store.list_versions(MODEL_NAME)
     if not versions:
         raise ModelError(f"no {MODEL_NAME} in the model store ({model_store.store_root()})")
     chosen = version or versions[-1]
     config = json.loads((model_store.store_root() / MODEL_NAME / chosen / model_store.CONFIG_FILE).read_text())
+    if config.get("sha256") != ratemodel.coefficients_sha256(config):
+        raise ModelError(f"{MODEL_NAME} {chosen}: coefficients fail their checksum (corrupt or altered config)")
     return ratemodel.RateModel.from_config(config), config
 
 
