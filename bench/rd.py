@@ -365,6 +365,7 @@ def add_bd(record: dict[str, Any], bd_method: str = "cubic") -> None:
     a_rate, a_psnr = _curve(record.get("anchor", {}).get("points", []))
     for entry in record.get("methods", {}).values():
         entry.pop("bd_error", None)
+        entry.pop("bd_hull_error", None)
         entry.update(bd_method=bd_method, bd_rate=None, bd_psnr=None, bd_rate_hull_union=None)
         if "skipped" in entry:
             continue
@@ -372,12 +373,15 @@ def add_bd(record: dict[str, Any], bd_method: str = "cubic") -> None:
         try:
             entry["bd_rate"] = _round(bdrate.bd_rate(a_rate, a_psnr, m_rate, m_psnr, bd_method), 3)
             entry["bd_psnr"] = _round(bdrate.bd_psnr(a_rate, a_psnr, m_rate, m_psnr, bd_method), 4)
+        except ValueError as exc:
+            entry["bd_error"] = str(exc)
+        try:
             all_rate, all_psnr = a_rate + m_rate, a_psnr + m_psnr
             hull = bdrate.upper_hull(all_rate, all_psnr)
             entry["bd_rate_hull_union"] = _round(bdrate.bd_rate(
                 a_rate, a_psnr, [all_rate[i] for i in hull], [all_psnr[i] for i in hull], bd_method), 3)
         except ValueError as exc:
-            entry["bd_error"] = str(exc)
+            entry["bd_hull_error"] = str(exc)
 
 
 def summarize(clips: Sequence[dict[str, Any]], method_names: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -147,7 +147,8 @@ def upper_hull(rate: Sequence[float], psnr: Sequence[float]) -> list[int]:
     them: a point is kept if no mix of two others gives at least its PSNR at no more log-rate.
     Points that are dominated (another point has ≥ PSNR at ≤ rate) or lie below a chord between
     two others are dropped; the result has strictly increasing rate and strictly increasing PSNR,
-    so it is a valid input for both BD methods. Collinear interior points are dropped.
+    so it is a valid input for both BD methods. Points exactly on a hull edge are kept (a curve
+    that is straight in log-rate keeps all its points, so it can still be fitted).
     Inputs: equal-length sequences, rate > 0 (any unit), PSNR in dB. Raises ``ValueError`` on
     mismatched lengths, an empty input or non-positive / non-finite values.
     """
@@ -167,13 +168,15 @@ def upper_hull(rate: Sequence[float], psnr: Sequence[float]) -> list[int]:
             continue
         if not front or q[i] > q[front[-1]]:
             front.append(i)
-    # Andrew's monotone chain, upper part: drop points on or below the chord of their neighbours
+    # Andrew's monotone chain, upper part: drop points below the chord of their neighbours
     hull: list[int] = []
     for i in front:
         while len(hull) >= 2:
             o, m = hull[-2], hull[-1]
-            cross = (x[m] - x[o]) * (q[i] - q[o]) - (q[m] - q[o]) * (x[i] - x[o])
-            if cross >= 0:  # m is not above the line o→i
+            left = (x[m] - x[o]) * (q[i] - q[o])
+            right = (q[m] - q[o]) * (x[i] - x[o])
+            # m is below the line o→i (collinear within rounding counts as on it)
+            if left - right > 1e-9 * (abs(left) + abs(right)):
                 hull.pop()
             else:
                 break

@@ -159,6 +159,10 @@ def test_upper_hull() -> None:
     # a higher-rate point with less PSNR than a cheaper one is not on the frontier
     assert upper_hull([1, 2, 3], [30, 40, 35]) == [0, 1]
     assert upper_hull([5], [30]) == [0]
+    # points on a straight line in (ln rate, PSNR) all stay; one below the line goes
+    line = [100, 200, 400, 800]
+    assert upper_hull(line, [30.0, 33.0, 36.0, 39.0]) == [0, 1, 2, 3]
+    assert upper_hull(line, [30.0, 32.9, 36.0, 39.0]) == [0, 2, 3]
     with pytest.raises(ValueError):
         upper_hull([], [])
     with pytest.raises(ValueError):
