@@ -424,6 +424,9 @@ def build_report(clips: list[dict[str, Any]], config: Config, started: float, no
         "framers_version": __version__,
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - started, 1),
+        "measured_seconds": round(sum(p.get("seconds") or 0.0 for c in clips
+                                      for p in [*c.get("anchor", {}).get("points", []),
+                                                *(q for m in c.get("methods", {}).values() for q in m["points"])]), 1),
         "settings": {"frames": config.frames, "anchor": config.anchor_settings(), "bd_method": config.bd_method,
                      "methods": {m.name: m.settings() for m in config.methods}, "psnr_cap_db": 60.0,
                      "rate": "bytes of the video bitstream (x264 packets; bundle keyframes + manifest)"},
@@ -454,7 +457,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"frames and colour path; rate = video bitstream bytes (bundle: keyframes + manifest); PSNR: RGB, "
         f"capped at 60 dB per frame, mean over frames. BD: {settings['bd_method']} "
         f"({'VCEG-M33' if settings['bd_method'] == 'cubic' else 'JVET CTC PCHIP'}); negative = fewer bytes "
-        f"than x264. framers {report['framers_version']}, {report['created']}, {report['seconds']:.0f} s.", "",
+        f"than x264. framers {report['framers_version']}, {report['created']}; points measured in "
+        f"{report.get('measured_seconds', 0):.0f} s (this run {report['seconds']:.0f} s).", "",
     ]
     lines += [f"Note: {n}" for n in report.get("notes", [])]
     if report.get("notes"):
@@ -556,7 +560,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
         written.append(path)
     # summary: BD-rate per clip, grouped by method
     clips = report["clips"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(clips) * max(1, len(names)) + 2), 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(clips) * max(1, len(names)) + 2), 5), dpi=110)
     width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
         values = [c["methods"].get(name, {}).get("bd_rate") for c in clips]
@@ -567,7 +571,9 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(range(len(clips)))
     ax.set_xticklabels([_slug(c["video"])[:28] for c in clips], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(f"BD-rate vs x264 medium (%, {report['settings']['bd_method']}); < 0 = fewer bytes")
+    ax.set_ylabel("BD-rate vs x264 medium (%)")
+    ax.set_title(f"Bjøntegaard delta rate per clip ({report['settings']['bd_method']}; below 0: fewer bytes "
+                 f"than x264 at equal PSNR)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
