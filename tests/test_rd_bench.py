@@ -126,3 +126,45 @@ def test_adaptive_target_share(rd: ModuleType) -> None:
     assert s["target_points"] == 3 and s["target_met_share"] == pytest.approx(2 / 3, abs=1e-4)
     assert s["achieved_minus_target_median"] == pytest.approx(-0.4)
     assert s["point_errors"] == 1 and s["bd_rate_median"] is None
+
+
+def test_adaptive_method_when_compress_takes_a_target(
+    rd: ModuleType, make_clip: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a ``target_psnr`` keyword on compress (here a stand-in that maps the target to a
+    kept-frame CRF), the adaptive method runs, records its targets and the hit share."""
+    from framers import pipeline
+
+    real = pipeline.compress
+    calls: list[float] = []
+
+    def compress(source: Path, bundle: Path, *, target_psnr: float | None = None, **kwargs):
+        assert target_psnr is not None and not kwargs
+        calls.append(target_psnr)
+        return real(source, bundle, selector="stride", stride=2, crf=int(70 - target_psnr))
+
+    def without_target(source: Path, bundle: Path, selector: str = "uniform", crf: int | None = None):
+        return real(source, bundle, selector=selector, crf=crf)
+
+    clip = make_clip(width=64, height=48, frames=40)
+    monkeypatch.setattr(pipeline, "compress", without_target)  # as before issue 12 lands
+    argv = [str(clip), "--frames", "16", "--anchor-crfs", "30", "--methods", "adaptive+linear",
+            "--targets", "20,45", "--json", str(tmp_path / "rd.json"), "--quiet"]
+    assert rd.main(argv) == 0
+    (record,) = json.loads((tmp_path / "rd.json").read_text())["clips"]
+    assert record["methods"]["adaptive+linear"]["skipped"].startswith("framers.pipeline.compress has no")
+    assert calls == []
+
+    monkeypatch.setattr(pipeline, "compress", compress)
+    assert rd.adaptive_available()
+    assert rd.main(argv) == 0  # the skipped method is measured now, the anchor is kept
+    report = json.loads((tmp_path / "rd.json").read_text())
+    assert calls == [20.0, 45.0]
+    points = report["clips"][0]["methods"]["adaptive+linear"]["points"]
+    assert [p["target_psnr"] for p in points] == [20.0, 45.0]
+    for p in points:
+        assert p["achieved_minus_target"] == pytest.approx(p["psnr"] - p["target_psnr"], abs=1e-3)
+    # 20 dB is met on this clip, 45 dB is not
+    assert points[0]["achieved_minus_target"] > 0 > points[1]["achieved_minus_target"] + 0.5
+    s = report["summary"]["adaptive+linear"]
+    assert s["target_points"] == 2 and s["target_met_share"] == 0.5
