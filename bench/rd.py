@@ -177,9 +177,10 @@ def quality_of(source: Path, frames: Iterator[np.ndarray]) -> dict[str, float | 
     }
 
 
-def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = ANCHOR_PRESET) -> int:
+def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = ANCHOR_PRESET) -> tuple[int, int]:
     """Encode every frame of ``source`` with libx264 (CRF ``crf``, ``preset``, default GOP) into
-    Matroska at ``dest``; return the bitstream bytes (sum of packet sizes).
+    Matroska at ``dest``; return (bitstream bytes = sum of packet sizes, codec extradata bytes:
+    the SPS/PPS that Matroska keeps in its header).
 
     RGB frames enter as ``rgb24`` and PyAV converts them to the stream's pixel format (yuv420p, or
     yuv444p for odd sizes) — the keyframe encoder's colour path.
@@ -204,6 +205,27 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
         for packet in stream.encode(None):
             total += packet.size
             out.mux(packet)
+        extradata = len(stream.codec_context.extradata or b"")
+    return total, extradata
+
+
+def bitstream_bytes(bundle: Path) -> int:
+    """Bytes of a bundle folder without container overhead and audio: for each video file the sum
+    of its packet sizes plus its codec extradata, every other file (the manifest) whole."""
+    from framers import bundle as fb
+
+    total = 0
+    for file in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != fb.AUDIO):
+        try:
+            with av.open(str(file)) as container:
+                streams = container.streams.video
+                if not streams:
+                    raise ValueError("no video stream")
+                stream = streams[0]
+                total += sum(packet.size for packet in container.demux(stream) if packet.size)
+                total += len(stream.codec_context.extradata or b"")
+        except (av.error.FFmpegError, ValueError):
+            total += file.stat().st_size
     return total
 
 
@@ -231,6 +253,7 @@ class Config:
     anchor_crfs: tuple[int, ...]
     methods: tuple[MethodSpec, ...]
     bd_method: str = "cubic"
+    rate: str = "bundle"
     tmp_dir: Path | None = None
     verbose: bool = True
 
@@ -245,14 +268,16 @@ def _say(config: Config, message: str) -> None:
 
 
 def measure_anchor(source: Path, workdir: Path, crf: int, info: dict[str, Any]) -> dict[str, Any]:
-    """One x264 point: encode, decode, compare. Fields: crf, bytes, kbps, bpp, psnr, psnr_mean_mse, seconds."""
+    """One x264 point: encode, decode, compare. Fields: crf, bytes (packets), kbps, bpp,
+    bitstream_bytes (packets + extradata), psnr, psnr_mean_mse, encode_seconds, seconds."""
     started = time.perf_counter()
     dest = workdir / f"anchor-crf{crf}.mkv"
-    n_bytes = encode_anchor(source, dest, crf, info["fps"])
+    n_bytes, extradata = encode_anchor(source, dest, crf, info["fps"])
     encode_seconds = time.perf_counter() - started
     quality = quality_of(source, _decoded(dest))
     dest.unlink()
     return {"crf": crf, **_rate_fields(n_bytes, quality["frames"], info["fps"], info["width"], info["height"]),
+            "bitstream_bytes": n_bytes + extradata,
             "psnr": _round(quality["psnr"]), "psnr_mean_mse": _round(quality["psnr_mean_mse"]),
             "encode_seconds": _round(encode_seconds, 3), "seconds": _round(time.perf_counter() - started, 3)}
 
@@ -260,7 +285,8 @@ def measure_anchor(source: Path, workdir: Path, crf: int, info: dict[str, Any]) 
 def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, info: dict[str, Any]) -> dict[str, Any]:
     """One method point: compress into a bundle folder, rebuild with ``spec.reconstructor``, compare.
 
-    Fields: label, params, bytes (bundle video part), kbps, bpp, kept_frames, psnr, psnr_mean_mse,
+    Fields: label, params, bytes (bundle video part: files as stored), kbps, bpp, bitstream_bytes
+    (the same without container overhead: ``bitstream_bytes``), kept_frames, psnr, psnr_mean_mse,
     compress_seconds, seconds (compress + rebuild + compare); adaptive points also target_psnr and
     achieved_minus_target.
     """
@@ -270,6 +296,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         result = pipeline.compress(source, bundle, **point.kwargs)
         compress_seconds = time.perf_counter() - started
         n_bytes = _video_bytes(bundle)
+        n_bitstream = bitstream_bytes(bundle)
         with _rebuilt_frames(bundle, spec.reconstructor) as frames:
             quality = quality_of(source, frames)
     finally:
@@ -280,6 +307,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     record: dict[str, Any] = {
         "label": point.label, "params": dict(point.kwargs),
         **_rate_fields(n_bytes, quality["frames"], info["fps"], info["width"], info["height"]),
+        "bitstream_bytes": n_bitstream,
         "kept_frames": result.kept_frames,
         "psnr": _round(quality["psnr"]), "psnr_mean_mse": _round(quality["psnr_mean_mse"]),
         "compress_seconds": _round(compress_seconds, 3), "seconds": _round(time.perf_counter() - started, 3),
@@ -347,29 +375,35 @@ def measure_clip(path: Path, config: Config, previous: dict[str, Any] | None = N
                 entry["points"].append(result)
                 _say(config, f"  {spec.name} {point.label}: " + (result.get("error") or
                      f"{result['kbps']:.0f} kbps, {result['psnr']:.2f} dB ({result['seconds']:.1f} s)"))
-    add_bd(record, config.bd_method)
+    add_bd(record, config.bd_method, config.rate)
     return record
 
 
 # -- Bjøntegaard numbers -----------------------------------------------------------------------------
-def _curve(points: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    ok = [p for p in points if "error" not in p and p.get("psnr") is not None and p.get("bytes", 0) > 0]
-    return [float(p["bytes"]) for p in ok], [float(p["psnr"]) for p in ok]
+RATE_KEYS = {"bundle": "bytes", "bitstream": "bitstream_bytes"}
 
 
-def add_bd(record: dict[str, Any], bd_method: str = "cubic") -> None:
+def _curve(points: Sequence[dict[str, Any]], rate: str = "bundle") -> tuple[list[float], list[float]]:
+    key = RATE_KEYS[rate]
+    ok = [p for p in points if "error" not in p and p.get("psnr") is not None and (p.get(key) or 0) > 0]
+    return [float(p[key]) for p in ok], [float(p["psnr"]) for p in ok]
+
+
+def add_bd(record: dict[str, Any], bd_method: str = "cubic", rate: str = "bundle") -> None:
     """Set ``bd_rate`` (%), ``bd_psnr`` (dB) and ``bd_rate_hull_union`` (%) on every method of a clip
     record, against its anchor; where undefined (< 4 points, no overlap) the value is None and
     ``bd_error`` says why. ``bd_rate_hull_union``: the upper hull of anchor ∪ method points vs the
-    anchor (≤ 0 by construction up to fit error)."""
-    a_rate, a_psnr = _curve(record.get("anchor", {}).get("points", []))
+    anchor (≤ 0 by construction up to fit error). ``rate``: "bundle" (``bytes``: x264 packets vs
+    the bundle's files as stored) or "bitstream" (``bitstream_bytes``: no container on either side).
+    Points without the chosen field (older records) are left out."""
+    a_rate, a_psnr = _curve(record.get("anchor", {}).get("points", []), rate)
     for entry in record.get("methods", {}).values():
         entry.pop("bd_error", None)
         entry.pop("bd_hull_error", None)
-        entry.update(bd_method=bd_method, bd_rate=None, bd_psnr=None, bd_rate_hull_union=None)
+        entry.update(bd_method=bd_method, bd_rate_basis=rate, bd_rate=None, bd_psnr=None, bd_rate_hull_union=None)
         if "skipped" in entry:
             continue
-        m_rate, m_psnr = _curve(entry["points"])
+        m_rate, m_psnr = _curve(entry["points"], rate)
         try:
             entry["bd_rate"] = _round(bdrate.bd_rate(a_rate, a_psnr, m_rate, m_psnr, bd_method), 3)
             entry["bd_psnr"] = _round(bdrate.bd_psnr(a_rate, a_psnr, m_rate, m_psnr, bd_method), 4)
@@ -428,8 +462,10 @@ def build_report(clips: list[dict[str, Any]], config: Config, started: float, no
                                       for p in [*c.get("anchor", {}).get("points", []),
                                                 *(q for m in c.get("methods", {}).values() for q in m["points"])]), 1),
         "settings": {"frames": config.frames, "anchor": config.anchor_settings(), "bd_method": config.bd_method,
-                     "methods": {m.name: m.settings() for m in config.methods}, "psnr_cap_db": 60.0,
-                     "rate": "bytes of the video bitstream (x264 packets; bundle keyframes + manifest)"},
+                     "rate_basis": config.rate, "methods": {m.name: m.settings() for m in config.methods},
+                     "psnr_cap_db": 60.0,
+                     "rate": "bytes: x264 packets / bundle keyframe file + manifest as stored; bitstream_bytes: "
+                             "packets + codec extradata (+ manifest), no container"},
         "notes": notes,
         "clips": clips,
         "summary": summarize(clips, names),
@@ -454,7 +490,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "# Rate–distortion against x264 (bench/rd.py)", "",
         f"{len(clips)} clips, first {settings['frames']} frames (lossless cut); anchor libx264 preset "
         f"{anchor['preset']}, CRF {', '.join(map(str, anchor['crfs']))}, 4:2:0 (4:4:4 if odd size), same RGB "
-        f"frames and colour path; rate = video bitstream bytes (bundle: keyframes + manifest); PSNR: RGB, "
+        f"frames and colour path; rate for BD: {settings.get('rate_basis', 'bundle')} (bundle: x264 packets vs "
+        f"the bundle's keyframe file + manifest as stored; bitstream: no container on either side); PSNR: RGB, "
         f"capped at 60 dB per frame, mean over frames. BD: {settings['bd_method']} "
         f"({'VCEG-M33' if settings['bd_method'] == 'cubic' else 'JVET CTC PCHIP'}); negative = fewer bytes "
         f"than x264. framers {report['framers_version']}, {report['created']}; points measured in "
@@ -526,28 +563,34 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     names = list(report["settings"]["methods"])
+    key = RATE_KEYS[report["settings"].get("rate_basis", "bundle")]
+
+    def kbps(p: dict[str, Any]) -> float:
+        """The point's rate in kbit/s on the report's rate basis."""
+        return p["kbps"] * p.get(key, p["bytes"]) / p["bytes"]
+
     colours = plt.get_cmap("tab10")
     written: list[Path] = []
     for clip in report["clips"]:
         fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
         anchor = [p for p in clip.get("anchor", {}).get("points", []) if "error" not in p]
         if anchor:
-            anchor.sort(key=lambda p: p["kbps"])
-            ax.plot([p["kbps"] for p in anchor], [p["psnr"] for p in anchor], "k-o", ms=4, label="x264 medium (anchor)")
+            anchor.sort(key=kbps)
+            ax.plot([kbps(p) for p in anchor], [p["psnr"] for p in anchor], "k-o", ms=4, label="x264 medium (anchor)")
         for i, name in enumerate(names):
             entry = clip["methods"].get(name, {})
-            pts = sorted((p for p in entry.get("points", []) if "error" not in p), key=lambda p: p["kbps"])
+            pts = sorted((p for p in entry.get("points", []) if "error" not in p), key=kbps)
             if not pts:
                 continue
             bd = entry.get("bd_rate")
             label = f"{name} (BD-rate {bd:+.1f} %)" if bd is not None else name
-            ax.plot([p["kbps"] for p in pts], [p["psnr"] for p in pts], "-s", ms=4, color=colours(i + 1), label=label)
+            ax.plot([kbps(p) for p in pts], [p["psnr"] for p in pts], "-s", ms=4, color=colours(i + 1), label=label)
             for p in pts:
                 if "target_psnr" in p:
-                    ax.annotate(f"{p['target_psnr']:g}", (p["kbps"], p["psnr"]), fontsize=7,
+                    ax.annotate(f"{p['target_psnr']:g}", (kbps(p), p["psnr"]), fontsize=7,
                                 xytext=(3, -8), textcoords="offset points", color=colours(i + 1))
         ax.set_xscale("log")
-        ax.set_xlabel("rate (kbit/s, log scale)")
+        ax.set_xlabel(f"rate (kbit/s, {report['settings'].get('rate_basis', 'bundle')} bytes, log scale)")
         ax.set_ylabel("PSNR (dB, RGB, mean over frames)")
         ax.set_title(f"{clip['video']} ({clip.get('width')}x{clip.get('height')}, {clip.get('frames')} frames)",
                      fontsize=9)
@@ -633,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated strideN[+RECON] / adaptive[+RECON] (default %(default)s)")
     parser.add_argument("--bd-method", choices=bdrate.METHODS, default="cubic",
                         help="cubic (VCEG-M33, default) or pchip (JVET CTC)")
+    parser.add_argument("--rate", choices=sorted(RATE_KEYS), default="bundle",
+                        help="bytes for BD: bundle (x264 packets vs the bundle's files as stored, default) or "
+                             "bitstream (no container overhead on either side)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "rd.json", metavar="OUT.json",
                         help="results; clips already in it (same frames/anchor) are kept (default %(default)s)")
     parser.add_argument("--md", type=Path, metavar="OUT.md", help="also write markdown tables")
@@ -659,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("rd: no video files found", file=sys.stderr)
         return 2
     config = Config(frames=args.frames, anchor_crfs=tuple(args.anchor_crfs), methods=tuple(methods),
-                    bd_method=args.bd_method, tmp_dir=args.tmp_dir, verbose=not args.quiet)
+                    bd_method=args.bd_method, rate=args.rate, tmp_dir=args.tmp_dir, verbose=not args.quiet)
     try:
         previous = {} if args.fresh else load_previous(args.json, config)
     except ValueError as exc:
@@ -687,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if record is None or _has_work(record, methods):
             todo.append(path)
         else:
-            add_bd(record, config.bd_method)
+            add_bd(record, config.bd_method, config.rate)
             results[str(path)] = record
     if results:
         print(f"rd: {len(results)} clips carried over from {args.json}", flush=True)

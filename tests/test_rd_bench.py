@@ -44,6 +44,7 @@ def test_smoke_run_on_a_tiny_clip(rd: ModuleType, make_clip: Callable[..., Path]
     assert anchor[0]["bytes"] > anchor[1]["bytes"] > 0
     assert anchor[0]["psnr"] > anchor[1]["psnr"] > 20.0
     assert anchor[0]["kbps"] == pytest.approx(anchor[0]["bytes"] * 8 / (32 / 25) / 1000, rel=1e-3)
+    assert 0 < anchor[0]["bitstream_bytes"] - anchor[0]["bytes"] < 200  # + the SPS/PPS extradata
     assert anchor[0]["psnr_mean_mse"] <= anchor[0]["psnr"] + 1e-6  # Jensen: PSNR of mean MSE ≤ mean PSNR
 
     method = record["methods"]["stride4+linear"]
@@ -52,6 +53,8 @@ def test_smoke_run_on_a_tiny_clip(rd: ModuleType, make_clip: Callable[..., Path]
     assert all("error" not in p for p in points), points
     assert all(p["kept_frames"] == 8 for p in points)  # every 4th of 32
     assert points[0]["bytes"] > points[1]["bytes"] > 0
+    # without the Matroska overhead, manifest included
+    assert all(300 < p["bytes"] - p["bitstream_bytes"] < p["bytes"] / 2 for p in points), points
     assert 15.0 < points[1]["psnr"] <= points[0]["psnr"] <= 60.0
     # two anchor points: no Bjøntegaard fit, and the report says why
     assert method["bd_rate"] is None and "at least 4" in method["bd_error"]
@@ -112,6 +115,14 @@ def test_bd_and_summary_from_records(rd: ModuleType) -> None:
     assert s["clips_beating_x264"] == 1 and s["clips_with_bd"] == 3
     assert s["bd_rate_median"] == pytest.approx(
         bdrate.bd_rate(anchor, psnr, [r * 1.5 for r in anchor], psnr), abs=1e-3)
+    # the bitstream basis reads bitstream_bytes: here the method's container overhead was a factor 2
+    for c, factor in zip(clips, (0.8, 1.5, 2.0), strict=True):
+        for p in c["anchor"]["points"]:
+            p["bitstream_bytes"] = p["bytes"]
+        for p in c["methods"]["m"]["points"]:
+            p["bitstream_bytes"] = p["bytes"] / 2
+        rd.add_bd(c, "cubic", rate="bitstream")
+        assert c["methods"]["m"]["bd_rate"] == pytest.approx(100 * (factor / 2 - 1), abs=1e-3)
 
 
 def test_adaptive_target_share(rd: ModuleType) -> None:
