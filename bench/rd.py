@@ -286,7 +286,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     """One method point: compress into a bundle folder, rebuild with ``spec.reconstructor``, compare.
 
     Fields: label, params, bytes (bundle video part: files as stored), kbps, bpp, bitstream_bytes
-    (the same without container overhead: ``bitstream_bytes``), kept_frames, psnr, psnr_mean_mse,
+    (keyframe packets + extradata + manifest: no container overhead), kept_frames, psnr, psnr_mean_mse,
     compress_seconds, seconds (compress + rebuild + compare); adaptive points also target_psnr and
     achieved_minus_target.
     """
@@ -338,7 +338,9 @@ def measure_clip(path: Path, config: Config, previous: dict[str, Any] | None = N
         source = workdir / "source.mkv"
         frames = write_trimmed(path, config.frames, source)
         info = {"width": info_src.width, "height": info_src.height, "fps": info_src.fps}
-        first = next(_source_frames(source))
+        frames_iter = _source_frames(source)
+        first = next(frames_iter)
+        frames_iter.close()
         info["height"], info["width"] = first.shape[:2]  # display orientation, as measured
         record.update(frames=frames, width=info["width"], height=info["height"], fps=_round(info["fps"], 3))
         _say(config, f"{path.name}: {frames} frames {info['width']}x{info['height']} @ {info['fps']:.2f} fps")
