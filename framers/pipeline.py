@@ -218,7 +218,7 @@ def compress(
         keep=getattr(chooser, "keep", 0),
         model_versions=manifest.models,
         cuts=manifest.cuts,
-        adaptive=manifest.adaptive,
+        adaptive=chooser.report() if hasattr(chooser, "report") else None,
         warnings=list(facts["warnings"]),
         has_audio=bool(facts["has_audio"]),
     )

@@ -175,8 +175,9 @@ def test_adaptive_bundle_records_decisions_and_never_blends_a_cut(clips: dict[st
     result = compress(clips["cut"], bundle, target_psnr=34.0)
     manifest = json.loads((bundle / fb.MANIFEST).read_text())
     assert manifest["version"] == fb.FORMAT_VERSION and manifest["scenes"]["cuts"] == [21] == result.cuts
-    segs = manifest["adaptive"]["segments"]
-    assert segs[0]["start"] == 0 and segs[-1]["stop"] == 48 and all(s["stride"] in analysis.STRIDES for s in segs)
+    segs = manifest["adaptive"]["segments"]  # [start, stop, stride, crf]
+    assert segs[0][0] == 0 and segs[-1][1] == 48 and all(s[2] in analysis.STRIDES for s in segs)
+    assert manifest["selection"]["target_psnr"] == 34.0 and result.adaptive["segments"][0]["start"] == 0
     kept = fb.read_manifest(bundle).kept_indices()
     assert {0, 20, 21, 47} <= set(kept)
     runs = manifest["keyframes"]["runs"]

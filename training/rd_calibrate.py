@@ -102,7 +102,10 @@ def run_coding(args: argparse.Namespace) -> int:
     done = set()
     if out.exists():
         done = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
-    for path in _videos(args.split)[: args.max_videos]:
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    for k, path in enumerate(_videos(args.split)[: args.max_videos]):
+        if k % shards != shard:
+            continue
         if path.name in done:
             continue
         rgb, _, _ = _decode(path, args.frames)
@@ -131,13 +134,23 @@ def run_coding(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(path: Path) -> list[dict]:
-    return [r for line in path.read_text().splitlines() if line.strip() for r in json.loads(line)["rows"]]
+def _rows(paths: str) -> list[dict]:
+    """Rows of comma-separated JSONL files, each video once (shards may overlap)."""
+    seen: set[str] = set()
+    rows: list[dict] = []
+    for path in paths.split(","):
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                if entry["video"] not in seen:
+                    seen.add(entry["video"])
+                    rows.extend(entry["rows"])
+    return rows
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    interp = _rows(Path(args.interp))
-    coding = _rows(Path(args.coding))
+    interp = _rows(args.interp)
+    coding = _rows(args.coding)
     config = rm.fit(interp, coding)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,6 +159,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "interp_rows": len(interp),
         "coding_rows": len(coding),
         "videos": sorted({r["video"] for r in interp}),
+        "coding_videos": sorted({r["video"] for r in coding}),
         "command": " ".join(sys.argv),
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -162,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--split", default="train")
         p.add_argument("--frames", type=int, default=48)
         p.add_argument("--max-videos", type=int, default=1000)
+        p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th video from the i-th")
     p = sub.add_parser("fit")
     p.add_argument("--interp", required=True)
     p.add_argument("--coding", required=True)
