@@ -126,7 +126,8 @@ def run_coding(args: argparse.Namespace) -> int:
                         "video": path.name, "stride": stride, "probe_crf": probe_crf, "crf": crf,
                         "probe_bytes": int(probe.bytes.sum()), "bytes": int(final.bytes.sum()),
                         "probe_mse": float(probe.mse.mean()), "mse": float(final.mse.mean()),
-                        "frames": len(frames), "floor": floor, "pixels": int(rgb[0].shape[0] * rgb[0].shape[1]),
+                        "frames": len(frames), "floor": floor, "measure": "yuv",
+                        "pixels": int(rgb[0].shape[0] * rgb[0].shape[1]),
                     })
         with out.open("a") as handle:
             handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 
 from framers.video import output_pix_fmt
@@ -22,21 +23,54 @@ from framers.video import output_pix_fmt
 
 @dataclass
 class Coded:
-    """Per coded frame, in input order: ``bytes`` [n] int64 (its packet) and ``mse`` [n] float64
-    (mean squared RGB error of the decoded frame against the input, gray levels²)."""
+    """Per coded frame, in input order: ``bytes`` [n] int64 (its packet) and ``mse`` [n] float64,
+    the coding error in RGB gray levels² estimated from the YUV planes (``rgb_mse_of_planes``):
+    the error x264 adds, without the colour path's own (``conversion_mse``)."""
 
     index: np.ndarray
     bytes: np.ndarray
     mse: np.ndarray
 
 
-def conversion_mse(rgb: np.ndarray) -> float:
+#: RGB error of YUV plane errors through the BT.601 limited-range inverse matrix (PyAV's default
+#: for untagged YUV), errors of the planes taken as independent: R = 1.164·Y + 1.596·V,
+#: G = 1.164·Y − 0.392·U − 0.813·V, B = 1.164·Y + 2.017·U, averaged over the three channels.
+PLANE_WEIGHTS = (1.164**2, (0.392**2 + 2.017**2) / 3, (1.596**2 + 0.813**2) / 3)
+
+
+def planes_of(frame: av.VideoFrame) -> list[np.ndarray]:
+    """The planes of an 8-bit planar YUV frame as uint8 arrays [h_p, w_p] (no copies)."""
+    out = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        out.append(rows[:, : plane.width])
+    return out
+
+
+def rgb_mse_of_planes(source: Sequence[np.ndarray], decoded: Sequence[np.ndarray]) -> float:
+    """Estimated RGB MSE (gray levels²) of a decoded YUV frame against its source YUV, from the
+    per-plane MSEs (``PLANE_WEIGHTS``); 4:2:0 chroma errors count once per chroma sample, which
+    bilinear upsampling spreads over four pixels at about the same mean square."""
+    total = 0.0
+    for weight, a, b in zip(PLANE_WEIGHTS, source, decoded, strict=True):
+        diff = cv2.absdiff(a, b)
+        total += weight * float(np.mean(np.square(diff, dtype=np.uint16)))
+    return total
+
+
+def to_codec_yuv(rgb: np.ndarray) -> av.VideoFrame:
+    """RGB [H, W, 3] uint8 as the YUV frame x264 codes (4:2:0 for even sizes, else 4:4:4), through
+    PyAV's reformatter as the bundle's keyframe encoder does."""
+    h, w = rgb.shape[:2]
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format=output_pix_fmt(w, h))
+
+
+def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:
     """Mean squared RGB error (gray levels²) of the colour path alone: RGB [H, W, 3] uint8 →
     the codec's YUV (4:2:0 for even sizes) → RGB. No CRF gets below it (fine colour detail lost
-    to chroma subsampling), so the rate model scales only the coding error above this floor."""
-    h, w = rgb.shape[:2]
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    back = frame.reformat(format=output_pix_fmt(w, h)).to_ndarray(format="rgb24")
+    to chroma subsampling), so the rate model scales only the coding error above this floor.
+    ``yuv``: the frame already converted by ``to_codec_yuv`` (saves one conversion)."""
+    back = (yuv if yuv is not None else to_codec_yuv(rgb)).to_ndarray(format="rgb24")
     diff = back.astype(np.int16) - rgb
     return float(np.mean(np.square(diff, dtype=np.int32)))
 
@@ -60,7 +94,7 @@ class ProbeEncoder:
     def __init__(self, width: int, height: int, crf: int, preset: str) -> None:
         self._enc = x264_context(width, height, crf, preset)
         self._dec = av.CodecContext.create("h264", "r")
-        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        self._pending: deque[tuple[int, list[np.ndarray]]] = deque()
         self._bytes: dict[int, int] = {}
         self._order: list[int] = []
         self._mse: dict[int, float] = {}
@@ -75,18 +109,21 @@ class ProbeEncoder:
 
     def _compare(self, frame: av.VideoFrame) -> None:
         index, source = self._pending.popleft()
-        decoded = frame.to_ndarray(format="rgb24").astype(np.int16)
-        diff = decoded - source
-        self._mse[index] = float(np.mean(np.square(diff, dtype=np.int32)))
+        self._mse[index] = rgb_mse_of_planes(source, planes_of(frame))
 
     def write(self, index: int, rgb: np.ndarray) -> None:
         """Encode frame ``index`` (RGB uint8 [H, W, 3]); frames must come in increasing index."""
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = self._count
+        self.write_yuv(index, to_codec_yuv(rgb))
+
+    def write_yuv(self, index: int, yuv: av.VideoFrame) -> None:
+        """Encode frame ``index`` given as the codec's YUV (``to_codec_yuv``; one conversion can
+        feed several probes)."""
+        planes = [p.copy() for p in planes_of(yuv)]
+        yuv.pts = self._count
         self._count += 1
         self._order.append(index)
-        self._pending.append((index, rgb.astype(np.int16)))
-        self._take(self._enc.encode(frame))
+        self._pending.append((index, planes))
+        self._take(self._enc.encode(yuv))
 
     def finish(self) -> Coded:
         """Flush encoder and decoder; per-frame bytes and MSE in input order."""

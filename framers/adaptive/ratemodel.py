@@ -116,7 +116,10 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
                          for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
                                             strict=True)])
     rate_coef, rate_rmse = _lstsq(xc, np.log(cod["bytes"] / cod["probe_bytes"]))
-    above = np.maximum(cod["mse"] - cod["floor"], 1e-3) / np.maximum(cod["probe_mse"] - cod["floor"], 1e-3)
+    # rows measured in RGB include the colour path's error (subtract it); rows measured on the
+    # YUV planes ("measure": "yuv", coding.rgb_mse_of_planes) hold the coding error alone
+    floor = np.array([0.0 if r.get("measure") == "yuv" else r["floor"] for r in rows])
+    above = np.maximum(cod["mse"] - floor, 1e-3) / np.maximum(cod["probe_mse"] - floor, 1e-3)
     mse_coef, mse_rmse = _lstsq(xc, np.log(above))
     config: dict[str, Any] = {
         "name": "ratemodel",

@@ -18,7 +18,7 @@ import numpy as np
 
 from framers import model_store
 from framers.adaptive import analysis, ratemodel
-from framers.adaptive.coding import Coded, ProbeEncoder, conversion_mse
+from framers.adaptive.coding import Coded, ProbeEncoder, conversion_mse, to_codec_yuv
 from framers.errors import ModelError, UnsupportedOptionError
 from framers.scenes import SceneAnalyser
 from framers.selectors import ClipSource, Selection, Selector
@@ -26,6 +26,8 @@ from framers.video import CLIP_LEN
 
 #: detail energy is measured on every DETAIL_EVERY-th picture (it changes slowly within a shot)
 DETAIL_EVERY = 4
+#: the colour path's error (``coding.conversion_mse``) on every FLOOR_EVERY-th picture
+FLOOR_EVERY = 8
 MODEL_NAME = "ratemodel"
 PSNR_RANGE = (20.0, 60.0)
 #: the plan aims this far above a PSNR target: the prediction's per-video error is ~±0.8 dB
@@ -183,15 +185,17 @@ class AdaptiveSelector(Selector):
                     views = {j: v for j, v in views.items() if j >= start}
                     seg_i += 1
                 rgb: np.ndarray | None = None
+                yuv = None
                 for n in analysis.STRIDES:
                     if index in kept_by_stride[n]:
                         if rgb is None:
                             rgb = clip.frame(i)
+                            yuv = to_codec_yuv(rgb)  # converted once for every probe that codes it
                         if n not in probes:
                             probes[n] = ProbeEncoder(clip.width, clip.height, probe_crf, ratemodel.PROBE_PRESET)
-                        probes[n].write(index, rgb)
-                if index % DETAIL_EVERY == 0:
-                    floors[index] = conversion_mse(rgb if rgb is not None else clip.frame(i))
+                        probes[n].write_yuv(index, yuv)
+                if index % FLOOR_EVERY == 0:
+                    floors[index] = conversion_mse(rgb if rgb is not None else clip.frame(i), yuv)
         while seg_i < len(segments):
             finish_segment(seg_i)
             seg_i += 1
@@ -214,7 +218,7 @@ class AdaptiveSelector(Selector):
                 kept = seg.kept(n)
                 rows = [lookup[n][i] for i in kept]
                 kept_bytes = coded[n].bytes[rows].astype(np.float64)
-                kept_mse = coded[n].mse[rows]
+                kept_mse = coded[n].mse[rows] + floor  # coding error above the colour path's
                 if n == 1:
                     empty = np.zeros(0)
                     measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, empty, empty.astype(int),
