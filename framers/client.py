@@ -24,11 +24,26 @@ TERMINAL = ("done", "failed")
 
 
 class FramersClientError(Exception):
-    """The service answered with an error (or not at all)."""
+    """The service answered with an error (or not at all).
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    For an answer in the service's error shape (RFC 9457 problem details), `code` is its
+    machine-readable code (`not_found`, `repeated_field`, ...), `detail` its message and `problem`
+    the whole body (field errors in `problem["errors"]`, `request_id` on a 500)."""
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        code: str | None = None,
+        detail: str | None = None,
+        problem: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.code = code
+        self.detail = detail
+        self.problem = problem
 
 
 class JobFailed(FramersClientError):
@@ -142,11 +157,45 @@ class FramersClient:
 
     @staticmethod
     def _raise(response: httpx.Response) -> None:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise FramersClientError(f"HTTP {response.status_code}: {detail}", response.status_code)
+        raise error_from_response(response)
+
+
+def error_from_response(response: httpx.Response) -> FramersClientError:
+    """The error for a non-success answer: "HTTP 404 not_found: no video ..." from problem details;
+    from any other body (a proxy's HTML page, an older service's JSON), its status and some text."""
+    problem: dict[str, Any] | None = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        problem = body
+        raw = body.get("detail", response.text)
+        detail = raw if isinstance(raw, str) else _describe(raw)
+    else:
+        detail = response.text
+    detail = detail.strip()[:2000] or response.reason_phrase
+    code = problem.get("code") if problem and isinstance(problem.get("code"), str) else None
+    label = f"HTTP {response.status_code} {code}" if code else f"HTTP {response.status_code}"
+    request_id = problem.get("request_id") if problem else None
+    suffix = f" (request id {request_id})" if request_id and str(request_id) not in detail else ""
+    return FramersClientError(
+        f"{label}: {detail}{suffix}", response.status_code, code=code, detail=detail, problem=problem
+    )
+
+
+def _describe(raw: object) -> str:
+    """A FastAPI-style list of validation errors as one sentence."""
+    if isinstance(raw, list):
+        parts = []
+        for item in raw[:5]:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()))
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", item)))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(raw)
 
 
 def _retry_after(response: httpx.Response, poll_s: float | None) -> float:
