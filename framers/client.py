@@ -68,6 +68,7 @@ class FramersClient:
 
     # --- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
+        """Close the HTTP connections."""
         self._http.close()
 
     def __enter__(self) -> FramersClient:
@@ -87,6 +88,7 @@ class FramersClient:
         return self._json(response, expected=(202,))
 
     def status(self, video_id: str) -> dict[str, Any]:
+        """The job view of a video (`GET /jobs/{id}`). Raises FramersClientError."""
         return self._json(self._http.get(f"/jobs/{video_id}"))
 
     def wait(self, video_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
@@ -134,6 +136,7 @@ class FramersClient:
             time.sleep(retry_after)
 
     def download_bundle(self, video_id: str, out_path: str | os.PathLike[str]) -> Path:
+        """Download the keyframe bundle (.frs) to out_path. Raises FramersClientError (409 while not ready)."""
         with self._http.stream("GET", f"/bundles/{video_id}") as response:
             if response.status_code != 200:
                 response.read()
@@ -141,11 +144,13 @@ class FramersClient:
             return _save(response, Path(out_path))
 
     def delete(self, video_id: str) -> None:
+        """Delete a video and everything made from it."""
         response = self._http.delete(f"/videos/{video_id}")
         if response.status_code != 204:
             self._raise(response)
 
     def models(self) -> dict[str, Any]:
+        """Selectors, reconstructors, model versions and defaults of the service."""
         return self._json(self._http.get("/models"))
 
     # --- helpers -------------------------------------------------------------------------
