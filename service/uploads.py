@@ -33,6 +33,8 @@ MAX_PARTS = 32  # parts of any kind, the video included
 MAX_FIELDS = MAX_PARTS  # (former name)
 MAX_FIELD_BYTES = 4096
 MAX_FORM_BYTES = 64 * 1024
+MAX_PART_HEADERS = 8  # per part; python-multipart's own limits, named here
+MAX_PART_HEADER_BYTES = 4096 + 128
 
 
 class UploadError(Exception):
@@ -232,7 +234,12 @@ async def receive_upload(
     received = 0
     try:
         # Inside the try: the constructor refuses some boundaries (python-multipart's length limit).
-        parser = MultipartParser(params[b"boundary"], parser_state.callbacks())  # type: ignore[arg-type]
+        parser = MultipartParser(
+            params[b"boundary"],
+            parser_state.callbacks(),  # type: ignore[arg-type]
+            max_header_count=MAX_PART_HEADERS,
+            max_header_size=MAX_PART_HEADER_BYTES,
+        )
         with open(dest, "wb") as f:
             async for chunk in _idle_timeout(body, idle_timeout_s):
                 received += len(chunk)

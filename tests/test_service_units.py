@@ -334,3 +334,40 @@ def test_progress_reporter_throttles() -> None:
     report(1.0)
     report(1.0)
     assert written == [0.0, 1.0]  # the first, then the last; never the same value twice
+
+
+# --------------------------------------------------------------------------------------------
+# the client's errors from bodies that are not problem details
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        (
+            404,
+            b'{"detail": "no video x", "code": "not_found"}',
+            "application/problem+json",
+            "HTTP 404 not_found: no video x",
+        ),
+        (
+            422,
+            b'{"detail": [{"loc": ["path", "video_id"], "msg": "bad"}]}',
+            "application/json",
+            "HTTP 422: path.video_id: bad",
+        ),
+        (502, b"<html>Bad Gateway</html>", "text/html", "HTTP 502: <html>Bad Gateway</html>"),
+        (
+            500,
+            b'{"detail": "internal error", "code": "internal_error", "request_id": "r1"}',
+            "application/problem+json",
+            "HTTP 500 internal_error: internal error (request id r1)",
+        ),
+    ],
+)
+def test_client_error_messages(status: int, body: bytes, content_type: str, expected: str) -> None:
+    import httpx
+
+    from framers.client import error_from_response
+
+    error = error_from_response(httpx.Response(status, content=body, headers={"Content-Type": content_type}))
+    assert str(error) == expected and error.status_code == status
