@@ -232,7 +232,7 @@ class LocalStorage(Storage):
             f = open(path, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError as exc:
             raise ObjectNotFound(key) from exc
-        return _read_range(f, start, end)
+        return _FileRange(f, start, end)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -282,6 +282,22 @@ class LocalStorage(Storage):
             probe.unlink()
         except OSError as exc:
             raise StorageError(f"local storage at {self.root} is not writable: {exc}") from exc
+
+
+class _FileRange(Iterator[bytes]):
+    """The chunks of a byte range of an open file. `close()` closes the file at once, also before the
+    first chunk (a generator that never started would keep it open until garbage collection)."""
+
+    def __init__(self, f: BinaryIO, start: int, end: int | None) -> None:
+        self._file = f
+        self._chunks = _read_range(f, start, end)
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._file.close()
 
 
 def _read_range(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:

@@ -24,11 +24,26 @@ TERMINAL = ("done", "failed")
 
 
 class FramersClientError(Exception):
-    """The service answered with an error (or not at all)."""
+    """The service answered with an error (or not at all).
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    For an answer in the service's error shape (RFC 9457 problem details), `code` is its
+    machine-readable code (`not_found`, `repeated_field`, ...), `detail` its message and `problem`
+    the whole body (field errors in `problem["errors"]`, `request_id` on a 500)."""
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        code: str | None = None,
+        detail: str | None = None,
+        problem: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.code = code
+        self.detail = detail
+        self.problem = problem
 
 
 class JobFailed(FramersClientError):
@@ -53,6 +68,7 @@ class FramersClient:
 
     # --- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
+        """Close the HTTP connections."""
         self._http.close()
 
     def __enter__(self) -> FramersClient:
@@ -72,6 +88,7 @@ class FramersClient:
         return self._json(response, expected=(202,))
 
     def status(self, video_id: str) -> dict[str, Any]:
+        """The job view of a video (`GET /jobs/{id}`). Raises FramersClientError."""
         return self._json(self._http.get(f"/jobs/{video_id}"))
 
     def wait(self, video_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
@@ -119,6 +136,7 @@ class FramersClient:
             time.sleep(retry_after)
 
     def download_bundle(self, video_id: str, out_path: str | os.PathLike[str]) -> Path:
+        """Download the keyframe bundle (.frs) to out_path. Raises FramersClientError (409 while not ready)."""
         with self._http.stream("GET", f"/bundles/{video_id}") as response:
             if response.status_code != 200:
                 response.read()
@@ -126,11 +144,13 @@ class FramersClient:
             return _save(response, Path(out_path))
 
     def delete(self, video_id: str) -> None:
+        """Delete a video and everything made from it."""
         response = self._http.delete(f"/videos/{video_id}")
         if response.status_code != 204:
             self._raise(response)
 
     def models(self) -> dict[str, Any]:
+        """Selectors, reconstructors, model versions and defaults of the service."""
         return self._json(self._http.get("/models"))
 
     # --- helpers -------------------------------------------------------------------------
@@ -142,11 +162,45 @@ class FramersClient:
 
     @staticmethod
     def _raise(response: httpx.Response) -> None:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise FramersClientError(f"HTTP {response.status_code}: {detail}", response.status_code)
+        raise error_from_response(response)
+
+
+def error_from_response(response: httpx.Response) -> FramersClientError:
+    """The error for a non-success answer: "HTTP 404 not_found: no video ..." from problem details;
+    from any other body (a proxy's HTML page, an older service's JSON), its status and some text."""
+    problem: dict[str, Any] | None = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        problem = body
+        raw = body.get("detail", response.text)
+        detail = raw if isinstance(raw, str) else _describe(raw)
+    else:
+        detail = response.text
+    detail = detail.strip()[:2000] or response.reason_phrase
+    code = problem.get("code") if problem and isinstance(problem.get("code"), str) else None
+    label = f"HTTP {response.status_code} {code}" if code else f"HTTP {response.status_code}"
+    request_id = problem.get("request_id") if problem else None
+    suffix = f" (request id {request_id})" if request_id and str(request_id) not in detail else ""
+    return FramersClientError(
+        f"{label}: {detail}{suffix}", response.status_code, code=code, detail=detail, problem=problem
+    )
+
+
+def _describe(raw: object) -> str:
+    """A FastAPI-style list of validation errors as one sentence."""
+    if isinstance(raw, list):
+        parts = []
+        for item in raw[:5]:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()))
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", item)))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(raw)
 
 
 def _retry_after(response: httpx.Response, poll_s: float | None) -> float:

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from core.records import VIDEO_ID_PATTERN, CorruptRecord, RecordNotFound, VideoRecord
 from core.settings import Settings
 from service.auth import AuthError, RemoteAnonymousDenied, resolve_tenant
+from service.problems import Problem
 from service.state import Services
 
 
@@ -50,7 +51,9 @@ def get_video(video_id: VideoId, tenant: TenantDep, services: ServicesDep) -> Vi
     except RecordNotFound:
         record = None
     except CorruptRecord as exc:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the record of this video is unreadable") from exc
+        raise Problem(
+            status.HTTP_500_INTERNAL_SERVER_ERROR, "the record of this video is unreadable", "corrupt_record"
+        ) from exc
     if record is None or record.tenant != tenant:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no video {video_id}")
     return record

@@ -17,6 +17,8 @@ from redis.exceptions import RedisError
 from core.records import CorruptRecord
 from core.settings import Settings, get_settings
 from core.storage import StorageError
+from service import problems
+from service.head import HeadAsGetMiddleware
 from service.metrics import MetricsMiddleware
 from service.routes import downloads, system, videos
 from service.state import Services
@@ -32,6 +34,7 @@ Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` when keys 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway: routes, HEAD on every GET route, problem-details errors, metrics."""
     settings = settings or get_settings()
     services = Services.build(settings)
 
@@ -51,23 +54,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(videos.router)
     app.include_router(downloads.router)
     app.include_router(system.router)
-    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)  # outermost: sees HEAD as HEAD
+    problems.install(app)
 
     # Infrastructure failures anywhere below the routes become clear 5xx answers.
     @app.exception_handler(StorageError)
     async def storage_unavailable(request: Request, exc: StorageError) -> JSONResponse:
         log.error("storage error on %s: %s", request.url.path, exc)
-        return _error(503, "storage is unavailable, try again later", {"Retry-After": "10"})
+        return _error(503, "storage is unavailable, try again later", "storage_unavailable", {"Retry-After": "10"})
 
     @app.exception_handler(RedisError)
     async def queue_unavailable(request: Request, exc: RedisError) -> JSONResponse:
         log.error("Redis error on %s: %s", request.url.path, exc)
-        return _error(503, "the job queue is unavailable, try again later", {"Retry-After": "10"})
+        return _error(503, "the job queue is unavailable, try again later", "queue_unavailable", {"Retry-After": "10"})
 
     @app.exception_handler(CorruptRecord)
     async def corrupt_record(request: Request, exc: CorruptRecord) -> JSONResponse:
         log.error("corrupt record on %s: %s", request.url.path, exc)
-        return _error(500, "a stored record of this video is unreadable")
+        return _error(500, "a stored record of this video is unreadable", "corrupt_record")
 
     return app
 
@@ -82,8 +87,8 @@ def _sweep_stale_uploads(folder: Path, max_age_s: float = 86_400) -> None:
                 path.unlink()
 
 
-def _error(status_code: int, detail: str, headers: dict[str, Any] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+def _error(status_code: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return problems.problem_response(status_code, detail, code, headers=headers)
 
 
 def __getattr__(name: str) -> Any:

@@ -95,6 +95,7 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        method = scope.get("method", "")  # before HEAD is routed as GET (service.head)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -108,6 +109,5 @@ class MetricsMiddleware:
             route = scope.get("route")
             # The route template ("/jobs/{video_id}"), never the raw path: bounded label values.
             path = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
             self.metrics.requests.labels(method, path, str(status)).inc()
             self.metrics.latency.labels(method, path).observe(time.perf_counter() - started)

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from core.records import CompressOptions
 from core.settings import Settings
 from service.methods import CatalogUnavailable, MethodCatalog
+from service.problems import name_few, shown_name
 
 OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps")
 #: fields the content-adaptive mode (target_psnr / target_kbps) decides itself
@@ -14,13 +15,24 @@ ADAPTIVE_EXCLUSIVE = ("selector", "keep", "stride", "crf")
 
 
 class InvalidOptions(ValueError):
-    """An option is unknown, malformed or names a method the codec does not have."""
+    """An option is unknown, malformed or names a method the codec does not have.
+
+    `code` is the problem code of the answer (422); `errors` the field errors, when known."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None, code: str = "invalid_option") -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.code = code
 
 
 def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCatalog) -> CompressOptions:
+    """The job's options from the form's text fields (defaults from settings). Raises InvalidOptions."""
     unknown = sorted(set(fields) - set(OPTION_FIELDS))
     if unknown:
-        raise InvalidOptions(f"unknown form field(s) {', '.join(unknown)}; options are {', '.join(OPTION_FIELDS)}")
+        raise InvalidOptions(
+            f"unknown form field(s) {name_few(unknown)}; options are {', '.join(OPTION_FIELDS)}",
+            [_field_error(name, "unknown form field") for name in unknown[:10]],
+        )
     given = {k for k, v in fields.items() if v.strip() != ""}
     if given & {"target_psnr", "target_kbps"} and given & set(ADAPTIVE_EXCLUSIVE):
         clash = ", ".join(sorted(given & set(ADAPTIVE_EXCLUSIVE)))
@@ -40,8 +52,9 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     try:
         options = CompressOptions.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidOptions(f"invalid options: {problems}") from exc
+        errors = [_field_error(".".join(str(p) for p in e["loc"]), str(e["msg"])[:200]) for e in exc.errors()[:10]]
+        problems = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InvalidOptions(f"invalid options: {problems}", errors) from exc
     check_method(catalog, "selector", options.selector)
     check_method(catalog, "reconstructor", options.reconstructor)
     if options.keyframe_codec is not None:
@@ -49,13 +62,21 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     return options
 
 
+def _field_error(name: str, message: str) -> dict[str, str]:
+    return {"field": name[:64], "location": f"body.{name[:64]}", "message": message}
+
+
 def check_keyframe_codec(name: str) -> None:
+    """Reject a keyframe codec the codec library does not know."""
     try:
         from framers.bundle import KEYFRAME_CODECS
     except ImportError:  # an older codec: the job will report an unknown codec itself
         return
     if name not in KEYFRAME_CODECS:
-        raise InvalidOptions(f"unknown keyframe_codec {name!r}; available: {', '.join(sorted(KEYFRAME_CODECS))}")
+        raise InvalidOptions(
+            f"unknown keyframe_codec {shown_name(name)}; available: {', '.join(sorted(KEYFRAME_CODECS))}",
+            [_field_error("keyframe_codec", "unknown keyframe codec")],
+        )
 
 
 def check_method(catalog: MethodCatalog, kind: str, name: str) -> None:
@@ -65,4 +86,6 @@ def check_method(catalog: MethodCatalog, kind: str, name: str) -> None:
     except CatalogUnavailable:
         return
     if known and name not in known:
-        raise InvalidOptions(f"unknown {kind} {name!r}; available: {', '.join(known)}")
+        raise InvalidOptions(
+            f"unknown {kind} {shown_name(name)}; available: {', '.join(known)}", [_field_error(kind, f"unknown {kind}")]
+        )

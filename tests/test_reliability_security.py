@@ -103,7 +103,10 @@ def test_every_operation_needs_a_key_and_hides_other_tenants_videos(stack: Any, 
             assert other.status_code in (415, 422)  # B may upload; it just sent no video
         else:
             assert other.status_code == 404, (method, path, other.text)
-            assert other.json() == {"detail": f"no video {video_id}"}  # same as a missing video
+            missing = httpx.request(method, stack.url + path.replace(video_id, "0" * 32), headers={"X-API-Key": KEY_B})
+            assert other.json()["detail"] == f"no video {video_id}"  # same as a missing video
+            assert {**other.json(), "detail": ""} == {**missing.json(), "detail": ""}
+            assert other.json()["code"] == "not_found" and other.headers["content-type"] == "application/problem+json"
     assert stored_ids(stack.settings) == before  # nothing written, nothing deleted
     with stack.client(KEY_A) as owner:
         assert owner.get(f"/jobs/{video_id}").json()["status"] == "done"

@@ -26,7 +26,15 @@ from core.storage import InvalidKey, LocalStorage, ObjectNotFound, S3Storage, St
 from service.auth import AuthError, RemoteAnonymousDenied, resolve_tenant
 from service.limits import LimitExceeded, check_video_limits
 from service.ranges import RangeNotSatisfiable, parse_range
-from service.uploads import MalformedUpload, MissingFile, NotMultipart, UploadTooLarge, receive_upload
+from service.uploads import (
+    MalformedUpload,
+    MissingFile,
+    NotMultipart,
+    RepeatedField,
+    TooManyParts,
+    UploadTooLarge,
+    receive_upload,
+)
 from workers.progress import ProgressReporter
 
 # --------------------------------------------------------------------------------------------
@@ -109,13 +117,16 @@ def test_no_keys_allows_loopback_only() -> None:
         ("bytes=0-1,5-6", None),  # multi-range: served whole
         ("items=0-1", None),
         ("bytes=9-3", None),
+        ("bytes=0-" + "9" * 4301, (0, 99)),  # past Python's int-from-string limit: clipped, no ValueError
+        ("bytes=-" + "9" * 5000, (0, 99)),
+        ("bytes=" + "0" * 5000 + "5-" + "0" * 5000 + "9", (5, 9)),  # leading zeros do not count
     ],
 )
 def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
     assert parse_range(header, 100) == expected
 
 
-@pytest.mark.parametrize("header", ["bytes=100-", "bytes=150-160", "bytes=-0"])
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=150-160", "bytes=-0", "bytes=" + "9" * 4301 + "-"])
 def test_unsatisfiable_range(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable):
         parse_range(header, 100)
@@ -190,6 +201,17 @@ def test_upload_errors(tmp_path: Path) -> None:
     headers, body = _multipart([("file", "v.mp4", b"x"), ("crf", None, b"1" * 5000)])
     with pytest.raises(MalformedUpload, match="longer"):
         _receive(headers, body, dest, max_bytes=10_000)
+    headers, body = _multipart([("file", "v.mp4", b"x")], boundary="B" * 257)
+    with pytest.raises(MalformedUpload, match="oundary"):  # raised by the parser's constructor
+        _receive(headers, body, dest)
+    headers, body = _multipart([("crf", None, b"10"), ("file", "v.mp4", b"x"), ("crf", None, b"40")])
+    with pytest.raises(RepeatedField, match="'crf'") as repeated:
+        _receive(headers, body, dest)
+    assert repeated.value.field == "crf" and repeated.value.status == 422
+    headers, body = _multipart([("file", "v.mp4", b"x")] + [("extra", "e.bin", b"1")] * 40)  # one name, 41 parts
+    with pytest.raises(TooManyParts):
+        _receive(headers, body, dest)
+    assert not dest.exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,3 +334,40 @@ def test_progress_reporter_throttles() -> None:
     report(1.0)
     report(1.0)
     assert written == [0.0, 1.0]  # the first, then the last; never the same value twice
+
+
+# --------------------------------------------------------------------------------------------
+# the client's errors from bodies that are not problem details
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        (
+            404,
+            b'{"detail": "no video x", "code": "not_found"}',
+            "application/problem+json",
+            "HTTP 404 not_found: no video x",
+        ),
+        (
+            422,
+            b'{"detail": [{"loc": ["path", "video_id"], "msg": "bad"}]}',
+            "application/json",
+            "HTTP 422: path.video_id: bad",
+        ),
+        (502, b"<html>Bad Gateway</html>", "text/html", "HTTP 502: <html>Bad Gateway</html>"),
+        (
+            500,
+            b'{"detail": "internal error", "code": "internal_error", "request_id": "r1"}',
+            "application/problem+json",
+            "HTTP 500 internal_error: internal error (request id r1)",
+        ),
+    ],
+)
+def test_client_error_messages(status: int, body: bytes, content_type: str, expected: str) -> None:
+    import httpx
+
+    from framers.client import error_from_response
+
+    error = error_from_response(httpx.Response(status, content=body, headers={"Content-Type": content_type}))
+    assert str(error) == expected and error.status_code == status

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from core.records import METHOD_PATTERN, Status, VideoKeys
 from core.storage import ObjectNotFound
 from service.deps import ServicesDep, VideoDep
+from service.head import is_head
 from service.operations import (
     CompressionFailed,
     NotReady,
@@ -17,6 +18,7 @@ from service.operations import (
     request_reconstruction,
 )
 from service.options import InvalidOptions, check_method
+from service.problems import Problem
 from service.ranges import RangeNotSatisfiable, object_response
 from service.schemas import ReconstructionAccepted
 
@@ -39,6 +41,7 @@ IfRangeHeader = Annotated[str | None, Header(alias="If-Range", include_in_schema
     },
 )
 def reconstruct(
+    request: Request,
     record: VideoDep,
     services: ServicesDep,
     range_header: RangeHeader = None,
@@ -51,9 +54,10 @@ def reconstruct(
     try:
         check_method(services.catalog, "reconstructor", name)
     except InvalidOptions as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise Problem(422, str(exc), "invalid_option") from exc
     key = VideoKeys(record.id).reconstruction(name)
-    ready = _ranged(services, key, "video/mp4", f"{record.id}-{name}.mp4", range_header, if_range)
+    head = is_head(request)
+    ready = _ranged(services, key, "video/mp4", f"{record.id}-{name}.mp4", range_header, if_range, head)
     if ready is not None:
         return ready
     links = {"status": f"/jobs/{record.id}", "self": f"/reconstruct/{record.id}?reconstructor={name}"}
@@ -66,11 +70,11 @@ def reconstruct(
         )
         return JSONResponse(body.model_dump(mode="json"), status.HTTP_202_ACCEPTED, headers=retry_after)
     except CompressionFailed as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        raise Problem(status.HTTP_409_CONFLICT, str(exc), "compression_failed") from exc
     except ReconstructionFailed as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise Problem(422, str(exc), "reconstruction_failed") from exc
     # It may have finished between our existence check and now.
-    ready = _ranged(services, key, "video/mp4", f"{record.id}-{name}.mp4", range_header, if_range)
+    ready = _ranged(services, key, "video/mp4", f"{record.id}-{name}.mp4", range_header, if_range, head)
     if ready is not None:
         return ready
     body = ReconstructionAccepted(
@@ -95,29 +99,45 @@ def reconstruct(
     },
 )
 def bundle(
+    request: Request,
     record: VideoDep,
     services: ServicesDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
 ) -> Response:
     if record.status is Status.failed:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"the video could not be compressed: {record.error}")
+        raise Problem(
+            status.HTTP_409_CONFLICT, f"the video could not be compressed: {record.error}", "compression_failed"
+        )
     if record.status is not Status.done:
-        raise HTTPException(
+        raise Problem(
             status.HTTP_409_CONFLICT,
             f"the bundle is not ready (status {record.status}); poll /jobs/{record.id}",
+            "not_ready",
             headers={"Retry-After": str(services.settings.retry_after_s)},
         )
     response = _ranged(
-        services, VideoKeys(record.id).bundle, "application/octet-stream", f"{record.id}.frs", range_header, if_range
+        services,
+        VideoKeys(record.id).bundle,
+        "application/octet-stream",
+        f"{record.id}.frs",
+        range_header,
+        if_range,
+        is_head(request),
     )
     if response is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "the bundle of this video is missing from storage")
+        raise Problem(status.HTTP_404_NOT_FOUND, "the bundle of this video is missing from storage", "not_found")
     return response
 
 
 def _ranged(
-    services: ServicesDep, key: str, media_type: str, filename: str, range_header: str | None, if_range: str | None
+    services: ServicesDep,
+    key: str,
+    media_type: str,
+    filename: str,
+    range_header: str | None,
+    if_range: str | None,
+    head: bool = False,
 ) -> Response | None:
     """The object as a (partial) response, or None when it does not exist (yet)."""
     try:
@@ -128,8 +148,9 @@ def _ranged(
             filename=filename,
             range_header=range_header,
             if_range=if_range,
+            head=head,
         )
     except ObjectNotFound:
         return None
     except RangeNotSatisfiable as exc:
-        raise HTTPException(416, str(exc), headers={"Content-Range": f"bytes */{exc.size}"}) from exc
+        raise Problem(416, str(exc), "range_not_satisfiable", headers={"Content-Range": f"bytes */{exc.size}"}) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -15,18 +15,10 @@ from service.deps import ServicesDep, TenantDep, VideoDep
 from service.limits import LimitExceeded, check_resolution, check_video_limits
 from service.operations import accept_upload, delete_video
 from service.options import InvalidOptions, parse_options
+from service.problems import Problem
 from service.schemas import CompressAccepted, JobView, links_for
 from service.state import Services
-from service.uploads import (
-    MalformedUpload,
-    MissingFile,
-    NotMultipart,
-    Upload,
-    UploadError,
-    UploadStalled,
-    UploadTooLarge,
-    receive_upload,
-)
+from service.uploads import Upload, UploadError, receive_upload
 
 router = APIRouter(tags=["videos"])
 
@@ -60,14 +52,6 @@ _FORM_SCHEMA: dict[str, Any] = {
     }
 }
 
-_UPLOAD_ERRORS: dict[type[UploadError], int] = {
-    UploadTooLarge: 413,
-    NotMultipart: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-    MissingFile: 422,
-    MalformedUpload: status.HTTP_400_BAD_REQUEST,
-    UploadStalled: status.HTTP_408_REQUEST_TIMEOUT,
-}
-
 
 @router.post(
     "/compress",
@@ -76,17 +60,23 @@ _UPLOAD_ERRORS: dict[type[UploadError], int] = {
     openapi_extra=_FORM_SCHEMA,
     summary="Upload a video and queue its compression",
     responses={
+        400: {"description": "Malformed form, or a form over its limits (parts, bytes per field, form bytes)"},
+        408: {"description": "The upload stalled"},
         413: {"description": "Upload too large"},
         415: {"description": "Not a video"},
-        422: {"description": "Bad options, empty upload or over a limit"},
+        422: {"description": "Bad or repeated options, empty upload, no `file` part, or over a limit"},
     },
 )
 async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -> JSONResponse:
     settings = services.settings
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+    if _declared_length(request) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         services.metrics.uploads.labels("too_large").inc()
-        raise HTTPException(413, f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
+        raise Problem(
+            413,
+            f"the upload exceeds the limit of {settings.max_upload_bytes} bytes",
+            "upload_too_large",
+            headers={"Connection": "close"},  # the body is not read
+        )
     uploads_dir = settings.scratch_dir / "uploads"
     uploads_dir.mkdir(parents=True, exist_ok=True)
     dest = uploads_dir / f"{uuid.uuid4().hex}.part"
@@ -101,9 +91,8 @@ async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -
     except UploadError as exc:
         services.metrics.uploads.labels(type(exc).__name__).inc()
         # The rest of a refused body is not read: close the connection rather than reuse it.
-        raise HTTPException(
-            _UPLOAD_ERRORS.get(type(exc), status.HTTP_400_BAD_REQUEST), str(exc), headers={"Connection": "close"}
-        ) from exc
+        errors = [{"field": exc.field, "location": f"body.{exc.field}", "message": str(exc)}] if exc.field else None
+        raise Problem(exc.status, str(exc), exc.code, headers={"Connection": "close"}, errors=errors) from exc
     try:
         record_id = await run_in_threadpool(_validate_and_accept, services, tenant, upload)
     finally:
@@ -116,6 +105,15 @@ async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -
     )
 
 
+def _declared_length(request: Request) -> int:
+    """The Content-Length, length-bounded: more than 18 digits (h11 lets 20 through; other servers may
+    pass more) counts as larger than any limit and is never converted; none or invalid counts as 0."""
+    declared = request.headers.get("content-length", "").lstrip("0")
+    if not (declared.isascii() and declared.isdigit()):
+        return 0
+    return 10**18 if len(declared) > 18 else int(declared)
+
+
 def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str:
     """Options, emptiness, probe, limits — then store and queue. Runs in the threadpool."""
     from framers.video import probe
@@ -124,10 +122,10 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
     try:
         options = parse_options(upload.fields, settings, services.catalog)
         if upload.size == 0:
-            raise InvalidOptions("the uploaded file is empty")
+            raise InvalidOptions("the uploaded file is empty", code="empty_upload")
     except InvalidOptions as exc:
         services.metrics.uploads.labels("invalid").inc()
-        raise HTTPException(422, str(exc)) from exc
+        raise Problem(422, str(exc), exc.code, errors=exc.errors) from exc
     name = upload.filename or "upload"
     try:
         # A header declaring a frame larger than the limits is refused before anything is decoded.
@@ -140,17 +138,19 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
             try:
                 check_resolution(exc.width, exc.height, settings)
             except LimitExceeded as limit:
-                raise HTTPException(422, f"{name}: {limit}") from exc
-            raise HTTPException(422, reason) from exc  # (more pixels than allowed implies a side is over)
+                raise Problem(422, f"{name}: {limit}", "over_limit") from exc
+            raise Problem(422, reason, "over_limit") from exc  # (more pixels than allowed implies a side is over)
         services.metrics.uploads.labels("not_a_video").inc()
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{name} is not a video this service can read: {reason}"
+        raise Problem(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"{name} is not a video this service can read: {reason}",
+            "not_a_video",
         ) from exc
     try:
         check_video_limits(info, settings)
     except LimitExceeded as exc:
         services.metrics.uploads.labels("over_limit").inc()
-        raise HTTPException(422, f"{name}: {exc}") from exc
+        raise Problem(422, f"{name}: {exc}", "over_limit") from exc
     source = SourceInfo(
         filename=name,
         bytes=upload.size,
