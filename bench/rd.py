@@ -532,6 +532,10 @@ def to_markdown(report: dict[str, Any]) -> str:
                 cells.append("n/a" + (f" ({e['bd_error'][:40]}…)" if e.get("bd_error") else ""))
             else:
                 cells.append(f"{e['bd_rate']:+.1f} % ({e['bd_psnr']:+.2f} dB)")
+        if "error" in clip and "width" not in clip:
+            blanks = " | ".join("" for _ in names)
+            lines.append(f"| {clip['video']} | error: {str(clip['error'])[:80]} | | | {blanks} |")
+            continue
         lines.append(f"| {clip['video']} | {clip['width']}x{clip['height']} | {clip['frames']} | {span} | "
                      + " | ".join(cells) + " |")
     lines += ["", "## RD points", "", "| clip | method | point | kbps | PSNR | PSNR(MSE) | target Δ | seconds |",
