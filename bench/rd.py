@@ -210,12 +210,13 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
 
 
 def bitstream_bytes(bundle: Path) -> int:
-    """Bytes of a bundle folder without container overhead and audio: for each video file the sum
-    of its packet sizes plus its codec extradata, every other file (the manifest) whole."""
+    """Bytes of the coded kept frames of a bundle folder, like x264's side (packets + codec
+    extradata): no container, no audio, no manifest (the manifest plays the container's part —
+    timestamps, layout, checksums — and is reported apart as ``manifest_bytes``)."""
     from framers import bundle as fb
 
     total = 0
-    for file in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != fb.AUDIO):
+    for file in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name not in (fb.AUDIO, fb.MANIFEST)):
         try:
             with av.open(str(file)) as container:
                 streams = container.streams.video
@@ -286,7 +287,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     """One method point: compress into a bundle folder, rebuild with ``spec.reconstructor``, compare.
 
     Fields: label, params, bytes (bundle video part: files as stored), kbps, bpp, bitstream_bytes
-    (keyframe packets + extradata + manifest: no container overhead), kept_frames, psnr, psnr_mean_mse,
+    (keyframe packets + extradata; manifest apart as manifest_bytes), kept_frames, psnr, psnr_mean_mse,
     compress_seconds, seconds (compress + rebuild + compare); adaptive points also target_psnr and
     achieved_minus_target.
     """
@@ -297,6 +298,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         compress_seconds = time.perf_counter() - started
         n_bytes = _video_bytes(bundle)
         n_bitstream = bitstream_bytes(bundle)
+        n_manifest = (bundle / "manifest.json").stat().st_size if bundle.is_dir() else 0
         with _rebuilt_frames(bundle, spec.reconstructor) as frames:
             quality = quality_of(source, frames)
     finally:
@@ -308,6 +310,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         "label": point.label, "params": dict(point.kwargs),
         **_rate_fields(n_bytes, quality["frames"], info["fps"], info["width"], info["height"]),
         "bitstream_bytes": n_bitstream,
+        "manifest_bytes": n_manifest,
         "kept_frames": result.kept_frames,
         "psnr": _round(quality["psnr"]), "psnr_mean_mse": _round(quality["psnr_mean_mse"]),
         "compress_seconds": _round(compress_seconds, 3), "seconds": _round(time.perf_counter() - started, 3),
@@ -467,7 +470,7 @@ def build_report(clips: list[dict[str, Any]], config: Config, started: float, no
                      "rate_basis": config.rate, "methods": {m.name: m.settings() for m in config.methods},
                      "psnr_cap_db": 60.0,
                      "rate": "bytes: x264 packets / bundle keyframe file + manifest as stored; bitstream_bytes: "
-                             "packets + codec extradata (+ manifest), no container"},
+                             "packets + codec extradata of the kept frames (manifest: manifest_bytes)"},
         "notes": notes,
         "clips": clips,
         "summary": summarize(clips, names),

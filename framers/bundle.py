@@ -81,6 +81,45 @@ def decode_timestamps(entry: dict[str, Any]) -> list[int]:
     return [int(entry["start"]) + i * int(entry["step"]) for i in range(int(entry["count"]))]
 
 
+def encode_runs(indices: list[int]) -> list[list[int]]:
+    """Sorted frame indices as arithmetic runs [start, step, count] (greedy, longest first run):
+    every 4th frame of a long video is one run, where the per-clip lists of v1 grow with it."""
+    runs: list[list[int]] = []
+    i = 0
+    while i < len(indices):
+        if i + 1 == len(indices):
+            runs.append([indices[i], 1, 1])
+            break
+        step = indices[i + 1] - indices[i]
+        j = i + 1
+        while j + 1 < len(indices) and indices[j + 1] - indices[j] == step:
+            j += 1
+        runs.append([indices[i], step, j - i + 1])
+        i = j + 1
+    return runs
+
+
+def decode_runs(runs: list[list[int]]) -> list[int]:
+    """Frame indices of ``encode_runs`` output. Raises BundleError on a malformed run."""
+    out: list[int] = []
+    for run in runs:
+        start, step, count = (int(x) for x in run)
+        if count < 1 or (count > 1 and step < 1):
+            raise BundleError(f"malformed kept-frame run {run}")
+        out.extend(start + k * step for k in range(count))
+    return out
+
+
+def per_clip(indices: list[int], n_frames: int, clip_len: int) -> list[list[int]]:
+    """Kept frame indices → per clip, positions inside the clip (the Manifest's ``kept``)."""
+    clips: list[list[int]] = [[] for _ in range(-(-n_frames // clip_len))]
+    for i in indices:
+        if not 0 <= i < n_frames:
+            raise BundleError(f"kept frame {i} outside the video's {n_frames} frames")
+        clips[i // clip_len].append(i % clip_len)
+    return clips
+
+
 @dataclass
 class Manifest:
     source: dict[str, Any]
@@ -111,7 +150,7 @@ class Manifest:
             "version": FORMAT_VERSION,
             "source": self.source,
             "layout": {"clip_len": self.clip_len, "slot_len": self.slot_len, "n_frames": self.n_frames},
-            "selection": {**self.selection, "kept": self.kept},
+            "selection": {**self.selection, "kept_runs": encode_runs(self.kept_indices())},
             "timing": {
                 "time_base": [self.time_base.numerator, self.time_base.denominator],
                 "fps": self.fps,
@@ -135,7 +174,12 @@ class Manifest:
             )
         try:
             selection = dict(data["selection"])
-            kept = [[int(p) for p in clip] for clip in selection.pop("kept")]
+            layout = data["layout"]
+            if "kept_runs" in selection:  # v2
+                kept = per_clip(decode_runs(selection.pop("kept_runs")), int(layout["n_frames"]),
+                                int(layout["clip_len"]))
+            else:  # v1: per clip, positions inside the clip
+                kept = [[int(p) for p in clip] for clip in selection.pop("kept")]
             timing = data["timing"]
             num, den = timing["time_base"]
             manifest = cls(

@@ -234,3 +234,15 @@ def test_memory_does_not_grow_with_video_length(tmp_path: Path) -> None:
         )
         peaks.append(int(out.stdout.strip().splitlines()[-1]))
     assert peaks[1] < peaks[0] * 1.2, peaks
+
+
+def test_kept_frames_are_stored_as_arithmetic_runs() -> None:
+    kept = [*range(0, 400, 4), 399, 400, 401, 402, 410]
+    runs = fb.encode_runs(kept)
+    assert runs[0] == [0, 4, 100] and fb.decode_runs(runs) == kept
+    assert fb.encode_runs([]) == [] and fb.decode_runs([[5, 1, 1]]) == [5]
+    assert fb.per_clip([0, 17, 31], 40, 16) == [[0], [1, 15], []]
+    with pytest.raises(BundleError):
+        fb.decode_runs([[0, 0, 3]])
+    with pytest.raises(BundleError):
+        fb.per_clip([40], 40, 16)
