@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     default_reconstructor: str = "framemae"
     default_keep: int = Field(default=2, ge=1, le=8)
     default_stride: int = Field(default=4, ge=1)
+    # A form with none of selector/keep/stride/crf (and no ffv1 keyframes) runs the
+    # content-adaptive mode at this mean PSNR of the rebuilt video (BENCHMARKS.md, section 0:
+    # never more bytes than x264 medium at equal PSNR on the val clips, far fewer on static
+    # cameras); None: the fixed pattern above.
+    default_target_psnr: float | None = Field(default=35.0, ge=20, le=60)
 
     # --- jobs and workers ----------------------------------------------------------------
     compress_timeout_s: int = Field(default=3600, ge=1)

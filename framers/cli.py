@@ -18,6 +18,11 @@ from framers.errors import FramersError, UnsupportedOptionError
 DEFAULT_SELECTOR = "stride"  # every 4th frame: measured best at this budget (BENCHMARKS.md section 1)
 SLOT_SELECTOR = "framers"  # the default when slots are asked for (--keep without --selector)
 DEFAULT_KEEP = 2
+DEFAULT_STRIDE = 4
+#: with none of --selector/--keep/--stride/--crf/--keyframe-codec ffv1, compress runs the
+#: content-adaptive mode at this mean PSNR (BENCHMARKS.md section 0: measured never costlier than
+#: x264 medium at equal PSNR on the val clips); the fixed 25 % patterns stay one flag away.
+DEFAULT_TARGET_PSNR = 35.0
 
 log = logging.getLogger("framers")
 
@@ -37,11 +42,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
     # No --selector: every 4th frame (measured best); --keep alone asks for slots, and the learned
     # selector is the default way to choose slots.
     selector = args.selector or (SLOT_SELECTOR if args.keep is not None else DEFAULT_SELECTOR)
-    adaptive = args.target_psnr is not None or args.target_kbps is not None
-    if adaptive and (args.selector or args.keep is not None or args.crf is not None):
+    fixed = args.selector or args.keep is not None or args.stride is not None or args.crf is not None
+    target_psnr = args.target_psnr
+    if target_psnr is None and args.target_kbps is None and not fixed and args.keyframe_codec in (None, "x264"):
+        target_psnr = DEFAULT_TARGET_PSNR
+    adaptive = target_psnr is not None or args.target_kbps is not None
+    if adaptive and fixed:
         raise UnsupportedOptionError(
             "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "
-            "drop --selector/--keep/--crf (or drop the target for a fixed pattern)"
+            "drop --selector/--keep/--stride/--crf (or drop the target for a fixed pattern)"
         )
     update, close = _progress_bar("compress", not args.quiet)
     try:
@@ -50,11 +59,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
             Path(args.output),
             selector=selector,
             keep=args.keep if args.keep is not None else DEFAULT_KEEP,
-            stride=args.stride,
+            stride=args.stride if args.stride is not None else DEFAULT_STRIDE,
             reconstructor=args.reconstructor,
             keyframe_codec=args.keyframe_codec,
             crf=args.crf,
-            target_psnr=args.target_psnr,
+            target_psnr=target_psnr,
             target_kbps=args.target_kbps,
             progress=update,
         )
@@ -101,22 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compress", help="keep a quarter of a video's frames as a keyframe bundle")
+    p = sub.add_parser("compress", help="keep some of a video's frames (per scene, or a fixed pattern) as a keyframe bundle")
     p.add_argument("input", help="source video (any container/codec FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, help="bundle folder, or a single file ending in .frs")
     p.add_argument("--selector", default=None,
-                   help="stride (default: every Nth frame, measured best) | framers (learned, 2 of 8 slots; "
+                   help="stride (every Nth frame: the fixed pattern measured best) | framers (learned, 2 of 8 slots; "
                    "the default when only --keep is given) | oracle | uniform | random")
     p.add_argument("--keep", type=int, default=None,
                    help=f"slots kept of 8 per 16-frame clip (default {DEFAULT_KEEP}); alone, selects with framers")
-    p.add_argument("--stride", type=int, default=4, help="for --selector stride: keep every Nth frame")
+    p.add_argument("--stride", type=int, default=None,
+                   help=f"for --selector stride: keep every Nth frame (default {DEFAULT_STRIDE})")
     p.add_argument("--reconstructor", default="linear",
                    help="for --selector oracle: the reconstructor it optimises for")
     p.add_argument("--keyframe-codec", choices=["x264", "ffv1"], default=None, help="kept-frame codec (default x264)")
     p.add_argument("--crf", type=int, default=None, help="x264 CRF for kept frames (default 20)")
     p.add_argument("--target-psnr", type=float, default=None, metavar="DB",
                    help="content-adaptive mode: per segment, keep every Nth frame (N in 1,2,4,8,16) and a CRF, "
-                   "for the fewest bytes at this mean PSNR of the rebuilt video (framemae)")
+                   "for the fewest bytes at this mean PSNR of the rebuilt video (framemae); the default "
+                   f"({DEFAULT_TARGET_PSNR:g} dB) when no --selector/--keep/--stride/--crf is given")
     p.add_argument("--target-kbps", type=float, default=None, metavar="K",
                    help="content-adaptive mode for a bitrate: best predicted PSNR within K kbit/s of kept frames")
     p.add_argument("-q", "--quiet", action="store_true")

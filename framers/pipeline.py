@@ -105,6 +105,10 @@ def compress(
     if target_psnr is not None or target_kbps is not None:
         from framers.adaptive.selector import AdaptiveSelector
 
+        if keyframe_codec not in (None, "x264"):
+            raise UnsupportedOptionError(
+                f"the adaptive mode codes kept frames with x264 at per-shot CRFs, not {keyframe_codec}"
+            )
         chooser = AdaptiveSelector(target_psnr=target_psnr, target_kbps=target_kbps, fps=info.fps)
     elif isinstance(selector, Selector):
         chooser = selector

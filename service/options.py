@@ -41,6 +41,16 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
         )
     if {"target_psnr", "target_kbps"} <= given:
         raise InvalidOptions("give target_psnr or target_kbps, not both")
+    codec = fields.get("keyframe_codec", "").strip()
+    if codec not in ("", "x264") and given & {"target_psnr", "target_kbps"}:
+        raise InvalidOptions(
+            f"target_psnr/target_kbps code kept frames with x264 at per-shot CRFs; drop keyframe_codec={codec}"
+        )
+    adaptive_default = (
+        settings.default_target_psnr is not None
+        and not given & {"target_psnr", "target_kbps", *ADAPTIVE_EXCLUSIVE}
+        and codec in ("", "x264")
+    )
     asks_for_slots = fields.get("keep", "").strip() != "" and fields.get("selector", "").strip() == ""
     raw: dict[str, object] = {
         "selector": settings.default_slot_selector if asks_for_slots else settings.default_selector,
@@ -48,6 +58,8 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
         "stride": settings.default_stride,
         "reconstructor": settings.default_reconstructor,
     }
+    if adaptive_default:
+        raw["target_psnr"] = settings.default_target_psnr
     raw.update({k: v.strip() for k, v in fields.items() if v.strip() != ""})
     try:
         options = CompressOptions.model_validate(raw)

@@ -178,6 +178,7 @@ TEST_SETTINGS: dict[str, Any] = {
     # (stride + framemae) have their own end-to-end test (test_service_api.py).
     "default_selector": "uniform",
     "default_reconstructor": "linear",
+    "default_target_psnr": None,
 }
 
 

@@ -195,7 +195,7 @@ def test_cli_target_psnr_prints_decisions_and_refuses_mixed_options(clips: dict[
     assert "adaptive: predicted mean PSNR" in out and "every " in out
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "c"), "--target-psnr", "35",
                      "--crf", "20", "-q"]) == 2
-    assert "drop --selector/--keep/--crf" in capsys.readouterr().err
+    assert "drop --selector/--keep/--stride/--crf" in capsys.readouterr().err
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "d"), "--target-kbps", "200", "-q"]) == 0
 
 

@@ -456,29 +456,37 @@ def test_python_client(stack: Any, clip: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.part"))  # downloads are renamed into place, no leftovers
 
 
-def test_shipped_defaults_stride_and_framemae_end_to_end(
+def test_shipped_defaults_adaptive_and_framemae_end_to_end(
     service_stacks: Callable[..., Any], make_clip: Callable[..., Path], wait_for: Callable[..., Any], tmp_path: Path
 ) -> None:
-    """With no options, a video is compressed with the shipped defaults (every 4th frame) and
-    rebuilt by the learned FrameMAE from model_store/, through the whole service."""
+    """With no options, a video is compressed with the shipped defaults (the content-adaptive mode
+    at 35 dB; every 4th frame when a fixed option is given) and rebuilt by the learned FrameMAE
+    from model_store/, through the whole service."""
     from core.settings import Settings
     from framers.video import probe
 
     defaults = Settings.model_fields
     shipped = {"default_selector": defaults["default_selector"].default,
-               "default_reconstructor": defaults["default_reconstructor"].default}
-    assert shipped == {"default_selector": "stride", "default_reconstructor": "framemae"}
+               "default_reconstructor": defaults["default_reconstructor"].default,
+               "default_target_psnr": defaults["default_target_psnr"].default}
+    assert shipped == {"default_selector": "stride", "default_reconstructor": "framemae", "default_target_psnr": 35.0}
     stack = service_stacks(workers=1, api_keys="", **shipped)
     video = make_clip(width=96, height=64, frames=40)
     with stack.client() as client:
         response = upload(client, video)
-        assert response.status_code == 202, response.text
+        fixed = upload(client, video, stride="4")
+        assert response.status_code == 202 and fixed.status_code == 202, (response.text, fixed.text)
         video_id = response.json()["id"]
         job = wait_job(client, video_id, wait_for)
         assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
-        assert job["options"]["selector"] == "stride" and job["kept_frames"] == 11  # every 4th + the last
+        assert job["options"]["target_psnr"] == 35.0 and job["adaptive"]["target_psnr"] == 35.0
+        fixed_job = wait_job(client, fixed.json()["id"], wait_for)
+        assert fixed_job["options"]["target_psnr"] is None and fixed_job["adaptive"] is None
+        assert fixed_job["options"]["selector"] == "stride" and fixed_job["kept_frames"] == 11  # every 4th + last
         rebuilt = wait_reconstruction(client, video_id, wait_for)
         job = client.get(f"/jobs/{video_id}").json()
+        models = client.get("/models").json()
+    assert models["defaults"]["target_psnr"] == 35.0
     out = tmp_path / "out.mp4"
     out.write_bytes(rebuilt.content)
     info = probe(out)

@@ -32,6 +32,7 @@ def models(services: ServicesDep) -> ModelsView:
             "reconstructor": settings.default_reconstructor,
             "keep": settings.default_keep,
             "stride": settings.default_stride,
+            "target_psnr": settings.default_target_psnr,
         },
     )
 
