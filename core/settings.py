@@ -79,6 +79,9 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="An upload that sends no data for this long is refused (408)"
     )
     log_level: str = "INFO"
+    idempotency_ttl_s: int = Field(
+        default=86_400, ge=1, description="How long an Idempotency-Key of POST /compress is remembered"
+    )
 
     # --- limits (checked before a job is queued) -----------------------------------------
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)

@@ -78,13 +78,23 @@ class FramersClient:
         self.close()
 
     # --- API -----------------------------------------------------------------------------
-    def compress(self, path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+    def compress(
+        self, path: str | os.PathLike[str], *, idempotency_key: str | None = None, **options: Any
+    ) -> dict[str, Any]:
         """Upload a video; returns {"id", "status": "queued", "links"}. Options: selector, keep,
-        stride, reconstructor, keyframe_codec, crf, target_psnr, target_kbps."""
+        stride, reconstructor, keyframe_codec, crf, target_psnr, target_kbps.
+
+        `idempotency_key` (sent as the `Idempotency-Key` header) makes a retried call safe: the same
+        key with the same file and options returns the first call's video id (nothing is stored
+        twice); with another file or options the service answers 409 (FramersClientError, code
+        `idempotency_key_reused`)."""
         path = Path(path)
         data = {k: str(v) for k, v in options.items() if v is not None}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
         with path.open("rb") as f:
-            response = self._http.post("/compress", files={"file": (path.name, f, "video/mp4")}, data=data)
+            response = self._http.post(
+                "/compress", files={"file": (path.name, f, "video/mp4")}, data=data, headers=headers
+            )
         return self._json(response, expected=(202,))
 
     def status(self, video_id: str) -> dict[str, Any]:

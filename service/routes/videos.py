@@ -12,6 +12,18 @@ from starlette.concurrency import run_in_threadpool
 from core.records import SourceInfo, Status, new_video_id
 from framers.errors import FrameTooLargeError, InvalidVideoError
 from service.deps import ServicesDep, TenantDep, VideoDep
+from service.idempotency import (
+    HEADER as IDEMPOTENCY_HEADER,
+)
+from service.idempotency import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    InvalidIdempotencyKey,
+    Reservation,
+    check_key,
+    fingerprint,
+)
 from service.limits import LimitExceeded, check_resolution, check_video_limits
 from service.operations import accept_upload, delete_video
 from service.options import InvalidOptions, parse_options
@@ -63,12 +75,26 @@ _FORM_SCHEMA: dict[str, Any] = {
         400: {"description": "Malformed form, or a form over its limits (parts, bytes per field, form bytes)"},
         408: {"description": "The upload stalled"},
         413: {"description": "Upload too large"},
+        409: {"description": "The Idempotency-Key was used with another file or other options, "
+              "or its first request is still being processed"},
         415: {"description": "Not a video"},
-        422: {"description": "Bad or repeated options, empty upload, no `file` part, or over a limit"},
+        422: {"description": "Bad or repeated options, empty upload, no `file` part, over a limit, "
+              "or a malformed Idempotency-Key"},
+        503: {"description": "Storage or the job queue is unavailable"},
     },
 )
 async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -> JSONResponse:
+    """Upload a video (multipart `file` + options) and queue its compression.
+
+    With an `Idempotency-Key` header, a repeat of the same upload (same file and form fields)
+    within 24 h answers with the first one's video id instead of storing it again."""
     settings = services.settings
+    idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if idempotency_key is not None:
+        try:
+            check_key(idempotency_key)
+        except InvalidIdempotencyKey as exc:
+            raise Problem(422, str(exc), "invalid_idempotency_key", headers={"Connection": "close"}) from exc
     if _declared_length(request) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         services.metrics.uploads.labels("too_large").inc()
         raise Problem(
@@ -94,15 +120,45 @@ async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -
         errors = [{"field": exc.field, "location": f"body.{exc.field}", "message": str(exc)}] if exc.field else None
         raise Problem(exc.status, str(exc), exc.code, headers={"Connection": "close"}, errors=errors) from exc
     try:
-        record_id = await run_in_threadpool(_validate_and_accept, services, tenant, upload)
+        record_id, replayed = await run_in_threadpool(
+            _accept_once, services, tenant, upload, idempotency_key
+        )
     finally:
         upload.path.unlink(missing_ok=True)  # moved into storage on success; garbage otherwise
     body = CompressAccepted(id=record_id, status=Status.queued, links=links_for(record_id))
-    return JSONResponse(
-        body.model_dump(mode="json"),
-        status_code=status.HTTP_202_ACCEPTED,
-        headers={"Location": body.links.status},
-    )
+    headers = {"Location": body.links.status}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _accept_once(services: Services, tenant: str, upload: Upload, key: str | None) -> tuple[str, bool]:
+    """(video id, replayed): accept the upload, or with an idempotency key find the video of an
+    earlier identical upload. Runs in the threadpool (it may wait for a concurrent repeat)."""
+    if key is None:
+        return _validate_and_accept(services, tenant, upload), False
+    store = IdempotencyStore(services.redis, services.settings.idempotency_ttl_s)
+    try:
+        held = store.begin(tenant, key, fingerprint(upload.sha256, upload.fields))
+    except IdempotencyKeyReused as exc:
+        raise Problem(status.HTTP_409_CONFLICT, str(exc), "idempotency_key_reused") from exc
+    except IdempotencyKeyInUse as exc:
+        raise Problem(
+            status.HTTP_409_CONFLICT,
+            str(exc),
+            "idempotency_key_in_use",
+            headers={"Retry-After": str(services.settings.retry_after_s)},
+        ) from exc
+    if not isinstance(held, Reservation):
+        services.metrics.uploads.labels("replayed").inc()
+        return held, True
+    try:
+        video_id = _validate_and_accept(services, tenant, upload)
+    except BaseException:
+        store.abandon(held)
+        raise
+    store.complete(held, video_id)
+    return video_id, False
 
 
 def _declared_length(request: Request) -> int:
