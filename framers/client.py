@@ -12,6 +12,7 @@ This module only speaks HTTP: it does not import the service.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -79,17 +80,31 @@ class FramersClient:
 
     # --- API -----------------------------------------------------------------------------
     def compress(
-        self, path: str | os.PathLike[str], *, idempotency_key: str | None = None, **options: Any
+        self,
+        path: str | os.PathLike[str],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        **options: Any,
     ) -> dict[str, Any]:
-        """Upload a video; returns {"id", "status": "queued", "links"}. Options: selector, keep,
-        stride, reconstructor, keyframe_codec, crf, target_psnr, target_kbps.
+        """Upload a video; returns {"id", "status": "queued", "links"}.
 
-        `idempotency_key` (sent as the `Idempotency-Key` header) makes a retried call safe: the same
-        key with the same file and options returns the first call's video id (nothing is stored
-        twice); with another file or options the service answers 409 (FramersClientError, code
-        `idempotency_key_reused`)."""
+        Options (form fields): selector, keep, stride, reconstructor, keyframe_codec, crf,
+        target_psnr, target_kbps. `idempotency_key` (sent as the `Idempotency-Key` header) makes a
+        retried call safe: the same key with the same file and options returns the first call's
+        video id (nothing is stored twice); with another file or options the service answers 409
+        (FramersClientError, code `idempotency_key_reused`). `callback_url` receives signed events
+        (compress.done, compress.failed, reconstruct.done, reconstruct.failed); `metadata` (a JSON
+        object of at most 4 KB) is stored with the video and echoed in its job view and events.
+        Raises FramersClientError (e.g. 415 not a video, 422 bad options, 503 unavailable).
+        """
         path = Path(path)
         data = {k: str(v) for k, v in options.items() if v is not None}
+        if callback_url is not None:
+            data["callback_url"] = callback_url
+        if metadata is not None:
+            data["metadata"] = json.dumps(metadata, separators=(",", ":"))
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
         with path.open("rb") as f:
             response = self._http.post(

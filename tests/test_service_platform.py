@@ -4,7 +4,17 @@ idempotent uploads, signed webhooks, metadata, listing, offline docs."""
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable
+import hashlib
+import hmac
+import ipaddress
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +29,9 @@ def stack(service_stacks: Callable[..., Any]) -> Any:
     return service_stacks(workers=1, api_keys=f"{KEY_A}:tenant-a,{KEY_B}:tenant-b")
 
 
-def upload(
-    client: httpx.Client, path: Path, headers: dict[str, Any] | None = None, **fields: Any
-) -> httpx.Response:
+def upload(client: httpx.Client, path: Path, headers: dict[str, Any] | None = None, **fields: Any) -> httpx.Response:
     with open(path, "rb") as f:
-        return client.post(
-            "/compress", files={"file": (path.name, f, "video/mp4")}, data=fields, headers=headers or {}
-        )
+        return client.post("/compress", files={"file": (path.name, f, "video/mp4")}, data=fields, headers=headers or {})
 
 
 def stored_videos(stack: Any) -> list[str]:
@@ -136,3 +142,353 @@ def test_client_idempotency_key(stack: Any, clip: Path) -> None:
         with pytest.raises(FramersClientError) as info:
             client.compress(clip, idempotency_key="client-0005", selector="stride")
     assert info.value.status_code == 409 and info.value.code == "idempotency_key_reused"
+
+
+# --------------------------------------------------------------------------------------------
+# signed webhooks, with a receiver on loopback
+
+
+SECRET = "whsec-test-5a1b2c3d"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POST and answers with queued statuses."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.statuses: dict[str, list[int]] = {}  # path -> statuses to answer first (then 200)
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.requests.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                    )
+                    queued = receiver.statuses.get(self.path.split("?")[0], [])
+                    status = queued.pop(0) if queued else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def on(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path.split("?")[0] == path]
+
+
+def check_signature(received: Received, tolerance_s: float = 120) -> dict[str, Any]:
+    """Verify X-FrameRS-Signature as a receiver would (independently of core.webhooks); the event."""
+    parts = dict(item.split("=", 1) for item in received.headers["x-framers-signature"].split(","))
+    timestamp = int(parts["t"])
+    assert abs(time.time() - timestamp) < tolerance_s
+    expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + received.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(parts["v1"], expected), "signature does not match"
+    assert received.headers["content-type"] == "application/json"
+    event: dict[str, Any] = json.loads(received.body)
+    assert received.headers["x-framers-event"] == event["event"]
+    assert received.headers["x-framers-event-id"] == event["event_id"]
+    return event
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hook_stack(service_stacks: Callable[..., Any], receiver: Receiver) -> Any:
+    return service_stacks(
+        workers=1,
+        api_keys=f"{KEY_A}:tenant-a,{KEY_B}:tenant-b",
+        webhook_secret=SECRET,
+        callback_allowed_hosts="127.0.0.1, localhost",
+        default_callback_urls=f"tenant-b={receiver.url('/tenant-b-default')}",
+        webhook_retry_backoff_s=[1, 1],
+    )
+
+
+def test_compress_done_event_is_signed_and_redelivered_after_a_500(
+    hook_stack: Any, receiver: Receiver, clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    receiver.statuses["/hooks/done"] = [500]
+    with hook_stack.client(KEY_A) as client:
+        response = upload(
+            client,
+            clip,
+            callback_url=receiver.url("/hooks/done?source=test"),
+            metadata=json.dumps({"order": 42, "tags": ["a", "b"]}),
+        )
+        assert response.status_code == 202, response.text
+        video_id = response.json()["id"]
+        first, second = wait_for(
+            lambda: receiver.on("/hooks/done")[:2] if len(receiver.on("/hooks/done")) >= 2 else None,
+            timeout=60,
+            what="two deliveries",
+        )
+        job = wait_for(
+            lambda: (
+                (j := client.get(f"/jobs/{video_id}").json())["webhooks"]
+                and j["webhooks"][0]["status"] == "delivered"
+                and j
+            ),
+            timeout=20,
+            what="the delivery log",
+        )
+    event = check_signature(second)
+    assert check_signature(first) == event and first.body == second.body  # the same event, re-signed
+    assert second.at - first.at >= 0.5  # a backoff of 1 s (RQ schedules in whole seconds)
+    assert first.path == "/hooks/done?source=test"
+    assert first.headers["host"] == f"127.0.0.1:{receiver.port}"
+    assert event["event"] == "compress.done" and event["id"] == video_id and event["status"] == "done"
+    assert event["sizes"]["source_bytes"] == clip.stat().st_size and event["sizes"]["bundle_bytes"] > 0
+    assert event["model_versions"] == job["model_versions"]
+    assert event["links"]["status"] == f"/jobs/{video_id}" and event["links"]["bundle"] == f"/bundles/{video_id}"
+    assert event["metadata"] == {"order": 42, "tags": ["a", "b"]}
+    assert job["metadata"] == {"order": 42, "tags": ["a", "b"]}
+    assert job["callback_url"] == receiver.url("/hooks/done?source=test")
+    log = job["webhooks"][0]
+    assert log["event"] == "compress.done" and log["event_id"] == event["event_id"]
+    assert [a["status_code"] for a in log["attempts"]] == [500, 200]
+    assert log["attempts"][0]["error"] == "HTTP 500"
+
+
+def test_reconstruct_done_event_by_host_name(
+    hook_stack: Any, receiver: Receiver, clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    # A host name (resolved once, connected to by address) keeps its name in the Host header.
+    with hook_stack.client(KEY_A) as client:
+        response = upload(client, clip, callback_url=receiver.url("/hooks/rec", host="localhost"))
+        video_id = response.json()["id"]
+        assert wait_job(client, video_id, wait_for)["status"] == "done"
+        assert client.get(f"/reconstruct/{video_id}").status_code == 202
+        wait_for(lambda: client.get(f"/reconstruct/{video_id}").status_code == 200, timeout=60, what="the video")
+        events = wait_for(
+            lambda: [e for e in map(check_signature, receiver.on("/hooks/rec")) if e["event"] == "reconstruct.done"],
+            timeout=30,
+            what="reconstruct.done",
+        )
+        job = client.get(f"/jobs/{video_id}").json()
+    event = events[0]
+    assert receiver.on("/hooks/rec")[0].headers["host"] == f"localhost:{receiver.port}"
+    assert event["id"] == video_id and event["reconstructor"] == "linear" and event["status"] == "done"
+    assert event["sizes"]["output_bytes"] == job["reconstructions"]["linear"]["output_bytes"] > 0
+    assert event["links"]["reconstruct"] == f"/reconstruct/{video_id}?reconstructor=linear"
+    assert event["metadata"] is None
+    assert sorted(e["event"] for e in map(check_signature, receiver.on("/hooks/rec"))) == [
+        "compress.done",
+        "reconstruct.done",
+    ]
+
+
+def test_tenant_default_callback_url(
+    hook_stack: Any, receiver: Receiver, clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    with hook_stack.client(KEY_B) as client:
+        video_id = upload(client, clip, metadata='{"from": "b"}').json()["id"]
+        events = wait_for(
+            lambda: [check_signature(r) for r in receiver.on("/tenant-b-default")],
+            timeout=60,
+            what="the event at the tenant's default URL",
+        )
+    assert events[0]["id"] == video_id and events[0]["event"] == "compress.done"
+    assert events[0]["metadata"] == {"from": "b"}
+
+
+def test_failed_events(
+    service_stacks: Callable[..., Any], receiver: Receiver, clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    from core.records import VideoKeys
+    from core.storage import LocalStorage
+
+    stack = service_stacks(workers=0, webhook_secret=SECRET, callback_allowed_hosts="127.0.0.1")
+    storage = LocalStorage(stack.settings.local_storage_dir)
+    with stack.client() as client:
+        bad = upload(client, clip, callback_url=receiver.url("/hooks/failed")).json()["id"]
+        good = upload(client, clip, callback_url=receiver.url("/hooks/failed")).json()["id"]
+        # The stored source of `bad` becomes garbage before any worker runs: compression fails for good.
+        source_key = json.loads(storage.get_bytes(VideoKeys(bad).record))["source_key"]
+        storage.put_bytes(b"not a video any more\n" * 100, source_key)
+        stack.start_worker()
+        bad_job = wait_job(client, bad, wait_for)
+        assert bad_job["status"] == "failed"
+        assert wait_job(client, good, wait_for)["status"] == "done"
+        storage.put_bytes(b"garbage", VideoKeys(good).bundle)
+        client.get(f"/reconstruct/{good}")
+        wait_for(lambda: client.get(f"/reconstruct/{good}").status_code == 422, timeout=60, what="failed rebuild")
+
+        def events() -> dict[tuple[str, str], dict[str, Any]] | None:
+            found = {(e["id"], e["event"]): e for e in map(check_signature, receiver.on("/hooks/failed"))}
+            return found if len(found) >= 3 else None
+
+        found = wait_for(events, timeout=30, what="three events")
+    assert set(found) == {(bad, "compress.failed"), (good, "compress.done"), (good, "reconstruct.failed")}
+    assert found[(bad, "compress.failed")]["status"] == "failed"
+    assert found[(bad, "compress.failed")]["error"] == bad_job["error"]
+    assert found[(good, "reconstruct.failed")]["error"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/hook",
+        "file:///etc/passwd",
+        "http:///no-host",
+        "http://10.0.0.5/hook",
+        "http://192.168.1.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.2:8080/hook",  # loopback, not the allowed 127.0.0.1
+        "http://2130706433/hook",  # 127.0.0.1 in decimal: allowed hosts are names, not addresses
+        "http://0x7f.1/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:10.1.2.3]/hook",
+        "http://[fe80::1]/hook",
+        "http://224.0.0.1/hook",
+        "http://0.0.0.0/hook",
+        "http://sub.localhost/hook",
+    ],
+)
+def test_callback_to_a_non_public_address_is_refused_at_upload(hook_stack: Any, clip: Path, url: str) -> None:
+    before = stored_videos(hook_stack)
+    with hook_stack.client(KEY_A) as client:
+        response = upload(client, clip, callback_url=url)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "invalid_callback_url"
+    assert body["errors"][0]["field"] == "callback_url"
+    assert stored_videos(hook_stack) == before
+
+
+def test_host_resolving_to_a_private_address_is_refused_at_delivery(
+    hook_stack: Any, receiver: Receiver, clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    from core.webhooks import address_allowed
+
+    name = socket.gethostname().lower()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except socket.gaierror:
+        pytest.skip(f"this machine's name {name!r} does not resolve")
+    if name in ("localhost", "127.0.0.1") or all(address_allowed(ipaddress.ip_address(a)) for a in addresses):
+        pytest.skip(f"{name!r} resolves to public addresses only")
+    with hook_stack.client(KEY_A) as client:
+        video_id = upload(client, clip, callback_url=receiver.url("/hooks/private", host=name)).json()["id"]
+        job = wait_for(
+            lambda: (
+                (j := client.get(f"/jobs/{video_id}").json())["webhooks"]
+                and j["webhooks"][0]["status"] == "failed"
+                and j
+            ),
+            timeout=60,
+            what="the refused delivery",
+        )
+    attempts = job["webhooks"][0]["attempts"]
+    assert len(attempts) == 1 and attempts[0]["status_code"] is None  # refused, not retried
+    assert "non-public address" in attempts[0]["error"]
+    assert receiver.on("/hooks/private") == []
+
+
+def test_callback_without_a_webhook_secret_is_refused(stack: Any, clip: Path) -> None:
+    with stack.client(KEY_A) as client:
+        response = upload(client, clip, callback_url="https://example.com/hook")
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "callbacks_disabled"
+
+
+def test_signature_helpers_match_the_documented_scheme() -> None:
+    from core.webhooks import sign, verify
+
+    body = b'{"event":"compress.done"}'
+    header = sign(SECRET, 1_700_000_000, body)
+    expected = hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v1={expected}"
+    assert verify(SECRET, header, body, now=1_700_000_100)
+    assert not verify(SECRET, header, body + b" ", now=1_700_000_100)
+    assert not verify("other", header, body, now=1_700_000_100)
+    assert not verify(SECRET, header, body, now=1_700_001_000)  # too old
+
+
+# --------------------------------------------------------------------------------------------
+# metadata and GET /videos
+
+
+def test_metadata_is_validated(stack: Any, clip: Path) -> None:
+    with stack.client(KEY_A) as client:
+        not_json = upload(client, clip, metadata="{order: 1}")
+        not_object = upload(client, clip, metadata="[1, 2]")
+        too_large = upload(client, clip, metadata=json.dumps({"x": "y" * 4100}))
+    for response in (not_json, not_object):
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "invalid_metadata"
+        assert response.json()["errors"][0]["field"] == "metadata"
+    assert too_large.status_code == 400 and too_large.json()["code"] == "field_too_large"
+
+
+def test_listing_newest_first_with_cursor_and_status(
+    service_stacks: Callable[..., Any], clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    listing_stack = service_stacks(workers=0, api_keys=f"{KEY_A}:lister,{KEY_B}:other")
+    with listing_stack.client(KEY_A) as client, listing_stack.client(KEY_B) as other:
+        done = [upload(client, clip, metadata=json.dumps({"n": n})).json()["id"] for n in range(3)]
+        other_id = upload(other, clip).json()["id"]
+        worker = listing_stack.start_worker()
+        for video_id in done:
+            assert wait_job(client, video_id, wait_for)["status"] == "done"
+        wait_job(other, other_id, wait_for)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        queued = [upload(client, clip).json()["id"] for _ in range(2)]
+        deleted = upload(client, clip).json()["id"]
+        assert client.delete(f"/videos/{deleted}").status_code == 204
+
+        def pages(**params: Any) -> list[list[dict[str, Any]]]:
+            found, cursor = [], None
+            while True:
+                response = client.get("/videos", params={**params, **({"cursor": cursor} if cursor else {})})
+                assert response.status_code == 200, response.text
+                body = response.json()
+                found.append(body["videos"])
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    return found
+                assert len(found) < 10
+
+        newest_first = list(reversed(done + queued))
+        by_two = pages(limit=2)
+        assert [[v["id"] for v in page] for page in by_two] == [newest_first[0:2], newest_first[2:4], newest_first[4:]]
+        everything = [v for page in pages() for v in page]
+        assert [v["id"] for v in everything] == newest_first  # other tenant's and the deleted one absent
+        first_done = next(v for v in everything if v["id"] == done[0])
+        assert first_done["status"] == "done" and first_done["metadata"] == {"n": 0}
+        assert first_done["sizes"]["bundle_bytes"] > 0 and first_done["links"]["status"] == f"/jobs/{done[0]}"
+        assert [v["id"] for p in pages(status="done", limit=2) for v in p] == list(reversed(done))
+        assert [v["id"] for p in pages(status="queued") for v in p] == list(reversed(queued))
+        assert [v["id"] for p in pages(status="failed") for v in p] == []
+        assert [v["id"] for v in other.get("/videos").json()["videos"]] == [other_id]
+        for params in ({"cursor": "bm90LWEtY3Vyc29y"}, {"limit": 0}, {"limit": 101}, {"status": "lost"}):
+            response = client.get("/videos", params=params)
+            assert response.status_code == 422, (params, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+

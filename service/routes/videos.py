@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from core.records import SourceInfo, Status, new_video_id
+from core.records import (
+    CorruptRecord,
+    RecordNotFound,
+    SourceInfo,
+    Status,
+    index_prefix,
+    new_video_id,
+    video_id_of_index_key,
+)
 from framers.errors import FrameTooLargeError, InvalidVideoError
 from service.deps import ServicesDep, TenantDep, VideoDep
 from service.idempotency import (
@@ -26,9 +36,9 @@ from service.idempotency import (
 )
 from service.limits import LimitExceeded, check_resolution, check_video_limits
 from service.operations import accept_upload, delete_video
-from service.options import InvalidOptions, parse_options
+from service.options import EXTRA_FIELDS, InvalidOptions, parse_callback_url, parse_metadata, parse_options
 from service.problems import Problem
-from service.schemas import CompressAccepted, JobView, links_for
+from service.schemas import CompressAccepted, JobView, VideoList, VideoSummary, links_for
 from service.state import Services
 from service.uploads import Upload, UploadError, receive_upload
 
@@ -57,6 +67,11 @@ _FORM_SCHEMA: dict[str, Any] = {
                                         "description": "Content-adaptive mode: mean PSNR (dB) to reach"},
                         "target_kbps": {"type": "number", "minimum": 1,
                                         "description": "Content-adaptive mode: kept-frame bitrate (kbit/s)"},
+                        "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
+                                         "description": "http(s) URL that receives signed events "
+                                         "(compress.done/failed, reconstruct.done/failed)"},
+                        "metadata": {"type": "string", "maxLength": 4096,
+                                     "description": "A JSON object (at most 4 KB), stored and echoed back"},
                     },
                 }
             }
@@ -176,7 +191,11 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
 
     settings = services.settings
     try:
-        options = parse_options(upload.fields, settings, services.catalog)
+        options = parse_options(
+            {k: v for k, v in upload.fields.items() if k not in EXTRA_FIELDS}, settings, services.catalog
+        )
+        callback_url = parse_callback_url(upload.fields.get("callback_url", ""), settings, tenant)
+        metadata = parse_metadata(upload.fields.get("metadata", ""))
         if upload.size == 0:
             raise InvalidOptions("the uploaded file is empty", code="empty_upload")
     except InvalidOptions as exc:
@@ -228,13 +247,83 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
         size=upload.size,
         info=source,
         options=options,
+        callback_url=callback_url,
+        metadata=metadata,
     )
     return video_id
 
 
+MAX_LIST_SCAN = 1000  # index entries examined per listing request (a page may end early, with a cursor)
+_CURSOR_RE = re.compile(r"^[0-9]{16}-[0-9a-f]{32}$")
+
+
+@router.get(
+    "/videos",
+    response_model=VideoList,
+    summary="The tenant's videos, newest first (paged with an opaque cursor)",
+    responses={422: {"description": "Invalid limit, status or cursor"}},
+)
+def list_videos(
+    tenant: TenantDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Videos per page")] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
+    status_filter: Annotated[Status | None, Query(alias="status", description="Only videos in this status")] = None,
+) -> VideoList:
+    """A page of the tenant's videos, newest first; `next_cursor` continues it (null at the end).
+    With `status`, a page may hold fewer than `limit` videos and still have a next cursor."""
+    records = services.records
+    after = _decode_cursor(tenant, cursor) if cursor else None
+    videos: list[VideoSummary] = []
+    last: str | None = None
+    more = False
+    scanned = 0
+    for key in records.iter_index(tenant, after):
+        if len(videos) >= limit or scanned >= MAX_LIST_SCAN:
+            more = True
+            break
+        scanned += 1
+        last = key
+        video_id = video_id_of_index_key(key)
+        if video_id is None:
+            continue
+        try:
+            record = records.load(video_id)
+        except RecordNotFound:
+            continue  # deleted (its entry goes with the delete; a crashed delete may leave it)
+        except CorruptRecord:
+            continue
+        if record.tenant != tenant or (status_filter is not None and record.status is not status_filter):
+            continue
+        videos.append(VideoSummary.of(record))
+    next_cursor = _encode_cursor(last) if more and last else None
+    return VideoList(videos=videos, next_cursor=next_cursor)
+
+
+def _encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.rsplit("/", 1)[-1].encode()).decode().rstrip("=")
+
+
+def _decode_cursor(tenant: str, cursor: str) -> str:
+    try:
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        name = ""
+    if not _CURSOR_RE.match(name):
+        raise Problem(
+            422,
+            "invalid cursor: pass the next_cursor of a previous page unchanged",
+            "invalid_cursor",
+            errors=[{"field": "cursor", "location": "query.cursor", "message": "not a cursor of this listing"}],
+        )
+    return index_prefix(tenant) + name
+
+
 @router.get("/jobs/{video_id}", response_model=JobView, summary="Status of a video's compression")
 def get_job(record: VideoDep, services: ServicesDep) -> JobView:
-    return JobView.of(record, services.records.list_reconstructions(record.id))
+    """The video's record: status, progress, sizes, reconstructions, metadata, webhook deliveries."""
+    records = services.records
+    return JobView.of(record, records.list_reconstructions(record.id), records.list_webhooks(record.id))
 
 
 @router.delete(
