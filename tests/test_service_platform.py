@@ -492,3 +492,33 @@ def test_listing_newest_first_with_cursor_and_status(
             assert response.status_code == 422, (params, response.text)
             assert response.headers["content-type"] == "application/problem+json"
 
+
+# --------------------------------------------------------------------------------------------
+# offline docs
+
+
+@pytest.mark.parametrize(("page", "assets"), [("/docs", 3), ("/redoc", 2)])
+def test_docs_pages_reference_no_external_host(stack: Any, page: str, assets: int) -> None:
+    import re
+
+    with stack.client() as client:
+        response = client.get(page)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        html = response.text
+        # Nothing absolute: no scheme, no protocol-relative URL (a CDN, fonts, the validator badge).
+        assert re.findall(r"(?i)(?:https?:)?//[a-z0-9.-]+", html) == []
+        urls = set(re.findall(r'(?:src|href)="([^"]+)"', html))
+        assert len(urls) == assets, urls
+        for url in urls:
+            assert url.startswith("/docs-assets/"), url
+            asset = client.get(url)
+            assert asset.status_code == 200, url
+            assert len(asset.content) > 1000, url
+            assert client.head(url).status_code == 200
+        spec = re.search(r"""(?:url: '|spec-url=")(/[^'"]+)""", html)
+        assert spec is not None and spec.group(1) == "/openapi.json"
+        openapi = client.get(spec.group(1))
+        assert openapi.status_code == 200 and "/videos" in openapi.json()["paths"]
+    if page == "/docs":
+        assert '"validatorUrl": null' in html
