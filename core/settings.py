@@ -94,6 +94,9 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="Per-tenant default callback URL: tenantA=https://...,tenantB=https://..."
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per delivery attempt")
+    webhook_ca_bundle: Path | None = Field(
+        default=None, description="PEM file of extra CAs trusted for https callbacks (an internal CA)"
+    )
     webhook_retry_backoff_s: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [10, 60, 300, 1800, 7200],
         description="Seconds before redelivery 1, 2, 3… (comma list; its length is the number of retries)",

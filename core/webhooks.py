@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import os
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -174,15 +176,31 @@ class DeliveryResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+def tls_context(extra_ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """Certificate checks for https callbacks: the public CAs (certifi's, as httpx uses), plus
+    the CAs in `extra_ca_file` (FRAMERS_WEBHOOK_CA_BUNDLE: an internal CA) when given."""
+    try:
+        import certifi
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        context = ssl.create_default_context()
+    if extra_ca_file:
+        context.load_verify_locations(cafile=os.fspath(extra_ca_file))
+    return context
+
+
 def post_event(
     target: CallbackTarget,
     body: bytes,
     headers: dict[str, str],
     *,
     timeout_s: float,
+    verify: ssl.SSLContext | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> DeliveryResult:
-    """POST `body` to the resolved address of `target`, with the URL's Host header and TLS name."""
+    """POST `body` to the resolved address of `target`, with the URL's Host header and TLS name
+    (SNI and the certificate's host name check use the URL's host, not the address)."""
     started = time.monotonic()
     url = httpx.URL(target.url)
     default_port = 443 if target.scheme == "https" else 80
@@ -198,7 +216,13 @@ def post_event(
         "Host": host_header,
     }
     try:
-        with httpx.Client(timeout=timeout_s, follow_redirects=False, transport=transport, trust_env=False) as http:
+        with httpx.Client(
+            timeout=timeout_s,
+            follow_redirects=False,
+            transport=transport,
+            trust_env=False,  # no proxy from the environment: we connect to the checked address
+            verify=verify if verify is not None else tls_context(),
+        ) as http:
             request = http.build_request("POST", connect_url, content=body, headers=all_headers, extensions=extensions)
             response = http.send(request)
             response.read()

@@ -16,6 +16,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,26 @@ class FramersClient:
                 "/compress", files={"file": (path.name, f, "video/mp4")}, data=data, headers=headers
             )
         return self._json(response, expected=(202,))
+
+    def list_videos(
+        self, *, limit: int | None = None, cursor: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        """One page of this tenant's videos, newest first (`GET /videos`):
+        {"videos": [{"id", "status", "progress", "created_at", "sizes", "metadata", "links", ...}],
+        "next_cursor": str | None}. Pass `next_cursor` back as `cursor` for the next page; `status`
+        filters (queued, running, done, failed). Raises FramersClientError (422 bad cursor)."""
+        params = {k: str(v) for k, v in (("limit", limit), ("cursor", cursor), ("status", status)) if v is not None}
+        return self._json(self._http.get("/videos", params=params))
+
+    def iter_videos(self, *, status: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every video of this tenant, newest first, following the listing's cursors."""
+        cursor: str | None = None
+        while True:
+            page = self.list_videos(limit=page_size, cursor=cursor, status=status)
+            yield from page["videos"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
 
     def status(self, video_id: str) -> dict[str, Any]:
         """The job view of a video (`GET /jobs/{id}`). Raises FramersClientError."""

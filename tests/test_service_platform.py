@@ -10,6 +10,7 @@ import ipaddress
 import json
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,8 +163,9 @@ class Received:
 class Receiver:
     """An HTTP server on 127.0.0.1 that records every POST and answers with queued statuses."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Received] = []
+        self.server_names: list[str | None] = []  # TLS SNI of each handshake
         self.statuses: dict[str, list[int]] = {}  # path -> statuses to answer first (then 200)
         self.lock = threading.Lock()
         receiver = self
@@ -186,11 +188,16 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
+        self.scheme = "http"
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: self.server_names.append(name)  # type: ignore[assignment]
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def on(self, path: str) -> list[Received]:
         with self.lock:
@@ -301,6 +308,101 @@ def test_reconstruct_done_event_by_host_name(
         "compress.done",
         "reconstruct.done",
     ]
+
+
+def _test_ca(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A private CA (its PEM) and a server TLS context with its certificate for "localhost" only."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "FrameRS test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem = folder / "ca.pem"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = folder / "server.pem"
+    chain.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM)
+        + leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(chain)
+    return ca_pem, server
+
+
+def test_https_callback_by_name_keeps_sni_and_checks_the_certificate(
+    service_stacks: Callable[..., Any], clip: Path, wait_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    pytest.importorskip("cryptography")
+    ca_pem, server_tls = _test_ca(tmp_path)
+    tls_receiver = Receiver(tls=server_tls)
+    try:
+        stack = service_stacks(
+            workers=1,
+            webhook_secret=SECRET,
+            callback_allowed_hosts="localhost,127.0.0.1",
+            webhook_ca_bundle=str(ca_pem),
+            webhook_retry_backoff_s=[1],
+        )
+        with stack.client() as client:
+            by_name = upload(client, clip, callback_url=tls_receiver.url("/tls", host="localhost")).json()["id"]
+            # The certificate names "localhost" only: by address the check must fail (no delivery).
+            by_address = upload(client, clip, callback_url=tls_receiver.url("/tls-ip")).json()["id"]
+            received = wait_for(lambda: tls_receiver.on("/tls"), timeout=60, what="the https delivery")
+            job = wait_for(
+                lambda: (j := client.get(f"/jobs/{by_address}").json())["webhooks"]
+                and j["webhooks"][0]["status"] == "failed"
+                and j,
+                timeout=60,
+                what="the failed https delivery by address",
+            )
+    finally:
+        tls_receiver.server.shutdown()
+    event = check_signature(received[0])
+    assert event["id"] == by_name
+    assert received[0].headers["host"] == f"localhost:{tls_receiver.port}"
+    assert "localhost" in tls_receiver.server_names
+    attempts = job["webhooks"][0]["attempts"]
+    assert len(attempts) == 2 and all(a["status_code"] is None for a in attempts)  # tried, retried, gave up
+    assert "certificate" in attempts[0]["error"].lower() or "ssl" in attempts[0]["error"].lower()
+    assert tls_receiver.on("/tls-ip") == []
 
 
 def test_tenant_default_callback_url(
@@ -522,3 +624,37 @@ def test_docs_pages_reference_no_external_host(stack: Any, page: str, assets: in
         assert openapi.status_code == 200 and "/videos" in openapi.json()["paths"]
     if page == "/docs":
         assert '"validatorUrl": null' in html
+
+
+# --------------------------------------------------------------------------------------------
+# client and CLI
+
+
+def test_client_listing_and_cli_flags(
+    service_stacks: Callable[..., Any], clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from framers.client import FramersClient
+    from service.commands import register
+
+    cli_stack = service_stacks(workers=0, api_keys=f"{KEY_A}:cli-tenant")
+    parser = argparse.ArgumentParser(prog="framers")
+    register(parser.add_subparsers(dest="command", required=True))
+    argv = ["remote-compress", str(clip), "--url", cli_stack.url, "--api-key", KEY_A]
+    argv += ["--idempotency-key", "cli-0006", "--metadata", '{"job": "cli"}']
+    ids = []
+    for _ in range(2):
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0
+        ids.append(json.loads(capsys.readouterr().out)["id"])
+    assert ids[0] == ids[1]
+    args = parser.parse_args([*argv[:-2], "--metadata", "{not json"])
+    assert args.func(args) == 2
+    with FramersClient(cli_stack.url, api_key=KEY_A) as client:
+        second = client.compress(clip, metadata={"job": "client"})["id"]
+        page = client.list_videos(limit=1)
+        assert [v["id"] for v in page["videos"]] == [second] and page["next_cursor"]
+        assert [v["id"] for v in client.iter_videos(page_size=1)] == [second, ids[0]]
+        assert [v["metadata"] for v in client.iter_videos(status="queued")] == [{"job": "client"}, {"job": "cli"}]
+        assert client.status(ids[0])["metadata"] == {"job": "cli"}

@@ -18,7 +18,8 @@ from typing import Any
 
 from rq import get_current_job
 
-from core.queues import enqueue_webhook, is_deleted
+from core import job_metrics
+from core.queues import WEBHOOK_QUEUE, enqueue_webhook, is_deleted
 from core.records import (
     CorruptRecord,
     ReconstructionRecord,
@@ -36,6 +37,7 @@ from core.webhooks import (
     post_event,
     resolve_callback,
     sign,
+    tls_context,
 )
 from workers.context import WorkerContext, get_context
 
@@ -125,6 +127,7 @@ def deliver(video_id: str, event_id: str) -> dict[str, Any]:
         if secret is None:
             raise CallbackRefused("webhooks are off: FRAMERS_WEBHOOK_SECRET is not set")
         target = resolve_callback(delivery.url, ctx.settings.allowed_callback_hosts)
+        verify = tls_context(ctx.settings.webhook_ca_bundle)
     except CallbackRefused as exc:
         delivery.attempts.append(WebhookAttempt(error=f"refused: {exc}"))
         delivery.status = "failed"
@@ -133,19 +136,26 @@ def deliver(video_id: str, event_id: str) -> dict[str, Any]:
         _save(ctx, delivery)
         log.warning("webhook %s of %s refused: %s", event_id, video_id, exc)
         return {"event_id": event_id, "status": "failed", "error": str(exc)}
-    except ResolveError as exc:
-        result_error, status_code, seconds = str(exc), None, 0.0
+    except (ResolveError, OSError) as exc:  # no address now; or FRAMERS_WEBHOOK_CA_BUNDLE unreadable
+        result_error, status_code, seconds = f"{type(exc).__name__}: {exc}"[:300], None, 0.0
     else:
         headers = {
             SIGNATURE_HEADER: sign(secret.get_secret_value(), int(time.time()), body),
             EVENT_HEADER: delivery.event,
             EVENT_ID_HEADER: event_id,
         }
-        result = post_event(target, body, headers, timeout_s=ctx.settings.webhook_timeout_s)
+        result = post_event(
+            target,
+            body,
+            headers,
+            timeout_s=ctx.settings.webhook_timeout_s,
+            verify=verify,
+        )
         if result.ok:
             delivery.attempts.append(WebhookAttempt(status_code=result.status_code, seconds=round(result.seconds, 3)))
             delivery.status = "delivered"
             _save(ctx, delivery)
+            job_metrics.record_job(ctx.redis, WEBHOOK_QUEUE, "done", result.seconds)
             return {"event_id": event_id, "status": "delivered", "status_code": result.status_code}
         status_code, seconds = result.status_code, result.seconds
         result_error = result.error or f"HTTP {result.status_code}"
@@ -153,6 +163,7 @@ def deliver(video_id: str, event_id: str) -> dict[str, Any]:
     delivery.attempts.append(WebhookAttempt(status_code=status_code, error=result_error, seconds=round(seconds, 3)))
     delivery.status = "pending" if retrying else "failed"
     _save(ctx, delivery)
+    job_metrics.record_job(ctx.redis, WEBHOOK_QUEUE, "retry" if retrying else "failed", seconds)
     log.warning("webhook %s of %s: attempt %d failed (%s)", event_id, video_id, len(delivery.attempts), result_error)
     raise WebhookDeliveryFailed(result_error)
 

@@ -48,6 +48,17 @@ router = APIRouter(tags=["videos"])
 MULTIPART_OVERHEAD = 64 * 1024
 
 _FORM_SCHEMA: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+            "description": "Makes a retried upload safe: within 24 h, the same key (per tenant) with the same "
+            "file and fields answers with the first upload's video id (header Idempotent-Replayed: true); "
+            "with another file or fields 409 idempotency_key_reused",
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
