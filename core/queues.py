@@ -91,6 +91,10 @@ def reconstruct_spec(settings: Settings, video_id: str, reconstructor: str) -> J
     )
 
 
+def webhook_job_id(event_id: str) -> str:
+    return f"webhook-{event_id}"
+
+
 def enqueue_webhook(conn: Redis, settings: Settings, video_id: str, event_id: str) -> Job:
     """Queue the delivery of one stored event; RQ redelivers it after each failed attempt with
     the backoff of FRAMERS_WEBHOOK_RETRY_BACKOFF_S (one retry per entry)."""
@@ -99,7 +103,7 @@ def enqueue_webhook(conn: Redis, settings: Settings, video_id: str, event_id: st
         DELIVER_FUNC,
         video_id,
         event_id,
-        job_id=f"webhook-{event_id}",
+        job_id=webhook_job_id(event_id),
         job_timeout=int(settings.webhook_timeout_s * 3) + 30,
         result_ttl=settings.result_ttl_s,
         failure_ttl=FAILED_JOB_TTL_S,

@@ -256,16 +256,28 @@ def reconstruct_marker(reconstructor: str) -> str:
     return f"reconstruct-{_method(reconstructor)}"
 
 
+def webhook_marker(event_id: str) -> str:
+    """The pending marker of a webhook event that is not delivered (or given up) yet."""
+    if not is_video_id(event_id):
+        raise ValueError(f"invalid event id {event_id!r}")
+    return f"webhook-{event_id}"
+
+
 class PendingWork(BaseModel):
     """One pending marker: which job of which video still has to reach a terminal state."""
 
     video_id: str
-    job: str  # "compress" or "reconstruct-<name>"
+    job: str  # "compress", "reconstruct-<name>" or "webhook-<event id>"
     created_at: datetime = Field(default_factory=utcnow)
 
     @property
     def reconstructor(self) -> str | None:
         return self.job.removeprefix("reconstruct-") if self.job.startswith("reconstruct-") else None
+
+    @property
+    def webhook_event(self) -> str | None:
+        """The event id of a webhook marker, None for a compress/reconstruct marker."""
+        return self.job.removeprefix("webhook-") if self.job.startswith("webhook-") else None
 
 
 class RecordStore:

@@ -452,6 +452,40 @@ def test_failed_events(
     assert found[(good, "reconstruct.failed")]["error"]
 
 
+def test_delivery_lost_by_redis_is_requeued_by_the_reconciler(
+    service_stacks: Callable[..., Any], receiver: Receiver, clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    from rq.job import Job
+
+    from core.queues import connect, webhook_job_id
+
+    stack = service_stacks(
+        workers=1, webhook_secret=SECRET, callback_allowed_hosts="127.0.0.1", webhook_retry_backoff_s=[600]
+    )
+    receiver.statuses["/hooks/lost"] = [503]
+    with stack.client() as client:
+        video_id = upload(client, clip, callback_url=receiver.url("/hooks/lost")).json()["id"]
+        first = wait_for(
+            lambda: (j := client.get(f"/jobs/{video_id}").json())["webhooks"]
+            and j["webhooks"][0]["attempts"]
+            and j["webhooks"][0],
+            timeout=60,
+            what="the first (refused) attempt",
+        )
+        assert first["status"] == "pending" and first["attempts"][0]["status_code"] == 503
+        # The retry would come in 10 minutes; Redis loses it instead (as after a restart without persistence).
+        Job.fetch(webhook_job_id(first["event_id"]), connection=connect(stack.settings)).delete()
+        log = wait_for(
+            lambda: (w := client.get(f"/jobs/{video_id}").json()["webhooks"][0])["status"] == "delivered" and w,
+            timeout=30,
+            what="the reconciler's redelivery",
+        )
+    assert [a["status_code"] for a in log["attempts"]] == [503, 200]
+    assert [check_signature(r)["event_id"] for r in receiver.on("/hooks/lost")] == [first["event_id"]] * 2
+    pending = Path(stack.settings.local_storage_dir) / "pending" / video_id
+    wait_for(lambda: not pending.exists() or not any(pending.iterdir()), timeout=10, what="the marker to go")
+
+
 @pytest.mark.parametrize(
     "url",
     [

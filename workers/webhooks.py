@@ -27,6 +27,7 @@ from core.records import (
     VideoRecord,
     WebhookAttempt,
     WebhookDelivery,
+    webhook_marker,
 )
 from core.webhooks import (
     EVENT_HEADER,
@@ -102,6 +103,8 @@ def emit(
         body = json.dumps(event_body(event, event_id, record, reconstruction), separators=(",", ":"))
         delivery = WebhookDelivery(event_id=event_id, event=event, video_id=record.id, url=url, body=body)
         ctx.records.save_webhook(delivery)
+        # The marker lets the reconciler re-queue the delivery if Redis loses it.
+        ctx.records.mark_pending(record.id, webhook_marker(event_id))
         enqueue_webhook(ctx.redis, ctx.settings, record.id, event_id)
     except Exception:
         log.exception("could not queue the %s event of %s", event, record.id)
@@ -117,6 +120,7 @@ def deliver(video_id: str, event_id: str) -> dict[str, Any]:
     except (RecordNotFound, CorruptRecord):
         return {"event_id": event_id, "skipped": "event gone (video deleted)"}
     if delivery.status != "pending":
+        ctx.records.clear_pending(video_id, webhook_marker(event_id))
         return {"event_id": event_id, "skipped": f"already {delivery.status}"}
     if is_deleted(ctx.redis, video_id):
         return {"event_id": event_id, "skipped": "video deleted"}
@@ -172,3 +176,5 @@ def _save(ctx: WorkerContext, delivery: WebhookDelivery) -> None:
     # Not after a delete: that would bring back an object under the deleted video's prefix.
     if not is_deleted(ctx.redis, delivery.video_id) and ctx.records.exists(delivery.video_id):
         ctx.records.save_webhook(delivery)
+        if delivery.status != "pending":
+            ctx.records.clear_pending(delivery.video_id, webhook_marker(delivery.event_id))
