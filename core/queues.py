@@ -92,6 +92,7 @@ def reconstruct_spec(settings: Settings, video_id: str, reconstructor: str) -> J
 
 
 def webhook_job_id(event_id: str) -> str:
+    """The RQ job id of the delivery of one event."""
     return f"webhook-{event_id}"
 
 
