@@ -22,13 +22,16 @@ from core.settings import Settings
 
 COMPRESS_QUEUE = "compress"
 RECONSTRUCT_QUEUE = "reconstruct"
-# Priority order for a worker serving both: a reconstruction (someone is waiting for a video)
-# goes before a compression, so reconstructions are never stuck behind a compression backlog.
-ALL_QUEUES = (RECONSTRUCT_QUEUE, COMPRESS_QUEUE)
+WEBHOOK_QUEUE = "webhooks"
+# Priority order for a worker serving all: webhook deliveries (short, bounded by a timeout) first,
+# then a reconstruction (someone is waiting for a video) before a compression, so
+# reconstructions are never stuck behind a compression backlog.
+ALL_QUEUES = (WEBHOOK_QUEUE, RECONSTRUCT_QUEUE, COMPRESS_QUEUE)
 
 COMPRESS_FUNC = "workers.jobs.compress_video"
 RECONSTRUCT_FUNC = "workers.jobs.reconstruct_video"
 FAILURE_CALLBACK = "workers.jobs.on_job_failure"
+DELIVER_FUNC = "workers.jobs.deliver_webhook"
 
 # Statuses meaning "a run of this job is already on its way": do not enqueue another.
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
@@ -85,6 +88,28 @@ def reconstruct_spec(settings: Settings, video_id: str, reconstructor: str) -> J
         job_id=reconstruct_job_id(video_id, reconstructor),
         timeout_s=settings.reconstruct_timeout_s,
         description=f"reconstruct {video_id} with {reconstructor}",
+    )
+
+
+def webhook_job_id(event_id: str) -> str:
+    """The RQ job id of the delivery of one event."""
+    return f"webhook-{event_id}"
+
+
+def enqueue_webhook(conn: Redis, settings: Settings, video_id: str, event_id: str) -> Job:
+    """Queue the delivery of one stored event; RQ redelivers it after each failed attempt with
+    the backoff of FRAMERS_WEBHOOK_RETRY_BACKOFF_S (one retry per entry)."""
+    backoff = settings.webhook_retry_backoff_s
+    return Queue(WEBHOOK_QUEUE, connection=conn).enqueue(
+        DELIVER_FUNC,
+        video_id,
+        event_id,
+        job_id=webhook_job_id(event_id),
+        job_timeout=int(settings.webhook_timeout_s * 3) + 30,
+        result_ttl=settings.result_ttl_s,
+        failure_ttl=FAILED_JOB_TTL_S,
+        retry=Retry(max=len(backoff), interval=backoff),
+        description=f"webhook {event_id} of {video_id}",
     )
 
 

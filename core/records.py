@@ -9,7 +9,9 @@ Layout (all keys under one folder per video so a delete is one prefix delete):
     videos/<id>/bundle.frs                       the single-file keyframe bundle
     videos/<id>/reconstructions/<name>.json      ReconstructionRecord per reconstructor
     videos/<id>/reconstructions/<name>.mp4       the reconstructed video
+    videos/<id>/webhooks/<event id>.json         WebhookDelivery: one event and its delivery log
     pending/<id>/<job>                           marker: work accepted but not finished
+    tenants/<tenant>/videos/<newest-first key>   listing index (GET /videos), see `index_key`
 The pending markers let a restarted system find unfinished work without listing every video.
 Each reconstructor has its own state object so concurrent reconstructions never overwrite each
 other's progress in a shared record.
@@ -135,6 +137,8 @@ class VideoRecord(BaseModel):
     attempts: int = 0
     error: str | None = Field(default=None, description="Why the job failed (set only when status is failed)")
     last_error: str | None = Field(default=None, description="Last transient error; the job is being retried")
+    callback_url: str | None = Field(default=None, description="Where signed events of this video are POSTed")
+    metadata: dict[str, Any] | None = Field(default=None, description="The caller's JSON object, echoed back")
 
 
 class ReconstructionRecord(BaseModel):
@@ -162,6 +166,29 @@ class ReconstructionRecord(BaseModel):
     permanent: bool = False
 
 
+class WebhookAttempt(BaseModel):
+    """One try to deliver an event."""
+
+    at: datetime = Field(default_factory=utcnow)
+    status_code: int | None = Field(default=None, description="The receiver's HTTP status, if it answered")
+    error: str | None = Field(default=None, description="Why there was no 2xx answer (refused, timeout, ...)")
+    seconds: float = 0.0
+
+
+class WebhookDelivery(BaseModel):
+    """One webhook event of a video: the exact body sent and its delivery log."""
+
+    schema_version: int = 1
+    event_id: str = Field(pattern=VIDEO_ID_PATTERN)
+    event: str
+    video_id: str = Field(pattern=VIDEO_ID_PATTERN)
+    url: str
+    created_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="pending", description="pending (being delivered or retried), delivered, failed")
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+    body: str = Field(description="The JSON event as POSTed (the same bytes on every attempt)")
+
+
 class VideoKeys:
     """Storage keys of one video."""
 
@@ -186,6 +213,34 @@ class VideoKeys:
     def pending(self, job: str) -> str:
         return self.pending_prefix + job
 
+    def webhook(self, event_id: str) -> str:
+        if not is_video_id(event_id):
+            raise ValueError(f"invalid event id {event_id!r}")
+        return f"{self.prefix}webhooks/{event_id}.json"
+
+
+_INDEX_EPOCH_MS = 10**15  # newest first: keys hold (this - created ms), zero-padded, then the id
+
+
+def index_prefix(tenant: str) -> str:
+    """Storage prefix of a tenant's listing index."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", tenant):
+        raise ValueError(f"invalid tenant {tenant!r}")
+    return f"tenants/{tenant}/videos/"
+
+
+def index_key(record: VideoRecord) -> str:
+    """The index entry of a video: lexicographic order of the keys is newest first."""
+    created_ms = int(record.created_at.timestamp() * 1000)
+    return f"{index_prefix(record.tenant)}{_INDEX_EPOCH_MS - created_ms:016d}-{record.id}"
+
+
+def video_id_of_index_key(key: str) -> str | None:
+    """The video id an index key names, None for a foreign key."""
+    name = key.rsplit("/", 1)[-1]
+    video_id = name.rpartition("-")[2]
+    return video_id if is_video_id(video_id) else None
+
 
 def _method(name: str) -> str:
     if not is_method_name(name):
@@ -201,16 +256,28 @@ def reconstruct_marker(reconstructor: str) -> str:
     return f"reconstruct-{_method(reconstructor)}"
 
 
+def webhook_marker(event_id: str) -> str:
+    """The pending marker of a webhook event that is not delivered (or given up) yet."""
+    if not is_video_id(event_id):
+        raise ValueError(f"invalid event id {event_id!r}")
+    return f"webhook-{event_id}"
+
+
 class PendingWork(BaseModel):
     """One pending marker: which job of which video still has to reach a terminal state."""
 
     video_id: str
-    job: str  # "compress" or "reconstruct-<name>"
+    job: str  # "compress", "reconstruct-<name>" or "webhook-<event id>"
     created_at: datetime = Field(default_factory=utcnow)
 
     @property
     def reconstructor(self) -> str | None:
         return self.job.removeprefix("reconstruct-") if self.job.startswith("reconstruct-") else None
+
+    @property
+    def webhook_event(self) -> str | None:
+        """The event id of a webhook marker, None for a compress/reconstruct marker."""
+        return self.job.removeprefix("webhook-") if self.job.startswith("webhook-") else None
 
 
 class RecordStore:
@@ -251,6 +318,38 @@ class RecordStore:
                     continue  # deleted meanwhile, or foreign: a listing must not fail because of one
         return sorted(states, key=lambda s: s.reconstructor)
 
+    # --- webhook deliveries --------------------------------------------------------------
+    def load_webhook(self, video_id: str, event_id: str) -> WebhookDelivery:
+        """One event of a video and its delivery log. Raises RecordNotFound, CorruptRecord."""
+        return self._load(VideoKeys(video_id).webhook(event_id), WebhookDelivery, video_id)
+
+    def save_webhook(self, delivery: WebhookDelivery) -> None:
+        """Write an event and its delivery log."""
+        key = VideoKeys(delivery.video_id).webhook(delivery.event_id)
+        self.storage.put_bytes(delivery.model_dump_json(indent=1).encode(), key)
+
+    def list_webhooks(self, video_id: str) -> list[WebhookDelivery]:
+        """A video's events, oldest first (unreadable ones skipped)."""
+        found = []
+        for key in self.storage.list(VideoKeys(video_id).prefix + "webhooks/"):
+            if key.endswith(".json"):
+                try:
+                    found.append(self._load(key, WebhookDelivery, video_id))
+                except (RecordNotFound, CorruptRecord):
+                    continue
+        return sorted(found, key=lambda d: (d.created_at, d.event_id))
+
+    # --- listing index -------------------------------------------------------------------
+    def add_to_index(self, record: VideoRecord) -> None:
+        """Make the video appear in its tenant's listing."""
+        self.storage.put_bytes(record.id.encode(), index_key(record))
+
+    def iter_index(self, tenant: str, after: str | None = None) -> Iterator[str]:
+        """A tenant's index keys, newest video first, strictly after the key `after`."""
+        for key in self.storage.list(index_prefix(tenant)):
+            if after is None or key > after:
+                yield key
+
     # --- pending markers -----------------------------------------------------------------
     def mark_pending(self, video_id: str, job: str) -> None:
         marker = PendingWork(video_id=video_id, job=job)
@@ -272,13 +371,22 @@ class RecordStore:
                 yield PendingWork(video_id=parts[1], job=parts[2], created_at=datetime.fromtimestamp(0, UTC))
 
     # --- whole videos --------------------------------------------------------------------
-    def delete_video(self, video_id: str) -> int:
+    def delete_video(self, video_id: str, record: VideoRecord | None = None) -> int:
+        """Remove every object of the video (and its listing entry when `record` is known or
+        still loadable). Returns how many objects were removed."""
         keys = VideoKeys(video_id)
+        if record is None:
+            try:
+                record = self.load(video_id)
+            except (RecordNotFound, CorruptRecord):
+                record = None
         # The record goes first: once it is gone the video is gone for every reader, even if
         # removing the (possibly large) rest is interrupted and finished by a later delete.
         removed = int(self.storage.delete(keys.record))
         removed += self.storage.delete_prefix(keys.prefix)
         removed += self.storage.delete_prefix(keys.pending_prefix)
+        if record is not None:
+            removed += int(self.storage.delete(index_key(record)))
         return removed
 
     def _load(self, key: str, model: type[_M], video_id: str) -> _M:

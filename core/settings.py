@@ -79,6 +79,28 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="An upload that sends no data for this long is refused (408)"
     )
     log_level: str = "INFO"
+    idempotency_ttl_s: int = Field(
+        default=86_400, ge=1, description="How long an Idempotency-Key of POST /compress is remembered"
+    )
+
+    # --- webhooks ------------------------------------------------------------------------
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of X-FrameRS-Signature; callbacks are refused without it"
+    )
+    callback_allowed_hosts: str = Field(
+        default="", description="Comma list of callback hosts that may resolve to private/loopback addresses"
+    )
+    default_callback_urls: SecretStr = Field(
+        default=SecretStr(""), description="Per-tenant default callback URL: tenantA=https://...,tenantB=https://..."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per delivery attempt")
+    webhook_ca_bundle: Path | None = Field(
+        default=None, description="PEM file of extra CAs trusted for https callbacks (an internal CA)"
+    )
+    webhook_retry_backoff_s: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [10, 60, 300, 1800, 7200],
+        description="Seconds before redelivery 1, 2, 3… (comma list; its length is the number of retries)",
+    )
 
     # --- limits (checked before a job is queued) -----------------------------------------
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
@@ -119,11 +141,11 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=1.0, ge=0, description="Minimum seconds between progress writes")
     keep_sources: bool = Field(default=False, description="Keep the uploaded source after a successful compression")
     worker_queues: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["reconstruct", "compress"],
+        default_factory=lambda: ["webhooks", "reconstruct", "compress"],
         description="Queues a worker listens on, in priority order",
     )
 
-    @field_validator("retry_backoff_s", mode="before")
+    @field_validator("retry_backoff_s", "webhook_retry_backoff_s", mode="before")
     @classmethod
     def _split_ints(cls, value: object) -> object:
         if isinstance(value, str):
@@ -137,7 +159,7 @@ class Settings(BaseSettings):
             return [v for v in value.replace(" ", "").split(",") if v]
         return value
 
-    @field_validator("retry_backoff_s")
+    @field_validator("retry_backoff_s", "webhook_retry_backoff_s")
     @classmethod
     def _non_negative(cls, value: list[int]) -> list[int]:
         if any(v < 0 for v in value):
@@ -147,6 +169,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         parse_api_keys(self.api_keys.get_secret_value())  # fail at startup, not at the first request
+        _ = self.tenant_callback_urls  # parsed and checked at startup
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise SettingsError("FRAMERS_S3_BUCKET is required with FRAMERS_STORAGE_BACKEND=s3")
         if self.s3_prefix and not self.s3_prefix.endswith("/"):
@@ -163,6 +186,33 @@ class Settings(BaseSettings):
     @property
     def tenants_by_key(self) -> dict[str, str]:
         return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def allowed_callback_hosts(self) -> frozenset[str]:
+        """Hosts a callback may reach even on private/loopback addresses."""
+        from core.webhooks import parse_allowed_hosts
+
+        return parse_allowed_hosts(self.callback_allowed_hosts)
+
+    @property
+    def tenant_callback_urls(self) -> dict[str, str]:
+        """{tenant: default callback URL} from FRAMERS_DEFAULT_CALLBACK_URLS (each URL checked)."""
+        from core.webhooks import CallbackRefused, check_callback_url
+
+        urls: dict[str, str] = {}
+        for entry in self.default_callback_urls.get_secret_value().split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            tenant, sep, url = entry.partition("=")
+            tenant, url = tenant.strip(), url.strip()
+            if not sep or not _TENANT_RE.match(tenant) or not url:
+                raise SettingsError(f"FRAMERS_DEFAULT_CALLBACK_URLS entry for {tenant[:64]!r} is not tenant=url")
+            try:
+                urls[tenant] = check_callback_url(url, self.allowed_callback_hosts)
+            except CallbackRefused as exc:
+                raise SettingsError(f"FRAMERS_DEFAULT_CALLBACK_URLS ({tenant}): {exc}") from exc
+        return urls
 
     @property
     def auth_enabled(self) -> bool:
@@ -191,6 +241,9 @@ class Settings(BaseSettings):
         env["FRAMERS_API_KEYS"] = ""
         if self.s3_secret_access_key is not None:
             env["FRAMERS_S3_SECRET_ACCESS_KEY"] = self.s3_secret_access_key.get_secret_value()
+        if self.webhook_secret is not None:
+            env["FRAMERS_WEBHOOK_SECRET"] = self.webhook_secret.get_secret_value()
+        env["FRAMERS_DEFAULT_CALLBACK_URLS"] = self.default_callback_urls.get_secret_value()
         return env
 
 

@@ -12,9 +12,11 @@ This module only speaks HTTP: it does not import the service.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +80,58 @@ class FramersClient:
         self.close()
 
     # --- API -----------------------------------------------------------------------------
-    def compress(self, path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
-        """Upload a video; returns {"id", "status": "queued", "links"}. Options: selector, keep,
-        stride, reconstructor, keyframe_codec, crf, target_psnr, target_kbps."""
+    def compress(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Upload a video; returns {"id", "status": "queued", "links"}.
+
+        Options (form fields): selector, keep, stride, reconstructor, keyframe_codec, crf,
+        target_psnr, target_kbps. `idempotency_key` (sent as the `Idempotency-Key` header) makes a
+        retried call safe: the same key with the same file and options returns the first call's
+        video id (nothing is stored twice); with another file or options the service answers 409
+        (FramersClientError, code `idempotency_key_reused`). `callback_url` receives signed events
+        (compress.done, compress.failed, reconstruct.done, reconstruct.failed); `metadata` (a JSON
+        object of at most 4 KB) is stored with the video and echoed in its job view and events.
+        Raises FramersClientError (e.g. 415 not a video, 422 bad options, 503 unavailable).
+        """
         path = Path(path)
         data = {k: str(v) for k, v in options.items() if v is not None}
+        if callback_url is not None:
+            data["callback_url"] = callback_url
+        if metadata is not None:
+            data["metadata"] = json.dumps(metadata, separators=(",", ":"))
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
         with path.open("rb") as f:
-            response = self._http.post("/compress", files={"file": (path.name, f, "video/mp4")}, data=data)
+            response = self._http.post(
+                "/compress", files={"file": (path.name, f, "video/mp4")}, data=data, headers=headers
+            )
         return self._json(response, expected=(202,))
+
+    def list_videos(
+        self, *, limit: int | None = None, cursor: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        """One page of this tenant's videos, newest first (`GET /videos`):
+        {"videos": [{"id", "status", "progress", "created_at", "sizes", "metadata", "links", ...}],
+        "next_cursor": str | None}. Pass `next_cursor` back as `cursor` for the next page; `status`
+        filters (queued, running, done, failed). Raises FramersClientError (422 bad cursor)."""
+        params = {k: str(v) for k, v in (("limit", limit), ("cursor", cursor), ("status", status)) if v is not None}
+        return self._json(self._http.get("/videos", params=params))
+
+    def iter_videos(self, *, status: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every video of this tenant, newest first, following the listing's cursors."""
+        cursor: str | None = None
+        while True:
+            page = self.list_videos(limit=page_size, cursor=cursor, status=status)
+            yield from page["videos"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
 
     def status(self, video_id: str) -> dict[str, Any]:
         """The job view of a video (`GET /jobs/{id}`). Raises FramersClientError."""

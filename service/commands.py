@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crf", type=int)
     p.add_argument("--target-psnr", type=float, help="content-adaptive mode: mean PSNR (dB) to reach")
     p.add_argument("--target-kbps", type=float, help="content-adaptive mode: kept-frame bitrate (kbit/s)")
+    p.add_argument("--idempotency-key", help="makes a retried upload safe: the same key returns the same video")
+    p.add_argument("--callback-url", help="http(s) URL that receives the video's signed events")
+    p.add_argument("--metadata", help="a JSON object (at most 4 KB) stored with the video and echoed back")
     p.add_argument("--wait", action="store_true", help="wait until the compression is done")
     p.set_defaults(func=_remote_compress)
 
@@ -109,8 +112,19 @@ def _remote_compress(args: argparse.Namespace) -> int:
         "target_kbps": args.target_kbps,
     }
     try:
+        metadata = json.loads(args.metadata) if args.metadata else None
+    except ValueError as exc:
+        print(f"error: --metadata is not JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
         with _client(args) as client:
-            job = client.compress(args.file, **options)
+            job = client.compress(
+                args.file,
+                idempotency_key=args.idempotency_key,
+                callback_url=args.callback_url,
+                metadata=metadata,
+                **options,
+            )
             if args.wait:
                 job = client.wait(job["id"])
     except (FramersClientError, OSError) as exc:

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from core.records import CorruptRecord
 from core.settings import Settings, get_settings
 from core.storage import StorageError
-from service import problems
+from service import docs, problems
 from service.head import HeadAsGetMiddleware
 from service.metrics import MetricsMiddleware
 from service.routes import downloads, system, videos
@@ -49,7 +49,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         services.redis.close()
 
-    app = FastAPI(title="FrameRS Service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="FrameRS Service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # replaced by service.docs: the same pages without any CDN
+        redoc_url=None,
+    )
     app.state.services = services
     app.include_router(videos.router)
     app.include_router(downloads.router)
@@ -57,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)  # outermost: sees HEAD as HEAD
     problems.install(app)
+    docs.install(app)
 
     # Infrastructure failures anywhere below the routes become clear 5xx answers.
     @app.exception_handler(StorageError)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -66,6 +67,8 @@ def accept_upload(
     size: int,
     info: SourceInfo,
     options: CompressOptions,
+    callback_url: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> VideoRecord:
     """Store the upload and its record, then queue the compression.
 
@@ -77,8 +80,17 @@ def accept_upload(
     services.records.mark_pending(video_id, compress_marker())
     source_key = keys.source(source_suffix(filename))
     services.storage.put_file(upload_path, source_key, move=True)
-    record = VideoRecord(id=video_id, tenant=tenant, options=options, source=info, source_key=source_key)
+    record = VideoRecord(
+        id=video_id,
+        tenant=tenant,
+        options=options,
+        source=info,
+        source_key=source_key,
+        callback_url=callback_url,
+        metadata=metadata,
+    )
     services.records.save(record)
+    services.records.add_to_index(record)
     try:
         enqueue_once(services.redis, services.settings, compress_spec(services.settings, video_id))
     except RedisError as exc:
@@ -130,4 +142,4 @@ def delete_video(services: Services, record: VideoRecord) -> None:
     cancel_job(services.redis, compress_job_id(record.id))
     for name in reconstructors:
         cancel_job(services.redis, reconstruct_job_id(record.id, name))
-    services.records.delete_video(record.id)
+    services.records.delete_video(record.id, record)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from pydantic import ValidationError
 
 from core.records import CompressOptions
 from core.settings import Settings
+from core.webhooks import CallbackRefused, check_callback_url
 from service.methods import CatalogUnavailable, MethodCatalog
 from service.problems import name_few, shown_name
 
 OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps")
+#: form fields that are not compression options
+EXTRA_FIELDS = ("callback_url", "metadata")
+MAX_METADATA_BYTES = 4096
 #: fields the content-adaptive mode (target_psnr / target_kbps) decides itself
 ADAPTIVE_EXCLUSIVE = ("selector", "keep", "stride", "crf")
 
@@ -30,7 +37,8 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     unknown = sorted(set(fields) - set(OPTION_FIELDS))
     if unknown:
         raise InvalidOptions(
-            f"unknown form field(s) {name_few(unknown)}; options are {', '.join(OPTION_FIELDS)}",
+            f"unknown form field(s) {name_few(unknown)}; "
+            f"fields are {', '.join(OPTION_FIELDS + EXTRA_FIELDS)}",
             [_field_error(name, "unknown form field") for name in unknown[:10]],
         )
     given = {k for k, v in fields.items() if v.strip() != ""}
@@ -72,6 +80,56 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     if options.keyframe_codec is not None:
         check_keyframe_codec(options.keyframe_codec)
     return options
+
+
+def parse_callback_url(raw: str, settings: Settings, tenant: str) -> str | None:
+    """The callback URL of an upload: the form's `callback_url`, else the tenant's default (None:
+    no events). Raises InvalidOptions (code `invalid_callback_url`) for a URL that is not http(s)
+    or names a literal private/loopback/link-local/multicast address (unless allowed), and
+    (code `callbacks_disabled`) when no FRAMERS_WEBHOOK_SECRET is set to sign events with."""
+    url = raw.strip() or settings.tenant_callback_urls.get(tenant)
+    if not url:
+        return None
+    if settings.webhook_secret is None:
+        raise InvalidOptions(
+            "callbacks are not enabled on this service (no FRAMERS_WEBHOOK_SECRET to sign them)",
+            [_field_error("callback_url", "callbacks are not enabled")],
+            code="callbacks_disabled",
+        )
+    try:
+        return check_callback_url(url, settings.allowed_callback_hosts)
+    except CallbackRefused as exc:
+        raise InvalidOptions(
+            f"callback_url refused: {exc}", [_field_error("callback_url", str(exc)[:200])], code="invalid_callback_url"
+        ) from exc
+
+
+def parse_metadata(raw: str) -> dict[str, Any] | None:
+    """The form's `metadata`: a JSON object of at most 4 KB (None when not given). Raises
+    InvalidOptions (code `invalid_metadata`)."""
+    if not raw.strip():
+        return None
+    if len(raw.encode()) > MAX_METADATA_BYTES:
+        raise InvalidOptions(
+            f"metadata is larger than {MAX_METADATA_BYTES} bytes",
+            [_field_error("metadata", "too large")],
+            code="invalid_metadata",
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidOptions(
+            f"metadata is not valid JSON: {str(exc)[:100]}",
+            [_field_error("metadata", "not JSON")],
+            code="invalid_metadata",
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidOptions(
+            "metadata must be a JSON object ({...})",
+            [_field_error("metadata", "not an object")],
+            code="invalid_metadata",
+        )
+    return value
 
 
 def _field_error(name: str, message: str) -> dict[str, str]:

@@ -7,7 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.records import CompressOptions, ReconstructionRecord, SourceInfo, Status, VideoRecord
+from core.records import (
+    CompressOptions,
+    ReconstructionRecord,
+    SourceInfo,
+    Status,
+    VideoRecord,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 
 class Links(BaseModel):
@@ -74,6 +82,22 @@ class ReconstructionView(BaseModel):
         )
 
 
+class WebhookView(BaseModel):
+    """One event of the video and its delivery log."""
+
+    event_id: str
+    event: str = Field(description="compress.done, compress.failed, reconstruct.done or reconstruct.failed")
+    url: str
+    status: str = Field(description="pending (being delivered or retried), delivered, failed")
+    created_at: datetime
+    attempts: list[WebhookAttempt]
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookView:
+        """The view of a stored event (without its body)."""
+        return cls(**delivery.model_dump(include={"event_id", "event", "url", "status", "created_at", "attempts"}))
+
+
 class JobView(BaseModel):
     id: str
     status: Status = Field(description="queued, running, done or failed")
@@ -99,10 +123,19 @@ class JobView(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="Deliberate changes to the source, "
                                 "e.g. deinterlaced, HDR tone-mapped, alpha flattened, audio dropped")
     reconstructions: dict[str, ReconstructionView]
+    metadata: dict[str, Any] | None = Field(default=None, description="The caller's JSON object from the upload")
+    callback_url: str | None = Field(default=None, description="Where this video's signed events are POSTed")
+    webhooks: list[WebhookView] = Field(default_factory=list, description="Events sent and their delivery logs")
     links: Links
 
     @classmethod
-    def of(cls, record: VideoRecord, reconstructions: list[ReconstructionRecord]) -> JobView:
+    def of(
+        cls,
+        record: VideoRecord,
+        reconstructions: list[ReconstructionRecord],
+        webhooks: list[WebhookDelivery] | None = None,
+    ) -> JobView:
+        """The job view of a record, its reconstructions and its webhook events."""
         bundle = record.bundle_bytes
         return cls(
             id=record.id,
@@ -130,6 +163,9 @@ class JobView(BaseModel):
             adaptive=record.adaptive,
             warnings=list(record.warnings),
             reconstructions={s.reconstructor: ReconstructionView.of(s) for s in reconstructions},
+            metadata=record.metadata,
+            callback_url=record.callback_url,
+            webhooks=[WebhookView.of(d) for d in webhooks or []],
             links=links_for(record.id),
         )
 
@@ -157,3 +193,46 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, str]
+
+
+class VideoSummary(BaseModel):
+    """One video in a listing."""
+
+    id: str
+    status: Status
+    progress: float
+    created_at: datetime
+    updated_at: datetime
+    filename: str
+    sizes: Sizes
+    error: str | None = None
+    metadata: dict[str, Any] | None = None
+    links: Links
+
+    @classmethod
+    def of(cls, record: VideoRecord) -> VideoSummary:
+        """The summary of a record."""
+        bundle = record.bundle_bytes
+        return cls(
+            id=record.id,
+            status=record.status,
+            progress=record.progress,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            filename=record.source.filename,
+            sizes=Sizes(
+                source_bytes=record.source.bytes,
+                bundle_bytes=bundle,
+                ratio=round(bundle / record.source.bytes, 6) if bundle and record.source.bytes else None,
+            ),
+            error=record.error,
+            metadata=record.metadata,
+            links=links_for(record.id),
+        )
+
+
+class VideoList(BaseModel):
+    """A page of the tenant's videos, newest first."""
+
+    videos: list[VideoSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null at the end")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class Upload:
     filename: str = ""
     content_type: str = ""
     fields: dict[str, str] = field(default_factory=dict)
+    sha256: str = ""  # hex SHA-256 of the file part (for idempotency keys)
 
 
 class _Parser:
@@ -129,6 +131,7 @@ class _Parser:
         self._seen_file = False
         self.parts = 0
         self.file_bytes = 0  # data of every file part (the video and any other, dropped)
+        self.digest = hashlib.sha256()
 
     # --- python-multipart callbacks (synchronous) -------------------------------------
     def on_part_begin(self) -> None:
@@ -174,7 +177,9 @@ class _Parser:
                 raise UploadTooLarge(f"the upload exceeds the limit of {self.max_bytes} bytes")
         if self._is_target:
             self.upload.size += end - start
-            self.pending.append(data[start:end])
+            chunk = data[start:end]
+            self.digest.update(chunk)
+            self.pending.append(chunk)
         elif not self._is_file:
             self._field_data += data[start:end]
             if len(self._field_data) > MAX_FIELD_BYTES:
@@ -258,6 +263,7 @@ async def receive_upload(
         dest.unlink(missing_ok=True)
         raise
     upload = parser_state.upload
+    upload.sha256 = parser_state.digest.hexdigest()
     if not parser_state._seen_file:
         dest.unlink(missing_ok=True)
         got = parser_state.other_files + list(upload.fields)

@@ -84,6 +84,7 @@ def test_every_operation_needs_a_key_and_hides_other_tenants_videos(stack: Any, 
         "/reconstruct/{video_id}",
         "/bundles/{video_id}",
         "/videos/{video_id}",
+        "/videos",
     }
     before = stored_ids(stack.settings)
     secrets = [video_a["source"]["filename"], TENANT_A, str(video_a["sizes"]["bundle_bytes"])]
@@ -101,6 +102,9 @@ def test_every_operation_needs_a_key_and_hides_other_tenants_videos(stack: Any, 
         other = httpx.request(method, stack.url + path, headers={"X-API-Key": KEY_B})
         if template == "/compress":
             assert other.status_code in (415, 422)  # B may upload; it just sent no video
+        elif template == "/videos":
+            assert other.status_code == 200, other.text  # B's own listing: without A's video
+            assert video_id not in other.text and not any(s in other.text for s in secrets)
         else:
             assert other.status_code == 404, (method, path, other.text)
             missing = httpx.request(method, stack.url + path.replace(video_id, "0" * 32), headers={"X-API-Key": KEY_B})
@@ -303,6 +307,7 @@ OPERATIONS = [
     ("GET", "/reconstruct/{video_id}"),
     ("GET", "/bundles/{video_id}"),
     ("DELETE", "/videos/{video_id}"),
+    ("GET", "/videos"),
     ("GET", "/models"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -359,6 +364,7 @@ def serve_with_s3(
     port = free_port()
     log = tmp_path / "serve.log"
     secret = "S3-SECRET-" + "7" * 20
+    webhook_secret = "WEBHOOK-SECRET-" + "9" * 20
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMERS_")}
     env |= {
         "FRAMERS_API_KEYS": f"{KEY_A}:{TENANT_A},{KEY_B}:{TENANT_B}",
@@ -370,6 +376,8 @@ def serve_with_s3(
         "FRAMERS_S3_SECRET_ACCESS_KEY": secret,
         "FRAMERS_RETRY_AFTER_S": "1",
         "FRAMERS_JOB_RETRIES": "0",
+        "FRAMERS_WEBHOOK_SECRET": webhook_secret,
+        "FRAMERS_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
         "PYTHONPATH": str(ROOT),
     }
     argv = [sys.executable, "-c", DRIVER, "serve", "--port", str(port), "--workers", "1"]
@@ -387,7 +395,7 @@ def serve_with_s3(
 
     try:
         wait_for(up, timeout=60, interval=0.2, what="framers serve")
-        yield url, log, {"secret": secret, "redis_url": redis_url}
+        yield url, log, {"secret": secret, "webhook_secret": webhook_secret, "redis_url": redis_url}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -405,6 +413,9 @@ def test_no_secrets_in_logs_records_or_queue(
     tmp_path: Path,
     wait_for: Callable[..., Any],
 ) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
     import boto3
     import redis
 
@@ -412,9 +423,24 @@ def test_no_secrets_in_logs_records_or_queue(
 
     url, log, extra = serve_with_s3
     answers: list[str] = []
+    deliveries: list[str] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            deliveries.append(f"{self.headers}\n{body.decode(errors='replace')}")
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     with httpx.Client(base_url=url, headers={"X-API-Key": KEY_A}, timeout=30) as client:
         answers.append(httpx.get(f"{url}/jobs/{'0' * 32}", headers={"X-API-Key": KEY_B + "x"}).text)  # bad key
-        good = upload(client, clip)
+        good = upload(client, clip, callback_url=hook)
         answers.append(good.text)
         video_id = good.json()["id"]
         answers.append(json.dumps(wait_job(client, video_id, wait_for, timeout=90)))
@@ -425,10 +451,13 @@ def test_no_secrets_in_logs_records_or_queue(
         answers.append(json.dumps(wait_job(client, failing, wait_for, timeout=90)))
         for path in ("/readyz", "/metrics", "/models"):
             answers.append(client.get(path).text)
+        wait_for(lambda: deliveries, timeout=30, what="the compress.done delivery")
+        answers.append(client.get(f"/jobs/{video_id}").text)  # with its delivery log
         assert client.delete(f"/videos/{video_id}").status_code == 204
+    receiver.shutdown()
     logs = log.read_text(errors="replace")
     # The log did capture the gateway, the worker and the codec jobs, at DEBUG.
-    for line in ('"POST /compress HTTP/1.1" 202', "listening on reconstruct, compress", "INFO compressed "):
+    for line in ('"POST /compress HTTP/1.1" 202', "listening on webhooks, reconstruct, compress", "INFO compressed "):
         assert line in logs, line
     assert "frame size changes mid-stream" in logs and " DEBUG " in logs
     s3 = boto3.client(
@@ -460,6 +489,8 @@ def test_no_secrets_in_logs_records_or_queue(
             dumped.append(repr(queue.smembers(key)))
     haystacks = {"serve log": logs, "HTTP answers": "\n".join(answers), "records": "\n".join(objects)}
     haystacks["redis"] = "\n".join(dumped)
+    haystacks["webhook deliveries"] = "\n".join(deliveries)
+    assert "X-FrameRS-Signature: t=" in haystacks["webhook deliveries"]
     for where, text in haystacks.items():
-        for secret in (KEY_A, KEY_B, extra["secret"]):
+        for secret in (KEY_A, KEY_B, extra["secret"], extra["webhook_secret"]):
             assert secret not in text, f"{secret[:6]}… found in {where}"

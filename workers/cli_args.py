@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-QUEUE_NAMES = ("reconstruct", "compress")  # = core.queues.ALL_QUEUES, priority order
+QUEUE_NAMES = ("webhooks", "reconstruct", "compress")  # = core.queues.ALL_QUEUES, priority order
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from rq import Queue, worker_registration
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 from rq.utils import current_timestamp
@@ -33,11 +33,13 @@ from core.queues import (
     ALL_QUEUES,
     compress_spec,
     enqueue_once,
+    enqueue_webhook,
     job_status,
     reconstruct_spec,
     redis_lock,
+    webhook_job_id,
 )
-from core.records import PendingWork, RecordNotFound, Status, utcnow
+from core.records import CorruptRecord, PendingWork, RecordNotFound, Status, utcnow
 from core.storage import StorageError
 from workers.context import WorkerContext
 from workers.worker import FramersWorker
@@ -122,6 +124,8 @@ class Housekeeper(threading.Thread):
 
     def _reconcile_one(self, pending: PendingWork) -> bool:
         ctx = self.ctx
+        if pending.webhook_event is not None:
+            return self._reconcile_webhook(pending, pending.webhook_event)
         rec_name = pending.reconstructor
         try:
             record = ctx.records.load(pending.video_id)
@@ -154,3 +158,32 @@ class Housekeeper(threading.Thread):
         # Missing (Redis lost it, or the gateway died before enqueueing) or finished while the
         # record says otherwise: run it (again). Jobs are idempotent.
         return enqueue_once(ctx.redis, ctx.settings, spec)
+
+    def _reconcile_webhook(self, pending: PendingWork, event_id: str) -> bool:
+        """Re-queue an event still pending whose delivery job Redis no longer has."""
+        ctx = self.ctx
+        try:
+            delivery = ctx.records.load_webhook(pending.video_id, event_id)
+        except (RecordNotFound, CorruptRecord):
+            if utcnow() - pending.created_at > ORPHAN_MARKER_AGE:
+                ctx.records.clear_pending(pending.video_id, pending.job)
+            return False
+        if delivery.status != "pending":
+            ctx.records.clear_pending(pending.video_id, pending.job)
+            return False
+        job_id = webhook_job_id(event_id)
+        status = job_status(ctx.redis, job_id)
+        if status in ACTIVE_STATUSES:
+            return False  # queued, scheduled for a retry, or running
+        if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            # RQ gave up (e.g. the last attempt's worker died) before the log was written.
+            delivery.status = "failed"
+            ctx.records.save_webhook(delivery)
+            ctx.records.clear_pending(pending.video_id, pending.job)
+            return False
+        if status is not None:
+            with contextlib.suppress(NoSuchJobError):
+                Job.fetch(job_id, connection=ctx.redis).delete()
+        # Lost by Redis (or finished without its log written): deliver it (again).
+        enqueue_webhook(ctx.redis, ctx.settings, pending.video_id, event_id)
+        return True

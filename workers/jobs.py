@@ -30,6 +30,7 @@ from rq.timeouts import JobTimeoutException
 from core import job_metrics
 from core.queues import COMPRESS_FUNC, COMPRESS_QUEUE, RECONSTRUCT_FUNC, RECONSTRUCT_QUEUE, is_deleted
 from core.records import (
+    CorruptRecord,
     ReconstructionRecord,
     RecordNotFound,
     Status,
@@ -41,6 +42,7 @@ from core.records import (
 )
 from core.storage import ObjectNotFound
 from framers.errors import BundleError, InvalidVideoError, ModelError, UnsupportedOptionError
+from workers import webhooks
 from workers.context import WorkerContext, get_context
 from workers.progress import ProgressReporter
 from workers.scratch import job_dir
@@ -150,7 +152,7 @@ def compress_video(video_id: str) -> dict[str, Any]:
     except VideoDeleted:
         return _discard(ctx, video_id)
     except BaseException as exc:
-        _record_failure(ctx, record, save, exc, COMPRESS_QUEUE, started, video_id, marker, "compression")
+        _record_failure(ctx, record, save, exc, COMPRESS_QUEUE, started, video_id, marker, "compression", record)
         raise
     if _deleted_meanwhile(ctx, video_id):
         return _discard(ctx, video_id)
@@ -166,6 +168,7 @@ def compress_video(video_id: str) -> dict[str, Any]:
     ctx.records.clear_pending(video_id, marker)
     job_metrics.record_job(ctx.redis, COMPRESS_QUEUE, "done", time.monotonic() - started, record.frames or 0)
     log.info("compressed %s: %s -> %s bytes", video_id, record.source.bytes, record.bundle_bytes)
+    webhooks.emit(ctx, "compress.done", record)
     return {"video_id": video_id, "status": "done", "bundle_bytes": record.bundle_bytes}
 
 
@@ -226,14 +229,26 @@ def reconstruct_video(video_id: str, reconstructor: str) -> dict[str, Any]:
     except VideoDeleted:
         return _discard(ctx, video_id)
     except BaseException as exc:
-        _record_failure(ctx, state, save, exc, RECONSTRUCT_QUEUE, started, video_id, marker, "reconstruction")
+        _record_failure(
+            ctx, state, save, exc, RECONSTRUCT_QUEUE, started, video_id, marker, "reconstruction", record
+        )
         raise
     if _deleted_meanwhile(ctx, video_id):
         return _discard(ctx, video_id)
     ctx.records.clear_pending(video_id, marker)
     job_metrics.record_job(ctx.redis, RECONSTRUCT_QUEUE, "done", time.monotonic() - started, state.frames or 0)
     log.info("reconstructed %s with %s: %s frames", video_id, reconstructor, state.frames)
+    webhooks.emit(ctx, "reconstruct.done", record, state)
     return {"video_id": video_id, "reconstructor": reconstructor, "status": "done", "bytes": state.output_bytes}
+
+
+# --------------------------------------------------------------------------------------------
+# webhooks
+
+
+def deliver_webhook(video_id: str, event_id: str) -> dict[str, Any]:
+    """Deliver one stored webhook event of `video_id` (retried with backoff by RQ on failure)."""
+    return webhooks.deliver(video_id, event_id)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,8 +265,10 @@ def _record_failure(
     video_id: str,
     marker: str,
     what: str,
+    video: VideoRecord,
 ) -> None:
-    """Write the outcome of a failed run to the record; decide retry vs. permanent failure."""
+    """Write the outcome of a failed run to the record; decide retry vs. permanent failure
+    (a final failure sends its webhook event)."""
     job = get_current_job()
     permanent = isinstance(exc, (*PERMANENT_ERRORS, PermanentJobError, JobTimeoutException))
     if isinstance(exc, JobTimeoutException):
@@ -286,6 +303,8 @@ def _record_failure(
     except Exception:  # the record could not be written; the reconciler repairs it later
         log.exception("could not record the failure of %s", video_id)
     job_metrics.record_job(ctx.redis, queue, outcome, time.monotonic() - started)
+    if not will_retry:
+        _emit_failed(ctx, video, state)
 
 
 def on_job_failure(job: Job, connection: Redis, exc_type: Any, exc_value: Any, tb: Any) -> None:
@@ -332,6 +351,19 @@ def _mark_abandoned(
         ctx.records.save_reconstruction(state)
     if not retrying:
         ctx.records.clear_pending(video_id, marker)
+        try:
+            video = state if isinstance(state, VideoRecord) else ctx.records.load(video_id)
+        except (RecordNotFound, CorruptRecord):
+            return
+        _emit_failed(ctx, video, state)
+
+
+def _emit_failed(ctx: WorkerContext, video: VideoRecord, state: object) -> None:
+    """The `compress.failed` or `reconstruct.failed` event of a job that failed for good."""
+    if isinstance(state, ReconstructionRecord):
+        webhooks.emit(ctx, "reconstruct.failed", video, state)
+    else:
+        webhooks.emit(ctx, "compress.failed", video)
 
 
 # --------------------------------------------------------------------------------------------

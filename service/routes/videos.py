@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from core.records import SourceInfo, Status, new_video_id
+from core.records import (
+    CorruptRecord,
+    RecordNotFound,
+    SourceInfo,
+    Status,
+    index_prefix,
+    new_video_id,
+    video_id_of_index_key,
+)
 from framers.errors import FrameTooLargeError, InvalidVideoError
 from service.deps import ServicesDep, TenantDep, VideoDep
+from service.idempotency import (
+    HEADER as IDEMPOTENCY_HEADER,
+)
+from service.idempotency import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    InvalidIdempotencyKey,
+    Reservation,
+    check_key,
+    fingerprint,
+)
 from service.limits import LimitExceeded, check_resolution, check_video_limits
 from service.operations import accept_upload, delete_video
-from service.options import InvalidOptions, parse_options
+from service.options import EXTRA_FIELDS, InvalidOptions, parse_callback_url, parse_metadata, parse_options
 from service.problems import Problem
-from service.schemas import CompressAccepted, JobView, links_for
+from service.schemas import CompressAccepted, JobView, VideoList, VideoSummary, links_for
 from service.state import Services
 from service.uploads import Upload, UploadError, receive_upload
 
@@ -26,6 +48,17 @@ router = APIRouter(tags=["videos"])
 MULTIPART_OVERHEAD = 64 * 1024
 
 _FORM_SCHEMA: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+            "description": "Makes a retried upload safe: within 24 h, the same key (per tenant) with the same "
+            "file and fields answers with the first upload's video id (header Idempotent-Replayed: true); "
+            "with another file or fields 409 idempotency_key_reused",
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -45,6 +78,11 @@ _FORM_SCHEMA: dict[str, Any] = {
                                         "description": "Content-adaptive mode: mean PSNR (dB) to reach"},
                         "target_kbps": {"type": "number", "minimum": 1,
                                         "description": "Content-adaptive mode: kept-frame bitrate (kbit/s)"},
+                        "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
+                                         "description": "http(s) URL that receives signed events "
+                                         "(compress.done/failed, reconstruct.done/failed)"},
+                        "metadata": {"type": "string", "maxLength": 4096,
+                                     "description": "A JSON object (at most 4 KB), stored and echoed back"},
                     },
                 }
             }
@@ -63,12 +101,26 @@ _FORM_SCHEMA: dict[str, Any] = {
         400: {"description": "Malformed form, or a form over its limits (parts, bytes per field, form bytes)"},
         408: {"description": "The upload stalled"},
         413: {"description": "Upload too large"},
+        409: {"description": "The Idempotency-Key was used with another file or other options, "
+              "or its first request is still being processed"},
         415: {"description": "Not a video"},
-        422: {"description": "Bad or repeated options, empty upload, no `file` part, or over a limit"},
+        422: {"description": "Bad or repeated options, empty upload, no `file` part, over a limit, "
+              "or a malformed Idempotency-Key"},
+        503: {"description": "Storage or the job queue is unavailable"},
     },
 )
 async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -> JSONResponse:
+    """Upload a video (multipart `file` + options) and queue its compression.
+
+    With an `Idempotency-Key` header, a repeat of the same upload (same file and form fields)
+    within 24 h answers with the first one's video id instead of storing it again."""
     settings = services.settings
+    idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if idempotency_key is not None:
+        try:
+            check_key(idempotency_key)
+        except InvalidIdempotencyKey as exc:
+            raise Problem(422, str(exc), "invalid_idempotency_key", headers={"Connection": "close"}) from exc
     if _declared_length(request) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         services.metrics.uploads.labels("too_large").inc()
         raise Problem(
@@ -94,15 +146,45 @@ async def compress(request: Request, tenant: TenantDep, services: ServicesDep) -
         errors = [{"field": exc.field, "location": f"body.{exc.field}", "message": str(exc)}] if exc.field else None
         raise Problem(exc.status, str(exc), exc.code, headers={"Connection": "close"}, errors=errors) from exc
     try:
-        record_id = await run_in_threadpool(_validate_and_accept, services, tenant, upload)
+        record_id, replayed = await run_in_threadpool(
+            _accept_once, services, tenant, upload, idempotency_key
+        )
     finally:
         upload.path.unlink(missing_ok=True)  # moved into storage on success; garbage otherwise
     body = CompressAccepted(id=record_id, status=Status.queued, links=links_for(record_id))
-    return JSONResponse(
-        body.model_dump(mode="json"),
-        status_code=status.HTTP_202_ACCEPTED,
-        headers={"Location": body.links.status},
-    )
+    headers = {"Location": body.links.status}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _accept_once(services: Services, tenant: str, upload: Upload, key: str | None) -> tuple[str, bool]:
+    """(video id, replayed): accept the upload, or with an idempotency key find the video of an
+    earlier identical upload. Runs in the threadpool (it may wait for a concurrent repeat)."""
+    if key is None:
+        return _validate_and_accept(services, tenant, upload), False
+    store = IdempotencyStore(services.redis, services.settings.idempotency_ttl_s)
+    try:
+        held = store.begin(tenant, key, fingerprint(upload.sha256, upload.fields))
+    except IdempotencyKeyReused as exc:
+        raise Problem(status.HTTP_409_CONFLICT, str(exc), "idempotency_key_reused") from exc
+    except IdempotencyKeyInUse as exc:
+        raise Problem(
+            status.HTTP_409_CONFLICT,
+            str(exc),
+            "idempotency_key_in_use",
+            headers={"Retry-After": str(services.settings.retry_after_s)},
+        ) from exc
+    if not isinstance(held, Reservation):
+        services.metrics.uploads.labels("replayed").inc()
+        return held, True
+    try:
+        video_id = _validate_and_accept(services, tenant, upload)
+    except BaseException:
+        store.abandon(held)
+        raise
+    store.complete(held, video_id)
+    return video_id, False
 
 
 def _declared_length(request: Request) -> int:
@@ -120,7 +202,11 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
 
     settings = services.settings
     try:
-        options = parse_options(upload.fields, settings, services.catalog)
+        options = parse_options(
+            {k: v for k, v in upload.fields.items() if k not in EXTRA_FIELDS}, settings, services.catalog
+        )
+        callback_url = parse_callback_url(upload.fields.get("callback_url", ""), settings, tenant)
+        metadata = parse_metadata(upload.fields.get("metadata", ""))
         if upload.size == 0:
             raise InvalidOptions("the uploaded file is empty", code="empty_upload")
     except InvalidOptions as exc:
@@ -172,13 +258,83 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
         size=upload.size,
         info=source,
         options=options,
+        callback_url=callback_url,
+        metadata=metadata,
     )
     return video_id
 
 
+MAX_LIST_SCAN = 1000  # index entries examined per listing request (a page may end early, with a cursor)
+_CURSOR_RE = re.compile(r"^[0-9]{16}-[0-9a-f]{32}$")
+
+
+@router.get(
+    "/videos",
+    response_model=VideoList,
+    summary="The tenant's videos, newest first (paged with an opaque cursor)",
+    responses={422: {"description": "Invalid limit, status or cursor"}},
+)
+def list_videos(
+    tenant: TenantDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Videos per page")] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
+    status_filter: Annotated[Status | None, Query(alias="status", description="Only videos in this status")] = None,
+) -> VideoList:
+    """A page of the tenant's videos, newest first; `next_cursor` continues it (null at the end).
+    With `status`, a page may hold fewer than `limit` videos and still have a next cursor."""
+    records = services.records
+    after = _decode_cursor(tenant, cursor) if cursor else None
+    videos: list[VideoSummary] = []
+    last: str | None = None
+    more = False
+    scanned = 0
+    for key in records.iter_index(tenant, after):
+        if len(videos) >= limit or scanned >= MAX_LIST_SCAN:
+            more = True
+            break
+        scanned += 1
+        last = key
+        video_id = video_id_of_index_key(key)
+        if video_id is None:
+            continue
+        try:
+            record = records.load(video_id)
+        except RecordNotFound:
+            continue  # deleted (its entry goes with the delete; a crashed delete may leave it)
+        except CorruptRecord:
+            continue
+        if record.tenant != tenant or (status_filter is not None and record.status is not status_filter):
+            continue
+        videos.append(VideoSummary.of(record))
+    next_cursor = _encode_cursor(last) if more and last else None
+    return VideoList(videos=videos, next_cursor=next_cursor)
+
+
+def _encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.rsplit("/", 1)[-1].encode()).decode().rstrip("=")
+
+
+def _decode_cursor(tenant: str, cursor: str) -> str:
+    try:
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        name = ""
+    if not _CURSOR_RE.match(name):
+        raise Problem(
+            422,
+            "invalid cursor: pass the next_cursor of a previous page unchanged",
+            "invalid_cursor",
+            errors=[{"field": "cursor", "location": "query.cursor", "message": "not a cursor of this listing"}],
+        )
+    return index_prefix(tenant) + name
+
+
 @router.get("/jobs/{video_id}", response_model=JobView, summary="Status of a video's compression")
 def get_job(record: VideoDep, services: ServicesDep) -> JobView:
-    return JobView.of(record, services.records.list_reconstructions(record.id))
+    """The video's record: status, progress, sizes, reconstructions, metadata, webhook deliveries."""
+    records = services.records
+    return JobView.of(record, records.list_reconstructions(record.id), records.list_webhooks(record.id))
 
 
 @router.delete(
