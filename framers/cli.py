@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compress", help="keep some of a video's frames (per scene, or a fixed pattern) as a keyframe bundle")
+    p = sub.add_parser("compress", help="keep some of a video's frames (per scene, or a fixed pattern) as a bundle")
     p.add_argument("input", help="source video (any container/codec FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, help="bundle folder, or a single file ending in .frs")
     p.add_argument("--selector", default=None,

@@ -12,6 +12,7 @@ import pytest
 
 from framers import bundle as fb
 from framers.adaptive import analysis, ratemodel
+from framers.adaptive.selector import crf_groups
 from framers.cli import main as cli_main
 from framers.pipeline import compress, iter_reconstructed
 from framers.registry import get_reconstructor
@@ -75,6 +76,9 @@ def test_segments_split_shots_and_close_at_cuts() -> None:
     with pytest.raises(ValueError):
         analysis.split_segments([], 0)
     assert shot_edges([26, 0]) == {25, 26}
+    # one CRF per group of shots holding >= min_frames: no x264 restart for every short shot
+    many = analysis.split_segments([10, 20, 30, 200], 260, length=48)
+    assert crf_groups(many, [10, 20, 30, 200], min_frames=150) == [[0, 1, 2, 3, 4, 5, 6], [7, 8]]
     assert view_size(1920, 1080) == (256, 144) and view_size(176, 144) == (176, 144)
 
 

@@ -15,8 +15,9 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
 The choice minimises bytes subject to the mean per-frame PSNR (capped at 60 dB, the quality
 protocol's metric) reaching the target: a Lagrangian relaxation (Shoham & Gersho, "Efficient bit
 allocation for an arbitrary set of quantizers", 1988) with one multiplier μ: every segment takes
-the stride minimising R − μ·ΣPSNR, every shot the CRF minimising the sum over its segments
-(one CRF per shot: changing CRF restarts x264 at an IDR picture, which shot starts have anyway),
+the stride minimising R − μ·ΣPSNR, every CRF group (shots together holding ≥ ~5 s, see
+``selector.crf_groups``) the CRF minimising the sum over its segments (changing CRF restarts x264
+at an IDR picture, so it changes only at shot starts and not for every short shot),
 and μ is bisected until the target is met. Stride 1 at one CRF everywhere is plain x264, so
 when the model is right the choice never costs more than re-encoding with x264.
 """
@@ -265,8 +266,8 @@ def _totals(options: Sequence[SegmentOptions], picks: Sequence[tuple[int, int]])
 def choose(options: Sequence[SegmentOptions], shots: Sequence[Sequence[int]], *,
            target_psnr: float | None = None, target_bytes: float | None = None) -> list[Choice]:
     """Per segment (stride, CRF): fewest predicted bytes with mean PSNR ≥ ``target_psnr``, or
-    best mean PSNR within ``target_bytes`` (exactly one of the two). ``shots`` lists segment
-    indices per shot. An unreachable target gets the closest option (best quality / fewest
+    best mean PSNR within ``target_bytes`` (exactly one of the two). ``shots`` lists the segment
+    indices of each group that shares one CRF. An unreachable target gets the closest option (best quality / fewest
     bytes). Raises ValueError when neither or both targets are given."""
     if (target_psnr is None) == (target_bytes is None):
         raise ValueError("give exactly one of target_psnr and target_bytes")

@@ -34,6 +34,8 @@ PSNR_RANGE = (20.0, 60.0)
 #: (held-out train videos), and an achieved PSNR more than 0.5 dB short counts as a miss, while
 #: aiming a little high only moves the result along the rate–distortion curve.
 TARGET_MARGIN_DB = 0.3
+#: frames a CRF holds at least before it may change (at a shot start): ~5 s at 30 fps
+CRF_GROUP_FRAMES = 150
 
 
 def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, dict[str, Any]]:
@@ -48,6 +50,24 @@ def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, di
     if config.get("sha256") != ratemodel.coefficients_sha256(config):
         raise ModelError(f"{MODEL_NAME} {chosen}: coefficients fail their checksum (corrupt or altered config)")
     return ratemodel.RateModel.from_config(config), config
+
+
+def crf_groups(segments: list[analysis.Segment], cuts: list[int], min_frames: int | None = None) -> list[list[int]]:
+    """Segment indices grouped into runs that share one CRF: a group ends only at a shot start
+    (``cuts``) and only once it holds ``min_frames`` frames (CRF_GROUP_FRAMES). A CRF change
+    restarts x264 at an IDR picture; at a cut x264 would place one anyway, but a video of many
+    short shots (cuts every few frames) would pay an IDR per shot for a small gain."""
+    limit = CRF_GROUP_FRAMES if min_frames is None else min_frames
+    starts = set(cuts)
+    groups: list[list[int]] = []
+    size = 0
+    for k, seg in enumerate(segments):
+        if not groups or (seg.start in starts and size >= limit):
+            groups.append([])
+            size = 0
+        groups[-1].append(k)
+        size += len(seg)
+    return groups
 
 
 @dataclass
@@ -242,17 +262,13 @@ class AdaptiveSelector(Selector):
         probe_crf = ratemodel.probe_crf_for(target)
         coded, feats, floors = self._measure(open_clips, segments, detail, probe_crf)
         options = self._options(segments, coded, feats, detail, floors, probe_crf)
-        shots: list[list[int]] = []
-        for k, seg in enumerate(segments):
-            if k == 0 or seg.start in cuts:
-                shots.append([])
-            shots[-1].append(k)
+        groups = crf_groups(segments, cuts)
         if self.target_psnr is not None:
-            choices = ratemodel.choose(options, shots, target_psnr=self.target_psnr + TARGET_MARGIN_DB)
+            choices = ratemodel.choose(options, groups, target_psnr=self.target_psnr + TARGET_MARGIN_DB)
         else:
             assert self.target_kbps is not None
             seconds = n / self.fps if self.fps > 0 else n / 25.0
-            choices = ratemodel.choose(options, shots, target_bytes=self.target_kbps * 1000 / 8 * seconds)
+            choices = ratemodel.choose(options, groups, target_bytes=self.target_kbps * 1000 / 8 * seconds)
         return Plan(n, cuts, segments, choices, probe_crf)
 
     def select(self, open_clips: ClipSource) -> Selection:
