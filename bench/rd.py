@@ -534,7 +534,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             elif e.get("bd_rate") is None:
                 cells.append("n/a" + (f" ({e['bd_error'][:40]}…)" if e.get("bd_error") else ""))
             else:
-                cells.append(f"{e['bd_rate']:+.1f} % ({e['bd_psnr']:+.2f} dB)")
+                psnr_delta = f"{e['bd_psnr']:+.2f} dB" if e.get("bd_psnr") is not None else "BD-PSNR n/a"
+                cells.append(f"{e['bd_rate']:+.1f} % ({psnr_delta})")
         if "error" in clip and "width" not in clip:
             blanks = " | ".join("" for _ in names)
             lines.append(f"| {clip['video']} | error: {str(clip['error'])[:80]} | | | {blanks} |")
