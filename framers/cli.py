@@ -79,8 +79,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if result.cuts:
         print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
     if result.adaptive:
-        print(f"  adaptive: predicted mean PSNR {result.adaptive['predicted_psnr']:.2f} dB "
-              f"(target {result.adaptive['target_psnr'] or str(result.adaptive['target_kbps']) + ' kbps'})")
+        adaptive = result.adaptive
+        target = f"{adaptive['target_psnr']} dB" if adaptive["target_psnr"] else f"{adaptive['target_kbps']} kbps"
+        print(f"  adaptive: predicted mean PSNR {adaptive['predicted_psnr']:.2f} dB, kept frames "
+              f"~{adaptive['predicted_bytes'] / 1000:.0f} kB predicted (target {target})")
         for seg in result.adaptive["segments"][:12]:
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
                   f"~{seg['predicted_psnr']:.1f} dB")

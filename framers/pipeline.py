@@ -109,7 +109,8 @@ def compress(
             raise UnsupportedOptionError(
                 f"the adaptive mode codes kept frames with x264 at per-shot CRFs, not {keyframe_codec}"
             )
-        chooser = AdaptiveSelector(target_psnr=target_psnr, target_kbps=target_kbps, fps=info.fps)
+        chooser = AdaptiveSelector(target_psnr=target_psnr, target_kbps=target_kbps, fps=info.fps,
+                                   byte_budget=float(source.stat().st_size))
     elif isinstance(selector, Selector):
         chooser = selector
     else:
@@ -223,9 +224,18 @@ def compress(
         model_versions=manifest.models,
         cuts=manifest.cuts,
         adaptive=chooser.report() if hasattr(chooser, "report") else None,
-        warnings=list(facts["warnings"]),
+        warnings=[*facts["warnings"], *_adaptive_warnings(chooser)],
         has_audio=bool(facts["has_audio"]),
     )
+
+
+def _adaptive_warnings(chooser: Selector) -> list[str]:
+    """What the adaptive mode could not do as asked (said in the CLI output and the job record)."""
+    if not getattr(chooser, "capped", False):
+        return []
+    target, budget = getattr(chooser, "target_psnr", 0.0), getattr(chooser, "byte_budget", 0.0)
+    return [f"target_psnr {target:g} dB would take more bytes than the source file ({budget:.0f}); "
+            "kept frames capped at the source's size (best PSNR within it)"]
 
 
 def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip) -> list[int]:

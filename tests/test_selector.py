@@ -180,8 +180,10 @@ def test_cli_keep_alone_selects_with_framers(micro_store: Path, tmp_path: Path,
 
     monkeypatch.setenv(model_store.STORE_ENV, str(micro_store))
     video = write_video(tmp_path / "v.mp4", frames=32, width=96, height=64)
-    for extra, selector in (([], "stride"), (["--keep", "2"], "framers"), (["--keep", "2", "--selector", "uniform"],
-                                                                          "uniform")):
+    # (no option at all runs the adaptive mode: tests/test_adaptive.py)
+    cases = ((["--stride", "4"], "stride"), (["--keep", "2"], "framers"),
+             (["--keep", "2", "--selector", "uniform"], "uniform"))
+    for extra, selector in cases:
         bundle = tmp_path / f"b_{selector}"
         assert cli_main(["compress", str(video), "-o", str(bundle), "-q", *extra]) == 0
         assert json.loads((bundle / "manifest.json").read_text())["selection"]["selector"] == selector

@@ -106,7 +106,7 @@ class AdaptiveSelector(Selector):
     name = "adaptive"
 
     def __init__(self, target_psnr: float | None = None, target_kbps: float | None = None,
-                 fps: float = 25.0) -> None:
+                 fps: float = 25.0, byte_budget: float | None = None) -> None:
         if (target_psnr is None) == (target_kbps is None):
             raise UnsupportedOptionError("adaptive mode needs exactly one of target_psnr and target_kbps")
         if target_psnr is not None and not PSNR_RANGE[0] <= target_psnr <= PSNR_RANGE[1]:
@@ -116,6 +116,10 @@ class AdaptiveSelector(Selector):
         self.target_psnr = target_psnr
         self.target_kbps = target_kbps
         self.fps = fps  # frames per second, for target_kbps (the pipeline sets the source's)
+        # a PSNR target that would take more bytes than this (the upload's size) is capped to it:
+        # a re-encode finer than its lossy source spends bytes on the source's own coding noise
+        self.byte_budget = byte_budget
+        self.capped = False
         self.keep = 0
         self.clip_len = CLIP_LEN
         self.slot_len = 1
@@ -141,6 +145,8 @@ class AdaptiveSelector(Selector):
         if self.plan is not None:
             out["predicted_psnr"] = round(self.plan.predicted_psnr(), 2)
             out["predicted_bytes"] = round(self.plan.predicted_bytes())
+        if self.capped:
+            out["capped_at_source_bytes"] = round(float(self.byte_budget or 0))
         return out
 
     def manifest_entry(self) -> dict[str, Any] | None:
@@ -265,6 +271,9 @@ class AdaptiveSelector(Selector):
         groups = crf_groups(segments, cuts)
         if self.target_psnr is not None:
             choices = ratemodel.choose(options, groups, target_psnr=self.target_psnr + TARGET_MARGIN_DB)
+            if self.byte_budget is not None and sum(c.bytes for c in choices) > self.byte_budget:
+                choices = ratemodel.choose(options, groups, target_bytes=self.byte_budget)
+                self.capped = True
         else:
             assert self.target_kbps is not None
             seconds = n / self.fps if self.fps > 0 else n / 25.0
