@@ -79,15 +79,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if result.cuts:
         print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
     if result.adaptive:
-        adaptive = result.adaptive
-        target = f"{adaptive['target_psnr']} dB" if adaptive["target_psnr"] else f"{adaptive['target_kbps']} kbps"
-        print(f"  adaptive: predicted mean PSNR {adaptive['predicted_psnr']:.2f} dB, kept frames "
-              f"~{adaptive['predicted_bytes'] / 1000:.0f} kB predicted (target {target})")
-        for seg in result.adaptive["segments"][:12]:
+        report = result.adaptive
+        target = f"{report['target_psnr']} dB" if report["target_psnr"] else f"{report['target_kbps']} kbps"
+        print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB, kept frames "
+              f"~{report['predicted_bytes'] / 1000:.0f} kB predicted (target {target})")
+        for seg in report["segments"][:12]:
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
                   f"~{seg['predicted_psnr']:.1f} dB")
-        if len(result.adaptive["segments"]) > 12:
-            print(f"    … {len(result.adaptive['segments']) - 12} more segments (manifest 'adaptive')")
+        if len(report["segments"]) > 12:
+            print(f"    … {len(report['segments']) - 12} more segments (manifest 'adaptive')")
     return 0
 
 

@@ -113,7 +113,7 @@ def display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
     try:
         from av.sidedata.sidedata import Type
 
-        entry = frame.side_data.get(Type.DISPLAYMATRIX)
+        entry = frame.side_data.get(Type.DISPLAYMATRIX)  # type: ignore[call-overload]
     except (AttributeError, ImportError, KeyError, TypeError, ValueError):
         return None
     if entry is None:
@@ -420,12 +420,13 @@ class Deinterlacer:
         self._graph.configure()
 
     def _drain(self) -> list[av.VideoFrame]:
-        out = []
+        out: list[av.VideoFrame] = []
         while True:
             try:
                 frame = self._graph.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return out
+            assert isinstance(frame, av.VideoFrame)
             tb = Fraction(frame.time_base) if frame.time_base else self._time_base
             if tb != self._time_base:  # bwdif doubles the time base (for field rate): back to the stream's
                 if frame.pts is not None:

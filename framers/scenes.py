@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -62,8 +63,8 @@ class SceneAnalyser:
     def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
         w, h = view_size(frame.width, frame.height, self.long_side)
         graph = av.filter.Graph()
-        source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                                  time_base=frame.time_base or "1/90000")
+        source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                                  time_base=frame.time_base or Fraction(1, 90000))
         scale = graph.add("scale", f"{w}:{h}:flags=area")
         gray = graph.add("format", "gray")
         detect = graph.add("scdet", f"threshold={self.threshold}")
@@ -86,6 +87,7 @@ class SceneAnalyser:
         copy.pts = self._index
         self._graph.push(copy)
         out = self._graph.pull()
+        assert isinstance(out, av.VideoFrame)
         score = float(out.metadata.get("lavfi.scd.score", 0.0))
         view = ViewFrame(self._index, score, np.ascontiguousarray(out.to_ndarray().reshape(out.height, out.width)))
         self._index += 1

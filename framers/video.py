@@ -529,7 +529,7 @@ class VideoWriter:
         self._stream.pix_fmt = output_pix_fmt(width, height)
         self._stream.time_base = time_base
         self._stream.codec_context.time_base = time_base
-        options = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
+        options: dict[str, object] = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
         if not b_frames:
             # mp4 gives every sample but the last the gap to the next dts, and the decoder gives a
             # picture its sample's duration: without B-frames decode order is display order, so
@@ -680,7 +680,7 @@ def extract_audio(source: Path, dest: Path) -> dict[str, object] | None:
         try:
             writers = [_AudioStreamWriter(out, stream) for stream in usable]
             for packet in inp.demux(*usable):
-                writers[usable.index(packet.stream)].feed(packet)
+                writers[usable.index(packet.stream)].feed(packet)  # type: ignore[arg-type]
             for writer in writers:
                 writer.finish()
         finally:
@@ -829,7 +829,7 @@ class _AudioStreamWriter:
             if self.next_pts is None:  # the stream's start time survives (late audio stays late)
                 start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else self.start
                 self.next_pts = round(start * self.rate)
-            self._encode(self.resampler.resample(frame))
+            self._encode(self.resampler.resample(frame))  # type: ignore[arg-type]
 
     def _encode(self, frames: list[av.AudioFrame]) -> None:
         for frame in frames:

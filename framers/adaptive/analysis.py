@@ -103,8 +103,8 @@ def gap_features(views: dict[int, np.ndarray], anchors: Sequence[int]) -> GapFea
         va, vb = views[a], views[b]
         fa = va.astype(np.float32)
         fb = vb.astype(np.float32)
-        flow_ab = dis.calc(va, vb, None)  # va(x) ≈ vb(x + F)
-        flow_ba = dis.calc(vb, va, None)
+        flow_ab = np.asarray(dis.calc(va, vb, None))  # type: ignore[call-overload]  # va(x) ≈ vb(x + F)
+        flow_ba = np.asarray(dis.calc(vb, va, None))  # type: ignore[call-overload]
         h, w = va.shape
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         for i in range(a + 1, b):

@@ -42,7 +42,7 @@ def planes_of(frame: av.VideoFrame) -> list[np.ndarray]:
     """The planes of an 8-bit planar YUV frame as uint8 arrays [h_p, w_p] (no copies)."""
     out = []
     for plane in frame.planes:
-        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
         out.append(rows[:, : plane.width])
     return out
 
@@ -83,7 +83,7 @@ def x264_context(width: int, height: int, crf: int, preset: str) -> av.VideoCode
     ctx.pix_fmt = output_pix_fmt(width, height)
     ctx.time_base = Fraction(1, 25)
     ctx.options = {"crf": str(crf), "preset": preset}
-    return ctx  # type: ignore[return-value]
+    return ctx
 
 
 class ProbeEncoder:
@@ -102,7 +102,7 @@ class ProbeEncoder:
 
     def _take(self, packets: Sequence[av.Packet]) -> None:
         for packet in packets:
-            position = int(packet.pts)
+            position = int(packet.pts or 0)
             self._bytes[self._order[position]] = packet.size
             for frame in self._dec.decode(av.Packet(bytes(packet))):
                 self._compare(frame)

@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,12 +263,28 @@ def _totals(options: Sequence[SegmentOptions], picks: Sequence[tuple[int, int]])
     return n_bytes, psnr
 
 
+def _boundary(ok: Callable[[float], bool], rising: bool, lo: float = 1e-3, hi: float = 1e9) -> float:
+    """The μ (bytes per dB·frame, log-bisected in [lo, hi]) nearest the point where ``ok`` flips,
+    on its ok side; ``rising``: ok holds above the flip (else below). No flip in [lo, hi]: the end
+    that is ok and cheapest to reach, or, if none is ok, the end nearest to being ok."""
+    ok_lo, ok_hi = ok(lo), ok(hi)
+    if ok_lo == ok_hi:
+        return (lo if ok_lo else hi) if rising else (hi if ok_lo else lo)
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        if ok(mid) == rising:
+            hi = mid
+        else:
+            lo = mid
+    return hi if rising else lo
+
+
 def choose(options: Sequence[SegmentOptions], shots: Sequence[Sequence[int]], *,
            target_psnr: float | None = None, target_bytes: float | None = None) -> list[Choice]:
     """Per segment (stride, CRF): fewest predicted bytes with mean PSNR ≥ ``target_psnr``, or
     best mean PSNR within ``target_bytes`` (exactly one of the two). ``shots`` lists the segment
-    indices of each group that shares one CRF. An unreachable target gets the closest option (best quality / fewest
-    bytes). Raises ValueError when neither or both targets are given."""
+    indices of each group that shares one CRF. An unreachable target gets the closest option
+    (best quality / fewest bytes). Raises ValueError when neither or both targets are given."""
     if (target_psnr is None) == (target_bytes is None):
         raise ValueError("give exactly one of target_psnr and target_bytes")
 
@@ -276,21 +292,8 @@ def choose(options: Sequence[SegmentOptions], shots: Sequence[Sequence[int]], *,
         n_bytes, psnr = _totals(options, _choose(options, shots, mu))
         return psnr >= target_psnr if target_psnr is not None else n_bytes <= float(target_bytes)  # type: ignore[arg-type]
 
-    lo, hi = 1e-3, 1e9  # bytes per dB·frame
-    if target_psnr is not None:
-        mu = hi if not ok(hi) else lo if ok(lo) else None
-        if mu is None:
-            for _ in range(60):
-                mid = math.sqrt(lo * hi)
-                lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-            mu = hi
-    else:
-        mu = lo if not ok(lo) else hi if ok(hi) else None
-        if mu is None:
-            for _ in range(60):
-                mid = math.sqrt(lo * hi)
-                lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-            mu = lo
+    # more μ, more quality: a PSNR target holds from some μ up, a byte budget up to some μ
+    mu = _boundary(ok, rising=target_psnr is not None)
     picks = _choose(options, shots, mu)
     return [Choice(o.strides[r], int(o.crfs[c]), float(o.bytes[r, c]), float(o.psnr_sum[r, c] / o.frames))
             for o, (r, c) in zip(options, picks, strict=True)]

@@ -219,6 +219,7 @@ class AdaptiveSelector(Selector):
                             yuv = to_codec_yuv(rgb)  # converted once for every probe that codes it
                         if n not in probes:
                             probes[n] = ProbeEncoder(clip.width, clip.height, probe_crf, ratemodel.PROBE_PRESET)
+                        assert yuv is not None
                         probes[n].write_yuv(index, yuv)
                 if index % FLOOR_EVERY == 0:
                     floors[index] = conversion_mse(rgb if rgb is not None else clip.frame(i), yuv)
