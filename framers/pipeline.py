@@ -19,7 +19,7 @@ from framers import bundle as fb
 from framers.errors import InvalidVideoError, UnsupportedOptionError
 from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
-from framers.scenes import SceneAnalyser, shot_edges
+from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
 from framers.selectors import Selector
 from framers.video import (
     CLIP_LEN,
@@ -157,7 +157,7 @@ def compress(
                 if not kept_per_clip and pending is None:
                     height, width = clip.height, clip.width
                 keep_set = set(positions)
-                clip_cuts = _clip_cuts(chooser, scenes, clip)
+                clip_cuts = _clip_cuts(chooser, scenes, clip, pts[-1] if pts else None)
                 cuts.extend(clip_cuts)
                 for c in shot_edges(clip_cuts) | ({0} if clip.start == 0 else set()):
                     if c >= clip.start:
@@ -238,13 +238,16 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
             "kept frames capped at the source's size (best PSNR within it)"]
 
 
-def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip) -> list[int]:
-    """Scene cuts inside ``clip`` (frames starting a new shot): the selector's own when it found
-    them already (adaptive mode), else from ``scenes``, fed every picture in order."""
+def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip, previous_pts: int | None) -> list[int]:
+    """Shot boundaries inside ``clip``: scene cuts (``scenes``, fed every picture in order) and
+    timing breaks (``scenes.timing_breaks``), or the selector's own when it found them already
+    (adaptive mode). ``previous_pts``: the timestamp of the frame before the clip."""
     known = getattr(chooser, "known_cuts", None)
     if known is not None:
         return [c for c in known if clip.start <= c < clip.stop]
-    return [clip.start + i for i, picture in enumerate(clip.pictures()) if scenes.feed(picture).is_cut]
+    cuts = {clip.start + i for i, picture in enumerate(clip.pictures()) if scenes.feed(picture).is_cut}
+    cuts.update(clip.start + i for i in timing_breaks(clip.pts, previous_pts))
+    return sorted(c for c in cuts if c > 0)
 
 
 def _tmp_root(dest: Path) -> Path | None:

@@ -9,7 +9,8 @@ filter graph on a small copy of each picture, which the same graph yields as the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -94,9 +95,23 @@ class SceneAnalyser:
         return view
 
 
-def shot_starts(scores: Iterable[tuple[int, float]], threshold: float = CUT_THRESHOLD) -> list[int]:
-    """Indices of frames that start a new shot (frame 0 excluded) from (index, scdet score)."""
-    return [i for i, s in scores if i > 0 and s > threshold]
+#: a frame shown this many times longer than the clip's median frame duration is a timing break
+#: (a screen recording's held frame, a dropped stretch): like a cut, nothing is interpolated across
+#: it, so the held frame is kept as is instead of being blended with content seconds later.
+TIMING_GAP_RATIO = 2.5
+
+
+def timing_breaks(pts: Sequence[int], previous: int | None = None) -> list[int]:
+    """Positions i into ``pts`` (a clip's timestamps, increasing, any time base) whose frame starts
+    after a gap ≥ TIMING_GAP_RATIO × the clip's median gap; ``previous``: the timestamp of the frame
+    before the clip (so position 0 can be a break too)."""
+    stamps = ([previous] if previous is not None else []) + list(pts)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    if len(gaps) < 2:
+        return []
+    typical = sorted(gaps)[(len(gaps) - 1) // 2]  # the lower median: robust to one long gap
+    offset = 0 if previous is not None else 1
+    return [k + offset for k, gap in enumerate(gaps) if typical > 0 and gap >= TIMING_GAP_RATIO * typical]
 
 
 def shot_edges(cuts: Iterable[int]) -> set[int]:
@@ -105,4 +120,4 @@ def shot_edges(cuts: Iterable[int]) -> set[int]:
     return {f for c in cuts if c > 0 for f in (c - 1, c)}
 
 
-__all__ = ["CUT_THRESHOLD", "SceneAnalyser", "ViewFrame", "shot_edges", "shot_starts", "view_size"]
+__all__ = ["CUT_THRESHOLD", "SceneAnalyser", "ViewFrame", "shot_edges", "timing_breaks", "view_size"]

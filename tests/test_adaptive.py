@@ -16,7 +16,7 @@ from framers.adaptive.selector import crf_groups
 from framers.cli import main as cli_main
 from framers.pipeline import compress, iter_reconstructed
 from framers.registry import get_reconstructor
-from framers.scenes import SceneAnalyser, shot_edges, view_size
+from framers.scenes import SceneAnalyser, shot_edges, timing_breaks, view_size
 from framers.video import iter_frames_rgb
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
@@ -76,6 +76,8 @@ def test_segments_split_shots_and_close_at_cuts() -> None:
     with pytest.raises(ValueError):
         analysis.split_segments([], 0)
     assert shot_edges([26, 0]) == {25, 26}
+    assert timing_breaks([0, 10, 20, 30, 80, 90]) == [4]  # frame 4 follows a frame shown 5x longer
+    assert timing_breaks([100, 110], previous=40) == [0] and timing_breaks([5]) == []
     # one CRF per group of shots holding >= min_frames: no x264 restart for every short shot
     many = analysis.split_segments([10, 20, 30, 200], 260, length=48)
     assert crf_groups(many, [10, 20, 30, 200], min_frames=150) == [[0, 1, 2, 3, 4, 5, 6], [7, 8]]
@@ -231,3 +233,17 @@ def test_case_c18_cut_is_not_cross_dissolved(tmp_path: Path) -> None:
     for name in ("framemae", "linear"):
         psnr = psnr_per_frame(src, rebuild(tmp_path / "b", name))
         assert psnr[25] > 30.0 and psnr[26] > 30.0, (name, psnr[23:29])
+
+
+def test_case_c12_held_frame_is_not_blended_with_later_content(tmp_path: Path) -> None:
+    """c12: a screen recording holds frame 29 for 5.03 s; blending by frame index made the frame
+    shown for 5 s a 25 % mix with content 5 s later. A frame shown much longer than its
+    neighbours is a timing break: it and the next frame are kept, nothing spans the gap."""
+    source = CASES / "c12_screenrec_vfr_gap.mp4"
+    src = list(iter_frames_rgb(source))
+    for options in ({"selector": "stride", "stride": 4}, {"target_psnr": 35.0}):
+        compress(source, tmp_path / "b", **options)  # type: ignore[arg-type]
+        kept = fb.read_manifest(tmp_path / "b").kept_indices()
+        assert {29, 30} <= set(kept), (options, kept)
+        psnr = psnr_per_frame(src, rebuild(tmp_path / "b"))
+        assert psnr[29] > 35.0, (options, psnr[27:32])

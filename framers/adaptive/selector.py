@@ -20,7 +20,7 @@ from framers import model_store
 from framers.adaptive import analysis, ratemodel
 from framers.adaptive.coding import Coded, ProbeEncoder, conversion_mse, to_codec_yuv
 from framers.errors import ModelError, UnsupportedOptionError
-from framers.scenes import SceneAnalyser
+from framers.scenes import SceneAnalyser, timing_breaks
 from framers.selectors import ClipSource, Selection, Selector
 from framers.video import CLIP_LEN
 
@@ -169,12 +169,16 @@ class AdaptiveSelector(Selector):
 
     # ----------------------------------------------------------------- passes
     def _scan(self, open_clips: ClipSource) -> tuple[int, list[int], dict[int, float]]:
-        """Pass 1: frame count, cuts, detail energy (every DETAIL_EVERY-th picture)."""
+        """Pass 1: frame count, shot boundaries (scene cuts and timing breaks), detail energy (every
+        DETAIL_EVERY-th picture)."""
         scenes = SceneAnalyser()
         cuts: list[int] = []
         detail: dict[int, float] = {}
         n = 0
+        last_pts: int | None = None
         for clip in open_clips():
+            cuts.extend(clip.start + i for i in timing_breaks(clip.pts, last_pts))
+            last_pts = clip.pts[-1]
             for i, picture in enumerate(clip.pictures()):
                 view = scenes.feed(picture)
                 if view.is_cut:
@@ -182,7 +186,7 @@ class AdaptiveSelector(Selector):
                 if view.index % DETAIL_EVERY == 0:
                     detail[view.index] = analysis.detail_energy(picture.to_ndarray(format="gray"), view.gray)
                 n = clip.start + i + 1
-        return n, cuts, detail
+        return n, sorted(set(cuts)), detail
 
     def _measure(self, open_clips: ClipSource, segments: list[analysis.Segment], detail: dict[int, float],
                  probe_crf: int) -> tuple[dict[int, Coded], list[dict[int, analysis.GapFeatures]], dict[int, float]]:
