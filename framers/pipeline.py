@@ -233,9 +233,9 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
     """What the adaptive mode could not do as asked (said in the CLI output and the job record)."""
     if not getattr(chooser, "capped", False):
         return []
-    target, budget = getattr(chooser, "target_psnr", 0.0), getattr(chooser, "byte_budget", 0.0)
-    return [f"target_psnr {target:g} dB would take more bytes than the source file ({budget:.0f}); "
-            "kept frames capped at the source's size (best PSNR within it)"]
+    target, best = getattr(chooser, "target_psnr", 0.0), getattr(chooser, "best_psnr", 0.0)
+    return [f"target_psnr {target:g} dB is out of reach for this video (best predicted {best:.1f} dB at the "
+            f"finest CRF, e.g. colour detail that 4:2:0 cannot hold); aimed at {best - 1.0:.1f} dB instead"]
 
 
 def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip, previous_pts: int | None) -> list[int]:

@@ -247,3 +247,14 @@ def test_case_c12_held_frame_is_not_blended_with_later_content(tmp_path: Path) -
         assert {29, 30} <= set(kept), (options, kept)
         psnr = psnr_per_frame(src, rebuild(tmp_path / "b"))
         assert psnr[29] > 35.0, (options, psnr[27:32])
+
+
+def test_unreachable_target_backs_off_and_says_so(tmp_path: Path) -> None:
+    """c00 (testsrc2: saturated colour detail that 4:2:0 cannot hold) cannot reach 45 dB at any
+    CRF: the plan aims 1 dB under the best it predicts, and the result says so."""
+    result = compress(CASES / "c00_baseline.mp4", tmp_path / "b", target_psnr=45.0)
+    assert result.adaptive is not None and "unreachable" in result.adaptive
+    best = result.adaptive["unreachable"]["best_predicted_psnr"]
+    assert result.adaptive["predicted_psnr"] == pytest.approx(best - 1.0, abs=0.6)
+    assert any("out of reach" in w for w in result.warnings)
+    assert min(s["crf"] for s in result.adaptive["segments"]) > ratemodel.CRF_RANGE[0]

@@ -374,7 +374,7 @@ def test_timing_variants_keep_the_last_frame_duration(codec: str, pix_fmt: str, 
     assert p["frames"] == src["frames"]
     assert p["end"] == pytest.approx(src["end"], abs=0.002)
     assert manifest["source"]["tail_irregular"] is True
-    assert "warning" not in said  # an opaque GIF decodes to BGRA: no alpha warning for it
+    assert "alpha" not in said  # an opaque GIF decodes to BGRA: no alpha warning for it
 
 
 # ---------------------------------------------------------------------------------------------

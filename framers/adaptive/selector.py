@@ -36,6 +36,9 @@ PSNR_RANGE = (20.0, 60.0)
 TARGET_MARGIN_DB = 0.3
 #: frames a CRF holds at least before it may change (at a shot start): ~5 s at 30 fps
 CRF_GROUP_FRAMES = 150
+#: an unreachable PSNR target (colour detail 4:2:0 cannot hold, sensor noise) is aimed this far
+#: below the best predicted PSNR: the finest CRFs cost the most bytes per dB
+UNREACHABLE_BACKOFF_DB = 1.0
 
 
 def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, dict[str, Any]]:
@@ -50,6 +53,11 @@ def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, di
     if config.get("sha256") != ratemodel.coefficients_sha256(config):
         raise ModelError(f"{MODEL_NAME} {chosen}: coefficients fail their checksum (corrupt or altered config)")
     return ratemodel.RateModel.from_config(config), config
+
+
+def _mean_psnr(segments: list[analysis.Segment], choices: list[ratemodel.Choice]) -> float:
+    frames = sum(len(s) for s in segments)
+    return sum(c.psnr * len(s) for s, c in zip(segments, choices, strict=True)) / max(1, frames)
 
 
 def crf_groups(segments: list[analysis.Segment], cuts: list[int], min_frames: int | None = None) -> list[list[int]]:
@@ -116,10 +124,9 @@ class AdaptiveSelector(Selector):
         self.target_psnr = target_psnr
         self.target_kbps = target_kbps
         self.fps = fps  # frames per second, for target_kbps (the pipeline sets the source's)
-        # a PSNR target that would take more bytes than this (the upload's size) is capped to it:
-        # a re-encode finer than its lossy source spends bytes on the source's own coding noise
-        self.byte_budget = byte_budget
-        self.capped = False
+        self.byte_budget = byte_budget  # the upload's size (reported next to the prediction)
+        self.capped = False  # the target is unreachable: aimed UNREACHABLE_BACKOFF_DB below the best
+        self.best_psnr = 0.0
         self.keep = 0
         self.clip_len = CLIP_LEN
         self.slot_len = 1
@@ -146,7 +153,8 @@ class AdaptiveSelector(Selector):
             out["predicted_psnr"] = round(self.plan.predicted_psnr(), 2)
             out["predicted_bytes"] = round(self.plan.predicted_bytes())
         if self.capped:
-            out["capped_at_source_bytes"] = round(float(self.byte_budget or 0))
+            out["unreachable"] = {"best_predicted_psnr": round(self.best_psnr, 2),
+                                  "aimed_at": round(self.best_psnr - UNREACHABLE_BACKOFF_DB, 2)}
         return out
 
     def manifest_entry(self) -> dict[str, Any] | None:
@@ -275,10 +283,15 @@ class AdaptiveSelector(Selector):
         options = self._options(segments, coded, feats, detail, floors, probe_crf)
         groups = crf_groups(segments, cuts)
         if self.target_psnr is not None:
-            choices = ratemodel.choose(options, groups, target_psnr=self.target_psnr + TARGET_MARGIN_DB)
-            if self.byte_budget is not None and sum(c.bytes for c in choices) > self.byte_budget:
-                choices = ratemodel.choose(options, groups, target_bytes=self.byte_budget)
+            aim = self.target_psnr + TARGET_MARGIN_DB
+            choices = ratemodel.choose(options, groups, target_psnr=aim)
+            best = _mean_psnr(segments, choices)
+            if best < aim - 0.01:
+                # unreachable (choose returned its best quality, the finest CRF): the last dB costs
+                # the most bytes for the least gain, so aim one dB below the best instead
                 self.capped = True
+                self.best_psnr = best
+                choices = ratemodel.choose(options, groups, target_psnr=best - UNREACHABLE_BACKOFF_DB)
         else:
             assert self.target_kbps is not None
             seconds = n / self.fps if self.fps > 0 else n / 25.0
