@@ -228,8 +228,6 @@ class KeyframeEncoder:
             raise BundleError(f"unknown keyframe codec {codec!r} (choose from {sorted(KEYFRAME_CODECS)})")
         spec = KEYFRAME_CODECS[codec]
         folder = Path(folder)
-        if folder.suffix:  # a file path (v1 callers): its folder
-            folder = folder.parent
         self._x264 = spec["codec"] == "libx264"
         pix_fmt = output_pix_fmt(width, height) if spec["pix_fmt"] == "auto" else spec["pix_fmt"]
         self.settings: dict[str, Any] = {

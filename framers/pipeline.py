@@ -109,8 +109,7 @@ def compress(
             raise UnsupportedOptionError(
                 f"the adaptive mode codes kept frames with x264 at per-shot CRFs, not {keyframe_codec}"
             )
-        chooser = AdaptiveSelector(target_psnr=target_psnr, target_kbps=target_kbps, fps=info.fps,
-                                   byte_budget=float(source.stat().st_size))
+        chooser = AdaptiveSelector(target_psnr=target_psnr, target_kbps=target_kbps, fps=info.fps)
     elif isinstance(selector, Selector):
         chooser = selector
     else:

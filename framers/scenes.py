@@ -55,9 +55,8 @@ class SceneAnalyser:
     have the size of the first one (the readers enforce it). Not thread-safe.
     """
 
-    def __init__(self, long_side: int = VIEW_LONG_SIDE, threshold: float = CUT_THRESHOLD) -> None:
+    def __init__(self, long_side: int = VIEW_LONG_SIDE) -> None:
         self.long_side = long_side
-        self.threshold = threshold
         self._graph: av.filter.Graph | None = None
         self._index = 0
 
@@ -68,7 +67,7 @@ class SceneAnalyser:
                                   time_base=frame.time_base or Fraction(1, 90000))
         scale = graph.add("scale", f"{w}:{h}:flags=area")
         gray = graph.add("format", "gray")
-        detect = graph.add("scdet", f"threshold={self.threshold}")
+        detect = graph.add("scdet", f"threshold={CUT_THRESHOLD}")
         sink = graph.add("buffersink")
         source.link_to(scale)
         scale.link_to(gray)

@@ -98,7 +98,8 @@ def test_keyframe_runs_change_crf_in_one_annex_b_stream(tmp_path: Path) -> None:
     errors = [float(np.mean((d.astype(float) - f) ** 2)) for d, f in zip(decoded, frames, strict=True)]
     assert max(errors[:3]) < min(errors[3:])
     # odd sizes cannot be 4:2:0: the kept frames keep their exact size in 4:4:4
-    odd = fb.KeyframeEncoder(tmp_path / "odd.h264", 63, 47, "x264", None)
+    (tmp_path / "odd").mkdir()
+    odd = fb.KeyframeEncoder(tmp_path / "odd", 63, 47, "x264", None)
     odd.write(frames[0][:47, :63])
     odd.close()
     assert odd.settings["pix_fmt"] == "yuv444p"

@@ -114,7 +114,7 @@ class AdaptiveSelector(Selector):
     name = "adaptive"
 
     def __init__(self, target_psnr: float | None = None, target_kbps: float | None = None,
-                 fps: float = 25.0, byte_budget: float | None = None) -> None:
+                 fps: float = 25.0) -> None:
         if (target_psnr is None) == (target_kbps is None):
             raise UnsupportedOptionError("adaptive mode needs exactly one of target_psnr and target_kbps")
         if target_psnr is not None and not PSNR_RANGE[0] <= target_psnr <= PSNR_RANGE[1]:
@@ -124,7 +124,6 @@ class AdaptiveSelector(Selector):
         self.target_psnr = target_psnr
         self.target_kbps = target_kbps
         self.fps = fps  # frames per second, for target_kbps (the pipeline sets the source's)
-        self.byte_budget = byte_budget  # the upload's size (reported next to the prediction)
         self.capped = False  # the target is unreachable: aimed UNREACHABLE_BACKOFF_DB below the best
         self.best_psnr = 0.0
         self.keep = 0
