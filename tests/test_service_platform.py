@@ -266,9 +266,9 @@ def test_compress_done_event_is_signed_and_redelivered_after_a_500(
         )
     event = check_signature(second)
     assert check_signature(first) == event and first.body == second.body  # the same event, re-signed
-    # a backoff of 1 s, not an immediate retry (RQ's scheduler works in whole seconds and polls,
-    # so the retry may come somewhat early or late; an immediate one would take milliseconds)
-    assert second.at - first.at >= 0.2
+    # The retry goes through RQ's scheduled-job registry (the attempts log below). Its timing is not
+    # asserted: RQ stores scheduled times in whole seconds, so a 1 s backoff may fire at once
+    # (seen: 0.12 s) or up to ~2 s later.
     assert first.path == "/hooks/done?source=test"
     assert first.headers["host"] == f"127.0.0.1:{receiver.port}"
     assert event["event"] == "compress.done" and event["id"] == video_id and event["status"] == "done"
