@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import queue
 import shutil
 import tarfile
@@ -431,11 +432,17 @@ def bundle_bytes(path: Path) -> int:
 
 
 def pack(folder: Path, dest: Path) -> None:
-    """Write the single-file form: an uncompressed tar, manifest first (streamable)."""
-    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+    """Write the single-file form: an uncompressed tar, manifest first (streamable).
+
+    GNU format (one 512-byte header per member; sizes past 8 GiB in base-256) rather than PAX,
+    which adds an extended header per member, and without tarfile's zero padding of the archive
+    to a 10 KiB record (tar readers stop at the two end blocks): ~2.5 kB of container instead of
+    ~13 kB, which matters for short clips at low rates."""
+    with tarfile.open(dest, "w", format=tarfile.GNU_FORMAT) as tar:
         for name in BUNDLE_FILES:
             if (folder / name).exists():
                 tar.add(folder / name, arcname=name)
+    os.truncate(dest, tar.offset)  # tar.offset: after the end-of-archive blocks
 
 
 def unpack(file: Path, folder: Path) -> None:

@@ -68,13 +68,17 @@ def cv_blur(image: np.ndarray) -> np.ndarray:
 
 
 def test_segments_split_shots_and_close_at_cuts() -> None:
-    segs = analysis.split_segments([30], 130, length=50)
-    assert [(s.start, s.stop, s.closed) for s in segs] == [(0, 30, True), (30, 80, False), (80, 130, True)]
+    segs = analysis.split_segments([30], 130)
+    # segments start at multiples of 16 frames from their shot's start, near-equal in blocks
+    assert [(s.start, s.stop, s.closed) for s in segs] == [(0, 30, True), (30, 78, False), (78, 110, False),
+                                                            (110, 130, True)]
     assert segs[0].kept(16) == [0, 16, 29]  # a shot's last frame is kept: nothing spans the cut
-    assert segs[1].kept(16) == [30, 46, 62, 78] and segs[1].anchors(16)[-1] == 80
-    assert segs[2].kept(1) == list(range(80, 130))
+    assert segs[1].kept(16) == [30, 46, 62] and segs[1].anchors(16)[-1] == 78
+    assert segs[3].kept(1) == list(range(110, 130))
     with pytest.raises(ValueError):
         analysis.split_segments([], 0)
+    with pytest.raises(ValueError):
+        analysis.split_segments([], 10, length=50)
     assert shot_edges([26, 0]) == {25, 26}
     assert timing_breaks([0, 10, 20, 30, 80, 90]) == [4]  # frame 4 follows a frame shown 5x longer
     assert timing_breaks([100, 110], previous=40) == [0] and timing_breaks([5]) == []
@@ -82,6 +86,25 @@ def test_segments_split_shots_and_close_at_cuts() -> None:
     many = analysis.split_segments([10, 20, 30, 200], 260, length=48)
     assert crf_groups(many, [10, 20, 30, 200], min_frames=150) == [[0, 1, 2, 3, 4, 5, 6], [7, 8]]
     assert view_size(1920, 1080) == (256, 144) and view_size(176, 144) == (176, 144)
+
+
+def test_kept_frames_are_known_before_the_segments() -> None:
+    """The analysis pass codes, per stride, the shot grid plus each shot's last frame while it
+    streams; every segmentation must keep exactly those frames (else a probe lacks a frame)."""
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(1, 400))
+        cuts = sorted({int(c) for c in rng.integers(1, max(2, n), size=int(rng.integers(0, 8)))} - {0})
+        segments = analysis.split_segments(cuts, n)
+        assert all(1 <= len(s) <= analysis.SEGMENT_LEN for s in segments)
+        assert [s.start for s in segments][1:] == [s.stop for s in segments][:-1]
+        starts = [0, *[c for c in cuts if c < n]]
+        shot_of = {i: max(s for s in starts if s <= i) for i in range(n)}
+        ends = {c - 1 for c in starts[1:]} | {n - 1}
+        for stride in analysis.STRIDES:
+            kept = {i for s in segments for i in s.kept(stride)}
+            grid = {i for i in range(n) if analysis.on_grid(i, shot_of[i], stride)}
+            assert kept == grid | ends
 
 
 def _options(bytes_by_stride: dict[int, float], psnr_by_stride: dict[int, float], frames: int = 10,

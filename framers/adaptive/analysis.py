@@ -27,6 +27,8 @@ STRIDES: tuple[int, ...] = (1, 2, 4, 8, 16)
 #: frames per decision unit inside a shot: long enough that every stride keeps ≥ 2 frames and
 #: that per-segment noise in the predictions averages out, short enough to follow content.
 SEGMENT_LEN = 48
+#: segments start at multiples of BLOCK frames from their shot's start (the largest stride)
+BLOCK = max(STRIDES)
 
 
 @dataclass(frozen=True)
@@ -58,18 +60,32 @@ class Segment:
 def split_segments(cuts: Sequence[int], n_frames: int, length: int = SEGMENT_LEN) -> list[Segment]:
     """Segments of a video of ``n_frames`` frames with shots starting at ``cuts``.
 
-    A shot of L frames is split into ceil(L / length) segments of near-equal length.
-    Raises ValueError for n_frames < 1."""
+    A shot is cut into blocks of ``BLOCK`` frames from its first frame (the last block may be
+    shorter), and the blocks into ceil(blocks / (length / BLOCK)) segments of near-equal block
+    counts (larger first). Segment starts are then multiples of BLOCK from the shot start, so
+    every stride's kept frames (start + k·N, N | BLOCK) lie on one grid per shot: the analysis
+    pass can code and measure them while cut detection runs, before the segments are known.
+    Raises ValueError for n_frames < 1 or a ``length`` that is not a multiple of BLOCK."""
     if n_frames < 1:
         raise ValueError("a video needs at least one frame")
+    if length % BLOCK or length < BLOCK:
+        raise ValueError(f"segment length {length} is not a multiple of {BLOCK}")
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < n_frames), n_frames]
     segments: list[Segment] = []
     for a, b in itertools.pairwise(bounds):
-        parts = max(1, -(-(b - a) // length))
-        edges = [a + round(i * (b - a) / parts) for i in range(parts + 1)]
+        blocks = -(-(b - a) // BLOCK)
+        parts = -(-blocks // (length // BLOCK))
+        sizes = [blocks // parts + (1 if i < blocks % parts else 0) for i in range(parts)]
+        edges = [a + BLOCK * sum(sizes[:i]) for i in range(parts)] + [b]
         for i in range(parts):
             segments.append(Segment(edges[i], edges[i + 1], closed=i == parts - 1))
     return segments
+
+
+def on_grid(index: int, shot_start: int, stride: int) -> bool:
+    """Whether frame ``index`` of the shot starting at ``shot_start`` is kept at ``stride`` by
+    every segmentation of ``split_segments`` (the shot's last frame, kept too, is not on it)."""
+    return (index - shot_start) % stride == 0
 
 
 def _dis() -> cv2.DISOpticalFlow:
@@ -86,6 +102,26 @@ class GapFeatures:
     motion: np.ndarray  # [n] float64
     gap: np.ndarray  # [n] int: distance between the two kept frames around the frame
     t: np.ndarray  # [n] float64
+
+    @staticmethod
+    def empty() -> GapFeatures:
+        """No dropped frames."""
+        nothing = np.zeros(0)
+        return GapFeatures(nothing.astype(int), nothing, nothing, nothing.astype(int), nothing)
+
+    @staticmethod
+    def concat(parts: Sequence[GapFeatures]) -> GapFeatures:
+        """Rows of ``parts`` one after another (e.g. the blocks of a video, in order)."""
+        if not parts:
+            return GapFeatures.empty()
+        return GapFeatures(*(np.concatenate([getattr(p, f) for p in parts])
+                             for f in ("index", "linear", "motion", "gap", "t")))
+
+    def within(self, start: int, stop: int) -> GapFeatures:
+        """Rows of the dropped frames in [start, stop)."""
+        inside = (self.index >= start) & (self.index < stop)
+        return GapFeatures(self.index[inside], self.linear[inside], self.motion[inside], self.gap[inside],
+                           self.t[inside])
 
 
 def gap_features(views: dict[int, np.ndarray], anchors: Sequence[int]) -> GapFeatures:
@@ -118,8 +154,7 @@ def gap_features(views: dict[int, np.ndarray], anchors: Sequence[int]) -> GapFea
             mc = (1.0 - t) * from_a + t * from_b
             rows.append((i, float(np.mean((lin - truth) ** 2)), float(np.mean((mc - truth) ** 2)), b - a, t))
     if not rows:
-        empty = np.zeros(0)
-        return GapFeatures(empty.astype(int), empty, empty, empty.astype(int), empty)
+        return GapFeatures.empty()
     arr = np.array(rows, dtype=np.float64)
     return GapFeatures(arr[:, 0].astype(int), arr[:, 1], arr[:, 2], arr[:, 3].astype(int), arr[:, 4])
 

@@ -1,11 +1,10 @@
 """``adaptive``: per-segment stride and CRF chosen to reach a PSNR (or bitrate) target.
 
-Three passes over the source (decoding is ~10× faster than x264 medium, so re-reading is
-cheaper than holding the video): (1) scene cuts and detail energy of the pictures
-(``framers.scenes``); (2) per segment and stride, view features of the dropped frames
-(``analysis``) and probe encodes of each stride's kept frames (``coding``), then the choice
-(``ratemodel.choose``); (3) the pipeline's normal pass, yielding each clip with the kept positions
-of the plan, and ``crf_of`` giving each kept frame's CRF to the keyframe encoder.
+Two passes over the source (decoding is ~10× faster than x264 medium, so re-reading is
+cheaper than holding the video): (1) ``measure``: scene cuts, detail energy, view features of
+the frames each stride drops and probe encodes of each stride's kept frames, then the choice per
+segment (``ratemodel.choose``); (2) the pipeline's normal pass, yielding each clip with the kept
+positions of the plan, and ``crf_of`` giving each kept frame's CRF to the keyframe encoder.
 """
 
 from __future__ import annotations
@@ -18,16 +17,11 @@ import numpy as np
 
 from framers import model_store
 from framers.adaptive import analysis, ratemodel
-from framers.adaptive.coding import Coded, ProbeEncoder, conversion_mse, to_codec_yuv
+from framers.adaptive.measure import Measurements, measure
 from framers.errors import ModelError, UnsupportedOptionError
-from framers.scenes import SceneAnalyser, timing_breaks
 from framers.selectors import ClipSource, Selection, Selector
 from framers.video import CLIP_LEN
 
-#: detail energy is measured on every DETAIL_EVERY-th picture (it changes slowly within a shot)
-DETAIL_EVERY = 4
-#: the colour path's error (``coding.conversion_mse``) on every FLOOR_EVERY-th picture
-FLOOR_EVERY = 8
 MODEL_NAME = "ratemodel"
 PSNR_RANGE = (20.0, 60.0)
 #: the plan aims this far above a PSNR target: the prediction's per-video error is ~±0.8 dB
@@ -174,81 +168,16 @@ class AdaptiveSelector(Selector):
                 "probe_preset": ratemodel.PROBE_PRESET, "strides": list(analysis.STRIDES),
                 "segments": self.plan.describe()}
 
-    # ----------------------------------------------------------------- passes
-    def _scan(self, open_clips: ClipSource) -> tuple[int, list[int], dict[int, float]]:
-        """Pass 1: frame count, shot boundaries (scene cuts and timing breaks), detail energy (every
-        DETAIL_EVERY-th picture)."""
-        scenes = SceneAnalyser()
-        cuts: list[int] = []
-        detail: dict[int, float] = {}
-        n = 0
-        last_pts: int | None = None
-        for clip in open_clips():
-            cuts.extend(clip.start + i for i in timing_breaks(clip.pts, last_pts))
-            last_pts = clip.pts[-1]
-            for i, picture in enumerate(clip.pictures()):
-                view = scenes.feed(picture)
-                if view.is_cut:
-                    cuts.append(view.index)
-                if view.index % DETAIL_EVERY == 0:
-                    detail[view.index] = analysis.detail_energy(picture.to_ndarray(format="gray"), view.gray)
-                n = clip.start + i + 1
-        return n, sorted(set(cuts)), detail
-
-    def _measure(self, open_clips: ClipSource, segments: list[analysis.Segment], detail: dict[int, float],
-                 probe_crf: int) -> tuple[dict[int, Coded], list[dict[int, analysis.GapFeatures]], dict[int, float]]:
-        """Pass 2: probe encodes of every stride's kept frames, the gap features per segment and
-        the colour path's error of every DETAIL_EVERY-th frame."""
-        kept_by_stride = {n: {i for s in segments for i in s.kept(n)} for n in analysis.STRIDES}
-        probes: dict[int, ProbeEncoder] = {}
-        feats: list[dict[int, analysis.GapFeatures]] = [{} for _ in segments]
-        scenes = SceneAnalyser()
-        views: dict[int, np.ndarray] = {}
-        floors: dict[int, float] = {}
-        seg_i = 0
-
-        def finish_segment(k: int) -> None:
-            for n in analysis.STRIDES[1:]:
-                feats[k][n] = analysis.gap_features(views, segments[k].anchors(n))
-
-        for clip in open_clips():
-            for i, picture in enumerate(clip.pictures()):
-                index = clip.start + i
-                views[index] = scenes.feed(picture).gray
-                while seg_i < len(segments) and index >= segments[seg_i].stop:
-                    # the view of the next segment's first frame is in: the segment can be measured
-                    finish_segment(seg_i)
-                    start = segments[seg_i].stop
-                    views = {j: v for j, v in views.items() if j >= start}
-                    seg_i += 1
-                rgb: np.ndarray | None = None
-                yuv = None
-                for n in analysis.STRIDES:
-                    if index in kept_by_stride[n]:
-                        if rgb is None:
-                            rgb = clip.frame(i)
-                            yuv = to_codec_yuv(rgb)  # converted once for every probe that codes it
-                        if n not in probes:
-                            probes[n] = ProbeEncoder(clip.width, clip.height, probe_crf, ratemodel.PROBE_PRESET)
-                        assert yuv is not None
-                        probes[n].write_yuv(index, yuv)
-                if index % FLOOR_EVERY == 0:
-                    floors[index] = conversion_mse(rgb if rgb is not None else clip.frame(i), yuv)
-        while seg_i < len(segments):
-            finish_segment(seg_i)
-            seg_i += 1
-        return {n: p.finish() for n, p in probes.items()}, feats, floors
-
-    def _options(self, segments: list[analysis.Segment], coded: dict[int, Coded],
-                 feats: list[dict[int, analysis.GapFeatures]], detail: dict[int, float],
-                 floors: dict[int, float], probe_crf: int) -> list[ratemodel.SegmentOptions]:
+    def _options(self, segments: list[analysis.Segment], m: Measurements,
+                 probe_crf: int) -> list[ratemodel.SegmentOptions]:
+        coded, detail, floors = m.coded, m.detail, m.floors
         lookup = {n: dict(zip(c.index.tolist(), range(len(c.index)), strict=True)) for n, c in coded.items()}
         detail_keys = np.array(sorted(detail))
         detail_vals = np.array([detail[k] for k in detail_keys])
         options = []
         floor_keys = np.array(sorted(floors))
         floor_vals = np.array([floors[k] for k in floor_keys])
-        for k, seg in enumerate(segments):
+        for seg in segments:
             inside = (floor_keys >= seg.start) & (floor_keys < seg.stop)
             floor = float(floor_vals[inside].mean()) if inside.any() else 0.0
             measures = []
@@ -262,7 +191,7 @@ class AdaptiveSelector(Selector):
                     measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, empty, empty.astype(int),
                                                             empty.astype(int), empty, floor))
                     continue
-                f = feats[k][n]
+                f = m.features[n].within(seg.start, seg.stop)
                 near = np.clip(np.searchsorted(detail_keys, f.index), 0, len(detail_keys) - 1)
                 x = ratemodel.interp_features(f.linear, f.motion, detail_vals[near], f.gap, f.t)
                 anchors = seg.anchors(n)
@@ -273,13 +202,13 @@ class AdaptiveSelector(Selector):
         return options
 
     def make_plan(self, open_clips: ClipSource) -> Plan:
-        """Passes 1 and 2 and the choice."""
-        n, cuts, detail = self._scan(open_clips)
-        segments = analysis.split_segments(cuts, n)
+        """The analysis pass (``measure``) and the choice."""
         target = self.target_psnr if self.target_psnr is not None else 36.0
         probe_crf = ratemodel.probe_crf_for(target)
-        coded, feats, floors = self._measure(open_clips, segments, detail, probe_crf)
-        options = self._options(segments, coded, feats, detail, floors, probe_crf)
+        m = measure(open_clips, probe_crf)
+        n, cuts = m.n_frames, m.cuts
+        segments = analysis.split_segments(cuts, n)
+        options = self._options(segments, m, probe_crf)
         groups = crf_groups(segments, cuts)
         if self.target_psnr is not None:
             aim = self.target_psnr + TARGET_MARGIN_DB
