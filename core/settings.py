@@ -140,6 +140,18 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(default=86_400, ge=0, description="How long RQ keeps finished job results")
     progress_interval_s: float = Field(default=1.0, ge=0, description="Minimum seconds between progress writes")
     keep_sources: bool = Field(default=False, description="Keep the uploaded source after a successful compression")
+    # Issue 18: workers yield the CPU to the gateway (status and health answers stay fast while
+    # jobs run) and, together, do not run more codec/ONNX threads than the machine has cores.
+    worker_nice: int = Field(
+        default=10, ge=0, le=19, description="CPU niceness a worker adds to its own at start (0 = same as the gateway)"
+    )
+    worker_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads per worker for ONNX Runtime, x264, FFmpeg decoders and OpenCV; "
+        "0 = cores / workers under `framers serve`, the libraries' defaults otherwise",
+    )
+    gateway_workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of the gateway")
     worker_queues: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["webhooks", "reconstruct", "compress"],
         description="Queues a worker listens on, in priority order",
@@ -244,6 +256,10 @@ class Settings(BaseSettings):
         if self.webhook_secret is not None:
             env["FRAMERS_WEBHOOK_SECRET"] = self.webhook_secret.get_secret_value()
         env["FRAMERS_DEFAULT_CALLBACK_URLS"] = self.default_callback_urls.get_secret_value()
+        if self.worker_threads:
+            # read by the codec (framers.threads) and framers.runtime, which know nothing of Settings
+            env.setdefault("FRAMERS_CODEC_THREADS", str(self.worker_threads))
+            env.setdefault("FRAMERS_ORT_THREADS", str(self.worker_threads))
         return env
 
 

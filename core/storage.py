@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
@@ -300,7 +300,7 @@ class _FileRange(Iterator[bytes]):
         self._file.close()
 
 
-def _read_range(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+def _read_range(f: BinaryIO, start: int, end: int | None) -> Generator[bytes, None, None]:
     with f:
         f.seek(start)
         remaining = None if end is None else end - start + 1

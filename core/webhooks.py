@@ -124,7 +124,7 @@ def resolve_callback(url: str, allowed_hosts: frozenset[str]) -> CallbackTarget:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise ResolveError(f"cannot resolve {host}: {exc}") from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
         raise ResolveError(f"{host} has no address")
     if host not in allowed_hosts:

@@ -34,6 +34,7 @@ import av.error
 import numpy as np
 
 from framers.errors import BundleError
+from framers.threads import limit_codec_context
 from framers.video import output_pix_fmt
 
 FORMAT_NAME = "framers-bundle"
@@ -386,6 +387,7 @@ def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        limit_codec_context(stream.codec_context)
         for frame in container.decode(stream):
             yield frame.to_ndarray(format="rgb24")
             count += 1

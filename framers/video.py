@@ -32,6 +32,7 @@ from framers.fidelity import (
     main_video_stream,
     plan_for,
 )
+from framers.threads import limit_codec_context
 
 CLIP_LEN = 16
 SLOT_LEN = 2
@@ -324,6 +325,7 @@ class FrameReader:
         self._stream = main_video_stream(self._container)
         if threads:
             self._stream.thread_type = "AUTO"
+            limit_codec_context(self._stream.codec_context)
         self.time_base = _time_base(self._stream)
         self.fps = _stream_fps(self._stream)
         self.errors = 0
@@ -537,6 +539,7 @@ class VideoWriter:
             # save ~40 % of the output's bytes, so they go only when the tail needs it.
             options["bf"] = "0"
         self._stream.options = options
+        limit_codec_context(self._stream.codec_context)
         self._colour = dict(colour) if colour else None
         self._reformatter = VideoReformatter()  # one cached conversion context for every frame
         if self._colour:

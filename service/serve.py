@@ -24,6 +24,7 @@ from types import FrameType
 from core.settings import Settings
 from service.auth import is_loopback
 from service.redis_server import RedisServer, RedisServerError
+from workers import limits
 
 log = logging.getLogger("framers.serve")
 
@@ -97,10 +98,6 @@ class WorkerPool:
 
 
 def serve(settings: Settings, *, workers: int = 2, redis_url_given: bool = False) -> int:
-    import uvicorn
-
-    from service.main import create_app
-
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not settings.auth_enabled and not is_loopback(settings.host):
         log.warning(
@@ -132,17 +129,16 @@ def serve(settings: Settings, *, workers: int = 2, redis_url_given: bool = False
                 return 1
             settings = settings.replace(redis_url=url)
             log.info("redis-server started at %s (data in %s)", url, redis_server.data_dir)
+        if not settings.worker_threads:
+            settings = settings.replace(worker_threads=limits.threads_per_worker(workers))
+        log.info("%d worker(s) at niceness +%d, %d thread(s) each", workers, settings.worker_nice,
+                 settings.worker_threads)
         pool = WorkerPool(settings, workers)
         pool.start()
-        config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
-        )
-        server = uvicorn.Server(config)
-        if redis_server is not None:
-            _watch_redis(redis_server, server)
         if not stop_requested.is_set():
-            log.info("gateway on http://%s:%d (docs at /docs), %d worker(s)", settings.host, settings.port, workers)
-            server.run()
+            log.info("gateway on http://%s:%d (docs at /docs), %d process(es)", settings.host, settings.port,
+                     settings.gateway_workers)
+            _run_gateway(settings, redis_server)
         return 0
     finally:
         log.info("stopping")
@@ -153,13 +149,45 @@ def serve(settings: Settings, *, workers: int = 2, redis_url_given: bool = False
         log.info("stopped")
 
 
+def _run_gateway(settings: Settings, redis_server: RedisServer | None) -> None:
+    """uvicorn in this process, or ``gateway_workers`` uvicorn processes sharing one socket (each
+    builds its app from the environment, so this process's settings are exported first)."""
+    import uvicorn
+
+    from service.main import create_app
+
+    level = settings.log_level.lower()
+    if settings.gateway_workers == 1:
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                                               log_level=level))
+        if redis_server is not None:
+            _watch_redis(redis_server, server)
+        server.run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    env = settings.worker_env()
+    env["FRAMERS_API_KEYS"] = settings.api_keys.get_secret_value()  # workers get none; the gateway its own
+    os.environ.update({k: v for k, v in env.items() if k.startswith("FRAMERS_")})
+    config = uvicorn.Config("service.main:create_app", factory=True, host=settings.host, port=settings.port,
+                            workers=settings.gateway_workers, log_level=level)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    if redis_server is not None:
+        _watch_redis(redis_server, supervisor)
+    supervisor.run()
+
+
 def _watch_redis(redis_server: RedisServer, server: object) -> None:
     """If our Redis dies nothing works: stop the gateway so the whole command exits visibly."""
 
     def watch() -> None:
         while redis_server.alive():
             time.sleep(1.0)
-        if not getattr(server, "should_exit", True):
+        exit_flag = getattr(server, "should_exit", True)
+        if isinstance(exit_flag, threading.Event):  # uvicorn's multi-process supervisor
+            log.error("redis-server exited unexpectedly; shutting down")
+            exit_flag.set()
+        elif not exit_flag:
             log.error("redis-server exited unexpectedly; shutting down")
             server.should_exit = True  # type: ignore[attr-defined]
 

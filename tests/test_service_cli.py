@@ -77,6 +77,74 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+def _niceness(pid: int) -> int:
+    """Field 19 of /proc/<pid>/stat (after the parenthesised command name)."""
+    stat = (Path("/proc") / str(pid) / "stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def _direct_children(pid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
+def test_serve_runs_several_gateway_processes(tmp_path: Path, wait_for: Callable[..., Any]) -> None:
+    """FRAMERS_GATEWAY_WORKERS=2: two uvicorn processes answer on one port, with the settings
+    `framers serve` made (its own Redis); SIGTERM stops them all."""
+    import os
+
+    from service.redis_server import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMERS_")} | {
+        "FRAMERS_LOG_LEVEL": "WARNING", "FRAMERS_GATEWAY_WORKERS": "2", "FRAMERS_API_KEYS": "k1:acme"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "serve", "--port", str(port), "--workers", "1", "--data-dir",
+         str(tmp_path / "data")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    gateways: list[int] = []
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, timeout=90, interval=0.2, what="framers serve with two gateway processes")
+        gateways += [p for p in _direct_children(proc.pid) if b"spawn_main" in
+                     (Path("/proc") / str(p) / "cmdline").read_bytes()]
+        assert len(gateways) == 2, gateways  # uvicorn's supervisor spawns one process per gateway worker
+        assert httpx.get(f"{url}/videos", timeout=5).status_code == 401  # the keys reached the gateways
+        assert httpx.get(f"{url}/videos", headers={"X-API-Key": "k1"}, timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, proc.stdout.read().decode() if proc.stdout else ""
+    assert gateways and not [p for p in gateways if (Path("/proc") / str(p)).exists()]  # none left behind
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
 def test_serve_runs_everything_and_stops_cleanly(
     clip: Path, tmp_path: Path, wait_for: Callable[..., Any], capsys: pytest.CaptureFixture[str]
@@ -137,6 +205,10 @@ def test_serve_runs_everything_and_stops_cleanly(
 
         workers = _children_of(proc.pid)
         assert len(workers) == 1
+        # issue 18: workers yield the CPU to the gateway and size their thread pools to the cores
+        assert _niceness(workers[0]) == min(19, _niceness(proc.pid) + 10)
+        worker_env = _environ(workers[0])
+        assert worker_env["FRAMERS_CODEC_THREADS"] == worker_env["FRAMERS_ORT_THREADS"] == str(len(os.sched_getaffinity(0)))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

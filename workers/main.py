@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.queues import ALL_QUEUES
 from core.settings import Settings
+from workers import limits
 from workers.cli_args import add_arguments
 from workers.context import configure
 from workers.housekeeping import Housekeeper
@@ -57,6 +58,7 @@ def run_worker(settings: Settings, queues: Sequence[str] | None = None, *, burst
     if unknown:
         log.error("unknown queue(s) %s; known: %s", ", ".join(sorted(unknown)), ", ".join(ALL_QUEUES))
         return 2
+    limits.apply(settings)
     ctx = configure(settings)
     sweep_dead(settings.scratch_dir)
     try:

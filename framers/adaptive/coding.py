@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 
+from framers.threads import limit_codec_context
 from framers.video import output_pix_fmt
 
 
@@ -83,6 +84,7 @@ def x264_context(width: int, height: int, crf: int, preset: str) -> av.VideoCode
     ctx.pix_fmt = output_pix_fmt(width, height)
     ctx.time_base = Fraction(1, 25)
     ctx.options = {"crf": str(crf), "preset": preset}
+    limit_codec_context(ctx)
     return ctx
 
 

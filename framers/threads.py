@@ -1,0 +1,46 @@
+"""Thread budget of one process for the codec libraries: FFmpeg's decoders, x264, OpenCV.
+
+Unset (the CLI on a machine of its own) every library sizes its thread pool by the cores, which
+is fastest for one job. Several service workers on one machine would then run cores × workers
+threads and starve the gateway (issue 18: status p99 of seconds while jobs ran), so
+``framers serve`` gives each worker ``FRAMERS_CODEC_THREADS`` = cores / workers (setting
+``worker_threads``), and ONNX Runtime likewise gets ``FRAMERS_ORT_THREADS`` (``framers.runtime``).
+x264's output depends slightly on its thread count (frame threads share look-ahead), so a
+bundle made under a budget can differ in a few bytes from the CLI's; quality is the same.
+"""
+
+from __future__ import annotations
+
+import os
+
+from framers.errors import UnsupportedOptionError
+
+CODEC_THREADS_ENV = "FRAMERS_CODEC_THREADS"
+
+
+def codec_threads() -> int:
+    """Threads for one decoder or encoder from FRAMERS_CODEC_THREADS; 0 = the library's default.
+
+    Raises UnsupportedOptionError when the variable is not a whole number ≥ 0."""
+    raw = os.environ.get(CODEC_THREADS_ENV, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise UnsupportedOptionError(f"{CODEC_THREADS_ENV} must be a whole number ≥ 0, got {raw!r}")
+    return int(raw)
+
+
+def limit_codec_context(context: object) -> None:
+    """Apply the budget to a PyAV codec context (decoder or encoder) before it is opened."""
+    threads = codec_threads()
+    if threads:
+        context.thread_count = threads  # type: ignore[attr-defined]
+
+
+def limit_opencv() -> None:
+    """Apply the budget to OpenCV's global thread pool (DIS flow, remap, resize)."""
+    threads = codec_threads()
+    if threads:
+        import cv2
+
+        cv2.setNumThreads(threads)
