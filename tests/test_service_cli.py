@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,24 +103,22 @@ def _direct_children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
-def test_serve_runs_several_gateway_processes(tmp_path: Path, wait_for: Callable[..., Any]) -> None:
-    """FRAMERS_GATEWAY_WORKERS=2: two uvicorn processes answer on one port, with the settings
-    `framers serve` made (its own Redis); SIGTERM stops them all."""
-    import os
-
+@contextmanager
+def _serve(tmp_path: Path, wait_for: Callable[..., Any], env_overrides: dict[str, str],
+           *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`framers serve` (one worker, data under tmp_path/data) with only ``env_overrides`` of the
+    FRAMERS_ variables; yields (process, url) once /readyz is 200; stops it with SIGTERM and
+    asserts exit code 0. The process's output is in ``proc.stdout`` afterwards."""
     from service.redis_server import free_port
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMERS_")} | {
-        "FRAMERS_LOG_LEVEL": "WARNING", "FRAMERS_GATEWAY_WORKERS": "2", "FRAMERS_API_KEYS": "k1:acme"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMERS_")} | env_overrides
     proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, "serve", "--port", str(port), "--workers", "1", "--data-dir",
+        [sys.executable, "-c", DRIVER, "serve", *args, "--port", str(port), "--workers", "1", "--data-dir",
          str(tmp_path / "data")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    gateways: list[int] = []
     try:
 
         def ready() -> bool:
@@ -128,12 +128,8 @@ def test_serve_runs_several_gateway_processes(tmp_path: Path, wait_for: Callable
             except httpx.TransportError:
                 return False
 
-        wait_for(ready, timeout=90, interval=0.2, what="framers serve with two gateway processes")
-        gateways += [p for p in _direct_children(proc.pid) if b"spawn_main" in
-                     (Path("/proc") / str(p) / "cmdline").read_bytes()]
-        assert len(gateways) == 2, gateways  # uvicorn's supervisor spawns one process per gateway worker
-        assert httpx.get(f"{url}/videos", timeout=5).status_code == 401  # the keys reached the gateways
-        assert httpx.get(f"{url}/videos", headers={"X-API-Key": "k1"}, timeout=5).status_code == 200
+        wait_for(ready, timeout=90, interval=0.2, what="framers serve to become ready")
+        yield proc, url
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -142,52 +138,29 @@ def test_serve_runs_several_gateway_processes(tmp_path: Path, wait_for: Callable
             proc.kill()
             raise
     assert code == 0, proc.stdout.read().decode() if proc.stdout else ""
-    assert gateways and not [p for p in gateways if (Path("/proc") / str(p)).exists()]  # none left behind
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
+def test_serve_runs_several_gateway_processes(tmp_path: Path, wait_for: Callable[..., Any]) -> None:
+    """FRAMERS_GATEWAY_WORKERS=2: two uvicorn processes answer on one port, with the settings
+    `framers serve` made (its own Redis); SIGTERM stops them all."""
+    env = {"FRAMERS_LOG_LEVEL": "WARNING", "FRAMERS_GATEWAY_WORKERS": "2", "FRAMERS_API_KEYS": "k1:acme"}
+    with _serve(tmp_path, wait_for, env) as (proc, url):
+        gateways = [p for p in _direct_children(proc.pid) if b"spawn_main" in
+                    (Path("/proc") / str(p) / "cmdline").read_bytes()]
+        assert len(gateways) == 2, gateways  # uvicorn's supervisor spawns one process per gateway worker
+        assert httpx.get(f"{url}/videos", timeout=5).status_code == 401  # the keys reached the gateways
+        assert httpx.get(f"{url}/videos", headers={"X-API-Key": "k1"}, timeout=5).status_code == 200
+    assert not [p for p in gateways if (Path("/proc") / str(p)).exists()]  # none left behind
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
 def test_serve_runs_everything_and_stops_cleanly(
     clip: Path, tmp_path: Path, wait_for: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.redis_server import free_port
-
-    port = free_port()
     data = tmp_path / "data"
     env_overrides = {"FRAMERS_LOG_LEVEL": "WARNING", "FRAMERS_RETRY_AFTER_S": "1", "FRAMERS_API_KEYS": ""}
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMERS_")} | env_overrides
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            DRIVER,
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--data-dir",
-            str(data),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, timeout=60, interval=0.2, what="framers serve to become ready")
+    with _serve(tmp_path, wait_for, env_overrides, "--host", "0.0.0.0") as (proc, url):
         assert (data / "redis" / "redis.log").exists()  # its own Redis, under the data dir
 
         assert run_verb("remote-compress", str(clip), "--url", url, "--wait") == 0
@@ -208,16 +181,9 @@ def test_serve_runs_everything_and_stops_cleanly(
         # issue 18: workers yield the CPU to the gateway and size their thread pools to the cores
         assert _niceness(workers[0]) == min(19, _niceness(proc.pid) + 10)
         worker_env = _environ(workers[0])
-        assert worker_env["FRAMERS_CODEC_THREADS"] == worker_env["FRAMERS_ORT_THREADS"] == str(len(os.sched_getaffinity(0)))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        cores = str(len(os.sched_getaffinity(0)))
+        assert worker_env["FRAMERS_CODEC_THREADS"] == worker_env["FRAMERS_ORT_THREADS"] == cores
     output = proc.stdout.read().decode() if proc.stdout else ""
-    assert code == 0, output
     assert "listening on 127.0.0.1 instead of 0.0.0.0" in output  # no keys: loopback only
     deadline = time.monotonic() + 10
     while _children_of(proc.pid) and time.monotonic() < deadline:
