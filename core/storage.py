@@ -35,8 +35,12 @@ class StorageError(Exception):
     """The storage backend failed (I/O error, unreachable endpoint, denied)."""
 
 
-class ObjectNotFound(StorageError):
-    """No object under this key."""
+class ObjectNotFound(LookupError):
+    """No object under this key.
+
+    Not a ``StorageError``: a missing object is an answer of a working backend, not a failure of
+    it, so a caller that forgets to handle it gets a 404 from the gateway (``service.main``),
+    never a 503 "storage unavailable" (and a worker does not retry it as a transient outage)."""
 
 
 class InvalidKey(StorageError, ValueError):
@@ -449,7 +453,7 @@ class _S3Errors:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if exc is None or isinstance(exc, StorageError):
+        if exc is None or isinstance(exc, (StorageError, ObjectNotFound)):
             return False
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from core.records import CorruptRecord
 from core.settings import Settings, get_settings
-from core.storage import StorageError
+from core.storage import ObjectNotFound, StorageError
 from service import docs, problems
 from service.head import HeadAsGetMiddleware
 from service.metrics import MetricsMiddleware
@@ -71,6 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def storage_unavailable(request: Request, exc: StorageError) -> JSONResponse:
         log.error("storage error on %s: %s", request.url.path, exc)
         return _error(503, "storage is unavailable, try again later", "storage_unavailable", {"Retry-After": "10"})
+
+    @app.exception_handler(ObjectNotFound)
+    async def object_missing(request: Request, exc: ObjectNotFound) -> JSONResponse:
+        # A route that did not expect the object to be missing: the resource is gone, not the storage.
+        log.warning("object missing on %s: %s", request.url.path, exc)
+        return _error(404, "a stored object of this resource is missing", "not_found")
 
     @app.exception_handler(RedisError)
     async def queue_unavailable(request: Request, exc: RedisError) -> JSONResponse:

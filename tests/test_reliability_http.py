@@ -418,6 +418,25 @@ def test_unexpected_error_is_a_500_problem_with_request_id(
     assert logged and logged[0].exc_info is not None and "secret internals" in str(logged[0].exc_info[1])
 
 
+def test_stray_missing_object_is_a_404_not_a_503(stack: Any, video: dict[str, Any]) -> None:
+    """ObjectNotFound is not a StorageError: a route that did not expect a missing object answers
+    404 not_found, not 503 storage_unavailable (the storage works; the object is gone)."""
+    from core.storage import ObjectNotFound, StorageError
+    from service.main import create_app
+
+    assert not issubclass(ObjectNotFound, StorageError)
+    app = create_app(stack.settings)
+
+    def gone(video_id: str) -> Any:
+        raise ObjectNotFound(f"videos/{video_id}/record.json")
+
+    app.state.services.records.load = gone
+    with serve(app) as url:
+        response = httpx.get(f"{url}/jobs/{video['id']}")
+    assert_problem(response, 404, "not_found")
+    assert "retry-after" not in response.headers
+
+
 def test_python_client_shows_detail_and_code(stack: Any) -> None:
     from framers.client import FramersClient, FramersClientError
 
