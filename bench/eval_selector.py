@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from framers.geometry import CLIP_LEN, N_PAIRS, PAIRS, UNIFORM_PAIR
 from framers.model_store import model_dir, read_config
 from framers.selector_model import LearnedSelector
-from training.labels import N_PAIRS, PAIRS, UNIFORM_PAIR, load_labels, window_psnr
+from training.labels import load_labels, window_psnr
 
 CHANCE = {"top1": 1 / N_PAIRS, "top5": 5 / N_PAIRS}
 PAPER = {"top1": 0.271, "top5": 0.505}
@@ -133,7 +134,7 @@ def speed(videos: list[Path], runs: int) -> list[dict[str, Any]]:
     def run(video: Path, chooser: Any) -> tuple[int, float, float]:
         def open_clips() -> Any:
             with FrameReader(video) as reader:
-                yield from reader.clips(16)
+                yield from reader.clips(CLIP_LEN)
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
         frames = sum(len(c) for c, _ in chooser.select(open_clips))

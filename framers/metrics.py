@@ -68,6 +68,12 @@ def psnr_from_mse(value: float, peak: float = PEAK, cap: float = PSNR_CAP) -> fl
     return min(cap, 10.0 * math.log10(peak * peak / value))
 
 
+def psnr_of_mses(mse: np.ndarray, peak: float = PEAK, cap: float = PSNR_CAP) -> np.ndarray:
+    """Element-wise ``psnr_from_mse`` of an array of MSE values (any shape; dB in the input's float dtype)."""
+    with np.errstate(divide="ignore"):
+        return np.minimum(cap, 10.0 * np.log10(peak * peak / np.maximum(mse, 1e-12)))
+
+
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     return psnr_from_mse(mse(reference, test))
 

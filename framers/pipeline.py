@@ -17,13 +17,12 @@ import numpy as np
 
 from framers import bundle as fb
 from framers.errors import InvalidVideoError, UnsupportedOptionError
+from framers.geometry import CLIP_LEN, SLOT_LEN
 from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
 from framers.selectors import Selector
 from framers.video import (
-    CLIP_LEN,
-    SLOT_LEN,
     Clip,
     FrameReader,
     VideoWriter,

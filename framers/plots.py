@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt
 
-from framers.video import CLIP_LEN
+from framers.geometry import CLIP_LEN
 
 #: frames shown in the per-frame plot: beyond ~6 clips five curves and their kept-frame dots blur together
 MAX_PLOT_FRAMES = 96

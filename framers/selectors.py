@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from framers.errors import UnsupportedOptionError
+from framers.geometry import CLIP_LEN, N_SLOTS, SLOT_LEN
 from framers.reconstructors.base import KeptFrame, Reconstructor, WindowReconstructor
-from framers.video import CLIP_LEN, SLOT_LEN, Clip
+from framers.video import Clip
 
 ClipSource = Callable[[], Iterator[Clip]]
 Selection = Iterator[tuple[Clip, tuple[int, ...]]]
@@ -37,7 +38,7 @@ def slots_to_positions(slots: Sequence[int], n_frames: int, slot_len: int = SLOT
     return tuple(p for s in sorted(slots) for p in range(s * slot_len, (s + 1) * slot_len) if p < n_frames)
 
 
-def scaled_keep(keep: int, available: int, total: int = CLIP_LEN // SLOT_LEN) -> int:
+def scaled_keep(keep: int, available: int, total: int = N_SLOTS) -> int:
     """Slots to keep in a clip with only ``available`` slots (a video's last, short clip):
     the same share as a full clip, at least one."""
     return max(1, min(available, round(keep * available / total)))
@@ -48,12 +49,6 @@ def uniform_slots(keep: int, available: int) -> tuple[int, ...]:
     keep = scaled_keep(keep, available)
     step = available / keep
     return tuple(int(i * step + (step - 1) / 2) for i in range(keep))
-
-
-def pair_index(slots: Sequence[int], total: int = CLIP_LEN // SLOT_LEN) -> int:
-    """The paper's class index of a kept pair: lexicographic, (0,1)=0, (0,2)=1, ... (6,7)=27."""
-    first, second = sorted(slots)
-    return list(itertools.combinations(range(total), 2)).index((first, second))
 
 
 class Selector(abc.ABC):

@@ -32,10 +32,9 @@ from framers.fidelity import (
     main_video_stream,
     plan_for,
 )
+from framers.geometry import CLIP_LEN
 from framers.threads import limit_codec_context
 
-CLIP_LEN = 16
-SLOT_LEN = 2
 # Output timing resolution when a source has no usable time base.
 DEFAULT_TIME_BASE = Fraction(1, 90000)
 

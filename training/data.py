@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from framers import motion
+from framers.geometry import CLIP_LEN
 from framers.reconstructors.base import KeptFrame
 from training.cache import CACHE_ROOT
-from training.model import CLIP_LEN
 
 PATTERNS = ("uniform", "stride", "pair")
 

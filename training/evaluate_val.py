@@ -27,12 +27,12 @@ import cv2
 import numpy as np
 
 from framers import metrics
+from framers.geometry import CLIP_LEN
 from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.reconstructors.classical import HoldReconstructor, LinearReconstructor
 from framers.reconstructors.framemae import FrameMAEReconstructor
 from training.cache import DATA_ROOT, decode_rgb
 
-CLIP_LEN = 16
 PATTERNS: dict[str, tuple[int, ...]] = {"uniform": (2, 3, 10, 11), "stride": (0, 4, 8, 12)}
 
 

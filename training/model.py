@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from framers.geometry import CLIP_LEN, N_SLOTS, SLOT_LEN
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_LEN = 16
-TUBELET = 2
-N_SLOTS = CLIP_LEN // TUBELET
+TUBELET = SLOT_LEN  # frames of a slot = depth of a tubelet
 
 
 @dataclass

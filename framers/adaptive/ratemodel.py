@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from framers.metrics import psnr_of_mses
+
 #: probe encodes: one fast x264 preset at one of these CRFs (the one nearest the target's)
 PROBE_PRESET = "veryfast"
 PROBE_CRFS: tuple[int, ...] = (18, 26, 34, 42)
 #: the final encode of kept frames (x264 medium: the anchor users compare with)
 FINAL_PRESET = "medium"
 CRF_RANGE: tuple[int, int] = (8, 51)
-PSNR_CAP = 60.0
-PEAK2 = 255.0**2
 #: PSNR floor of the mapping of a target to the probe CRF (x264 medium on typical content:
 #: PSNR ≈ 53 − 0.58·CRF dB; a probe near the answer keeps the CRF extrapolation short)
 _PSNR_AT_CRF0 = 53.0
@@ -170,8 +170,7 @@ class RateModel:
 
 def psnr_of(mse: np.ndarray) -> np.ndarray:
     """Per-frame PSNR (dB) of RGB MSE values, capped at 60 dB (the quality protocol)."""
-    with np.errstate(divide="ignore"):
-        return np.minimum(PSNR_CAP, 10.0 * np.log10(PEAK2 / np.maximum(mse, 1e-12)))
+    return psnr_of_mses(mse)
 
 
 @dataclass

@@ -19,8 +19,8 @@ from framers import model_store
 from framers.adaptive import analysis, ratemodel
 from framers.adaptive.measure import Measurements, measure
 from framers.errors import ModelError, UnsupportedOptionError
+from framers.geometry import CLIP_LEN
 from framers.selectors import ClipSource, Selection, Selector
-from framers.video import CLIP_LEN
 
 MODEL_NAME = "ratemodel"
 PSNR_RANGE = (20.0, 60.0)
