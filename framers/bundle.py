@@ -13,7 +13,6 @@ A bundle is a folder (or the same files in one uncompressed tar, ``*.frs``) hold
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -34,6 +33,7 @@ import av.error
 import numpy as np
 
 from framers.errors import BundleError
+from framers.hashing import sha256_file
 from framers.threads import limit_codec_context
 from framers.video import output_pix_fmt
 
@@ -58,14 +58,6 @@ KEYFRAME_CODECS: dict[str, dict[str, Any]] = {
     "ffv1": {"codec": "ffv1", "pix_fmt": "bgr0", "crf": None, "preset": None},
 }
 DEFAULT_KEYFRAME_CODEC = "x264"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def encode_timestamps(pts: list[int]) -> dict[str, Any]:

@@ -1,40 +1,34 @@
-"""The model store: ``<root>/<model>/<version>/{model.onnx, config.json}``.
+"""The model store: layout, typed configs and checksums, with no ONNX Runtime import.
 
-The root is ``$FRAMERS_MODEL_STORE`` or ``<repo>/model_store``. ``load_model`` checks the
-file's sha256 against config.json and the session's inputs/outputs (names, dtypes, dims)
-against the config's IO spec, and raises ``ModelError`` on any mismatch.
+Layout: ``<root>/<model>/<version>/{model.onnx, config.json}``; the root is
+``$FRAMERS_MODEL_STORE`` or ``<repo>/model_store``. The gateway (installed without ONNX Runtime)
+lists versions from here; sessions are opened by ``framers.runtime.load_model``, which checks the
+file against the ``StoreConfig`` read here. Both exporters in ``training/`` write their
+config.json through ``StoreConfig.for_model_file(...).write(folder)``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 import framers
-from framers import runtime
 from framers.errors import ModelError
+from framers.hashing import sha256_file
 
 STORE_ENV = "FRAMERS_MODEL_STORE"
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
-ORT_DTYPES = {
-    "float32": "tensor(float)",
-    "int64": "tensor(int64)",
-    "float16": "tensor(float16)",
-    "uint8": "tensor(uint8)",
-    "int32": "tensor(int32)",
-}
+#: config.json keys every ONNX model config must have
+REQUIRED_KEYS = ("name", "version", "sha256", "inputs", "outputs")
 
 
 def store_root() -> Path:
+    """The store's folder: ``$FRAMERS_MODEL_STORE``, else ``<repo>/model_store``."""
     env = os.environ.get(STORE_ENV)
     return Path(env) if env else Path(framers.__file__).resolve().parents[1] / "model_store"
 
@@ -62,7 +56,7 @@ def latest_versions(root: Path | None = None) -> dict[str, str]:
 
 
 def model_dir(name: str, version: str | None = None, root: Path | None = None) -> Path:
-    """Folder of a model version (the newest when version is None)."""
+    """Folder of a model version (the newest when version is None). Raises ModelError."""
     versions = list_versions(name, root)
     if not versions:
         raise ModelError(f"no versions of model {name!r} in {(root or store_root()) / name}")
@@ -72,87 +66,115 @@ def model_dir(name: str, version: str | None = None, root: Path | None = None) -
     return (root or store_root()) / name / chosen
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of an ONNX model: name, numpy dtype name ("float32", "uint8", ...)
+    and dims (an int, or a name such as "batch" for a dynamic axis)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+    doc: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        return cls(str(data["name"]), str(data["dtype"]), tuple(data["dims"]), str(data.get("doc", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+        if self.doc:
+            out["doc"] = self.doc
+        return out
 
 
-def read_config(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_FILE
+@dataclass(frozen=True)
+class StoreConfig:
+    """A model version's config.json.
+
+    The fields the codec relies on are typed; everything else an exporter records (training
+    data, metrics, parity error, the selector's FrameMAE, ...) stays in ``extra`` and is written
+    back unchanged. ``sha256`` is the hex digest of ``file``; ``size_bytes`` its size."""
+
+    name: str
+    version: str
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    file: str = MODEL_FILE
+    size_bytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Path | str = "config") -> StoreConfig:
+        """Parse a config mapping. Raises ModelError when a required key is missing or malformed."""
+        for key in REQUIRED_KEYS:
+            if key not in data:
+                raise ModelError(f"{where} lacks {key!r}")
+        try:
+            known = {"name", "version", "sha256", "inputs", "outputs", "file", "size_bytes"}
+            return cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                sha256=str(data["sha256"]),
+                inputs=tuple(TensorSpec.from_dict(s) for s in data["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(s) for s in data["outputs"]),
+                file=str(data.get("file", MODEL_FILE)),
+                size_bytes=None if data.get("size_bytes") is None else int(data["size_bytes"]),
+                extra={k: v for k, v in data.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: malformed model config: {exc}") from exc
+
+    @classmethod
+    def for_model_file(cls, path: Path, *, name: str, version: str, inputs: list[dict[str, Any]],
+                       outputs: list[dict[str, Any]], **extra: Any) -> StoreConfig:
+        """The config of an exported model file: its sha256 and size measured here."""
+        return cls(name=name, version=version, sha256=sha256_file(path),
+                   inputs=tuple(TensorSpec.from_dict(s) for s in inputs),
+                   outputs=tuple(TensorSpec.from_dict(s) for s in outputs),
+                   file=path.name, size_bytes=path.stat().st_size, extra=dict(extra))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An exporter-recorded value from ``extra`` (e.g. "variant", "framemae", "training")."""
+        return self.extra.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON mapping of config.json (typed fields first, then ``extra``)."""
+        return {"name": self.name, "version": self.version, "file": self.file, "sha256": self.sha256,
+                "size_bytes": self.size_bytes, "inputs": [s.to_dict() for s in self.inputs],
+                "outputs": [s.to_dict() for s in self.outputs], **self.extra}
+
+    def write(self, directory: Path) -> Path:
+        """Write ``directory``/config.json (pretty-printed); returns its path."""
+        path = Path(directory) / CONFIG_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def read_config(directory: Path) -> StoreConfig:
+    """The typed config of a model folder. Raises ModelError when missing, unreadable or incomplete."""
+    path = Path(directory) / CONFIG_FILE
     try:
-        config = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ModelError(f"missing {path}") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"unreadable model config {path}: {exc}") from exc
-    for key in ("name", "version", "sha256", "inputs", "outputs"):
-        if key not in config:
-            raise ModelError(f"{path} lacks {key!r}")
-    return config
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a JSON object")
+    return StoreConfig.from_dict(data, path)
 
 
-def _check_io(kind: str, spec: list[dict[str, Any]], actual: list[ort.NodeArg], where: Path) -> None:
-    if [s["name"] for s in spec] != [a.name for a in actual]:
+def verified_model_file(directory: Path, config: StoreConfig) -> Path:
+    """The model file of ``directory`` after checking its sha256 against ``config``.
+
+    Raises ModelError when the file is missing or its digest differs (corrupt or replaced)."""
+    path = Path(directory) / config.file
+    if not path.is_file():
+        raise ModelError(f"missing {path}")
+    digest = sha256_file(path)
+    if digest != config.sha256:
         raise ModelError(
-            f"{where}: {kind} names {[a.name for a in actual]} do not match config {[s['name'] for s in spec]}"
+            f"{path}: sha256 {digest} does not match config {config.sha256} (corrupt or replaced model file)"
         )
-    for s, a in zip(spec, actual, strict=True):
-        dtype = ORT_DTYPES.get(s["dtype"], s["dtype"])
-        if dtype != a.type:
-            raise ModelError(f"{where}: {kind} {a.name!r} has dtype {a.type}, config says {s['dtype']}")
-        dims = list(a.shape)
-        if len(dims) != len(s["dims"]):
-            raise ModelError(f"{where}: {kind} {a.name!r} has rank {len(dims)}, config says {s['dims']}")
-        for want, got in zip(s["dims"], dims, strict=True):
-            if isinstance(want, int) != isinstance(got, int) or (isinstance(want, int) and want != got):
-                raise ModelError(f"{where}: {kind} {a.name!r} has dims {dims}, config says {s['dims']}")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    directory: Path
-    config: dict[str, Any]
-    session: ort.InferenceSession
-
-    @property
-    def version(self) -> str:
-        return str(self.config["version"])
-
-
-_verified: dict[str, LoadedModel] = {}
-_lock = threading.Lock()
-
-
-def load_model(directory: Path, default_threads: int = 0) -> LoadedModel:
-    """Verify (checksum, IO spec) and open a stored model; cached per process.
-
-    ``default_threads``: onnxruntime threads unless FRAMERS_ORT_THREADS says otherwise
-    (0 = onnxruntime's default)."""
-    key = f"{Path(directory).resolve()}#{default_threads}"
-    with _lock:
-        if key in _verified:
-            return _verified[key]
-        config = read_config(Path(directory))
-        path = Path(directory) / MODEL_FILE
-        if not path.is_file():
-            raise ModelError(f"missing {path}")
-        digest = sha256_file(path)
-        if digest != config["sha256"]:
-            raise ModelError(
-                f"{path}: sha256 {digest} does not match config {config['sha256']} (corrupt or replaced model file)"
-            )
-        session = runtime.get_session(path, default_threads)
-        _check_io("input", config["inputs"], session.get_inputs(), path)
-        _check_io("output", config["outputs"], session.get_outputs(), path)
-        loaded = LoadedModel(Path(directory), config, session)
-        _verified[key] = loaded
-        return loaded
-
-
-def clear_cache() -> None:
-    with _lock:
-        _verified.clear()
-    runtime.clear_sessions()
+    return path

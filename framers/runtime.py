@@ -1,4 +1,9 @@
-"""ONNX Runtime session factory: one cached session per model file and process.
+"""ONNX Runtime sessions of the model store: the only module of the codec that imports onnxruntime.
+
+``load_model(folder, default_threads)`` verifies a stored model (sha256 and IO spec against its
+``StoreConfig``) and opens one session; both are kept in one process-wide cache, filled lazily
+under a lock, keyed by folder and thread count. Which execution providers a session got is
+logged once per session.
 
 Providers come from an ordered preference list filtered by what this onnxruntime build offers
 (CUDA first when available, CPU always last). ``FRAMERS_ORT_THREADS`` sets the intra- and
@@ -10,19 +15,30 @@ and encoder need.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
 from framers.errors import ModelError
+from framers.model_store import StoreConfig, TensorSpec, read_config, verified_model_file
+
+log = logging.getLogger(__name__)
 
 PREFERRED_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
 THREADS_ENV = "FRAMERS_ORT_THREADS"
-
-_lock = threading.Lock()
-_sessions: dict[str, ort.InferenceSession] = {}
+#: config dtype names → onnxruntime's tensor type names
+ORT_DTYPES = {
+    "float32": "tensor(float)",
+    "int64": "tensor(int64)",
+    "float16": "tensor(float16)",
+    "uint8": "tensor(uint8)",
+    "int32": "tensor(int32)",
+}
 
 
 def providers() -> list[str]:
@@ -33,7 +49,7 @@ def providers() -> list[str]:
 
 
 def thread_count() -> int:
-    """Threads from FRAMERS_ORT_THREADS (0 = onnxruntime default)."""
+    """Threads from FRAMERS_ORT_THREADS (0 = onnxruntime default). Raises ModelError if not an integer."""
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
         return 0
@@ -45,6 +61,7 @@ def thread_count() -> int:
 
 
 def session_options(default_threads: int = 0) -> ort.SessionOptions:
+    """Session options: FRAMERS_ORT_THREADS, else ``default_threads`` (0 = onnxruntime's choice)."""
     options = ort.SessionOptions()
     threads = thread_count() or default_threads
     if threads:
@@ -54,26 +71,74 @@ def session_options(default_threads: int = 0) -> ort.SessionOptions:
     return options
 
 
-def get_session(path: Path, default_threads: int = 0) -> ort.InferenceSession:
-    """The process-wide session of ``path`` (per thread default), created on first use under a lock."""
-    file = str(Path(path).resolve())
-    key = f"{file}#{default_threads}"
-    session = _sessions.get(key)
-    if session is not None:
-        return session
-    with _lock:
-        session = _sessions.get(key)
-        if session is None:
-            try:
-                session = ort.InferenceSession(file, sess_options=session_options(default_threads),
-                                               providers=providers())
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise ModelError(f"cannot load ONNX model {file}: {exc}") from exc
-            _sessions[key] = session
-    return session
+def _check_io(kind: str, spec: tuple[TensorSpec, ...], actual: list[Any], where: Path) -> None:
+    """Raise ModelError unless the session's inputs/outputs match the config (names, dtypes, dims)."""
+    if [s.name for s in spec] != [a.name for a in actual]:
+        raise ModelError(
+            f"{where}: {kind} names {[a.name for a in actual]} do not match config {[s.name for s in spec]}"
+        )
+    for s, a in zip(spec, actual, strict=True):
+        if ORT_DTYPES.get(s.dtype, s.dtype) != a.type:
+            raise ModelError(f"{where}: {kind} {a.name!r} has dtype {a.type}, config says {s.dtype}")
+        dims = list(a.shape)
+        if len(dims) != len(s.dims):
+            raise ModelError(f"{where}: {kind} {a.name!r} has rank {len(dims)}, config says {list(s.dims)}")
+        for want, got in zip(s.dims, dims, strict=True):
+            if isinstance(want, int) != isinstance(got, int) or (isinstance(want, int) and want != got):
+                raise ModelError(f"{where}: {kind} {a.name!r} has dims {dims}, config says {list(s.dims)}")
 
 
-def clear_sessions() -> None:
-    """Forget cached sessions (tests)."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified stored model: its folder, typed config and open ONNX Runtime session."""
+
+    directory: Path
+    config: StoreConfig
+    session: ort.InferenceSession
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+
+_lock = threading.Lock()
+_models: dict[tuple[str, int], LoadedModel] = {}
+
+
+def _open(directory: Path, default_threads: int) -> LoadedModel:
+    config = read_config(directory)
+    path = verified_model_file(directory, config)
+    wanted = providers()
+    try:
+        session = ort.InferenceSession(str(path), sess_options=session_options(default_threads), providers=wanted)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+    _check_io("input", config.inputs, session.get_inputs(), path)
+    _check_io("output", config.outputs, session.get_outputs(), path)
+    log.info("model %s %s: execution providers %s (preferred and available: %s; onnxruntime %s)",
+             config.name, config.version, session.get_providers(), wanted, ort.__version__)
+    return LoadedModel(directory, config, session)
+
+
+def load_model(directory: Path, default_threads: int = 0) -> LoadedModel:
+    """The verified model of a store folder (checksum, IO spec) with its session; one per
+    process, folder and thread default, created on first use under a lock.
+
+    ``default_threads``: onnxruntime threads unless FRAMERS_ORT_THREADS says otherwise
+    (0 = onnxruntime's default). Raises ModelError (missing, corrupt, mismatched, unloadable)."""
+    key = (str(Path(directory).resolve()), default_threads)
+    loaded = _models.get(key)
+    if loaded is not None:
+        return loaded
     with _lock:
-        _sessions.clear()
+        loaded = _models.get(key)
+        if loaded is None:
+            loaded = _open(Path(directory), default_threads)
+            _models[key] = loaded
+    return loaded
+
+
+def clear_cache() -> None:
+    """Forget every loaded model and session (tests; a store that changed under the process)."""
+    with _lock:
+        _models.clear()

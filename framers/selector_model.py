@@ -3,7 +3,7 @@
 One ONNX model (``model_store/selector/<version>/model.onnx``) holds the frozen FrameMAE
 encoder and the selector head: every frame of a 16-frame clip is area-resized to the encoder's
 tile (a global view, so a clip costs one encoder pass whatever the source resolution), and the
-model returns the scores of the 28 kept slot pairs (``framers.selectors.pair_index`` order).
+model returns the scores of the 28 kept slot pairs (``framers.geometry.PAIRS`` order).
 
 * keep = 2 (the trained case): the highest-scoring pair.
 * keep ≠ 2 (fallback, logged and shown in ``describe()``): the K slots with the largest
@@ -21,7 +21,6 @@ batches of clips in memory (≤ 2 × BATCH_BYTES), not just two clips.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from framers.errors import ModelError
+from framers.geometry import N_SLOTS, PAIRS
+from framers.model_store import StoreConfig
 from framers.selectors import ClipSource, Selection, Selector, UniformSelector, slots_to_positions
-from framers.video import CLIP_LEN, SLOT_LEN, Clip
+from framers.video import Clip
 
 log = logging.getLogger(__name__)
 
-PAIRS: tuple[tuple[int, int], ...] = tuple(itertools.combinations(range(CLIP_LEN // SLOT_LEN), 2))
 MAX_BATCH = 8
 BATCH_BYTES = 64 << 20  # frames of the clips of one batched ONNX call (two batches are held)
 
@@ -52,25 +52,24 @@ def slots_from_scores(logits: np.ndarray, keep: int) -> tuple[int, ...]:
     if keep == 2:
         return PAIRS[int(np.argmax(logits))]
     prob = softmax(logits.astype(np.float64))
-    marginal = np.zeros(CLIP_LEN // SLOT_LEN)
+    marginal = np.zeros(N_SLOTS)
     for p, (a, b) in zip(prob, PAIRS, strict=True):
         marginal[a] += p
         marginal[b] += p
     return tuple(sorted(int(s) for s in np.argsort(-marginal, kind="stable")[:keep]))
 
 
-def check_pair(selector_cfg: dict[str, Any], framemae_cfg: dict[str, Any], where: Path) -> None:
-    """Raise ModelError unless the selector was trained against exactly this FrameMAE."""
+def check_pair(selector_cfg: StoreConfig, framemae_cfg: StoreConfig, where: Path) -> None:
+    """Raise ModelError unless the selector was trained against exactly this FrameMAE (its config's
+    ``framemae`` entry names the version and sha256)."""
     want = selector_cfg.get("framemae") or {}
     if not want.get("version"):
         raise ModelError(f"{where}: the selector config does not name the FrameMAE it was trained against")
-    if want["version"] != framemae_cfg.get("version") or (
-        want.get("sha256") and want["sha256"] != framemae_cfg.get("sha256")
-    ):
+    if want["version"] != framemae_cfg.version or (want.get("sha256") and want["sha256"] != framemae_cfg.sha256):
         raise ModelError(
-            f"selector {selector_cfg.get('version')!r} was trained against FrameMAE {want['version']!r} "
+            f"selector {selector_cfg.version!r} was trained against FrameMAE {want['version']!r} "
             f"(sha256 {str(want.get('sha256'))[:12]}), but the model store's FrameMAE is "
-            f"{framemae_cfg.get('version')!r} (sha256 {str(framemae_cfg.get('sha256'))[:12]}): "
+            f"{framemae_cfg.version!r} (sha256 {framemae_cfg.sha256[:12]}): "
             "retrain/export a selector for this FrameMAE or install the matching FrameMAE version"
         )
 
@@ -83,7 +82,8 @@ class LearnedSelector(Selector):
     def __init__(self, keep: int = 2, *, selector_version: str | None = None,
                  framemae_version: str | None = None, root: Path | None = None, **kwargs: Any) -> None:
         super().__init__(keep, **kwargs)
-        from framers.model_store import load_model, model_dir, read_config
+        from framers.model_store import model_dir, read_config
+        from framers.runtime import load_model
 
         sel_dir = model_dir("selector", selector_version, root)
         mae_dir = model_dir("framemae", framemae_version, root)
@@ -95,8 +95,8 @@ class LearnedSelector(Selector):
         self._session = loaded.session
         self._config = loaded.config
         self._input = self._session.get_inputs()[0].name
-        self.view = int(loaded.config["inputs"][0]["dims"][2])
-        self._versions = {"selector": loaded.version, "framemae": str(sel_cfg["framemae"]["version"])}
+        self.view = int(loaded.config.inputs[0].dims[2])
+        self._versions = {"selector": loaded.version, "framemae": str(sel_cfg.get("framemae")["version"])}
         self._uniform = UniformSelector(keep, self.clip_len, self.slot_len)
         if keep != 2:
             log.warning("framers selector: trained for keep=2; keep=%d ranks slots by their summed pair "

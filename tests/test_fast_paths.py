@@ -122,8 +122,8 @@ def test_selector_session_uses_its_own_thread_count(monkeypatch: pytest.MonkeyPa
     assert runtime.session_options(1).intra_op_num_threads == 1
     monkeypatch.setenv(runtime.THREADS_ENV, "3")
     assert runtime.session_options(1).intra_op_num_threads == 3  # the environment wins
-    path = model_store.model_dir("framemae") / "model.onnx"
-    assert runtime.get_session(path, 1) is not runtime.get_session(path, 0)
+    folder = model_store.model_dir("framemae")
+    assert runtime.load_model(folder, 1).session is not runtime.load_model(folder, 0).session
 
 
 def test_batched_framemae_labels_equal_one_window_at_a_time() -> None:
@@ -161,8 +161,7 @@ def test_torch_label_engine_agrees_with_onnx() -> None:
 
 
 def test_label_pairs_match_the_codec_pair_index() -> None:
-    from framers.selectors import pair_index
-    from training.labels import PAIRS, UNIFORM_PAIR
+    from framers.geometry import PAIRS, UNIFORM_PAIR, pair_index
 
     assert [pair_index(p) for p in PAIRS] == list(range(28))
     assert pair_index((1, 5)) == UNIFORM_PAIR

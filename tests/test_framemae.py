@@ -46,7 +46,7 @@ def kept_of(frames: np.ndarray, indices: list[int]) -> list[KeptFrame]:
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
-    model_store.clear_cache()
+    runtime.clear_cache()
 
 
 # ------------------------------------------------------------------------------------ motion
@@ -129,11 +129,11 @@ def shipped_dir() -> Path:
 
 
 def test_shipped_model_loads_and_reports_version() -> None:
-    loaded = model_store.load_model(shipped_dir())
+    loaded = runtime.load_model(shipped_dir())
     rec = FrameMAEReconstructor(shipped_dir())
     assert rec.model_versions == {"framemae": loaded.version}
-    assert loaded.config["size_bytes"] < 10_000_000
-    assert (shipped_dir() / "model.onnx").stat().st_size == loaded.config["size_bytes"]
+    assert loaded.config.size_bytes < 10_000_000
+    assert (shipped_dir() / "model.onnx").stat().st_size == loaded.config.size_bytes
 
 
 def test_default_model_dir_uses_env_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +154,7 @@ def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
     data[-10] ^= 0xFF
     (target / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ModelError, match="sha256"):
-        model_store.load_model(target)
+        runtime.load_model(target)
 
 
 def test_io_spec_mismatch_is_refused(tmp_path: Path) -> None:
@@ -164,12 +164,12 @@ def test_io_spec_mismatch_is_refused(tmp_path: Path) -> None:
     cfg["inputs"][0]["dims"][-1] = 32
     (target / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="dims"):
-        model_store.load_model(target)
+        runtime.load_model(target)
     cfg["inputs"][0]["dims"][-1] = 64
     cfg["outputs"][0]["name"] = "pixels"
     (target / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="names"):
-        model_store.load_model(target)
+        runtime.load_model(target)
 
 
 def test_missing_store_is_a_model_error(tmp_path: Path) -> None:
@@ -187,8 +187,7 @@ def test_runtime_providers_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelError):
         runtime.thread_count()
     monkeypatch.delenv("FRAMERS_ORT_THREADS")
-    path = shipped_dir() / "model.onnx"
-    assert runtime.get_session(path) is runtime.get_session(path)
+    assert runtime.load_model(shipped_dir()).session is runtime.load_model(shipped_dir()).session
 
 
 # ------------------------------------------------------------------------------------ reconstructor

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from framers import bundle as fb
-from framers import model_store
+from framers import model_store, runtime
 from framers.errors import ModelError
-from framers.selector_model import PAIRS, LearnedSelector, slots_from_scores
-from framers.selectors import UniformSelector, pair_index
+from framers.geometry import PAIRS, pair_index
+from framers.selector_model import LearnedSelector, slots_from_scores
+from framers.selectors import UniformSelector
 from tests.videogen import write_video
 
 REPO_STORE = Path(__file__).resolve().parents[1] / "model_store"
@@ -44,8 +45,8 @@ def micro_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from training.model import build_model, make_config
-    from training.selector import SelectorHead, SelectorNet, UnmaskedEncoder
     from training.selector_export import write_selector
+    from training.selector_net import SelectorHead, SelectorNet, UnmaskedEncoder
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("store")
@@ -60,14 +61,14 @@ def micro_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         head.fc.weight.normal_(0.0, 0.05)
     net = SelectorNet(enc, head).eval()
     write_selector(net, root / "selector" / "0.0.1-test", "0.0.1-test", FAKE_MAE, {"split": "test"}, {})
-    model_store.clear_cache()
+    runtime.clear_cache()
     return root
 
 
 def test_folded_encoder_equals_framemae_encoder() -> None:
     torch = pytest.importorskip("torch")
     from training.model import build_model, make_config
-    from training.selector import UnmaskedEncoder
+    from training.selector_net import UnmaskedEncoder
 
     torch.manual_seed(1)
     enc = UnmaskedEncoder(build_model(make_config("flowmix", "fm-micro")).eval())
@@ -84,7 +85,7 @@ def test_onnx_parity_micro(micro_store: Path) -> None:
     assert config["onnx_parity_rel_err"] < 1e-4
     assert config["framemae"]["version"] == FAKE_MAE["version"]
     sample = np.load(folder / "parity.npz")
-    session = model_store.load_model(folder).session
+    session = runtime.load_model(folder).session
     got = session.run(None, {"clip": sample["clip"]})[0]
     ref = sample["logits"]
     assert got.shape == (2, 28)
@@ -96,14 +97,14 @@ def test_onnx_parity_shipped_selector() -> None:
     """The shipped ONNX reproduces the torch logits stored at export time (relative error < 1e-4)."""
     folder = model_store.model_dir("selector", None, REPO_STORE)
     sample = np.load(folder / "parity.npz")
-    got = model_store.load_model(folder).session.run(None, {"clip": sample["clip"]})[0]
+    got = runtime.load_model(folder).session.run(None, {"clip": sample["clip"]})[0]
     ref = sample["logits"]
     assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
     # and the shipped selector pairs with the shipped FrameMAE
     selector = LearnedSelector(2, root=REPO_STORE)
     assert (
         selector.model_versions["framemae"]
-        == model_store.read_config(model_store.model_dir("framemae", None, REPO_STORE))["version"]
+        == model_store.read_config(model_store.model_dir("framemae", None, REPO_STORE)).version
     )
 
 
@@ -127,7 +128,7 @@ def test_loader_refuses_mismatched_framemae(micro_store: Path, tmp_path: Path) -
 def test_view_prior_is_exhaustive_linear_search_on_the_view() -> None:
     torch = pytest.importorskip("torch")
     from training.labels import pair_errors_linear
-    from training.selector import ViewPrior
+    from training.selector_net import ViewPrior
 
     rng = np.random.default_rng(2)
     base = rng.integers(0, 200, (1, 12, 12, 3)).astype(np.float64)

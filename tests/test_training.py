@@ -13,7 +13,8 @@ pytest.importorskip("onnx")
 
 from framers import model_store, motion  # noqa: E402
 from framers.reconstructors.base import KeptFrame  # noqa: E402
-from training.export import example_inputs, export_onnx, model_from_store, parity  # noqa: E402
+from training.export import example_inputs, export_onnx, parity  # noqa: E402
+from training.framemae_store import model_from_store  # noqa: E402
 from training.model import FlowMixNet, FrameMAE, build_model, make_config, mix_full  # noqa: E402
 from training.train import upsample_region  # noqa: E402
 

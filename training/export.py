@@ -11,7 +11,6 @@ training data: manifest sha256, steps, minutes, seed; parity error; val metrics 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -21,30 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from framers.geometry import N_SLOTS
+from framers.hashing import sha256_file
+from framers.model_store import StoreConfig
 from training.cache import DATA_ROOT, split_files
-from training.model import N_SLOTS, FlowMixNet, FrameMAE, ModelConfig, build_model, count_params
+from training.framemae_store import load_checkpoint
+from training.model import FlowMixNet, FrameMAE, ModelConfig, count_params
 
 OPSET = 17
-
-
-def model_from_store(directory: Path) -> nn.Module:
-    """The PyTorch model of a model-store folder (config.json + weights.npz)."""
-    config = json.loads((directory / "config.json").read_text())
-    cfg = ModelConfig(**config["model"])
-    model = build_model(cfg)
-    with np.load(directory / config["torch_weights"]["file"]) as data:
-        state = {k: torch.from_numpy(data[k]) for k in data.files}
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def load_checkpoint(path: Path) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = ModelConfig(**state["config"])
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, cfg, state
 
 
 def example_inputs(model: nn.Module, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -125,10 +108,6 @@ def parity(model: nn.Module, path: Path, inputs: tuple[torch.Tensor, ...]) -> fl
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, default=None)
@@ -171,24 +150,22 @@ def main() -> None:
     weights_path = out / "weights.npz"
     np.savez(weights_path, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     inputs, outputs = io_spec(model)
-    config: dict[str, Any] = {
-        "name": "framemae",
-        "version": args.version or out.name,
-        "variant": cfg.variant,
-        "file": "model.onnx",
-        "format": f"onnx opset {OPSET}, fp32, dynamic batch",
-        "sha256": sha256(onnx_path),
-        "size_bytes": onnx_path.stat().st_size,
-        "parameters": count_params(model),
-        "torch_weights": {
+    config = StoreConfig.for_model_file(
+        onnx_path,
+        name="framemae",
+        version=args.version or out.name,
+        inputs=inputs,
+        outputs=outputs,
+        variant=cfg.variant,
+        format=f"onnx opset {OPSET}, fp32, dynamic batch",
+        parameters=count_params(model),
+        torch_weights={
             "file": "weights.npz",
-            "sha256": sha256(weights_path),
+            "sha256": sha256_file(weights_path),
             "doc": "fp32 state_dict of training.model (parity tests, fine-tuning)",
         },
-        "inputs": inputs,
-        "outputs": outputs,
-        "model": cfg.to_dict(),
-        "prior": {
+        model=cfg.to_dict(),
+        prior={
             "module": "framers.motion",
             "candidates": ["linear", "prev_warp", "next_warp"],
             "flow": "OpenCV DIS (PRESET_FAST) at framers.motion.flow_scale",
@@ -196,8 +173,8 @@ def main() -> None:
         }
         if cfg.variant == "flowmix"
         else None,
-        "training": {
-            "manifest_sha256": sha256(DATA_ROOT / "manifest.csv"),
+        training={
+            "manifest_sha256": sha256_file(DATA_ROOT / "manifest.csv"),
             "split": "train",
             "train_files": len(split_files("train")),
             "steps": state["step"],
@@ -206,11 +183,11 @@ def main() -> None:
             "batch": state.get("batch"),
             "precision": "fp32",
         },
-        "onnx_parity_rel_err": err,
-        "metrics": json.loads(args.metrics.read_text()) if args.metrics else None,
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    print(f"wrote {onnx_path} ({config['size_bytes'] / 1e6:.2f} MB), parity rel err {err:.2e}")
+        onnx_parity_rel_err=err,
+        metrics=json.loads(args.metrics.read_text()) if args.metrics else None,
+    )
+    config.write(out)
+    print(f"wrote {onnx_path} ({(config.size_bytes or 0) / 1e6:.2f} MB), parity rel err {err:.2e}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Exhaustive-search labels for the Frame Selector: the error of all 28 kept slot pairs per clip.
 
 For every window (16 consecutive frames) and each of the 28 pairs of kept slots (2 of 8,
-lexicographic order = ``framers.selectors.pair_index``), the window is reconstructed from the
+lexicographic order = ``framers.geometry.PAIRS``), the window is reconstructed from the
 kept frames and the per-frame MSE (0–255 scale, all 16 frames, kept ones included) is stored:
 ``mse`` [N, 28, 16] float32. Top-k accuracy, soft labels, PSNR and regret all follow from it.
 
@@ -49,7 +49,7 @@ import io
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from framers.geometry import CLIP_LEN, N_PAIRS, PAIRS, pair_frames
+from framers.metrics import psnr_of_mses
 from framers.motion import N_CANDIDATES
 from framers.reconstructors.base import KeptFrame, WindowReconstructor
 from framers.reconstructors.framemae import FrameMAEReconstructor, run_tiled_many
@@ -67,14 +69,8 @@ from framers.reconstructors.framemae import FrameMAEReconstructor, run_tiled_man
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_ROOT = ROOT / "data" / "selector"
 DATA_ROOT = Path("/work/shared/data/videos")
-CLIP_LEN = 16
-N_SLOTS = 8
-PAIRS: list[tuple[int, int]] = list(itertools.combinations(range(N_SLOTS), 2))  # = selectors.pair_index order
-N_PAIRS = len(PAIRS)  # 28
-UNIFORM_PAIR = PAIRS.index((1, 5))
 PREV_CONTEXT = -5  # last kept frame of the previous clip under uniform (1, 5): frame 11 - 16
 NEXT_CONTEXT = CLIP_LEN + 2  # first kept frame of the next clip under uniform: frame 2 + 16
-MAX_PSNR = 60.0
 
 
 @dataclass(frozen=True)
@@ -83,15 +79,9 @@ class WindowSpec:
     start: int
 
 
-def pair_frames(pair: Sequence[int]) -> list[int]:
-    """Kept frame offsets of a slot pair: (1, 5) → [2, 3, 10, 11]."""
-    return [f for s in sorted(pair) for f in (2 * s, 2 * s + 1)]
-
-
 def psnr_of_mse(mse: np.ndarray) -> np.ndarray:
     """Per-frame PSNR (dB, 0–255 scale) capped at 60 dB, as in DESIGN's quality protocol."""
-    with np.errstate(divide="ignore"):
-        return np.minimum(MAX_PSNR, 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-12)))
+    return psnr_of_mses(mse)
 
 
 def window_psnr(mse: np.ndarray) -> np.ndarray:
@@ -389,7 +379,7 @@ class TorchFlowMixSession:
     def __init__(self, framemae_dir: Path, bf16: bool = False, device: str = "cpu") -> None:
         import torch
 
-        from training.selector import framemae_info
+        from training.framemae_store import framemae_info
 
         self.torch = torch
         self.device = torch.device(device)

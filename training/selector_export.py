@@ -12,7 +12,6 @@ input and the torch logits, used by tests/test_selector.py).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -21,10 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from framers.geometry import N_PAIRS
+from framers.hashing import sha256_file
+from framers.model_store import StoreConfig
 from framers.video import VIEW_STEP
 from training.cache import DATA_ROOT, split_files
-from training.labels import N_PAIRS
-from training.selector import SelectorHead, SelectorNet, UnmaskedEncoder, framemae_info
+from training.framemae_store import framemae_info
+from training.selector_net import SelectorHead, SelectorNet, UnmaskedEncoder
 
 OPSET = 17
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,7 @@ def io_spec(tile: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def write_selector(net: SelectorNet, out: Path, version: str, framemae: dict[str, Any],
-                   training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+                   training: dict[str, Any], metrics: dict[str, Any]) -> StoreConfig:
     """Export ``net`` to ``out``/model.onnx, check ORT-vs-torch parity (< 1e-4 relative), and write
     parity.npz and config.json; returns the config."""
     out.mkdir(parents=True, exist_ok=True)
@@ -89,35 +91,32 @@ def write_selector(net: SelectorNet, out: Path, version: str, framemae: dict[str
         raise SystemExit(f"ONNX parity failed: relative error {err:.2e}")
     np.savez_compressed(out / "parity.npz", clip=clip.numpy(), logits=ref)
     inputs, outputs = io_spec(net.encoder.tile)
-    config: dict[str, Any] = {
-        "name": "selector",
-        "version": version,
-        "file": "model.onnx",
-        "format": f"onnx opset {OPSET}, fp32, dynamic batch",
-        "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-        "size_bytes": onnx_path.stat().st_size,
-        "parameters": {"head": sum(p.numel() for p in net.head.parameters()),
-                       "encoder (frozen FrameMAE)": sum(p.numel() for p in net.encoder.mae.parameters())},
-        "inputs": inputs,
-        "outputs": outputs,
-        "view": {"size": net.encoder.tile,
-                 "resize": (f"whole frame (global view), framers.video.global_view: FFmpeg area scaler to "
-                            f"{VIEW_STEP * net.encoder.tile}x{VIEW_STEP * net.encoder.tile} RGB, then "
-                            f"cv2.INTER_AREA {VIEW_STEP}x box to {net.encoder.tile}x{net.encoder.tile}")},
-        "classes": "lexicographic pair of kept slots (framers.selectors.pair_index)",
-        "design": ("frozen FrameMAE encoder on the unmasked clip -> Linear(D->384) -> max over each slot's "
-                   "spatial positions -> [384, 8] -> 3 residual Conv1d blocks, dropout 0.1 -> 28 logits"
-                   + (" ; plus prior_scale x view prior (-10 log10 MSE of `linear` from each pair on the "
-                      "64x64 view itself, training.selector.ViewPrior); the head's last layer starts at "
-                      "zero and learns the correction" if net.head.use_prior else "")),
-        "prior_scale": float(net.head.prior_scale.detach()) if net.head.use_prior else None,
-        "framemae": {"version": framemae["version"], "sha256": framemae["sha256"],
-                     "variant": framemae.get("variant")},
-        "training": training,
-        "metrics": metrics,
-        "onnx_parity_rel_err": err,
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    config = StoreConfig.for_model_file(
+        onnx_path,
+        name="selector",
+        version=version,
+        inputs=inputs,
+        outputs=outputs,
+        format=f"onnx opset {OPSET}, fp32, dynamic batch",
+        parameters={"head": sum(p.numel() for p in net.head.parameters()),
+                    "encoder (frozen FrameMAE)": sum(p.numel() for p in net.encoder.mae.parameters())},
+        view={"size": net.encoder.tile,
+              "resize": (f"whole frame (global view), framers.video.global_view: FFmpeg area scaler to "
+                         f"{VIEW_STEP * net.encoder.tile}x{VIEW_STEP * net.encoder.tile} RGB, then "
+                         f"cv2.INTER_AREA {VIEW_STEP}x box to {net.encoder.tile}x{net.encoder.tile}")},
+        classes="lexicographic pair of kept slots (framers.geometry.PAIRS)",
+        design=("frozen FrameMAE encoder on the unmasked clip -> Linear(D->384) -> max over each slot's "
+                "spatial positions -> [384, 8] -> 3 residual Conv1d blocks, dropout 0.1 -> 28 logits"
+                + (" ; plus prior_scale x view prior (-10 log10 MSE of `linear` from each pair on the "
+                   "64x64 view itself, training.selector_net.ViewPrior); the head's last layer starts at "
+                   "zero and learns the correction" if net.head.use_prior else "")),
+        prior_scale=float(net.head.prior_scale.detach()) if net.head.use_prior else None,
+        framemae={"version": framemae["version"], "sha256": framemae["sha256"], "variant": framemae.get("variant")},
+        training=training,
+        metrics=metrics,
+        onnx_parity_rel_err=err,
+    )
+    config.write(out)
     return config
 
 
@@ -144,7 +143,7 @@ def main() -> None:
     report_path = args.report or args.head.parent / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     training = {
-        "manifest_sha256": hashlib.sha256((DATA_ROOT / "manifest.csv").read_bytes()).hexdigest(),
+        "manifest_sha256": sha256_file(DATA_ROOT / "manifest.csv"),
         "split": "train",
         "train_files": len(split_files("train")),
         "labels": report.get("train_labels"),
@@ -162,8 +161,8 @@ def main() -> None:
     if args.eval is not None:
         metrics["eval_selector"] = json.loads(args.eval.read_text())
     config = write_selector(net, out, args.version or out.name, desc, training, metrics)
-    print(f"wrote {out / 'model.onnx'} ({config['size_bytes'] / 1e6:.2f} MB), "
-          f"parity rel err {config['onnx_parity_rel_err']:.2e}")
+    print(f"wrote {out / 'model.onnx'} ({(config.size_bytes or 0) / 1e6:.2f} MB), "
+          f"parity rel err {config.get('onnx_parity_rel_err'):.2e}")
 
 
 if __name__ == "__main__":

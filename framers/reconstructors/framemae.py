@@ -18,17 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
-from framers import model_store, motion
+from framers import model_store, motion, runtime
 from framers.errors import ModelError
+from framers.geometry import CLIP_LEN
 from framers.reconstructors.base import KeptFrame, WindowReconstructor
 from framers.reconstructors.classical import LinearReconstructor, linear_prior, to_uint8
 
-CLIP_LEN = 16
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 TILE_OVERLAP = 8
 TILE_BATCH = 8
 #: safety gate: frames between two kept frames whose change the optical flow does not explain
@@ -105,17 +108,18 @@ class FrameMAEReconstructor(WindowReconstructor):
         self.gate = gate
         self.model_dir = Path(model_dir) if model_dir is not None else model_store.model_dir("framemae")
         self.config = model_store.read_config(self.model_dir)
-        self.variant = str(self.config.get("variant", "flowmix"))
+        self.variant = str(self.config.get("variant") or "flowmix")
         if self.variant not in ("flowmix", "plain"):
             raise ModelError(f"{self.model_dir}: unknown framemae variant {self.variant!r}")
-        self.tile = int(self.config["inputs"][0]["dims"][-1])
+        self.tile = int(self.config.inputs[0].dims[-1])
 
     @property
     def model_versions(self) -> dict[str, str]:
-        return {"framemae": str(self.config["version"])}
+        return {"framemae": self.config.version}
 
     def _session(self) -> ort.InferenceSession:
-        return model_store.load_model(self.model_dir).session
+        """The model's ONNX Runtime session (``framers.runtime``'s cache)."""
+        return runtime.load_model(self.model_dir).session
 
     def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
         height, width = kept[0].rgb.shape[:2]
