@@ -32,9 +32,9 @@ from framers.reconstructors.base import KeptFrame, Reconstructor  # noqa: E402
 from framers.reconstructors.classical import LinearReconstructor  # noqa: E402
 from framers.reconstructors.framemae import FrameMAEReconstructor  # noqa: E402
 from framers.video import VideoWriter  # noqa: E402
-from training.cache import decode_rgb  # noqa: E402
+from training.cache import DATA_ROOT, decode_rgb  # noqa: E402
 
-VAL = Path("/work/shared/data/videos/val")
+VAL = DATA_ROOT / "val"
 SOURCES = {"480p": VAL / "cotracker__gradio_demo_videos_bear.mp4", "720p": VAL / "imageio__cockatoo.mp4"}
 PATTERNS = {"uniform": (2, 3, 10, 11), "stride": (0, 4, 8, 12)}
 

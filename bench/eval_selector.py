@@ -190,7 +190,7 @@ def main() -> None:
     logits = np.concatenate([selector.scores(views[i:i + 16]) for i in range(0, len(views), 16)])
     result = evaluate(logits, data["mse"], data["video"], args.seed)
     result.update({"labels": str(args.labels), "label_meta": meta, "models": selector.model_versions,
-                   "selector_config": read_config(model_dir("selector", args.selector_version))["training"]})
+                   "selector_config": read_config(model_dir("selector", args.selector_version)).get("training")})
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     args.markdown.write_text(markdown(result))

@@ -3,7 +3,7 @@
 For each codec setting: bundle bytes relative to the source, PSNR of the kept frames as decoded,
 and PSNR of the whole video after ``linear`` reconstruction (what a user sees).
 
-    python bench/keyframe_codec.py /work/shared/data/videos/val --max-videos 8 --json out/keyframe_codec.json
+    python bench/keyframe_codec.py ../shared/data/videos/val --max-videos 8 --json out/keyframe_codec.json
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * How often ``framemae``'s and ``linear``'s exhaustive-search best pairs agree on the val label
   clips (the same frames: the val windows are decoded again and ``linear``'s 28 errors computed
-  exactly, ``training.labels.pair_errors_linear``).
+  exactly, ``training.label_errors.pair_errors_linear``).
 * Per-video paired differences of ``framers`` against the other selectors in ``framers evaluate``
   JSONs (mean, standard error, wins / losses over videos).
 
@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from training.labels import label_window, load_labels, pair_errors_linear, val_windows
+from training.label_errors import pair_errors_linear
+from training.label_windows import label_window, val_windows
+from training.labels import load_labels
 
 
 def label_agreement(folder: Path) -> dict[str, Any]:

@@ -43,7 +43,8 @@ from framers.registry import get_reconstructor, get_selector
 from framers.video import FrameReader, VideoWriter
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = Path("/work/shared/data/videos/val/sam2__demo_data_gallery_02_cups.mp4")
+# ../shared next to the repository root (the data shared between checkouts)
+DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "videos" / "val" / "sam2__demo_data_gallery_02_cups.mp4"
 CACHE_DIR = ROOT / "out" / "bench" / "videos"
 RESOLUTIONS: dict[str, tuple[int, int]] = {
     "240p": (426, 240),

@@ -128,7 +128,7 @@ def test_selector_session_uses_its_own_thread_count(monkeypatch: pytest.MonkeyPa
 
 def test_batched_framemae_labels_equal_one_window_at_a_time() -> None:
     pytest.importorskip("torch")
-    from training.labels import make_error_fn, pair_errors_window
+    from training.label_errors import make_error_fn, pair_errors_window
 
     rng = np.random.default_rng(2)
     base = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
@@ -144,7 +144,8 @@ def test_batched_framemae_labels_equal_one_window_at_a_time() -> None:
 
 def test_torch_label_engine_agrees_with_onnx() -> None:
     pytest.importorskip("torch")
-    from training.labels import make_error_fn, window_psnr
+    from training.label_errors import make_error_fn
+    from training.labels import window_psnr
 
     rng = np.random.default_rng(3)
     base = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -170,7 +171,7 @@ def test_label_pairs_match_the_codec_pair_index() -> None:
 def test_frame_pack_round_trip_is_exact_and_splits_by_video(tmp_path: Path) -> None:
     """A pack (the label-resolution frames a machine without the videos needs) gives back
     exactly the frames ``label_window`` makes from the decoded video, split parts included."""
-    from training.labels import FramePack, WindowSpec, label_window
+    from training.label_windows import FramePack, WindowSpec, label_window
 
     rng = np.random.default_rng(5)
     base = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)

@@ -127,7 +127,7 @@ def test_loader_refuses_mismatched_framemae(micro_store: Path, tmp_path: Path) -
 
 def test_view_prior_is_exhaustive_linear_search_on_the_view() -> None:
     torch = pytest.importorskip("torch")
-    from training.labels import pair_errors_linear
+    from training.label_errors import pair_errors_linear
     from training.selector_net import ViewPrior
 
     rng = np.random.default_rng(2)

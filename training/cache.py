@@ -12,8 +12,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-DATA_ROOT = Path("/work/shared/data/videos")
-CACHE_ROOT = Path(__file__).resolve().parents[1] / "data" / "cache"
+from training.paths import CACHE_ROOT, DATA_ROOT
+
+__all__ = ["CACHE_ROOT", "DATA_ROOT", "decode_rgb", "split_files"]
 
 
 def decode_rgb(path: Path, max_frames: int | None = None) -> np.ndarray:

@@ -16,11 +16,11 @@ from framers import metrics
 from framers.reconstructors.base import KeptFrame
 from framers.reconstructors.classical import LinearReconstructor
 from framers.reconstructors.framemae import FrameMAEReconstructor
-from training.cache import decode_rgb
+from training.cache import DATA_ROOT, decode_rgb
 from training.train import plot_history
 
 ROOT = Path(__file__).resolve().parents[1]
-VAL = Path("/work/shared/data/videos/val")
+VAL = DATA_ROOT / "val"
 EXAMPLES = [
     ("cotracker__gradio_demo_videos_bear.mp4", 32, 7),
     ("sam2__demo_data_gallery_05_default_juggle.mp4", 48, 6),
