@@ -18,15 +18,8 @@ from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from core.queue_names import ALL_QUEUES, COMPRESS_QUEUE, RECONSTRUCT_QUEUE, WEBHOOK_QUEUE
 from core.settings import Settings
-
-COMPRESS_QUEUE = "compress"
-RECONSTRUCT_QUEUE = "reconstruct"
-WEBHOOK_QUEUE = "webhooks"
-# Priority order for a worker serving all: webhook deliveries (short, bounded by a timeout) first,
-# then a reconstruction (someone is waiting for a video) before a compression, so
-# reconstructions are never stuck behind a compression backlog.
-ALL_QUEUES = (WEBHOOK_QUEUE, RECONSTRUCT_QUEUE, COMPRESS_QUEUE)
 
 COMPRESS_FUNC = "workers.jobs.compress_video"
 RECONSTRUCT_FUNC = "workers.jobs.reconstruct_video"

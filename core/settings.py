@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.queue_names import ALL_QUEUES
+
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Tenant used when no API keys are configured (single-user, loopback-only mode).
@@ -153,7 +155,7 @@ class Settings(BaseSettings):
     )
     gateway_workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of the gateway")
     worker_queues: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["webhooks", "reconstruct", "compress"],
+        default_factory=lambda: list(ALL_QUEUES),
         description="Queues a worker listens on, in priority order",
     )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-QUEUE_NAMES = ("webhooks", "reconstruct", "compress")  # = core.queues.ALL_QUEUES, priority order
+from core.queue_names import ALL_QUEUES
+
+QUEUE_NAMES = ALL_QUEUES  # priority order
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
