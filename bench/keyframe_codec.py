@@ -31,7 +31,7 @@ def psnr(mse: float) -> float:
 def measure(video: Path, codec: str, crf: int | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "b"
-        result = compress(video, bundle, selector="stride", keyframe_codec=codec, crf=crf)
+        result = compress(video, bundle, selector="stride", keyframe_codec=codec, keyframe_crf=crf)
         manifest = fb.read_manifest(bundle)
         kept = set(manifest.kept_indices())
         kept_psnr, all_psnr = [], []

@@ -135,7 +135,7 @@ def parse_methods(
         else:
             stride = int(match.group("stride"))
             name = f"stride{stride}+{recon}"
-            points = tuple(Point(f"crf{c}", {"selector": "stride", "stride": stride, "crf": int(c)})
+            points = tuple(Point(f"crf{c}", {"selector": "stride", "stride": stride, "keyframe_crf": int(c)})
                            for c in keyframe_crfs)
             spec = MethodSpec(name, "fixed", recon, points)
         if any(m.name == spec.name for m in methods):

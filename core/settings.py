@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.queue_names import ALL_QUEUES
+from framers import defaults as codec_defaults
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -112,20 +113,16 @@ class Settings(BaseSettings):
     max_frames: int = Field(default=216_000, ge=1)
 
     # --- defaults of the compression options ---------------------------------------------
-    # Chosen by measurement on the val clips (BENCHMARKS.md): every 4th frame rebuilt by FrameMAE
-    # beats the paper's two-frame slots (with any selector) and every classical reconstructor.
-    default_selector: str = "stride"
-    # A form that sets ``keep`` but no ``selector`` asks for two-frame slots: chosen by the learned
-    # selector (the paper's, trained for keep = 2; other counts rank slots by summed pair scores).
-    default_slot_selector: str = "framers"
-    default_reconstructor: str = "framemae"
-    default_keep: int = Field(default=2, ge=1, le=8)
-    default_stride: int = Field(default=4, ge=1)
-    # A form with none of selector/keep/stride/crf (and no ffv1 keyframes) runs the
-    # content-adaptive mode at this mean PSNR of the rebuilt video (BENCHMARKS.md, section 0:
-    # never more bytes than x264 medium at equal PSNR on the val clips, far fewer on static
-    # cameras); None: the fixed pattern above.
-    default_target_psnr: float | None = Field(default=35.0, ge=20, le=60)
+    # The codec's defaults (framers.defaults, where the reasons are), overridable per deployment.
+    # A form that sets ``keep`` but no ``selector`` asks for two-frame slots (default_slot_selector);
+    # a form with none of selector/keep/stride/crf (and no ffv1 keyframes) runs the content-adaptive
+    # mode at default_target_psnr (None: the fixed pattern).
+    default_selector: str = codec_defaults.SELECTOR
+    default_slot_selector: str = codec_defaults.SLOT_SELECTOR
+    default_reconstructor: str = codec_defaults.RECONSTRUCTOR
+    default_keep: int = Field(default=codec_defaults.KEEP, ge=1, le=8)
+    default_stride: int = Field(default=codec_defaults.STRIDE, ge=1)
+    default_target_psnr: float | None = Field(default=codec_defaults.TARGET_PSNR, ge=20, le=60)
 
     # --- jobs and workers ----------------------------------------------------------------
     compress_timeout_s: int = Field(default=3600, ge=1)

@@ -32,6 +32,7 @@ import av
 import av.error
 import numpy as np
 
+from framers import defaults
 from framers.errors import BundleError
 from framers.hashing import sha256_file
 from framers.threads import limit_codec_context
@@ -54,10 +55,10 @@ BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO)
 # anchor users compare with: a segment that keeps every frame must cost what x264 costs; kept
 # frames are a fraction of all frames, so the slower preset costs little compression time.
 KEYFRAME_CODECS: dict[str, dict[str, Any]] = {
-    "x264": {"codec": "libx264", "pix_fmt": "auto", "crf": 20, "preset": "medium"},
+    "x264": {"codec": "libx264", "pix_fmt": "auto", "crf": defaults.KEYFRAME_CRF, "preset": "medium"},
     "ffv1": {"codec": "ffv1", "pix_fmt": "bgr0", "crf": None, "preset": None},
 }
-DEFAULT_KEYFRAME_CODEC = "x264"
+DEFAULT_KEYFRAME_CODEC = defaults.KEYFRAME_CODEC
 
 
 def encode_timestamps(pts: list[int]) -> dict[str, Any]:

@@ -13,16 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from framers import defaults
 from framers.errors import FramersError, UnsupportedOptionError
-
-DEFAULT_SELECTOR = "stride"  # every 4th frame: measured best at this budget (BENCHMARKS.md section 1)
-SLOT_SELECTOR = "framers"  # the default when slots are asked for (--keep without --selector)
-DEFAULT_KEEP = 2
-DEFAULT_STRIDE = 4
-#: with none of --selector/--keep/--stride/--crf/--keyframe-codec ffv1, compress runs the
-#: content-adaptive mode at this mean PSNR (BENCHMARKS.md section 0: measured never costlier than
-#: x264 medium at equal PSNR on the val clips); the fixed 25 % patterns stay one flag away.
-DEFAULT_TARGET_PSNR = 35.0
 
 log = logging.getLogger("framers")
 
@@ -39,13 +31,12 @@ def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Ca
 def cmd_compress(args: argparse.Namespace) -> int:
     from framers.pipeline import compress
 
-    # No --selector: every 4th frame (measured best); --keep alone asks for slots, and the learned
-    # selector is the default way to choose slots.
-    selector = args.selector or (SLOT_SELECTOR if args.keep is not None else DEFAULT_SELECTOR)
-    fixed = args.selector or args.keep is not None or args.stride is not None or args.crf is not None
+    given = {name for name in defaults.FIXED_PATTERN_OPTIONS if getattr(args, name) is not None}
+    selector = defaults.selector_for(args.selector, args.keep is not None)
+    fixed = bool(given)
     target_psnr = args.target_psnr
-    if target_psnr is None and args.target_kbps is None and not fixed and args.keyframe_codec in (None, "x264"):
-        target_psnr = DEFAULT_TARGET_PSNR
+    if target_psnr is None and args.target_kbps is None and defaults.adaptive_by_default(given, args.keyframe_codec):
+        target_psnr = defaults.TARGET_PSNR
     adaptive = target_psnr is not None or args.target_kbps is not None
     if adaptive and fixed:
         raise UnsupportedOptionError(
@@ -58,11 +49,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
             Path(args.input),
             Path(args.output),
             selector=selector,
-            keep=args.keep if args.keep is not None else DEFAULT_KEEP,
-            stride=args.stride if args.stride is not None else DEFAULT_STRIDE,
-            reconstructor=args.reconstructor,
+            keep=args.keep if args.keep is not None else defaults.KEEP,
+            stride=args.stride if args.stride is not None else defaults.STRIDE,
+            oracle_reconstructor=args.reconstructor,
             keyframe_codec=args.keyframe_codec,
-            crf=args.crf,
+            keyframe_crf=args.crf,
             target_psnr=target_psnr,
             target_kbps=args.target_kbps,
             progress=update,
@@ -97,7 +88,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     update, close = _progress_bar("reconstruct", not args.quiet)
     try:
         result = reconstruct(Path(args.bundle), Path(args.output), reconstructor=args.reconstructor,
-                             crf=args.crf, progress=update)
+                             output_crf=args.crf, progress=update)
     finally:
         close()
     print(
@@ -119,17 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stride (every Nth frame: the fixed pattern measured best) | framers (learned, 2 of 8 slots; "
                    "the default when only --keep is given) | oracle | uniform | random")
     p.add_argument("--keep", type=int, default=None,
-                   help=f"slots kept of 8 per 16-frame clip (default {DEFAULT_KEEP}); alone, selects with framers")
+                   help=f"slots kept of 8 per 16-frame clip (default {defaults.KEEP}); alone, selects with "
+                   f"{defaults.SLOT_SELECTOR}")
     p.add_argument("--stride", type=int, default=None,
-                   help=f"for --selector stride: keep every Nth frame (default {DEFAULT_STRIDE})")
-    p.add_argument("--reconstructor", default="linear",
+                   help=f"for --selector stride: keep every Nth frame (default {defaults.STRIDE})")
+    p.add_argument("--reconstructor", default=defaults.ORACLE_RECONSTRUCTOR,
                    help="for --selector oracle: the reconstructor it optimises for")
-    p.add_argument("--keyframe-codec", choices=["x264", "ffv1"], default=None, help="kept-frame codec (default x264)")
-    p.add_argument("--crf", type=int, default=None, help="x264 CRF for kept frames (default 20)")
+    p.add_argument("--keyframe-codec", choices=["x264", "ffv1"], default=None,
+                   help=f"kept-frame codec (default {defaults.KEYFRAME_CODEC})")
+    p.add_argument("--crf", type=int, default=None, help=f"x264 CRF for kept frames (default {defaults.KEYFRAME_CRF})")
     p.add_argument("--target-psnr", type=float, default=None, metavar="DB",
                    help="content-adaptive mode: per segment, keep every Nth frame (N in 1,2,4,8,16) and a CRF, "
                    "for the fewest bytes at this mean PSNR of the rebuilt video (framemae); the default "
-                   f"({DEFAULT_TARGET_PSNR:g} dB) when no --selector/--keep/--stride/--crf is given")
+                   f"({defaults.TARGET_PSNR:g} dB) when no --selector/--keep/--stride/--crf is given")
     p.add_argument("--target-kbps", type=float, default=None, metavar="K",
                    help="content-adaptive mode for a bitrate: best predicted PSNR within K kbit/s of kept frames")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -138,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="rebuild a playable mp4 from a bundle")
     p.add_argument("bundle", help="bundle folder or .frs file")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
-    p.add_argument("--reconstructor", default="framemae",
+    p.add_argument("--reconstructor", default=defaults.RECONSTRUCTOR,
                    help="framemae (default, learned) | linear | hold | mci")
-    p.add_argument("--crf", type=int, default=18, help="x264 CRF of the output video")
+    p.add_argument("--crf", type=int, default=defaults.OUTPUT_CRF, help="x264 CRF of the output video (0 = lossless)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_reconstruct)
 

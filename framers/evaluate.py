@@ -44,7 +44,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from framers import __version__
+from framers import __version__, defaults
 from framers import bundle as fb
 from framers.errors import FramersError, UnsupportedOptionError
 from framers.metrics import Reference, VideoQuality, bits_per_pixel, compare
@@ -285,8 +285,8 @@ class Options:
     methods: list[Method]
     keyframe_codec: str = fb.DEFAULT_KEYFRAME_CODEC
     max_frames: int | None = None
-    keep: int = 2
-    stride: int = 4
+    keep: int = defaults.KEEP
+    stride: int = defaults.STRIDE
     h264_reference: bool = True
     structural: bool = True  # SSIM and MS-SSIM
     progress: bool = True
@@ -331,7 +331,7 @@ def evaluate_video(path: Path, options: Options, workdir: Path) -> dict[str, Any
         try:
             bundles[key] = compress(
                 source, folder, selector=method.selector, keep=options.keep, stride=options.stride,
-                reconstructor=method.reconstructor, keyframe_codec=options.keyframe_codec,
+                oracle_reconstructor=method.reconstructor, keyframe_codec=options.keyframe_codec,
             )
         except Exception as exc:  # recorded per method
             bundles[key] = _error_text(exc)
@@ -666,8 +666,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframe-codec", choices=sorted(fb.KEYFRAME_CODECS), default=fb.DEFAULT_KEYFRAME_CODEC)
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="evaluate only the first N frames of each video (a lossless cut stands in for it)")
-    parser.add_argument("--keep", type=int, default=2, help="slots kept per 16-frame clip (slot selectors)")
-    parser.add_argument("--stride", type=int, default=4, help="keep every Nth frame (stride selector)")
+    parser.add_argument("--keep", type=int, default=defaults.KEEP, help="slots kept per 16-frame clip (slot selectors)")
+    parser.add_argument("--stride", type=int, default=defaults.STRIDE, help="keep every Nth frame (stride selector)")
     parser.add_argument("--h264-reference", action=argparse.BooleanOptionalAction, default=True,
                         help="also encode each video with libx264 at each bundle's size and measure it")
     parser.add_argument("--ssim", action=argparse.BooleanOptionalAction, default=True,

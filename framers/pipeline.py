@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from framers import bundle as fb
+from framers import defaults
 from framers.errors import InvalidVideoError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN, SLOT_LEN
 from framers.reconstructors.base import KeptFrame, Reconstructor
@@ -76,12 +77,12 @@ def compress(
     source: Path,
     bundle: Path,
     *,
-    selector: str | Selector = "stride",
-    keep: int = 2,
-    stride: int = 4,
-    reconstructor: str = "framemae",
+    selector: str | Selector = defaults.SELECTOR,
+    keep: int = defaults.KEEP,
+    stride: int = defaults.STRIDE,
+    oracle_reconstructor: str = defaults.ORACLE_RECONSTRUCTOR,
     keyframe_codec: str | None = None,
-    crf: int | None = None,
+    keyframe_crf: int | None = None,
     target_psnr: float | None = None,
     target_kbps: float | None = None,
     progress: ProgressFn | None = None,
@@ -89,12 +90,15 @@ def compress(
     """Choose the kept frames of ``source`` and write them as a bundle at ``bundle``.
 
     ``bundle`` ending in ``.frs`` gets the single-file form, anything else a folder.
-    ``reconstructor`` only matters for the ``oracle`` selector (the one it optimises for).
-    ``target_psnr`` (dB, mean per-frame PSNR of the rebuilt video) or ``target_kbps`` selects the
-    content-adaptive mode (``framers.adaptive``): per segment a stride and a CRF, replacing
-    ``selector``/``keep``/``stride``/``crf``. Whatever the selector, the encoder detects scene cuts
-    and also keeps the first and last frame of every shot (so nothing is extrapolated, and no
-    rebuilt frame mixes two shots). Raises InvalidVideoError, UnsupportedOptionError, BundleError.
+    The defaults are the fixed pattern of ``framers.defaults`` (the CLI and the service add the
+    adaptive default). ``oracle_reconstructor`` only matters for the ``oracle`` selector (the one it
+    optimises for); ``keyframe_crf`` is the x264 CRF of the kept frames (None: the keyframe codec's
+    default, ``defaults.KEYFRAME_CRF``). ``target_psnr`` (dB, mean per-frame PSNR of the rebuilt
+    video) or ``target_kbps`` selects the content-adaptive mode (``framers.adaptive``): per segment
+    a stride and a CRF, replacing ``selector``/``keep``/``stride``/``keyframe_crf``. Whatever the
+    selector, the encoder detects scene cuts and also keeps the first and last frame of every shot
+    (so nothing is extrapolated, and no rebuilt frame mixes two shots).
+    Raises InvalidVideoError, UnsupportedOptionError, BundleError.
     """
     started = time.perf_counter()
     source = Path(source)
@@ -112,7 +116,7 @@ def compress(
     elif isinstance(selector, Selector):
         chooser = selector
     else:
-        chooser = get_selector(selector, keep=keep, stride=stride, reconstructor=reconstructor)
+        chooser = get_selector(selector, keep=keep, stride=stride, oracle_reconstructor=oracle_reconstructor)
     codec = keyframe_codec or fb.DEFAULT_KEYFRAME_CODEC
     expected_clips = max(1, -(-info.frames // CLIP_LEN))
 
@@ -140,7 +144,7 @@ def compress(
         def flush(clip: Clip, positions: set[int]) -> None:
             nonlocal encoder
             if encoder is None:
-                encoder = fb.KeyframeEncoder(folder, clip.width, clip.height, codec, crf)
+                encoder = fb.KeyframeEncoder(folder, clip.width, clip.height, codec, keyframe_crf)
             ordered = sorted(positions)
             for p in ordered:
                 encoder.write(clip.frame(p), crf_of(clip.start + p) if crf_of is not None else None)
@@ -287,11 +291,14 @@ def reconstruct(
     bundle: Path,
     output: Path,
     *,
-    reconstructor: str | Reconstructor = "linear",
-    crf: int = 18,
+    reconstructor: str | Reconstructor = defaults.RECONSTRUCTOR,
+    output_crf: int = defaults.OUTPUT_CRF,
     progress: ProgressFn | None = None,
 ) -> ReconstructResult:
-    """Rebuild every frame from a bundle and write an H.264 mp4 with the source's timing and audio."""
+    """Rebuild every frame from a bundle and write an H.264 mp4 with the source's timing and audio.
+
+    ``output_crf``: x264 CRF of the output video (0 = lossless). Raises BundleError,
+    UnsupportedOptionError, ModelError."""
     started = time.perf_counter()
     rebuilder = reconstructor if isinstance(reconstructor, Reconstructor) else get_reconstructor(reconstructor)
     output = Path(output)
@@ -301,7 +308,7 @@ def reconstruct(
         audio = folder / fb.AUDIO if manifest.audio else None
         partial = output.with_name(output.name + ".partial.mp4")
         try:
-            with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=crf,
+            with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=output_crf,
                              **writer_options(manifest.source)) as writer:
                 for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
                     writer.write(frame, manifest.pts[i])

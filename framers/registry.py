@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from framers import defaults
 from framers.errors import ModelError, UnsupportedOptionError
 from framers.reconstructors.base import Reconstructor
 from framers.selectors import OracleSelector, RandomSelector, Selector, StrideSelector, UniformSelector
@@ -36,8 +37,12 @@ def get_reconstructor(name: str) -> Reconstructor:
 
 
 def get_selector(
-    name: str, keep: int = 2, stride: int = 4, reconstructor: str = "linear", seed: int = 0
+    name: str, keep: int = defaults.KEEP, stride: int = defaults.STRIDE,
+    oracle_reconstructor: str = defaults.ORACLE_RECONSTRUCTOR, seed: int = 0
 ) -> Selector:
+    """The selector ``name``: ``keep`` slots per clip (slot selectors), every ``stride``-th frame
+    (``stride``), ``oracle_reconstructor`` the one ``oracle`` optimises for. Raises
+    UnsupportedOptionError for an unknown name or option; ModelError when a learned model is missing."""
     if name == "uniform":
         return UniformSelector(keep)
     if name == "stride":
@@ -45,7 +50,7 @@ def get_selector(
     if name == "random":
         return RandomSelector(keep, seed=seed)
     if name == "oracle":
-        return OracleSelector(get_reconstructor(reconstructor), keep)
+        return OracleSelector(get_reconstructor(oracle_reconstructor), keep)
     if name == "framers":
         from framers.selector_model import LearnedSelector
 

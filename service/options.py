@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from core.records import CompressOptions
 from core.settings import Settings
 from core.webhooks import CallbackRefused, check_callback_url
+from framers import defaults as codec_defaults
 from service.methods import CatalogUnavailable, MethodCatalog
 from service.problems import name_few, shown_name
 
@@ -18,7 +19,7 @@ OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec"
 EXTRA_FIELDS = ("callback_url", "metadata")
 MAX_METADATA_BYTES = 4096
 #: fields the content-adaptive mode (target_psnr / target_kbps) decides itself
-ADAPTIVE_EXCLUSIVE = ("selector", "keep", "stride", "crf")
+ADAPTIVE_EXCLUSIVE = codec_defaults.FIXED_PATTERN_OPTIONS
 
 
 class InvalidOptions(ValueError):
@@ -56,12 +57,17 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
         )
     adaptive_default = (
         settings.default_target_psnr is not None
-        and not given & {"target_psnr", "target_kbps", *ADAPTIVE_EXCLUSIVE}
-        and codec in ("", "x264")
+        and not given & {"target_psnr", "target_kbps"}
+        and codec_defaults.adaptive_by_default(given, codec)
     )
-    asks_for_slots = fields.get("keep", "").strip() != "" and fields.get("selector", "").strip() == ""
+    selector = codec_defaults.selector_for(
+        fields.get("selector", "").strip(),
+        "keep" in given,
+        fixed=settings.default_selector,
+        slots=settings.default_slot_selector,
+    )
     raw: dict[str, object] = {
-        "selector": settings.default_slot_selector if asks_for_slots else settings.default_selector,
+        "selector": selector,
         "keep": settings.default_keep,
         "stride": settings.default_stride,
         "reconstructor": settings.default_reconstructor,

@@ -69,7 +69,7 @@ def test_round_trip_keeps_count_size_timing_and_audio(clip_with_audio: Path, tmp
             content = sum(f.stat().st_size for f in files)
         assert content < bundle.stat().st_size <= content + 1024 * (len(files) + 2)
     out = tmp_path / "out.mp4"
-    rec = reconstruct(bundle, out)
+    rec = reconstruct(bundle, out, reconstructor="linear")
     assert rec.frames == 40
     frames, times = decoded(out)
     _, src_times = decoded(clip_with_audio)
@@ -98,7 +98,7 @@ def test_linear_beats_hold_and_oracle_never_worse_than_uniform(clip_with_audio: 
     hold = psnr_video(src, rebuilt_frames(tmp_path / "u", "hold"))
     assert linear > hold + 1.0
     for name in ("linear", "hold"):
-        compress(clip_with_audio, tmp_path / name, selector="oracle", reconstructor=name, keyframe_codec="ffv1")
+        compress(clip_with_audio, tmp_path / name, selector="oracle", oracle_reconstructor=name, keyframe_codec="ffv1")
 
         def sse(frames: list[np.ndarray]) -> float:
             return sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(src, frames, strict=True))
@@ -119,7 +119,7 @@ def test_real_clips_raw_h264_and_avi_with_mp3(tmp_path: Path) -> None:
         src = DATA / name
         compress(src, tmp_path / f"{name}.frs")
         out = tmp_path / f"{name}.mp4"
-        reconstruct(tmp_path / f"{name}.frs", out)
+        reconstruct(tmp_path / f"{name}.frs", out, reconstructor="linear")
         got, _ = decoded(out)
         assert len(got) == frames and got[0].shape[:2] == size
         with av.open(str(out)) as container:
@@ -128,19 +128,19 @@ def test_real_clips_raw_h264_and_avi_with_mp3(tmp_path: Path) -> None:
 
 def test_odd_size_variable_rate_and_gif(tmp_path: Path) -> None:
     odd = write_video(tmp_path / "odd.mp4", frames=20, width=97, height=63, pix_fmt="yuv444p")
-    reconstruct(compress(odd, tmp_path / "odd").bundle_path, tmp_path / "odd_out.mp4")
+    reconstruct(compress(odd, tmp_path / "odd").bundle_path, tmp_path / "odd_out.mp4", reconstructor="linear")
     frames, _ = decoded(tmp_path / "odd_out.mp4")
     assert len(frames) == 20 and frames[0].shape == (63, 97, 3)
 
     pts = [0, 40, 80, 200, 240, 250, 260, 400, 440, 480, 520, 560, 700, 740, 780, 820, 860, 900, 1100, 1140]
     vfr = write_video(tmp_path / "vfr.mkv", frames=20, pts=pts, container_format="matroska")
     _, src_times = decoded(vfr)
-    reconstruct(compress(vfr, tmp_path / "vfr").bundle_path, tmp_path / "vfr_out.mp4")
+    reconstruct(compress(vfr, tmp_path / "vfr").bundle_path, tmp_path / "vfr_out.mp4", reconstructor="linear")
     _, times = decoded(tmp_path / "vfr_out.mp4")
     assert np.allclose(times, src_times, atol=2e-3)
 
     gif = write_video(tmp_path / "a.gif", frames=12, width=64, height=48, codec="gif", pix_fmt="rgb8", fps=10)
-    reconstruct(compress(gif, tmp_path / "gif").bundle_path, tmp_path / "gif_out.mp4")
+    reconstruct(compress(gif, tmp_path / "gif").bundle_path, tmp_path / "gif_out.mp4", reconstructor="linear")
     assert len(decoded(tmp_path / "gif_out.mp4")[0]) == 12
 
 
@@ -148,7 +148,7 @@ def test_rotation_metadata_is_honoured(tmp_path: Path) -> None:
     rotated = write_video(tmp_path / "rot.mp4", frames=16, width=96, height=64, rotation=90)
     info = probe(rotated)
     assert (info.width, info.height) == (64, 96)
-    reconstruct(compress(rotated, tmp_path / "r").bundle_path, tmp_path / "r.mp4")
+    reconstruct(compress(rotated, tmp_path / "r").bundle_path, tmp_path / "r.mp4", reconstructor="linear")
     frames, _ = decoded(tmp_path / "r.mp4")
     assert frames[0].shape == (96, 64, 3)
     upright = source_frames(rotated)[0]

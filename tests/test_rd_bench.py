@@ -81,7 +81,7 @@ def test_smoke_run_on_a_tiny_clip(rd: ModuleType, make_clip: Callable[..., Path]
 def test_parse_methods(rd: ModuleType) -> None:
     methods = rd.parse_methods("stride4,stride2+linear,adaptive", keyframe_crfs=(14, 20), targets=(30, 34.5))
     assert [m.name for m in methods] == ["stride4+framemae", "stride2+linear", "adaptive+framemae"]
-    assert methods[0].points[1].kwargs == {"selector": "stride", "stride": 4, "crf": 20}
+    assert methods[0].points[1].kwargs == {"selector": "stride", "stride": 4, "keyframe_crf": 20}
     assert [p.label for p in methods[2].points] == ["t30", "t34.5"]
     assert methods[2].points[1].kwargs == {"target_psnr": 34.5}
     for bad in ("uniform", "stride0", "stride4+nope", "stride4,stride4", ""):
@@ -152,10 +152,10 @@ def test_adaptive_method_when_compress_takes_a_target(
     def compress(source: Path, bundle: Path, *, target_psnr: float | None = None, **kwargs):
         assert target_psnr is not None and not kwargs
         calls.append(target_psnr)
-        return real(source, bundle, selector="stride", stride=2, crf=int(70 - target_psnr))
+        return real(source, bundle, selector="stride", stride=2, keyframe_crf=int(70 - target_psnr))
 
-    def without_target(source: Path, bundle: Path, selector: str = "uniform", crf: int | None = None):
-        return real(source, bundle, selector=selector, crf=crf)
+    def without_target(source: Path, bundle: Path, selector: str = "uniform", keyframe_crf: int | None = None):
+        return real(source, bundle, selector=selector, keyframe_crf=keyframe_crf)
 
     clip = make_clip(width=64, height=48, frames=40)
     monkeypatch.setattr(pipeline, "compress", without_target)  # as before issue 12 lands

@@ -127,9 +127,9 @@ def compress_video(video_id: str) -> dict[str, Any]:
                 selector=opts.selector,
                 keep=opts.keep,
                 stride=opts.stride,
-                reconstructor=opts.reconstructor,  # what the oracle selector optimises for
+                oracle_reconstructor=opts.reconstructor,
                 keyframe_codec=opts.keyframe_codec,
-                crf=opts.crf,
+                keyframe_crf=opts.crf,
                 target_psnr=opts.target_psnr,
                 target_kbps=opts.target_kbps,
                 progress=_progress(ctx, record, save),
