@@ -6,7 +6,7 @@ Sources: a 480p and a 720p val clip (first --frames frames, decoded once into me
 reconstructor and keep pattern (uniform slots (1, 5); stride 4) the whole clip is rebuilt from
 its kept frames (in memory, no I/O) --repeats times; reported: median wall fps and fps per CPU
 second of this process (CPU time, less sensitive to other load on a shared machine). Decode:
-PyAV to RGB; encode: ``framers.video.VideoWriter`` (libx264 veryfast, crf 18) to a temp file.
+PyAV to RGB; encode: ``framers.video_writer.VideoWriter`` (libx264 veryfast, crf 18) to a temp file.
 Threads: ONNX Runtime from FRAMERS_ORT_THREADS (default: its own), OpenCV default.
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from framers.reconstructors.base import KeptFrame, Reconstructor  # noqa: E402
 from framers.reconstructors.classical import LinearReconstructor  # noqa: E402
 from framers.reconstructors.framemae import FrameMAEReconstructor  # noqa: E402
-from framers.video import VideoWriter  # noqa: E402
+from framers.video_writer import VideoWriter  # noqa: E402
 from training.cache import DATA_ROOT, decode_rgb  # noqa: E402
 
 VAL = DATA_ROOT / "val"

@@ -6,7 +6,7 @@ Protocol (DESIGN.md, "Quality protocol" and "Rate–distortion against x264"; is
   (``framers.evaluate.write_trimmed``: FFV1, RGB). That cut is the source of every point, and its
   decoded RGB frames are the reference.
 * Anchor: libx264 preset medium, default GOP settings, yuv420p (yuv444p for an odd width or
-  height, as ``framers.video.output_pix_fmt``), at each CRF of ``--anchor-crfs``. The decoded RGB
+  height, as ``framers.video_writer.output_pix_fmt``), at each CRF of ``--anchor-crfs``. The decoded RGB
   frames go into the encoder as ``rgb24`` frames and PyAV's reformatter converts them to YUV —
   the colour path the bundle's keyframe encoder uses. Bytes = the raw video bitstream (sum of
   the packet sizes, no container).
@@ -62,7 +62,8 @@ import numpy as np
 from framers import __version__, bdrate, pipeline
 from framers.evaluate import _rebuilt_frames, _video_bytes, find_videos, write_trimmed
 from framers.metrics import mse, psnr_from_mse
-from framers.video import FrameReader, output_pix_fmt, probe
+from framers.video import FrameReader, probe
+from framers.video_writer import output_pix_fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos" / "val"

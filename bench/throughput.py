@@ -40,7 +40,8 @@ from framers import bundle as fb
 from framers.errors import FramersError
 from framers.pipeline import compress, reconstruct
 from framers.registry import get_reconstructor, get_selector
-from framers.video import FrameReader, VideoWriter
+from framers.video import FrameReader
+from framers.video_writer import VideoWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared next to the repository root (the data shared between checkouts)

@@ -36,7 +36,7 @@ from framers import defaults
 from framers.errors import BundleError
 from framers.hashing import sha256_file
 from framers.threads import limit_codec_context
-from framers.video import output_pix_fmt
+from framers.video_writer import output_pix_fmt
 
 FORMAT_NAME = "framers-bundle"
 FORMAT_VERSION = 2

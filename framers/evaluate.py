@@ -50,7 +50,8 @@ from framers.errors import FramersError, UnsupportedOptionError
 from framers.metrics import Reference, VideoQuality, bits_per_pixel, compare
 from framers.pipeline import CompressResult, compress, iter_reconstructed
 from framers.registry import RECONSTRUCTORS, SELECTORS, get_reconstructor
-from framers.video import FrameReader, output_pix_fmt, probe
+from framers.video import FrameReader, probe
+from framers.video_writer import output_pix_fmt
 
 DEFAULT_METHODS = "uniform+hold,uniform+linear,oracle+linear,stride+linear,stride+mci"
 VIDEO_SUFFIXES = frozenset(

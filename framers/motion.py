@@ -65,29 +65,10 @@ def _gray_small(rgb: np.ndarray, scale: int) -> np.ndarray:
     return gray
 
 
-def dis_flow(src: np.ndarray, dst: np.ndarray, scale: int) -> np.ndarray:
-    """Flow F with src(x) ≈ dst(x + F(x)), float32 [H, W, 2] at full resolution (pixels)."""
-    h, w = src.shape[:2]
-    flow = _calc(_gray_small(src, scale), _gray_small(dst, scale))
-    if scale > 1:
-        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * float(scale)
-    return flow.astype(np.float32, copy=False)
 
 
-def backward_warp(image: np.ndarray, flow: np.ndarray, amount: float) -> np.ndarray:
-    """image(x + amount·flow(x)) with bilinear sampling and replicated borders, float32."""
-    h, w = flow.shape[:2]
-    grid_x, grid_y = _grid(h, w)
-    map_x = grid_x + amount * flow[..., 0]
-    map_y = grid_y + amount * flow[..., 1]
-    src = image if image.dtype == np.float32 else image.astype(np.float32)
-    return cv2.remap(src, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _remap(image: np.ndarray, gx: np.ndarray, gy: np.ndarray, flow: np.ndarray, amount: float) -> np.ndarray:
-    map_x = gx + amount * flow[..., 0]
-    map_y = gy + amount * flow[..., 1]
-    return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _remap2(image: np.ndarray, grid: np.ndarray, flow: np.ndarray, amount: float) -> np.ndarray:
@@ -262,11 +243,6 @@ class WindowFlows:
         return np.asarray(cv2.addWeighted(a, 1.0 - plan.t, b, plan.t, 0.0))
 
 
-def window_candidates(kept: Sequence[KeptFrame], start: int, stop: int) -> tuple[np.ndarray, list[FramePlan]]:
-    """All candidates of frames start..stop-1: float32 [n, K, H, W, 3] and the frame plans."""
-    flows = WindowFlows(kept)
-    plans = plan_window([k.index for k in kept], start, stop)
-    return np.stack([flows.candidates(p) for p in plans]), plans
 
 
 def net_input_window(flows: WindowFlows, plans: Sequence[FramePlan], scale: int) -> np.ndarray:
@@ -290,9 +266,6 @@ def downscale(image: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(image, (max(1, w // scale), max(1, h // scale)), interpolation=cv2.INTER_AREA)
 
 
-def upscale_weights(weights: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear (half-pixel) upscale of [K, h, w] weights to [K, H, W]."""
-    return np.stack([cv2.resize(w, (width, height), interpolation=cv2.INTER_LINEAR) for w in weights])
 
 
 def mix(cands: Sequence[np.ndarray] | np.ndarray, weights: np.ndarray) -> np.ndarray:

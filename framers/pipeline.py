@@ -17,21 +17,16 @@ import numpy as np
 
 from framers import bundle as fb
 from framers import defaults
+from framers.audio import extract_audio
+from framers.clip import Clip
 from framers.errors import InvalidVideoError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN, SLOT_LEN
 from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
 from framers.selectors import Selector
-from framers.video import (
-    Clip,
-    FrameReader,
-    VideoWriter,
-    extract_audio,
-    probe,
-    source_facts,
-    writer_options,
-)
+from framers.video import FrameReader, probe, source_facts
+from framers.video_writer import VideoWriter, writer_options
 
 ProgressFn = Callable[[float], None]
 

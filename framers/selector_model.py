@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from framers.clip import Clip
 from framers.errors import ModelError
 from framers.geometry import N_SLOTS, PAIRS
 from framers.model_store import StoreConfig
 from framers.selectors import ClipSource, Selection, Selector, UniformSelector, slots_to_positions
-from framers.video import Clip
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from framers.clip import Clip
 from framers.errors import UnsupportedOptionError
 from framers.geometry import CLIP_LEN, N_SLOTS, SLOT_LEN
 from framers.reconstructors.base import KeptFrame, Reconstructor, WindowReconstructor
-from framers.video import Clip
 
 ClipSource = Callable[[], Iterator[Clip]]
 Selection = Iterator[tuple[Clip, tuple[int, ...]]]

@@ -13,9 +13,10 @@ import pytest
 
 from framers import bundle as fb
 from framers import model_store, runtime
+from framers.clip import Clip, global_view
 from framers.errors import BundleError
 from framers.reconstructors.framemae import FrameMAEReconstructor, run_tiled, run_tiled_many
-from framers.video import Clip, FrameReader, global_view
+from framers.video import FrameReader
 from tests.videogen import write_video
 
 

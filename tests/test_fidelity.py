@@ -17,9 +17,9 @@ import av
 import numpy as np
 import pytest
 
+from framers.audio import audio_warnings
 from framers.cli import main as cli
 from framers.fidelity import orientation_ops, tonemap_to_sdr
-from framers.video import audio_warnings
 from tests.videogen import write_variant
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"

@@ -194,7 +194,7 @@ def test_keep_other_than_two_falls_back(micro_store: Path, monkeypatch: pytest.M
     monkeypatch.setenv(model_store.STORE_ENV, str(micro_store))
     selector = LearnedSelector(3)
     assert "summed pair probabilities" in selector.describe()["strategy"]
-    from framers.video import Clip
+    from framers.clip import Clip
 
     rng = np.random.default_rng(0)
     clips = [Clip(i, 16 * i, rng.integers(0, 256, (16, 40, 56, 3), dtype=np.uint8), tuple(range(16))) for i in range(3)]
@@ -204,7 +204,7 @@ def test_keep_other_than_two_falls_back(micro_store: Path, monkeypatch: pytest.M
 
 def test_batched_select_keeps_order_and_matches_single_clips(micro_store: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from framers.video import Clip
+    from framers.clip import Clip
 
     monkeypatch.setenv(model_store.STORE_ENV, str(micro_store))
     selector = LearnedSelector(2)

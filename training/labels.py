@@ -95,7 +95,7 @@ def refresh_views(folder: Path, videos: dict[str, np.ndarray], view: int) -> Non
     """(Re)compute the stored selector views of every chunk with the current ``global_view``
     (labels made before the view function changed, or from a frame pack, which has no views);
     labels themselves are untouched."""
-    from framers.video import global_view
+    from framers.clip import global_view
 
     for path in tqdm(sorted(p for p in folder.glob("chunk_*.npz") if ".tmp" not in p.name), desc="views"):
         with np.load(path) as z:
@@ -181,7 +181,7 @@ def main() -> None:
             "context": "uniform kept frames of the neighbouring clips (start-5, start+18)",
             "per_video": args.per_video, "max_frames": args.max_frames, "engine": args.engine,
             "device": args.device, "bf16": args.bf16, "from_pack": bool(args.pack),
-            "view_fn": "framers.video.global_view (two-step area resize)"}
+            "view_fn": "framers.clip.global_view (two-step area resize)"}
     if shard == 0:
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
     error_fn = make_error_fn(args.reconstructor, args.engine, args.device, args.bf16)
@@ -194,7 +194,7 @@ def main() -> None:
         mse = np.zeros((len(part), N_PAIRS, CLIP_LEN), np.float32)
         chunk: dict[str, np.ndarray] = {}
         if pack is None:  # a pack has no native frames: views come later (--refresh-views)
-            from framers.video import global_view
+            from framers.clip import global_view
 
             chunk["view"] = np.stack([global_view(np.asarray(videos[s.video][s.start:s.start + CLIP_LEN]), args.view)
                                       for s in part])

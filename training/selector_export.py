@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from framers.clip import VIEW_STEP
 from framers.geometry import N_PAIRS
 from framers.hashing import sha256_file
 from framers.model_store import StoreConfig
-from framers.video import VIEW_STEP
 from training.cache import DATA_ROOT, split_files
 from training.framemae_store import framemae_info
 from training.selector_net import SelectorHead, SelectorNet, UnmaskedEncoder
@@ -73,7 +73,7 @@ def parity(net: SelectorNet, path: Path, clip: torch.Tensor) -> tuple[float, np.
 def io_spec(tile: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return ([{"name": "clip", "dtype": "uint8", "dims": ["batch", 16, tile, tile, 3],
               "doc": "the 16 frames of a clip, RGB, each whole frame area-resized to "
-                     f"{tile}x{tile} by framers.video.global_view / Clip.view"}],
+                     f"{tile}x{tile} by framers.clip.global_view / Clip.view"}],
             [{"name": "logits", "dtype": "float32", "dims": ["batch", N_PAIRS],
               "doc": "scores of the 28 kept slot pairs, lexicographic (0,1)=0 ... (6,7)=27"}])
 
@@ -101,7 +101,7 @@ def write_selector(net: SelectorNet, out: Path, version: str, framemae: dict[str
         parameters={"head": sum(p.numel() for p in net.head.parameters()),
                     "encoder (frozen FrameMAE)": sum(p.numel() for p in net.encoder.mae.parameters())},
         view={"size": net.encoder.tile,
-              "resize": (f"whole frame (global view), framers.video.global_view: FFmpeg area scaler to "
+              "resize": (f"whole frame (global view), framers.clip.global_view: FFmpeg area scaler to "
                          f"{VIEW_STEP * net.encoder.tile}x{VIEW_STEP * net.encoder.tile} RGB, then "
                          f"cv2.INTER_AREA {VIEW_STEP}x box to {net.encoder.tile}x{net.encoder.tile}")},
         classes="lexicographic pair of kept slots (framers.geometry.PAIRS)",

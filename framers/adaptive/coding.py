@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from framers.threads import limit_codec_context
-from framers.video import output_pix_fmt
+from framers.video_writer import output_pix_fmt
 
 
 @dataclass

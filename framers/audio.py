@@ -1,0 +1,179 @@
+"""A source's audio in the bundle: every decodable stream kept in one AAC ``.m4a`` (AAC copied,
+anything else transcoded with an explicit layout, start times kept), and notes on what changed."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+
+def extract_audio(source: Path, dest: Path) -> dict[str, object] | None:
+    """Keep every decodable audio stream of ``source`` in an AAC ``.m4a`` at ``dest``.
+
+    AAC is copied bit for bit; any other codec (PCM with an unset channel layout, Opus, FLAC,
+    AC-3, MP3, ...) is transcoded to AAC with an explicit layout (mono, stereo; more channels are
+    downmixed to stereo) and its start time kept, so audio that starts late stays late.
+    Returns a description for the manifest: the first kept stream's fields (``codec``, ``copied``,
+    ``source_codec``, ``sample_rate``, ``channels``) plus ``streams`` (one entry per kept stream,
+    with ``source_index`` and ``start`` in seconds) and ``dropped`` (streams that could not be
+    kept, with the reason); or None when no audio stream could be kept (``dest`` removed).
+    """
+    try:
+        inp = av.open(str(source), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
+        return None
+    kept: list[dict[str, object]] = []
+    dropped: list[dict[str, object]] = []
+    try:
+        sources = list(inp.streams.audio)
+        if not sources:
+            return None
+        usable = []
+        for stream in sources:
+            if _audio_decodes(source, stream.index):
+                usable.append(stream)
+            else:
+                dropped.append({"source_index": stream.index, "codec": _codec_name(stream),
+                                "reason": "no audio frame could be decoded"})
+        if not usable:
+            return {"dropped": dropped, "streams": []}
+        out = av.open(str(dest), mode="w", format="mp4")
+        try:
+            writers = [_AudioStreamWriter(out, stream) for stream in usable]
+            for packet in inp.demux(*usable):
+                writers[usable.index(packet.stream)].feed(packet)  # type: ignore[arg-type]
+            for writer in writers:
+                writer.finish()
+        finally:
+            out.close()
+        info = av.open(str(dest))
+        try:
+            written = list(info.streams.audio)
+        finally:
+            info.close()
+        for writer, stream in zip(writers, written, strict=False):
+            kept.append({
+                "codec": "aac",
+                "copied": writer.copied,
+                "source_codec": writer.source_codec,
+                "source_index": writer.source_index,
+                "sample_rate": stream.codec_context.sample_rate,
+                "channels": stream.codec_context.channels,
+                "layout": writer.layout,
+                "start": writer.start,
+                "downmixed": writer.downmixed,
+            })
+    except av.error.FFmpegError as exc:
+        dest.unlink(missing_ok=True)
+        return {"dropped": [*dropped, *({"source_index": s.index, "codec": _codec_name(s), "reason": str(exc)}
+                                         for s in inp.streams.audio)], "streams": []}
+    finally:
+        inp.close()
+    if not kept:
+        dest.unlink(missing_ok=True)
+        return {"dropped": dropped, "streams": []}
+    return {**{k: v for k, v in kept[0].items() if k not in ("source_index", "layout", "start", "downmixed")},
+            "streams": kept, "dropped": dropped}
+
+
+def audio_warnings(audio: dict[str, Any] | None, source_has_audio: bool) -> list[str]:
+    """Human-readable notes on what happened to a source's audio (for manifest, CLI and job)."""
+    notes: list[str] = []
+    audio = audio or {}
+    for entry in audio.get("dropped") or []:
+        notes.append(f"audio stream #{entry['source_index']} ({entry.get('codec')}) dropped: {entry['reason']}")
+    if source_has_audio and not audio.get("streams") and not notes:
+        notes.append("the source's audio could not be kept: the output has no audio")
+    for entry in audio.get("streams") or []:
+        if entry.get("downmixed"):
+            notes.append(f"audio stream #{entry['source_index']} downmixed to stereo")
+    return notes
+
+
+def _codec_name(stream: Any) -> str | None:
+    try:
+        return stream.codec_context.name
+    except (AttributeError, av.error.FFmpegError):
+        return None
+
+
+def _audio_decodes(source: Path, index: int) -> bool:
+    """Whether at least one audio frame of stream ``index`` decodes (cheap: stops at the first)."""
+    try:
+        with av.open(str(source), metadata_errors="ignore") as probe_in:
+            stream = probe_in.streams[index]
+            for _ in probe_in.decode(stream):
+                return True
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, IndexError):
+        return False
+    return False
+
+
+class _AudioStreamWriter:
+    """One source audio stream into the bundle's m4a: AAC copied, anything else transcoded."""
+
+    def __init__(self, out: Any, source: Any) -> None:
+        self.out = out
+        self.source = source
+        ctx = source.codec_context
+        self.source_codec = ctx.name
+        self.source_index = source.index
+        self.copied = ctx.name == "aac"
+        tb = source.time_base
+        self.start = float(source.start_time * tb) if source.start_time is not None and tb else 0.0
+        self.layout: str | None = None
+        self.downmixed = False
+        if self.copied:
+            self.stream = out.add_stream_from_template(source)
+            self.layout = ctx.layout.name if ctx.layout else None
+            return
+        self.rate = ctx.sample_rate or 48000
+        channels = ctx.channels or 2
+        # PCM in AVI/MXF often has no channel layout ("2 channels"): the AAC encoder needs one.
+        self.layout = "mono" if channels == 1 else "stereo"
+        self.downmixed = channels > 2
+        self.stream = out.add_stream("aac", rate=self.rate)
+        self.stream.layout = self.layout
+        self.stream.bit_rate = 128000
+        self.stream.time_base = Fraction(1, self.rate)
+        self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+        self.next_pts: int | None = None
+
+    def feed(self, packet: av.Packet) -> None:
+        """Copy or transcode one demuxed packet."""
+        if self.copied:
+            if packet.dts is None:
+                return
+            packet.stream = self.stream
+            self.out.mux(packet)
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            return  # a broken packet loses its samples, not the stream
+        for frame in frames:
+            if self.next_pts is None:  # the stream's start time survives (late audio stays late)
+                start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else self.start
+                self.next_pts = round(start * self.rate)
+            self._encode(self.resampler.resample(frame))  # type: ignore[arg-type]
+
+    def _encode(self, frames: list[av.AudioFrame]) -> None:
+        for frame in frames:
+            frame.pts = self.next_pts
+            frame.time_base = Fraction(1, self.rate)
+            self.next_pts = (self.next_pts or 0) + frame.samples
+            for packet in self.stream.encode(frame):
+                self.out.mux(packet)
+
+    def finish(self) -> None:
+        """Flush resampler and encoder."""
+        if self.copied:
+            return
+        if self.next_pts is not None:
+            self._encode(self.resampler.resample(None))
+        for packet in self.stream.encode(None):
+            self.out.mux(packet)

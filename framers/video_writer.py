@@ -1,0 +1,198 @@
+"""The H.264 mp4 writer of reconstructed videos: RGB frames with the source's timestamps,
+colour tags, aspect ratio and audio (muxed by time as video is written)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from framers import defaults
+from framers.threads import limit_codec_context
+
+
+def output_pix_fmt(width: int, height: int) -> str:
+    """yuv420p where the size allows it (plays everywhere); 4:2:0 cannot represent an odd
+    width or height, so such videos are written in yuv444p to keep their exact size."""
+    return "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+
+
+class VideoWriter:
+    """Writes RGB frames as H.264 in an mp4 with given timestamps, and muxes audio alongside.
+
+    Audio packets (every audio stream of an ``.m4a`` file, as stored in bundles) are
+    interleaved by time as video is written, so nothing is buffered for the whole video; their
+    timestamps are kept, so an audio track that starts late still starts late.
+
+    ``colour`` (``{"primaries", "transfer", "matrix", "range"}``, FFmpeg enum ids, as in a
+    manifest's ``source.colour.output``) sets the RGB -> YUV matrix and range and the tags of the
+    output; without it the output is BT.601 limited range, untagged (the old behaviour).
+    ``sample_aspect_ratio`` is written to the stream (mp4 ``pasp`` and H.264 VUI). ``end_pts``
+    (in ``time_base``) is when the last frame stops being shown: it sets the last frame's
+    duration, so the output lasts as long as the source; ``b_frames=False`` (an irregular last
+    frame: an end card, a VFR tail) makes that duration the one a decoder reports for it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        time_base: Fraction,
+        fps: float,
+        audio_path: Path | None = None,
+        crf: int = defaults.OUTPUT_CRF,
+        preset: str = "veryfast",
+        colour: dict[str, int] | None = None,
+        sample_aspect_ratio: Fraction | None = None,
+        end_pts: int | None = None,
+        b_frames: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self._container = av.open(str(self.path), mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = output_pix_fmt(width, height)
+        self._stream.time_base = time_base
+        self._stream.codec_context.time_base = time_base
+        options: dict[str, object] = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
+        if not b_frames:
+            # mp4 gives every sample but the last the gap to the next dts, and the decoder gives a
+            # picture its sample's duration: without B-frames decode order is display order, so
+            # the last frame shown keeps its own duration (a VFR tail, a GIF end card). B-frames
+            # save ~40 % of the output's bytes, so they go only when the tail needs it.
+            options["bf"] = "0"
+        self._stream.options = options
+        limit_codec_context(self._stream.codec_context)
+        self._colour = dict(colour) if colour else None
+        self._reformatter = VideoReformatter()  # one cached conversion context for every frame
+        if self._colour:
+            cc = self._stream.codec_context
+            cc.color_primaries = int(self._colour["primaries"])
+            cc.color_trc = int(self._colour["transfer"])
+            cc.colorspace = int(self._colour["matrix"])
+            cc.color_range = int(self._colour["range"])
+        if sample_aspect_ratio:
+            self._stream.sample_aspect_ratio = Fraction(sample_aspect_ratio)
+            self._stream.codec_context.sample_aspect_ratio = Fraction(sample_aspect_ratio)
+        self._time_base = time_base
+        self._end_pts = end_pts
+        self._held: tuple[np.ndarray, int] | None = None  # the newest frame waits for its duration
+        self._durations: dict[int, int] = {}  # display duration of each pts, until its packet is muxed
+        self._last_duration = 0
+        self._audio_in: av.container.InputContainer | None = None
+        self._audio_packets: Iterator[av.Packet] | None = None
+        self._audio_streams: dict[int, Any] = {}
+        self._pending_audio: av.Packet | None = None
+        if audio_path is not None and Path(audio_path).is_file():
+            self._audio_in = av.open(str(audio_path))
+            for source in self._audio_in.streams.audio:
+                self._audio_streams[source.index] = self._container.add_stream_from_template(source)
+            if self._audio_streams:
+                self._audio_packets = self._audio_in.demux(*self._audio_in.streams.audio)
+        self.frames_written = 0
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        if self._audio_packets is None:
+            return
+        while True:
+            packet = self._pending_audio or next(self._audio_packets, None)
+            self._pending_audio = None
+            if packet is None:
+                self._audio_packets = None
+                return
+            if packet.dts is None:  # flush packet of the demuxer
+                continue
+            if (
+                seconds is not None
+                and packet.pts is not None
+                and packet.time_base is not None
+                and float(packet.pts * packet.time_base) > seconds
+            ):
+                self._pending_audio = packet
+                return
+            packet.stream = self._audio_streams[packet.stream.index]
+            self._container.mux(packet)
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if packet.pts is not None and packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
+            self._container.mux(packet)
+
+    def _encode(self, rgb: np.ndarray, pts: int, duration: int) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if self._colour:
+            frame = self._reformatter.reformat(frame, format=self._stream.pix_fmt,
+                                               dst_colorspace=int(self._colour["matrix"]),
+                                               dst_color_range=int(self._colour["range"]))
+            frame.color_primaries = int(self._colour["primaries"])
+            frame.color_trc = int(self._colour["transfer"])
+        frame.pts = pts
+        frame.time_base = self._time_base
+        self._durations[pts] = self._last_duration = max(1, duration)
+        self._mux_video(self._stream.encode(frame))
+
+    def write(self, rgb: np.ndarray, pts: int) -> None:
+        """Add one RGB uint8 [height, width, 3] frame shown from ``pts`` (in ``time_base``)."""
+        if rgb.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame {rgb.shape[1]}x{rgb.shape[0]} != writer {self.width}x{self.height}")
+        self._mux_audio_until(float(pts * self._time_base))
+        if self._held is not None:
+            held, held_pts = self._held
+            self._encode(held, held_pts, pts - held_pts)
+        self._held = (np.array(rgb, copy=True), pts)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._held is not None:
+            held, held_pts = self._held
+            if self._end_pts is not None and self._end_pts > held_pts:
+                duration = self._end_pts - held_pts
+            else:
+                duration = self._last_duration
+            self._held = None
+            self._encode(held, held_pts, duration)
+        self._mux_video(self._stream.encode(None))
+        self._mux_audio_until(None)
+        self._container.close()
+        if self._audio_in is not None:
+            self._audio_in.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self._container.close()
+            finally:
+                if self._audio_in is not None:
+                    self._audio_in.close()
+
+
+def writer_options(source: dict[str, Any]) -> dict[str, Any]:
+    """VideoWriter keyword arguments from a manifest's ``source`` dict (colour tags, sample aspect
+    ratio, end of the last frame); bundles written before these facts existed give ``{}``."""
+    options: dict[str, Any] = {}
+    colour = (source.get("colour") or {}).get("output")
+    if colour:
+        options["colour"] = {k: int(colour[k]) for k in ("primaries", "transfer", "matrix", "range")}
+    sar = source.get("sample_aspect_ratio")
+    if sar:
+        options["sample_aspect_ratio"] = Fraction(int(sar[0]), int(sar[1]))
+    if source.get("end_pts") is not None:
+        options["end_pts"] = int(source["end_pts"])
+    if source.get("tail_irregular"):
+        options["b_frames"] = False
+    return options
