@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from framers.adaptive.coding import code_frames, conversion_mse
 from framers.adaptive.ratemodel import psnr_of
 from framers.bdrate import bd_rate
-from framers.evaluate import find_videos
+from framers.evaluate_inputs import find_videos
 
 PRESETS = ("veryfast", "medium", "slow")
 CRFS = (16, 22, 28, 34, 40)

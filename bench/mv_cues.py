@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from framers.adaptive import analysis, ratemodel
 from framers.adaptive.selector import load_rate_model
-from framers.evaluate import find_videos
+from framers.evaluate_inputs import find_videos
 from framers.reconstructors.base import KeptFrame
 from framers.registry import get_reconstructor
 from framers.scenes import SceneAnalyser

@@ -3,7 +3,7 @@
 Protocol (DESIGN.md, "Quality protocol" and "Rate–distortion against x264"; issue 12):
 
 * Each video is cut to its first ``--frames`` frames (default 96) losslessly
-  (``framers.evaluate.write_trimmed``: FFV1, RGB). That cut is the source of every point, and its
+  (``framers.h264_reference.write_trimmed``: FFV1, RGB). That cut is the source of every point, and its
   decoded RGB frames are the reference.
 * Anchor: libx264 preset medium, default GOP settings, yuv420p (yuv444p for an odd width or
   height, as ``framers.video_writer.output_pix_fmt``), at each CRF of ``--anchor-crfs``. The decoded RGB
@@ -60,7 +60,9 @@ import av
 import numpy as np
 
 from framers import __version__, bdrate, pipeline
-from framers.evaluate import _rebuilt_frames, _video_bytes, find_videos, write_trimmed
+from framers.evaluate import _rebuilt_frames, _video_bytes
+from framers.evaluate_inputs import find_videos
+from framers.h264_reference import write_trimmed
 from framers.metrics import mse, psnr_from_mse
 from framers.video import FrameReader, probe
 from framers.video_writer import output_pix_fmt

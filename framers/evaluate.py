@@ -21,6 +21,9 @@ penalise videos with sound. ``bpp_with_audio`` and ``bundle_bytes`` count everyt
 With ``--max-frames N`` a longer video is cut to its first N frames, written losslessly (FFV1,
 RGB) to a temporary file that stands in for the source (without audio); its source bytes are
 then prorated (``source_bytes_prorated``).
+
+Parts: methods, inputs and options in ``framers.evaluate_inputs``; the H.264 reference in
+``framers.h264_reference``; summaries and the Markdown report in ``framers.evaluate_report``.
 """
 
 from __future__ import annotations
@@ -28,15 +31,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -47,187 +47,18 @@ from tqdm import tqdm
 from framers import __version__, defaults
 from framers import bundle as fb
 from framers.errors import FramersError, UnsupportedOptionError
+from framers.evaluate_inputs import DEFAULT_METHODS, Options, find_videos, parse_methods, resumable, settings_of
+from framers.evaluate_report import round_opt, summarize, to_markdown
+from framers.h264_reference import H264_PRESET, H264Reference, make_h264_reference, within, write_trimmed
 from framers.metrics import Reference, VideoQuality, bits_per_pixel, compare
 from framers.pipeline import CompressResult, compress, iter_reconstructed
-from framers.registry import RECONSTRUCTORS, SELECTORS, get_reconstructor
+from framers.registry import get_reconstructor
 from framers.video import FrameReader, probe
 from framers.video_writer import output_pix_fmt
-
-DEFAULT_METHODS = "uniform+hold,uniform+linear,oracle+linear,stride+linear,stride+mci"
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".264", ".h264", ".265", ".hevc", ".y4m",
-     ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".wmv", ".3gp"}
-)
-H264_TOLERANCE = 0.10
-H264_MAX_ENCODES = 4
-H264_PRESET = "medium"
-
-
-# -- methods and inputs ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Method:
-    selector: str
-    reconstructor: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.selector}+{self.reconstructor}"
-
-    @property
-    def bundle_key(self) -> tuple[str, str]:
-        """Methods with equal keys keep the same frames: only the oracle depends on the reconstructor."""
-        return (self.selector, self.reconstructor if self.selector == "oracle" else "")
-
-
-def parse_methods(text: str) -> list[Method]:
-    methods: list[Method] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        selector, plus, reconstructor = item.partition("+")
-        if not plus or selector not in SELECTORS or reconstructor not in RECONSTRUCTORS:
-            raise UnsupportedOptionError(
-                f"method {item!r} is not SELECTOR+RECONSTRUCTOR with a selector in {', '.join(SELECTORS)} "
-                f"and a reconstructor in {', '.join(RECONSTRUCTORS)}"
-            )
-        method = Method(selector, reconstructor)
-        if method not in methods:
-            methods.append(method)
-    if not methods:
-        raise UnsupportedOptionError("no methods given")
-    return methods
-
-
-def find_videos(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; folders contribute their video files (by suffix), sorted by name."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    return found
-
-
-# -- small pure helpers -----------------------------------------------------------------------------
-def _round(value: float | None, digits: int = 4) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), digits)
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(np.mean(kept)) if kept else None
 
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def next_bitrate(bitrate: float, achieved_bytes: int, target_bytes: int) -> float:
-    """x264's ABR output scales roughly with the requested rate: correct by the size ratio."""
-    return bitrate * target_bytes / max(1, achieved_bytes)
-
-
-def within(achieved: int, target: int, tolerance: float = H264_TOLERANCE) -> bool:
-    return target > 0 and abs(achieved / target - 1.0) <= tolerance
-
-
-# -- source preparation and the H.264 reference ----------------------------------------------------
-def write_trimmed(source: Path, max_frames: int, dest: Path) -> int:
-    """The first ``max_frames`` frames of ``source`` as lossless RGB (FFV1 in Matroska)."""
-    written = 0
-    with FrameReader(source) as reader, av.open(str(dest), mode="w", format="matroska") as out:
-        stream = None
-        for frame in reader.frames():
-            if written >= max_frames:
-                break
-            if stream is None:
-                rate = Fraction(reader.fps).limit_denominator(1001)
-                stream = out.add_stream("ffv1", rate=rate)
-                stream.height, stream.width = frame.rgb.shape[:2]
-                # the bundle's lossless RGB format (FFmpeg 8's ffv1 takes no 8-bit gbrp)
-                stream.pix_fmt = str(fb.KEYFRAME_CODECS["ffv1"]["pix_fmt"])
-            video_frame = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
-            video_frame.pts = written
-            for packet in stream.encode(video_frame):
-                out.mux(packet)
-            written += 1
-        if stream is not None:
-            for packet in stream.encode(None):
-                out.mux(packet)
-    return written
-
-
-def encode_h264(
-    frames: Callable[[], Iterator[np.ndarray]], dest: Path, width: int, height: int, fps: float, bitrate: float
-) -> int:
-    """Encode a frame stream with libx264 in single-pass ABR at ``bitrate`` bit/s; return the file bytes."""
-    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-    with av.open(str(dest), mode="w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = output_pix_fmt(width, height)
-        stream.bit_rate = max(1000, int(bitrate))
-        stream.options = {"preset": H264_PRESET}
-        for index, rgb in enumerate(frames()):
-            video_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            video_frame.pts = index
-            for packet in stream.encode(video_frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return dest.stat().st_size
-
-
-@dataclass
-class H264Reference:
-    path: Path
-    target_bytes: int
-    bytes: int
-    bitrate: float
-    encodes: int
-    seconds: float
-    quality: VideoQuality = field(default_factory=lambda: VideoQuality(structural_metrics=False))
-
-
-def make_h264_reference(
-    source: Path, dest: Path, width: int, height: int, fps: float, frames: int, target_bytes: int
-) -> H264Reference:
-    """Search the ABR bitrate until the encode is within 10 % of ``target_bytes`` (at most 4 encodes)."""
-    started = time.perf_counter()
-
-    def source_frames() -> Iterator[np.ndarray]:
-        with FrameReader(source) as reader:
-            for frame in reader.frames():
-                yield frame.rgb
-
-    duration = frames / fps if fps > 0 else frames / 25.0
-    bitrate = target_bytes * 8.0 / duration
-    best: tuple[int, float] | None = None
-    encodes = 0
-    for encodes in range(1, H264_MAX_ENCODES + 1):  # noqa: B007 (the count is reported)
-        size = encode_h264(source_frames, dest, width, height, fps, bitrate)
-        if best is None or abs(size - target_bytes) < abs(best[0] - target_bytes):
-            best = (size, bitrate)
-        if within(size, target_bytes):
-            break
-        bitrate = next_bitrate(bitrate, size, target_bytes)
-    assert best is not None
-    if best[0] != dest.stat().st_size:  # the last try was not the closest: redo the best one
-        encode_h264(source_frames, dest, width, height, fps, best[1])
-        encodes += 1
-    return H264Reference(
-        path=dest,
-        target_bytes=target_bytes,
-        bytes=dest.stat().st_size,
-        bitrate=best[1],
-        encodes=encodes,
-        seconds=time.perf_counter() - started,
-    )
 
 
 # -- measuring --------------------------------------------------------------------------------------
@@ -281,18 +112,6 @@ def _decoded(path: Path) -> Iterator[np.ndarray]:
             yield frame.rgb
 
 
-@dataclass
-class Options:
-    methods: list[Method]
-    keyframe_codec: str = fb.DEFAULT_KEYFRAME_CODEC
-    max_frames: int | None = None
-    keep: int = defaults.KEEP
-    stride: int = defaults.STRIDE
-    h264_reference: bool = True
-    structural: bool = True  # SSIM and MS-SSIM
-    progress: bool = True
-
-
 def _say(options: Options, message: str) -> None:
     """One line per stage in the progress output (long runs are read from a log)."""
     if options.progress:
@@ -308,7 +127,7 @@ def evaluate_video(path: Path, options: Options, workdir: Path) -> dict[str, Any
         "path": str(path),
         "width": info.width,
         "height": info.height,
-        "fps": _round(info.fps),
+        "fps": round_opt(info.fps),
         "source_frames": info.frames,
         "source_bytes": path.stat().st_size,
         "trimmed": False,
@@ -428,7 +247,7 @@ def evaluate_video(path: Path, options: Options, workdir: Path) -> dict[str, Any
         h264 = reference_of.get(method.name)
         if h264 is not None:
             entry["h264"] = _h264_record(h264, result, ref_streams[id(h264)], n_source)
-            entry["h264"]["rate_ratio"] = _round(h264.bytes / max(1, _video_bytes(result.bundle_path)))
+            entry["h264"]["rate_ratio"] = round_opt(h264.bytes / max(1, _video_bytes(result.bundle_path)))
     record["frames"] = n_source
     return record
 
@@ -457,22 +276,22 @@ def _method_record(
     return {
         "frames": result.frames,
         "kept_frames": result.kept_frames,
-        "kept_ratio": _round(result.kept_frames / max(1, result.frames)),
+        "kept_ratio": round_opt(result.kept_frames / max(1, result.frames)),
         "bundle_bytes": result.bundle_bytes,
         "video_bytes": video_bytes,
         "audio_bytes": result.bundle_bytes - video_bytes,
         "source_bytes": round(source_bytes),
-        "size_ratio": _round(result.bundle_bytes / source_bytes if source_bytes else float("nan"), 5),
-        "bpp": _round(bits_per_pixel(video_bytes, *pixels), 5),
-        "bpp_with_audio": _round(bits_per_pixel(result.bundle_bytes, *pixels), 5),
-        "psnr": _round(quality.mean_psnr),
-        "psnr_mean_mse": _round(quality.psnr_of_mean_mse),
-        "ssim": _round(quality.mean_ssim, 5),
-        "ms_ssim": _round(quality.mean_ms_ssim, 5),
-        "compress_seconds": _round(result.seconds, 3),
-        "compress_fps": _round(result.frames / result.seconds if result.seconds > 0 else None, 2),
-        "reconstruct_seconds": _round(seconds, 3),
-        "reconstruct_fps": _round(result.frames / seconds if seconds > 0 else None, 2),
+        "size_ratio": round_opt(result.bundle_bytes / source_bytes if source_bytes else float("nan"), 5),
+        "bpp": round_opt(bits_per_pixel(video_bytes, *pixels), 5),
+        "bpp_with_audio": round_opt(bits_per_pixel(result.bundle_bytes, *pixels), 5),
+        "psnr": round_opt(quality.mean_psnr),
+        "psnr_mean_mse": round_opt(quality.psnr_of_mean_mse),
+        "ssim": round_opt(quality.mean_ssim, 5),
+        "ms_ssim": round_opt(quality.mean_ms_ssim, 5),
+        "compress_seconds": round_opt(result.seconds, 3),
+        "compress_fps": round_opt(result.frames / result.seconds if result.seconds > 0 else None, 2),
+        "reconstruct_seconds": round_opt(seconds, 3),
+        "reconstruct_fps": round_opt(result.frames / seconds if seconds > 0 else None, 2),
         "keyframe_codec": options.keyframe_codec,
         "kept_indices": _kept_indices(result.bundle_path),
         "per_frame_psnr": [round(v, 3) for v in quality.psnr],
@@ -485,151 +304,17 @@ def _h264_record(h264: H264Reference, result: CompressResult, stream: TimedStrea
         "bytes": h264.bytes,
         "target_bytes": h264.target_bytes,
         "bitrate": round(h264.bitrate),
-        "bpp": _round(bits_per_pixel(h264.bytes, result.width, result.height, result.frames), 5),
+        "bpp": round_opt(bits_per_pixel(h264.bytes, result.width, result.height, result.frames), 5),
         "encodes": h264.encodes,
-        "encode_seconds": _round(h264.seconds, 3),
+        "encode_seconds": round_opt(h264.seconds, 3),
         "preset": H264_PRESET,
         "pix_fmt": output_pix_fmt(result.width, result.height),
     }
     if stream.error is not None or quality.frames != n_source:
         record["error"] = stream.error or f"decoded {quality.frames} frames, the source has {n_source}"
         return record
-    record.update(psnr=_round(quality.mean_psnr), psnr_mean_mse=_round(quality.psnr_of_mean_mse))
+    record.update(psnr=round_opt(quality.mean_psnr), psnr_mean_mse=round_opt(quality.psnr_of_mean_mse))
     return record
-
-
-# -- summary and reports ------------------------------------------------------------------------------
-SUMMARY_FIELDS = ("kept_ratio", "bpp", "bpp_with_audio", "size_ratio", "psnr", "psnr_mean_mse", "ssim", "ms_ssim")
-
-
-def summarize(videos: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per method: means over the videos it ran on (a set's PSNR is the mean of its videos')."""
-    summary: dict[str, dict[str, Any]] = {}
-    for name in methods:
-        ok = [v["methods"][name] for v in videos if "error" not in v["methods"].get(name, {"error": 1})]
-        entry: dict[str, Any] = {"videos": len(ok), "errors": len(videos) - len(ok)}
-        for key in SUMMARY_FIELDS:
-            entry[key] = _round(_mean([r.get(key) for r in ok]), 5)
-        frames = sum(r["frames"] for r in ok)
-        compress_s = sum(r["compress_seconds"] for r in ok)
-        reconstruct_s = sum(r["reconstruct_seconds"] for r in ok)
-        entry["frames"] = frames
-        entry["compress_fps"] = _round(frames / compress_s if compress_s else None, 2)
-        entry["reconstruct_fps"] = _round(frames / reconstruct_s if reconstruct_s else None, 2)
-        with_h264 = [r for r in ok if "psnr" in r.get("h264", {})]
-        if with_h264:
-            entry["h264"] = {
-                "videos": len(with_h264),
-                "bpp": _round(_mean([r["h264"]["bpp"] for r in with_h264]), 5),
-                "psnr": _round(_mean([r["h264"]["psnr"] for r in with_h264])),
-                "psnr_mean_mse": _round(_mean([r["h264"]["psnr_mean_mse"] for r in with_h264])),
-                # over the same videos, so the difference is paired
-                "psnr_method": _round(_mean([r["psnr"] for r in with_h264])),
-            }
-        summary[name] = entry
-    return summary
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def to_markdown(report: dict[str, Any]) -> str:
-    settings = report["settings"]
-    methods: list[str] = settings["methods"]
-    videos: list[dict[str, Any]] = report["videos"]
-    lines = [
-        "# FrameRS evaluation",
-        "",
-        f"{len(videos)} videos; methods {', '.join(methods)}; keyframe codec {settings['keyframe_codec']}; "
-        f"max frames {settings['max_frames'] or 'all'}; framers {report['framers_version']}; {report['created']}.",
-        "",
-        "PSNR: RGB, capped at 60 dB per frame, mean over frames, then over videos. "
-        "PSNR(MSE): PSNR of a video's mean MSE. SSIM: Gaussian σ=1.5, RGB, full resolution. "
-        "bpp: bundle video bytes (keyframes + manifest, no audio) · 8 / (W·H·frames). "
-        "size: whole bundle / source file. H.264: the whole source with libx264 (ABR, medium, 4:2:0) at the "
-        "bundle's video bytes (±10 %), PSNR over the same videos.",
-        "",
-        "## Summary (means over videos)",
-        "",
-        "| method | videos | kept | bpp | size | PSNR | PSNR(MSE) | SSIM | MS-SSIM | H.264 PSNR | "
-        "H.264 PSNR(MSE) | compress fps | rebuild fps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in methods:
-        s = report["summary"][name]
-        h = s.get("h264", {})
-        lines.append(
-            f"| {name} | {s['videos']}/{s['videos'] + s['errors']} | {_fmt(_pct(s['kept_ratio']), 1)} % "
-            f"| {_fmt(s['bpp'], 4)} | {_fmt(s['size_ratio'], 3)} | {_fmt(s['psnr'])} | {_fmt(s['psnr_mean_mse'])} "
-            f"| {_fmt(s['ssim'], 4)} | {_fmt(s['ms_ssim'], 4)} "
-            f"| {_fmt(h.get('psnr'))} | {_fmt(h.get('psnr_mean_mse'))} "
-            f"| {_fmt(s['compress_fps'], 1)} | {_fmt(s['reconstruct_fps'], 1)} |"
-        )
-    lines += ["", "## PSNR per video (dB)", "",
-              "| video | size | frames | " + " | ".join(methods) + " | H.264 @ " + methods[0] + " |",
-              "|---|---|---|" + "---|" * (len(methods) + 1)]
-    for video in videos:
-        cells = []
-        for name in methods:
-            entry = video["methods"].get(name, {})
-            cells.append("error" if "error" in entry else _fmt(entry.get("psnr")))
-        first = video["methods"].get(methods[0], {})
-        h264 = first.get("h264", {}).get("psnr")
-        frames = f"{video.get('frames', '–')}" + (" (cut)" if video.get("trimmed") else "")
-        lines.append(
-            f"| {video['video']} | {video['width']}x{video['height']} | {frames} | "
-            + " | ".join(cells) + f" | {_fmt(h264)} |"
-        )
-    errors = [
-        (video["video"], name, entry["error"])
-        for video in videos
-        for name, entry in video["methods"].items()
-        if "error" in entry
-    ]
-    errors += [(video["video"], "-", video["error"]) for video in videos if "error" in video]
-    if errors:
-        lines += ["", "## Errors", ""]
-        lines += [f"- {video} / {name}: {message}" for video, name, message in errors]
-    return "\n".join(lines) + "\n"
-
-
-def _pct(value: float | None) -> float | None:
-    return None if value is None else 100.0 * value
-
-
-def settings_of(options: Options) -> dict[str, Any]:
-    """Everything that changes the numbers (a resumed run must match it)."""
-    return {
-        "methods": [m.name for m in options.methods],
-        "keyframe_codec": options.keyframe_codec,
-        "max_frames": options.max_frames,
-        "keep": options.keep,
-        "stride": options.stride,
-        "h264_reference": options.h264_reference,
-        "ssim": options.structural,
-        "psnr_cap_db": 60.0,
-    }
-
-
-def resumable(path: Path, options: Options) -> dict[str, dict[str, Any]]:
-    """Video records of an earlier report at ``path`` with the same settings, by video path.
-
-    Videos that failed as a whole are not carried over (they are tried again).
-    """
-    if not path.is_file():
-        return {}
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
-    if old.get("settings") != settings_of(options):
-        raise UnsupportedOptionError(f"{path} was made with other settings ({old.get('settings')}); cannot resume it")
-    return {v["path"]: v for v in old.get("videos", []) if "error" not in v}
 
 
 def build_report(videos: list[dict[str, Any]], options: Options, started: float) -> dict[str, Any]:

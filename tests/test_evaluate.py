@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from framers import evaluate as ev
+from framers import h264_reference
 from framers.errors import UnsupportedOptionError
 from tests.videogen import write_video
 
@@ -146,5 +147,5 @@ def test_method_parsing_and_cli_arguments() -> None:
 
 
 def test_rate_search_helpers() -> None:
-    assert ev.within(1050, 1000) and not ev.within(1200, 1000)
-    assert ev.next_bitrate(1000.0, achieved_bytes=2000, target_bytes=1000) == 500.0
+    assert h264_reference.within(1050, 1000) and not h264_reference.within(1200, 1000)
+    assert h264_reference.next_bitrate(1000.0, achieved_bytes=2000, target_bytes=1000) == 500.0
