@@ -22,7 +22,8 @@ from core.records import (
     new_video_id,
 )
 from core.settings import Settings, SettingsError, parse_api_keys
-from core.storage import InvalidKey, LocalStorage, ObjectNotFound, S3Storage, Storage, check_key
+from core.storage import InvalidKey, LocalStorage, ObjectNotFound, Storage, check_key
+from core.storage_s3 import S3Storage
 from service.auth import AuthError, RemoteAnonymousDenied, resolve_tenant
 from service.limits import LimitExceeded, check_video_limits
 from service.ranges import RangeNotSatisfiable, parse_range
