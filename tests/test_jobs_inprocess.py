@@ -1,0 +1,82 @@
+"""The job functions of workers/jobs.py run in this process by an RQ ``SimpleWorker`` in burst
+mode, on a real Redis (the subprocess tests run the same jobs in `python -m workers.main`): a
+compression, then a reconstruction of its bundle, and a bad source failing at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.queue_names import ALL_QUEUES
+from core.queues import compress_spec, connect, enqueue_once, reconstruct_spec
+from core.records import CompressOptions, RecordStore, SourceInfo, Status, VideoKeys, VideoRecord, new_video_id
+from core.settings import Settings
+from tests.conftest import TEST_SETTINGS
+
+
+@pytest.fixture
+def ctx(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The worker context of this process, on a fresh Redis database and local storage."""
+    from workers import context
+
+    settings = Settings(**{**TEST_SETTINGS, "data_dir": tmp_path / "data", "redis_url": redis_url})
+    monkeypatch.setattr(context, "_context", None)
+    yield context.configure(settings, connect(settings))
+    context._context = None
+
+
+def _store_upload(ctx: Any, source: bytes, info: SourceInfo) -> str:
+    records: RecordStore = ctx.records
+    video_id = new_video_id()
+    source_key = VideoKeys(video_id).source(".mp4")
+    records.storage.put_bytes(source, source_key)
+    options = CompressOptions(selector="stride", keep=2, stride=4, reconstructor="linear")
+    records.save(VideoRecord(id=video_id, tenant="default", options=options, source=info, source_key=source_key))
+    records.mark_pending(video_id, "compress")
+    return video_id
+
+
+def _work(ctx: Any) -> None:
+    """Run every queued job in this process (burst: return when the queues are empty)."""
+    from rq import Queue, SimpleWorker
+
+    queues = [Queue(name, connection=ctx.redis) for name in ALL_QUEUES]
+    SimpleWorker(queues, connection=ctx.redis).work(burst=True, with_scheduler=False)
+
+
+def test_compress_then_reconstruct_in_process(ctx: Any, make_clip: Callable[..., Path]) -> None:
+    clip = make_clip(width=64, height=48, frames=40)
+    info = SourceInfo(filename="clip.mp4", bytes=clip.stat().st_size, width=64, height=48, frames=40, fps=25,
+                      duration=1.6, codec="h264")
+    video_id = _store_upload(ctx, clip.read_bytes(), info)
+    assert enqueue_once(ctx.redis, ctx.settings, compress_spec(ctx.settings, video_id))
+    _work(ctx)
+
+    record = ctx.records.load(video_id)
+    assert record.status is Status.done, record.error
+    assert record.attempts == 1 and record.progress == 1.0
+    assert ctx.storage.exists(VideoKeys(video_id).bundle)
+    assert list(ctx.records.iter_pending()) == []
+
+    assert enqueue_once(ctx.redis, ctx.settings, reconstruct_spec(ctx.settings, video_id, "linear"))
+    _work(ctx)
+    state = ctx.records.load_reconstruction(video_id, "linear")
+    assert state.status is Status.done, state.error
+    output = VideoKeys(video_id).reconstruction("linear")
+    assert ctx.storage.size(output) == state.output_bytes > 0
+    assert state.frames == 40
+
+
+def test_bad_source_fails_at_once_in_process(ctx: Any) -> None:
+    info = SourceInfo(filename="fake.mp4", bytes=2300, width=64, height=48, frames=40, fps=25, duration=1.6,
+                      codec="h264")
+    video_id = _store_upload(ctx, b"definitely not a video\n" * 100, info)
+    assert enqueue_once(ctx.redis, ctx.settings, compress_spec(ctx.settings, video_id))
+    _work(ctx)
+    record = ctx.records.load(video_id)
+    assert record.status is Status.failed and record.attempts == 1
+    assert "fake.mp4" in (record.error or "")
+    assert ctx.storage.exists(record.source_key)  # a failed job keeps what the user uploaded
