@@ -1,6 +1,6 @@
 """Rate–distortion of FrameRS against x264 on the same frames: RD points, Bjøntegaard deltas, plots.
 
-Protocol (DESIGN.md, "Quality protocol" and "Rate–distortion against x264"; issue 12):
+Protocol (docs/DESIGN.md, "Quality protocol" and "Rate–distortion against x264"; issue 12):
 
 * Each video is cut to its first ``--frames`` frames (default 96) losslessly
   (``framers.h264_reference.write_trimmed``: FFV1, RGB). That cut is the source of every point, and its

@@ -49,7 +49,7 @@ SINGLE_FILE_SUFFIX = ".frs"
 BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO)
 
 # Keyframe codecs. x264: 4:2:0 whenever the output is 4:2:0 (even width and height; 4:4:4
-# otherwise), CRF 20 by default, preset medium. Measured (DESIGN.md, 11 real clips): 4:2:0 kept
+# otherwise), CRF 20 by default, preset medium. Measured (docs/DESIGN.md, 11 real clips): 4:2:0 kept
 # frames need 6 % fewer bytes than 4:4:4 at equal PSNR of the rebuilt video (BD-rate vs x264
 # +46 % instead of +55 %), as the output is 4:2:0 anyway. Preset medium is x264's default and the
 # anchor users compare with: a segment that keeps every frame must cost what x264 costs; kept

@@ -3,7 +3,7 @@
 For every video and method (``SELECTOR+RECONSTRUCTOR``, e.g. ``uniform+linear``) the source is
 compressed into a temporary bundle folder, and the frames rebuilt by
 ``pipeline.iter_reconstructed`` (before any mp4 encode) are compared with the source frames,
-decoded again, frame by frame (DESIGN.md, quality protocol). All methods of a video are
+decoded again, frame by frame (docs/DESIGN.md, quality protocol). All methods of a video are
 measured in one streaming pass over the source, so the reference frame's statistics are
 computed once and memory holds one frame per method.
 

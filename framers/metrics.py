@@ -1,4 +1,4 @@
-"""Frame and video quality metrics: PSNR, SSIM, MS-SSIM, bits per pixel (see DESIGN.md, quality protocol).
+"""Frame and video quality metrics: PSNR, SSIM, MS-SSIM, bits per pixel (see docs/DESIGN.md, quality protocol).
 
 All metrics take RGB uint8 frames [H, W, 3] at the source's native resolution.
 

@@ -170,7 +170,7 @@ def test_upper_hull() -> None:
 
 
 def test_hull_of_the_union_is_never_worse_than_either_curve() -> None:
-    """The DESIGN.md use: the hull of (anchor ∪ method) points against the anchor is ≤ 0 %."""
+    """The docs/DESIGN.md use: the hull of (anchor ∪ method) points against the anchor is ≤ 0 %."""
     anchor_r = _rates(PSNR)
     method_r = _rates(PSNR) * np.array([0.8, 0.95, 1.2, 1.6, 2.2])  # cheaper at low PSNR only
     rate = np.concatenate([anchor_r, method_r])

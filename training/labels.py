@@ -63,7 +63,7 @@ LABEL_ROOT = ROOT / "data" / "selector"
 
 
 def psnr_of_mse(mse: np.ndarray) -> np.ndarray:
-    """Per-frame PSNR (dB, 0–255 scale) capped at 60 dB, as in DESIGN's quality protocol."""
+    """Per-frame PSNR (dB, 0–255 scale) capped at 60 dB, as in docs/DESIGN.md's quality protocol."""
     return psnr_of_mses(mse)
 
 

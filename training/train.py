@@ -5,7 +5,7 @@
     ... --resume   # continue from <out>/ckpt.pt (the time budget counts the earlier minutes)
 
 Writes <out>/ckpt.pt (every --ckpt-minutes), <out>/history.json, <out>/loss.png. fp32 only
-(DESIGN: bf16-trained weights behaved badly in fp32).
+(docs/DESIGN.md, training notes: bf16-trained weights behaved badly in fp32).
 """
 
 from __future__ import annotations
