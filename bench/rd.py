@@ -40,32 +40,27 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import math
 import re
-import shutil
-import statistics
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
-import numpy as np
-
 from framers import __version__, bdrate, pipeline
-from framers.evaluate import _rebuilt_frames, _video_bytes
 from framers.evaluate_inputs import find_videos
+from framers.evaluate_report import round_opt
 from framers.h264_reference import write_trimmed
-from framers.metrics import mse, psnr_from_mse
-from framers.video import FrameReader, probe
-from framers.video_writer import output_pix_fmt
+from framers.video import probe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a folder of scripts, not a package
+from rd_measure import ANCHOR_PRESET, MethodSpec, Point, measure_anchor, measure_point, source_frames
+from rd_report import RATE_KEYS, add_bd, summarize, to_markdown, write_plots
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos" / "val"
@@ -75,33 +70,7 @@ DEFAULT_KEYFRAME_CRFS = (14, 20, 26, 32, 38)
 DEFAULT_TARGETS = (28.0, 30.0, 32.0, 34.0, 36.0, 38.0, 40.0)
 DEFAULT_METHODS = "stride4,stride2,adaptive"
 DEFAULT_RECONSTRUCTOR = "framemae"
-ANCHOR_PRESET = "medium"
-TARGET_TOLERANCE_DB = 0.5
 METHOD_PATTERN = re.compile(r"^(?:stride(?P<stride>\d+)|(?P<adaptive>adaptive))(?:\+(?P<recon>[a-z0-9_]+))?$")
-
-
-# -- methods ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Point:
-    """One operating point of a method: a label and the keyword arguments for ``pipeline.compress``."""
-
-    label: str
-    kwargs: dict[str, Any] = field(hash=False)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A named list of operating points (``kind`` "fixed" or "adaptive") rebuilt with ``reconstructor``."""
-
-    name: str
-    kind: str
-    reconstructor: str
-    points: tuple[Point, ...]
-
-    def settings(self) -> dict[str, Any]:
-        """What changes this method's numbers (a resumed run reuses a stored method only if equal)."""
-        return {"kind": self.kind, "reconstructor": self.reconstructor,
-                "points": [{"label": p.label, **p.kwargs} for p in self.points]}
 
 
 def adaptive_available() -> bool:
@@ -149,106 +118,6 @@ def parse_methods(
     return methods
 
 
-# -- measuring ----------------------------------------------------------------------------------------
-def _source_frames(source: Path) -> Iterator[np.ndarray]:
-    with FrameReader(source) as reader:
-        for frame in reader.frames():
-            yield frame.rgb
-
-
-def quality_of(source: Path, frames: Iterator[np.ndarray]) -> dict[str, float | int]:
-    """Compare a stream of RGB uint8 frames [H, W, 3] with the source's decoded frames, in order.
-
-    Returns ``frames``, ``psnr`` (mean of per-frame PSNR in dB, each capped at 60) and
-    ``psnr_mean_mse`` (PSNR of the mean MSE). Raises ``ValueError`` when the stream has fewer or
-    more frames than the source, or a frame of another size.
-    """
-    errors: list[float] = []
-    for reference in _source_frames(source):
-        test = next(frames, None)
-        if test is None:
-            raise ValueError(f"the stream ended after {len(errors)} frames; the source has more")
-        errors.append(mse(reference, test))
-    if next(frames, None) is not None:
-        raise ValueError(f"the stream has more frames than the source ({len(errors)})")
-    if not errors:
-        raise ValueError("the source has no frames")
-    return {
-        "frames": len(errors),
-        "psnr": float(np.mean([psnr_from_mse(e) for e in errors])),
-        "psnr_mean_mse": psnr_from_mse(float(np.mean(errors))),
-    }
-
-
-def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = ANCHOR_PRESET) -> tuple[int, int]:
-    """Encode every frame of ``source`` with libx264 (CRF ``crf``, ``preset``, default GOP) into
-    Matroska at ``dest``; return (bitstream bytes = sum of packet sizes, codec extradata bytes:
-    the SPS/PPS that Matroska keeps in its header).
-
-    RGB frames enter as ``rgb24`` and PyAV converts them to the stream's pixel format (yuv420p, or
-    yuv444p for odd sizes) — the keyframe encoder's colour path.
-    """
-    total = 0
-    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-    with av.open(str(dest), mode="w", format="matroska") as out:
-        stream: Any = None
-        for index, rgb in enumerate(_source_frames(source)):
-            if stream is None:
-                stream = out.add_stream("libx264", rate=rate)
-                stream.height, stream.width = rgb.shape[:2]
-                stream.pix_fmt = output_pix_fmt(stream.width, stream.height)
-                stream.options = {"crf": str(crf), "preset": preset}
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                total += packet.size
-                out.mux(packet)
-        if stream is None:
-            raise ValueError(f"{source.name}: no frames to encode")
-        for packet in stream.encode(None):
-            total += packet.size
-            out.mux(packet)
-        extradata = len(stream.codec_context.extradata or b"")
-    return total, extradata
-
-
-def bitstream_bytes(bundle: Path) -> int:
-    """Bytes of the coded kept frames of a bundle folder, like x264's side (packets + codec
-    extradata): no container, no audio, no manifest (the manifest plays the container's part —
-    timestamps, layout, checksums — and is reported apart as ``manifest_bytes``)."""
-    from framers import bundle as fb
-
-    total = 0
-    for file in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name not in (fb.AUDIO, fb.MANIFEST)):
-        try:
-            with av.open(str(file)) as container:
-                streams = container.streams.video
-                if not streams:
-                    raise ValueError("no video stream")
-                stream = streams[0]
-                total += sum(packet.size for packet in container.demux(stream) if packet.size)
-                total += len(stream.codec_context.extradata or b"")
-        except (av.error.FFmpegError, ValueError):
-            total += file.stat().st_size
-    return total
-
-
-def _decoded(path: Path) -> Iterator[np.ndarray]:
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")
-
-
-def _rate_fields(n_bytes: int, frames: int, fps: float, width: int, height: int) -> dict[str, float]:
-    seconds = frames / fps if fps > 0 else frames / 25.0
-    return {"bytes": int(n_bytes), "kbps": round(n_bytes * 8 / seconds / 1000.0, 3),
-            "bpp": round(n_bytes * 8 / (width * height * frames), 6)}
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), digits)
-
-
 @dataclass
 class Config:
     """Everything a worker needs to measure one clip (picklable)."""
@@ -271,59 +140,6 @@ def _say(config: Config, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def measure_anchor(source: Path, workdir: Path, crf: int, info: dict[str, Any]) -> dict[str, Any]:
-    """One x264 point: encode, decode, compare. Fields: crf, bytes (packets), kbps, bpp,
-    bitstream_bytes (packets + extradata), psnr, psnr_mean_mse, encode_seconds, seconds."""
-    started = time.perf_counter()
-    dest = workdir / f"anchor-crf{crf}.mkv"
-    n_bytes, extradata = encode_anchor(source, dest, crf, info["fps"])
-    encode_seconds = time.perf_counter() - started
-    quality = quality_of(source, _decoded(dest))
-    dest.unlink()
-    return {"crf": crf, **_rate_fields(n_bytes, quality["frames"], info["fps"], info["width"], info["height"]),
-            "bitstream_bytes": n_bytes + extradata,
-            "psnr": _round(quality["psnr"]), "psnr_mean_mse": _round(quality["psnr_mean_mse"]),
-            "encode_seconds": _round(encode_seconds, 3), "seconds": _round(time.perf_counter() - started, 3)}
-
-
-def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, info: dict[str, Any]) -> dict[str, Any]:
-    """One method point: compress into a bundle folder, rebuild with ``spec.reconstructor``, compare.
-
-    Fields: label, params, bytes (bundle video part: files as stored), kbps, bpp, bitstream_bytes
-    (keyframe packets + extradata; manifest apart as manifest_bytes), kept_frames, psnr, psnr_mean_mse,
-    compress_seconds, seconds (compress + rebuild + compare); adaptive points also target_psnr and
-    achieved_minus_target.
-    """
-    started = time.perf_counter()
-    bundle = workdir / f"bundle-{spec.name}-{point.label}".replace("+", "_")
-    try:
-        result = pipeline.compress(source, bundle, **point.kwargs)
-        compress_seconds = time.perf_counter() - started
-        n_bytes = _video_bytes(bundle)
-        n_bitstream = bitstream_bytes(bundle)
-        n_manifest = (bundle / "manifest.json").stat().st_size if bundle.is_dir() else 0
-        with _rebuilt_frames(bundle, spec.reconstructor) as frames:
-            quality = quality_of(source, frames)
-    finally:
-        if bundle.is_dir():
-            shutil.rmtree(bundle, ignore_errors=True)
-        elif bundle.exists():
-            bundle.unlink()
-    record: dict[str, Any] = {
-        "label": point.label, "params": dict(point.kwargs),
-        **_rate_fields(n_bytes, quality["frames"], info["fps"], info["width"], info["height"]),
-        "bitstream_bytes": n_bitstream,
-        "manifest_bytes": n_manifest,
-        "kept_frames": result.kept_frames,
-        "psnr": _round(quality["psnr"]), "psnr_mean_mse": _round(quality["psnr_mean_mse"]),
-        "compress_seconds": _round(compress_seconds, 3), "seconds": _round(time.perf_counter() - started, 3),
-    }
-    if "target_psnr" in point.kwargs:
-        record["target_psnr"] = point.kwargs["target_psnr"]
-        record["achieved_minus_target"] = _round(quality["psnr"] - point.kwargs["target_psnr"])
-    return record
-
-
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -344,23 +160,24 @@ def measure_clip(path: Path, config: Config, previous: dict[str, Any] | None = N
         source = workdir / "source.mkv"
         frames = write_trimmed(path, config.frames, source)
         info = {"width": info_src.width, "height": info_src.height, "fps": info_src.fps}
-        frames_iter = _source_frames(source)
+        frames_iter = source_frames(source)
         first = next(frames_iter)
         frames_iter.close()
         info["height"], info["width"] = first.shape[:2]  # display orientation, as measured
-        record.update(frames=frames, width=info["width"], height=info["height"], fps=_round(info["fps"], 3))
+        record.update(frames=frames, width=info["width"], height=info["height"], fps=round_opt(info["fps"], 3))
         _say(config, f"{path.name}: {frames} frames {info['width']}x{info['height']} @ {info['fps']:.2f} fps")
 
         if record.get("anchor", {}).get("settings") != config.anchor_settings():
             points = []
             for crf in config.anchor_crfs:
                 try:
-                    point = measure_anchor(source, workdir, crf, info)
+                    anchor_point = measure_anchor(source, workdir, crf, info)
                 except Exception as exc:  # a point's failure is a result
-                    point = {"crf": crf, "error": _error_text(exc)}
-                points.append(point)
-                _say(config, f"  x264 crf {crf}: " + (point.get("error") or
-                     f"{point['kbps']:.0f} kbps, {point['psnr']:.2f} dB ({point['seconds']:.1f} s)"))
+                    anchor_point = {"crf": crf, "error": _error_text(exc)}
+                points.append(anchor_point)
+                _say(config, f"  x264 crf {crf}: " + (anchor_point.get("error") or
+                     f"{anchor_point['kbps']:.0f} kbps, {anchor_point['psnr']:.2f} dB "
+                     f"({anchor_point['seconds']:.1f} s)"))
             record["anchor"] = {"settings": config.anchor_settings(), "points": points}
 
         for spec in config.methods:
@@ -387,77 +204,6 @@ def measure_clip(path: Path, config: Config, previous: dict[str, Any] | None = N
     return record
 
 
-# -- Bjøntegaard numbers -----------------------------------------------------------------------------
-RATE_KEYS = {"bundle": "bytes", "bitstream": "bitstream_bytes"}
-
-
-def _curve(points: Sequence[dict[str, Any]], rate: str = "bundle") -> tuple[list[float], list[float]]:
-    key = RATE_KEYS[rate]
-    ok = [p for p in points if "error" not in p and p.get("psnr") is not None and (p.get(key) or 0) > 0]
-    return [float(p[key]) for p in ok], [float(p["psnr"]) for p in ok]
-
-
-def add_bd(record: dict[str, Any], bd_method: str = "cubic", rate: str = "bundle") -> None:
-    """Set ``bd_rate`` (%), ``bd_psnr`` (dB) and ``bd_rate_hull_union`` (%) on every method of a clip
-    record, against its anchor; where undefined (< 4 points, no overlap) the value is None and
-    ``bd_error`` says why. ``bd_rate_hull_union``: the upper hull of anchor ∪ method points vs the
-    anchor (≤ 0 by construction up to fit error). ``rate``: "bundle" (``bytes``: x264 packets vs
-    the bundle's files as stored) or "bitstream" (``bitstream_bytes``: no container on either side).
-    Points without the chosen field (older records) are left out."""
-    a_rate, a_psnr = _curve(record.get("anchor", {}).get("points", []), rate)
-    for entry in record.get("methods", {}).values():
-        entry.pop("bd_error", None)
-        entry.pop("bd_hull_error", None)
-        entry.update(bd_method=bd_method, bd_rate_basis=rate, bd_rate=None, bd_psnr=None, bd_rate_hull_union=None)
-        if "skipped" in entry:
-            continue
-        m_rate, m_psnr = _curve(entry["points"], rate)
-        try:
-            entry["bd_rate"] = _round(bdrate.bd_rate(a_rate, a_psnr, m_rate, m_psnr, bd_method), 3)
-            entry["bd_psnr"] = _round(bdrate.bd_psnr(a_rate, a_psnr, m_rate, m_psnr, bd_method), 4)
-        except ValueError as exc:
-            entry["bd_error"] = str(exc)
-        try:
-            all_rate, all_psnr = a_rate + m_rate, a_psnr + m_psnr
-            hull = bdrate.upper_hull(all_rate, all_psnr)
-            entry["bd_rate_hull_union"] = _round(bdrate.bd_rate(
-                a_rate, a_psnr, [all_rate[i] for i in hull], [all_psnr[i] for i in hull], bd_method), 3)
-        except ValueError as exc:
-            entry["bd_hull_error"] = str(exc)
-
-
-def summarize(clips: Sequence[dict[str, Any]], method_names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per method over clips: BD-rate median / mean / best / worst (%), clips beating x264 (BD-rate < 0),
-    median BD-PSNR and hull-union BD-rate; for adaptive points the share with achieved PSNR
-    ≥ target − 0.5 dB and the median of achieved − target."""
-    summary: dict[str, dict[str, Any]] = {}
-    for name in method_names:
-        entries = [c["methods"][name] for c in clips if name in c.get("methods", {})]
-        rates = [e["bd_rate"] for e in entries if e.get("bd_rate") is not None]
-        psnrs = [e["bd_psnr"] for e in entries if e.get("bd_psnr") is not None]
-        hulls = [e["bd_rate_hull_union"] for e in entries if e.get("bd_rate_hull_union") is not None]
-        item: dict[str, Any] = {
-            "clips": len(entries), "clips_with_bd": len(rates),
-            "skipped": sum(1 for e in entries if "skipped" in e),
-            "bd_rate_median": _round(statistics.median(rates), 3) if rates else None,
-            "bd_rate_mean": _round(statistics.fmean(rates), 3) if rates else None,
-            "bd_rate_best": _round(min(rates), 3) if rates else None,
-            "bd_rate_worst": _round(max(rates), 3) if rates else None,
-            "clips_beating_x264": sum(1 for r in rates if r < 0),
-            "bd_psnr_median": _round(statistics.median(psnrs), 4) if psnrs else None,
-            "bd_rate_hull_union_median": _round(statistics.median(hulls), 3) if hulls else None,
-            "point_errors": sum(1 for e in entries for p in e["points"] if "error" in p),
-        }
-        deltas = [p["achieved_minus_target"] for e in entries for p in e["points"]
-                  if p.get("achieved_minus_target") is not None]
-        if deltas:
-            item["target_points"] = len(deltas)
-            item["target_met_share"] = _round(sum(1 for d in deltas if d >= -TARGET_TOLERANCE_DB) / len(deltas), 4)
-            item["achieved_minus_target_median"] = _round(statistics.median(deltas), 3)
-        summary[name] = item
-    return summary
-
-
 # -- reports ------------------------------------------------------------------------------------------
 def build_report(clips: list[dict[str, Any]], config: Config, started: float, notes: list[str]) -> dict[str, Any]:
     """The JSON document: settings, per-clip records (in input order) and the summary."""
@@ -478,166 +224,6 @@ def build_report(clips: list[dict[str, Any]], config: Config, started: float, no
         "clips": clips,
         "summary": summarize(clips, names),
     }
-
-
-def _fmt(value: Any, digits: int = 1, suffix: str = "") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:+.{digits}f}{suffix}" if suffix == " %" else f"{value:.{digits}f}{suffix}"
-    return f"{value}{suffix}"
-
-
-def to_markdown(report: dict[str, Any]) -> str:
-    """Summary table, per-clip BD-rate table, adaptive target table and every RD point."""
-    settings = report["settings"]
-    names = list(settings["methods"])
-    clips = report["clips"]
-    anchor = settings["anchor"]
-    lines = [
-        "# Rate–distortion against x264 (bench/rd.py)", "",
-        f"{len(clips)} clips, first {settings['frames']} frames (lossless cut); anchor libx264 preset "
-        f"{anchor['preset']}, CRF {', '.join(map(str, anchor['crfs']))}, 4:2:0 (4:4:4 if odd size), same RGB "
-        f"frames and colour path; rate for BD: {settings.get('rate_basis', 'bundle')} (bundle: x264 packets vs "
-        f"the bundle's keyframe file + manifest as stored; bitstream: no container on either side); PSNR: RGB, "
-        f"capped at 60 dB per frame, mean over frames. BD: {settings['bd_method']} "
-        f"({'VCEG-M33' if settings['bd_method'] == 'cubic' else 'JVET CTC PCHIP'}); negative = fewer bytes "
-        f"than x264. framers {report['framers_version']}, {report['created']}; points measured in "
-        f"{report.get('measured_seconds', 0):.0f} s (this run {report['seconds']:.0f} s).", "",
-    ]
-    lines += [f"Note: {n}" for n in report.get("notes", [])]
-    if report.get("notes"):
-        lines.append("")
-    lines += ["## Summary over clips", "",
-              "| method | clips | BD-rate median | mean | best | worst | beat x264 | BD-PSNR median "
-              "| hull(x264 ∪ method) median | target met (±0.5 dB) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name in names:
-        s = report["summary"][name]
-        if s["skipped"] and not s["clips_with_bd"]:
-            lines.append(f"| {name} | skipped | – | – | – | – | – | – | – | – |")
-            continue
-        met = (f"{100 * s['target_met_share']:.0f} % of {s['target_points']}" if "target_met_share" in s else "–")
-        lines.append(
-            f"| {name} | {s['clips_with_bd']}/{s['clips']} | {_fmt(s['bd_rate_median'], 1, ' %')} "
-            f"| {_fmt(s['bd_rate_mean'], 1, ' %')} | {_fmt(s['bd_rate_best'], 1, ' %')} "
-            f"| {_fmt(s['bd_rate_worst'], 1, ' %')} | {s['clips_beating_x264']} of {s['clips_with_bd']} "
-            f"| {_fmt(s['bd_psnr_median'], 2, ' dB')} | {_fmt(s['bd_rate_hull_union_median'], 1, ' %')} | {met} |")
-    lines += ["", "## BD-rate per clip (BD-PSNR in brackets)", "",
-              "| clip | size | frames | x264 PSNR range | " + " | ".join(names) + " |",
-              "|---|---|---|---|" + "---|" * len(names)]
-    for clip in clips:
-        _, a_psnr = _curve(clip.get("anchor", {}).get("points", []))
-        span = f"{min(a_psnr):.1f}–{max(a_psnr):.1f}" if a_psnr else "–"
-        cells = []
-        for name in names:
-            e = clip["methods"].get(name, {})
-            if "skipped" in e:
-                cells.append("skipped")
-            elif e.get("bd_rate") is None:
-                cells.append("n/a" + (f" ({e['bd_error'][:40]}…)" if e.get("bd_error") else ""))
-            else:
-                psnr_delta = f"{e['bd_psnr']:+.2f} dB" if e.get("bd_psnr") is not None else "BD-PSNR n/a"
-                cells.append(f"{e['bd_rate']:+.1f} % ({psnr_delta})")
-        if "error" in clip and "width" not in clip:
-            blanks = " | ".join("" for _ in names)
-            lines.append(f"| {clip['video']} | error: {str(clip['error'])[:80]} | | | {blanks} |")
-            continue
-        lines.append(f"| {clip['video']} | {clip['width']}x{clip['height']} | {clip['frames']} | {span} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "## RD points", "", "| clip | method | point | kbps | PSNR | PSNR(MSE) | target Δ | seconds |",
-              "|---|---|---|---|---|---|---|---|"]
-    for clip in clips:
-        for p in clip.get("anchor", {}).get("points", []):
-            lines.append(f"| {clip['video']} | x264 medium | crf{p['crf']} | " + (
-                f"error: {p['error']} | | | | |" if "error" in p else
-                f"{p['kbps']:.1f} | {p['psnr']:.2f} | {p['psnr_mean_mse']:.2f} | – | {p['seconds']:.1f} |"))
-        for name in names:
-            for p in clip["methods"].get(name, {}).get("points", []):
-                delta = p.get("achieved_minus_target")
-                lines.append(f"| {clip['video']} | {name} | {p['label']} | " + (
-                    f"error: {p['error']} | | | | |" if "error" in p else
-                    f"{p['kbps']:.1f} | {p['psnr']:.2f} | {p['psnr_mean_mse']:.2f} | "
-                    f"{_fmt(delta, 2) if delta is not None else '–'} | {p['seconds']:.1f} |"))
-    return "\n".join(lines) + "\n"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem)[:80]
-
-
-def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
-    """``rd_<clip>.png`` per clip (PSNR vs kbit/s on a log axis: the x264 anchor and every method,
-    adaptive points labelled with their target) and ``rd_summary.png`` (BD-rate per clip and method)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    names = list(report["settings"]["methods"])
-    key = RATE_KEYS[report["settings"].get("rate_basis", "bundle")]
-
-    def kbps(p: dict[str, Any]) -> float:
-        """The point's rate in kbit/s on the report's rate basis."""
-        return p["kbps"] * p.get(key, p["bytes"]) / p["bytes"]
-
-    colours = plt.get_cmap("tab10")
-    written: list[Path] = []
-    for clip in report["clips"]:
-        fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-        anchor = [p for p in clip.get("anchor", {}).get("points", []) if "error" not in p]
-        if anchor:
-            anchor.sort(key=kbps)
-            ax.plot([kbps(p) for p in anchor], [p["psnr"] for p in anchor], "k-o", ms=4, label="x264 medium (anchor)")
-        for i, name in enumerate(names):
-            entry = clip["methods"].get(name, {})
-            pts = sorted((p for p in entry.get("points", []) if "error" not in p), key=kbps)
-            if not pts:
-                continue
-            bd = entry.get("bd_rate")
-            label = f"{name} (BD-rate {bd:+.1f} %)" if bd is not None else name
-            ax.plot([kbps(p) for p in pts], [p["psnr"] for p in pts], "-s", ms=4, color=colours(i + 1), label=label)
-            for p in pts:
-                if "target_psnr" in p:
-                    ax.annotate(f"{p['target_psnr']:g}", (kbps(p), p["psnr"]), fontsize=7,
-                                xytext=(3, -8), textcoords="offset points", color=colours(i + 1))
-        ax.set_xscale("log")
-        ax.set_xlabel(f"rate (kbit/s, {report['settings'].get('rate_basis', 'bundle')} bytes, log scale)")
-        ax.set_ylabel("PSNR (dB, RGB, mean over frames)")
-        ax.set_title(f"{clip['video']} ({clip.get('width')}x{clip.get('height')}, {clip.get('frames')} frames)",
-                     fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = folder / f"rd_{_slug(clip['video'])}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
-    # summary: BD-rate per clip, grouped by method
-    clips = report["clips"]
-    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(clips) * max(1, len(names)) + 2), 5), dpi=110)
-    width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        values = [c["methods"].get(name, {}).get("bd_rate") for c in clips]
-        xs = [k + (i - (len(names) - 1) / 2) * width for k in range(len(clips))]
-        ax.bar([x for x, v in zip(xs, values, strict=True) if v is not None], [v for v in values if v is not None],
-               width=width, color=colours(i + 1), label=f"{name} (median "
-               f"{_fmt(report['summary'][name]['bd_rate_median'], 1, ' %')})")
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xticks(range(len(clips)))
-    ax.set_xticklabels([_slug(c["video"])[:28] for c in clips], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("BD-rate vs x264 medium (%)")
-    ax.set_title(f"Bjøntegaard delta rate per clip ({report['settings']['bd_method']}; below 0: fewer bytes "
-                 f"than x264 at equal PSNR)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = folder / "rd_summary.png"
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
-    return written
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -1,0 +1,197 @@
+"""bench/rd.py's measurements: the x264 anchor points and the method points of one clip
+(bytes, bitstream bytes, PSNR per frame against the trimmed source)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from framers import pipeline
+from framers.evaluate import _rebuilt_frames, _video_bytes
+from framers.evaluate_report import round_opt
+from framers.metrics import mse, psnr_from_mse
+from framers.video import FrameReader
+from framers.video_writer import output_pix_fmt
+
+ANCHOR_PRESET = "medium"
+
+
+# -- methods ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Point:
+    """One operating point of a method: a label and the keyword arguments for ``pipeline.compress``."""
+
+    label: str
+    kwargs: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A named list of operating points (``kind`` "fixed" or "adaptive") rebuilt with ``reconstructor``."""
+
+    name: str
+    kind: str
+    reconstructor: str
+    points: tuple[Point, ...]
+
+    def settings(self) -> dict[str, Any]:
+        """What changes this method's numbers (a resumed run reuses a stored method only if equal)."""
+        return {"kind": self.kind, "reconstructor": self.reconstructor,
+                "points": [{"label": p.label, **p.kwargs} for p in self.points]}
+
+
+def source_frames(source: Path) -> Generator[np.ndarray, None, None]:
+    """The RGB frames of ``source`` (a generator: ``close()`` closes the file)."""
+    with FrameReader(source) as reader:
+        for frame in reader.frames():
+            yield frame.rgb
+
+
+def quality_of(source: Path, frames: Iterator[np.ndarray]) -> dict[str, float | int]:
+    """Compare a stream of RGB uint8 frames [H, W, 3] with the source's decoded frames, in order.
+
+    Returns ``frames``, ``psnr`` (mean of per-frame PSNR in dB, each capped at 60) and
+    ``psnr_mean_mse`` (PSNR of the mean MSE). Raises ``ValueError`` when the stream has fewer or
+    more frames than the source, or a frame of another size.
+    """
+    errors: list[float] = []
+    for reference in source_frames(source):
+        test = next(frames, None)
+        if test is None:
+            raise ValueError(f"the stream ended after {len(errors)} frames; the source has more")
+        errors.append(mse(reference, test))
+    if next(frames, None) is not None:
+        raise ValueError(f"the stream has more frames than the source ({len(errors)})")
+    if not errors:
+        raise ValueError("the source has no frames")
+    return {
+        "frames": len(errors),
+        "psnr": float(np.mean([psnr_from_mse(e) for e in errors])),
+        "psnr_mean_mse": psnr_from_mse(float(np.mean(errors))),
+    }
+
+
+def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = ANCHOR_PRESET) -> tuple[int, int]:
+    """Encode every frame of ``source`` with libx264 (CRF ``crf``, ``preset``, default GOP) into
+    Matroska at ``dest``; return (bitstream bytes = sum of packet sizes, codec extradata bytes:
+    the SPS/PPS that Matroska keeps in its header).
+
+    RGB frames enter as ``rgb24`` and PyAV converts them to the stream's pixel format (yuv420p, or
+    yuv444p for odd sizes) — the keyframe encoder's colour path.
+    """
+    total = 0
+    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+    with av.open(str(dest), mode="w", format="matroska") as out:
+        stream: Any = None
+        for index, rgb in enumerate(source_frames(source)):
+            if stream is None:
+                stream = out.add_stream("libx264", rate=rate)
+                stream.height, stream.width = rgb.shape[:2]
+                stream.pix_fmt = output_pix_fmt(stream.width, stream.height)
+                stream.options = {"crf": str(crf), "preset": preset}
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                total += packet.size
+                out.mux(packet)
+        if stream is None:
+            raise ValueError(f"{source.name}: no frames to encode")
+        for packet in stream.encode(None):
+            total += packet.size
+            out.mux(packet)
+        extradata = len(stream.codec_context.extradata or b"")
+    return total, extradata
+
+
+def bitstream_bytes(bundle: Path) -> int:
+    """Bytes of the coded kept frames of a bundle folder, like x264's side (packets + codec
+    extradata): no container, no audio, no manifest (the manifest plays the container's part —
+    timestamps, layout, checksums — and is reported apart as ``manifest_bytes``)."""
+    from framers import bundle as fb
+
+    total = 0
+    for file in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name not in (fb.AUDIO, fb.MANIFEST)):
+        try:
+            with av.open(str(file)) as container:
+                streams = container.streams.video
+                if not streams:
+                    raise ValueError("no video stream")
+                stream = streams[0]
+                total += sum(packet.size for packet in container.demux(stream) if packet.size)
+                total += len(stream.codec_context.extradata or b"")
+        except (av.error.FFmpegError, ValueError):
+            total += file.stat().st_size
+    return total
+
+
+def _decoded(path: Path) -> Iterator[np.ndarray]:
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def _rate_fields(n_bytes: int, frames: int, fps: float, width: int, height: int) -> dict[str, float]:
+    seconds = frames / fps if fps > 0 else frames / 25.0
+    return {"bytes": int(n_bytes), "kbps": round(n_bytes * 8 / seconds / 1000.0, 3),
+            "bpp": round(n_bytes * 8 / (width * height * frames), 6)}
+
+
+def measure_anchor(source: Path, workdir: Path, crf: int, info: dict[str, Any]) -> dict[str, Any]:
+    """One x264 point: encode, decode, compare. Fields: crf, bytes (packets), kbps, bpp,
+    bitstream_bytes (packets + extradata), psnr, psnr_mean_mse, encode_seconds, seconds."""
+    started = time.perf_counter()
+    dest = workdir / f"anchor-crf{crf}.mkv"
+    n_bytes, extradata = encode_anchor(source, dest, crf, info["fps"])
+    encode_seconds = time.perf_counter() - started
+    quality = quality_of(source, _decoded(dest))
+    dest.unlink()
+    return {"crf": crf, **_rate_fields(n_bytes, int(quality["frames"]), info["fps"], info["width"], info["height"]),
+            "bitstream_bytes": n_bytes + extradata,
+            "psnr": round_opt(quality["psnr"]), "psnr_mean_mse": round_opt(quality["psnr_mean_mse"]),
+            "encode_seconds": round_opt(encode_seconds, 3), "seconds": round_opt(time.perf_counter() - started, 3)}
+
+
+def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, info: dict[str, Any]) -> dict[str, Any]:
+    """One method point: compress into a bundle folder, rebuild with ``spec.reconstructor``, compare.
+
+    Fields: label, params, bytes (bundle video part: files as stored), kbps, bpp, bitstream_bytes
+    (keyframe packets + extradata; manifest apart as manifest_bytes), kept_frames, psnr, psnr_mean_mse,
+    compress_seconds, seconds (compress + rebuild + compare); adaptive points also target_psnr and
+    achieved_minus_target.
+    """
+    started = time.perf_counter()
+    bundle = workdir / f"bundle-{spec.name}-{point.label}".replace("+", "_")
+    try:
+        result = pipeline.compress(source, bundle, **point.kwargs)
+        compress_seconds = time.perf_counter() - started
+        n_bytes = _video_bytes(bundle)
+        n_bitstream = bitstream_bytes(bundle)
+        n_manifest = (bundle / "manifest.json").stat().st_size if bundle.is_dir() else 0
+        with _rebuilt_frames(bundle, spec.reconstructor) as frames:
+            quality = quality_of(source, frames)
+    finally:
+        if bundle.is_dir():
+            shutil.rmtree(bundle, ignore_errors=True)
+        elif bundle.exists():
+            bundle.unlink()
+    record: dict[str, Any] = {
+        "label": point.label, "params": dict(point.kwargs),
+        **_rate_fields(n_bytes, int(quality["frames"]), info["fps"], info["width"], info["height"]),
+        "bitstream_bytes": n_bitstream,
+        "manifest_bytes": n_manifest,
+        "kept_frames": result.kept_frames,
+        "psnr": round_opt(quality["psnr"]), "psnr_mean_mse": round_opt(quality["psnr_mean_mse"]),
+        "compress_seconds": round_opt(compress_seconds, 3), "seconds": round_opt(time.perf_counter() - started, 3),
+    }
+    if "target_psnr" in point.kwargs:
+        record["target_psnr"] = point.kwargs["target_psnr"]
+        record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
+    return record
