@@ -30,6 +30,7 @@ Reported per resolution: fps and CPU ms/frame of each, and ``adaptive / x264_med
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import os
@@ -48,6 +49,7 @@ import av
 
 from framers import __version__, pipeline
 from framers.video import FrameReader
+from framers.video_writer import mux_rgb
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "videos" / "val" / "sam2__notebooks_videos_blackswan_blackswan.mp4"
@@ -114,14 +116,10 @@ def x264_medium(video: Path, workdir: Path, crf: int = 23) -> int:
                 stream.height, stream.width = frame.rgb.shape[:2]
                 stream.pix_fmt = "yuv420p" if stream.width % 2 == 0 and stream.height % 2 == 0 else "yuv444p"
                 stream.options = {"crf": str(crf), "preset": "medium"}
-            video_frame = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
-            video_frame.pts = count
-            for packet in stream.encode(video_frame):
-                out.mux(packet)
+            mux_rgb(out, stream, frame.rgb, count)
             count += 1
         if stream is not None:
-            for packet in stream.encode(None):
-                out.mux(packet)
+            mux_rgb(out, stream, None)
     return count
 
 
@@ -171,7 +169,7 @@ def bench_resolution(video: Path, methods: dict[str, Callable[[Path, Path], int]
                 continue
             with tempfile.TemporaryDirectory(prefix="framers-speed-") as tmp:
                 try:
-                    sample = timed(lambda fn=fn, tmp=tmp: fn(video, Path(tmp)))
+                    sample = timed(functools.partial(fn, video, Path(tmp)))
                 except Exception as exc:  # a failing method is reported, the rest still run
                     errors[name] = f"{type(exc).__name__}: {exc}"
                     continue

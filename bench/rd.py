@@ -54,7 +54,7 @@ from typing import Any
 
 from framers import __version__, bdrate, pipeline
 from framers.evaluate_inputs import find_videos
-from framers.evaluate_report import round_opt
+from framers.evaluate_report import read_report, round_opt
 from framers.h264_reference import write_trimmed
 from framers.video import probe
 
@@ -239,11 +239,8 @@ def load_previous(path: Path, config: Config) -> dict[str, dict[str, Any]]:
     Raises ``ValueError`` when the report was made with another frame count or anchor (start a
     new file or pass ``--fresh``). Records that failed as a whole are not carried over.
     """
-    if not path.is_file():
-        return {}
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    old = read_report(path)
+    if old is None:
         return {}
     settings = old.get("settings", {})
     if settings.get("frames") != config.frames or settings.get("anchor") != config.anchor_settings():

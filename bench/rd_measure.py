@@ -19,7 +19,7 @@ from framers.evaluate import _rebuilt_frames, _video_bytes
 from framers.evaluate_report import round_opt
 from framers.metrics import mse, psnr_from_mse
 from framers.video import FrameReader
-from framers.video_writer import output_pix_fmt
+from framers.video_writer import mux_rgb, output_pix_fmt
 
 ANCHOR_PRESET = "medium"
 
@@ -97,16 +97,10 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
                 stream.height, stream.width = rgb.shape[:2]
                 stream.pix_fmt = output_pix_fmt(stream.width, stream.height)
                 stream.options = {"crf": str(crf), "preset": preset}
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                total += packet.size
-                out.mux(packet)
+            total += mux_rgb(out, stream, rgb, index)
         if stream is None:
             raise ValueError(f"{source.name}: no frames to encode")
-        for packet in stream.encode(None):
-            total += packet.size
-            out.mux(packet)
+        total += mux_rgb(out, stream, None)
         extradata = len(stream.codec_context.extradata or b"")
     return total, extradata
 

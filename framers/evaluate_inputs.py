@@ -3,7 +3,6 @@ the given paths, the options, and the settings a resumed report must share."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from framers import bundle as fb
 from framers import defaults
 from framers.errors import UnsupportedOptionError
+from framers.evaluate_report import read_report
 from framers.metrics import PSNR_CAP
 from framers.registry import RECONSTRUCTORS, SELECTORS
 
@@ -104,11 +104,8 @@ def resumable(path: Path, options: Options) -> dict[str, dict[str, Any]]:
 
     Videos that failed as a whole are not carried over (they are tried again).
     """
-    if not path.is_file():
-        return {}
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    old = read_report(path)
+    if old is None:
         return {}
     if old.get("settings") != settings_of(options):
         raise UnsupportedOptionError(f"{path} was made with other settings ({old.get('settings')}); cannot resume it")

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """An earlier JSON report at ``path`` (to resume), None when there is none or it is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def round_opt(value: float | None, digits: int = 4) -> float | None:

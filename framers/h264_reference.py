@@ -16,7 +16,7 @@ import numpy as np
 from framers import bundle as fb
 from framers.metrics import VideoQuality
 from framers.video import FrameReader
-from framers.video_writer import output_pix_fmt
+from framers.video_writer import mux_rgb, output_pix_fmt
 
 H264_TOLERANCE = 0.10
 
@@ -52,14 +52,10 @@ def write_trimmed(source: Path, max_frames: int, dest: Path) -> int:
                 stream.height, stream.width = frame.rgb.shape[:2]
                 # the bundle's lossless RGB format (FFmpeg 8's ffv1 takes no 8-bit gbrp)
                 stream.pix_fmt = str(fb.KEYFRAME_CODECS["ffv1"]["pix_fmt"])
-            video_frame = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
-            video_frame.pts = written
-            for packet in stream.encode(video_frame):
-                out.mux(packet)
+            mux_rgb(out, stream, frame.rgb, written)
             written += 1
         if stream is not None:
-            for packet in stream.encode(None):
-                out.mux(packet)
+            mux_rgb(out, stream, None)
     return written
 
 
@@ -75,12 +71,8 @@ def encode_h264(
         stream.bit_rate = max(1000, int(bitrate))
         stream.options = {"preset": H264_PRESET}
         for index, rgb in enumerate(frames()):
-            video_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            video_frame.pts = index
-            for packet in stream.encode(video_frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+            mux_rgb(out, stream, rgb, index)
+        mux_rgb(out, stream, None)
     return dest.stat().st_size
 
 

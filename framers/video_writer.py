@@ -16,6 +16,20 @@ from framers import defaults
 from framers.threads import limit_codec_context
 
 
+def mux_rgb(out: Any, stream: Any, rgb: np.ndarray | None, pts: int = 0) -> int:
+    """Encode one RGB uint8 [H, W, 3] frame at ``pts`` (None: flush the encoder) on ``stream`` and
+    mux the packets into the output container ``out``; returns the bytes of those packets."""
+    frame = None
+    if rgb is not None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = pts
+    total = 0
+    for packet in stream.encode(frame):
+        total += packet.size
+        out.mux(packet)
+    return total
+
+
 def output_pix_fmt(width: int, height: int) -> str:
     """yuv420p where the size allows it (plays everywhere); 4:2:0 cannot represent an odd
     width or height, so such videos are written in yuv444p to keep their exact size."""
