@@ -21,6 +21,7 @@ from framers.audio import extract_audio
 from framers.clip import Clip
 from framers.errors import InvalidVideoError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN, SLOT_LEN
+from framers.keyframes import KeyframeEncoder, iter_keyframes
 from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
@@ -132,14 +133,14 @@ def compress(
             finally:
                 reader.close()
 
-        encoder: fb.KeyframeEncoder | None = None
+        encoder: KeyframeEncoder | None = None
         width = height = 0
         crf_of = getattr(chooser, "crf_of", None)
 
         def flush(clip: Clip, positions: set[int]) -> None:
             nonlocal encoder
             if encoder is None:
-                encoder = fb.KeyframeEncoder(folder, clip.width, clip.height, codec, keyframe_crf)
+                encoder = KeyframeEncoder(folder, clip.width, clip.height, codec, keyframe_crf)
             ordered = sorted(positions)
             for p in ordered:
                 encoder.write(clip.frame(p), crf_of(clip.start + p) if crf_of is not None else None)
@@ -266,7 +267,7 @@ def _place(folder: Path, dest: Path) -> None:
 
 def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
     indices = manifest.kept_indices()
-    frames = fb.iter_keyframes(fb.keyframes_path(folder, manifest), len(indices))
+    frames = iter_keyframes(fb.keyframes_path(folder, manifest), len(indices))
     for index, rgb in zip(indices, frames, strict=True):
         yield KeptFrame(index, rgb)
 

@@ -15,6 +15,7 @@ from framers import bundle as fb
 from framers import model_store, runtime
 from framers.clip import Clip, global_view
 from framers.errors import BundleError
+from framers.keyframes import KeyframeEncoder, iter_keyframes
 from framers.reconstructors.framemae import FrameMAEReconstructor, run_tiled, run_tiled_many
 from framers.video import FrameReader
 from tests.videogen import write_video
@@ -61,25 +62,25 @@ def test_global_view_is_an_area_average() -> None:
 
 
 def test_keyframe_encoder_reports_errors_and_refuses_writes_after_close(tmp_path: Path) -> None:
-    encoder = fb.KeyframeEncoder(tmp_path, 64, 48, "x264", None)
+    encoder = KeyframeEncoder(tmp_path, 64, 48, "x264", None)
     frame = np.zeros((48, 64, 3), np.uint8)
     for _ in range(5):
         encoder.write(frame)
     encoder.close()
     assert encoder.settings["count"] == 5 and encoder.path == tmp_path / fb.KEYFRAMES_H264
-    assert sum(1 for _ in fb.iter_keyframes(encoder.path, 5)) == 5
+    assert sum(1 for _ in iter_keyframes(encoder.path, 5)) == 5
     with pytest.raises(BundleError):
         encoder.write(frame)
     # an FFmpeg error on the encoder thread reaches the caller as a BundleError
     (tmp_path / "b").mkdir()
-    broken = fb.KeyframeEncoder(tmp_path / "b", 64, 48, "x264", None)
+    broken = KeyframeEncoder(tmp_path / "b", 64, 48, "x264", None)
 
     def fail(rgb: np.ndarray | None, crf: int | None = None) -> None:
         raise av.error.ExternalError(-1, "injected encoder failure")
 
     broken._encode = fail  # type: ignore[method-assign]
     with pytest.raises(BundleError, match="injected encoder failure"):
-        for _ in range(2 * fb.KeyframeEncoder.QUEUE_FRAMES + 2):
+        for _ in range(2 * KeyframeEncoder.QUEUE_FRAMES + 2):
             broken.write(frame)
         broken.close()
     broken.close()  # closing again is harmless
@@ -90,17 +91,17 @@ def test_keyframe_runs_change_crf_in_one_annex_b_stream(tmp_path: Path) -> None:
     and the coarser run is visibly coarser."""
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
-    encoder = fb.KeyframeEncoder(tmp_path, 64, 48, "x264", None)
+    encoder = KeyframeEncoder(tmp_path, 64, 48, "x264", None)
     for i, rgb in enumerate(frames):
         encoder.write(rgb, crf=12 if i < 3 else 45)
     encoder.close()
     assert encoder.settings["runs"] == [[3, 12], [3, 45]] and encoder.settings["pix_fmt"] == "yuv420p"
-    decoded = list(fb.iter_keyframes(encoder.path, 6))
+    decoded = list(iter_keyframes(encoder.path, 6))
     errors = [float(np.mean((d.astype(float) - f) ** 2)) for d, f in zip(decoded, frames, strict=True)]
     assert max(errors[:3]) < min(errors[3:])
     # odd sizes cannot be 4:2:0: the kept frames keep their exact size in 4:4:4
     (tmp_path / "odd").mkdir()
-    odd = fb.KeyframeEncoder(tmp_path / "odd", 63, 47, "x264", None)
+    odd = KeyframeEncoder(tmp_path / "odd", 63, 47, "x264", None)
     odd.write(frames[0][:47, :63])
     odd.close()
     assert odd.settings["pix_fmt"] == "yuv444p"
