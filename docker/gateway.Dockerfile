@@ -1,6 +1,9 @@
 # FrameRS gateway: FastAPI + uvicorn, CPU only (it stores uploads, probes them and queues jobs;
 # it never runs a model). Build from the repository root:
 #   docker build -f docker/gateway.Dockerfile -t framers-gateway .
+# The same image with onnxruntime's CPU build is the CPU worker of deploy/worker-cpu.yaml (which
+# runs `python -m workers.main` in it):
+#   docker build -f docker/gateway.Dockerfile --build-arg EXTRAS=cpu,s3 -t framers-worker-cpu .
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -11,7 +14,8 @@ COPY framers ./framers
 COPY core ./core
 COPY service ./service
 COPY workers ./workers
-RUN pip install ".[s3]"
+ARG EXTRAS=s3
+RUN pip install ".[${EXTRAS}]"
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Prepare a fresh Debian/Ubuntu machine: redis-server (apt) and a virtualenv with the project.
-# Idempotent; used by scripts/serve.sh, scripts/test.sh and CI.
+# Prepare a fresh Debian/Ubuntu machine: redis-server and docker-compose (apt) and a virtualenv
+# with the project. Idempotent; used by scripts/serve.sh, scripts/test.sh and CI.
+# docker-compose (Debian's, Python-based, ~20 s to install) only runs `docker-compose config` in
+# tests/test_deploy.py, which validates docker-compose.yml; no container engine is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${FRAMERS_EXTRAS:-cpu,s3}"
 
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-if ! command -v redis-server >/dev/null; then
+APT=()
+command -v redis-server >/dev/null || APT+=(redis-server)
+command -v docker-compose >/dev/null || APT+=(docker-compose)
+if [ ${#APT[@]} -gt 0 ]; then
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q redis-server
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${APT[@]}"
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
