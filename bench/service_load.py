@@ -11,10 +11,21 @@ is started and, after ``/readyz`` answers 200 and one warm-up job is done:
    minute from the first submit to the last job done.
 Finally: every id accepted in any phase must reach ``done`` (nothing lost, nothing failed).
 
+Arrival mode (``--arrival-rate`` jobs/min; replaces the phases above): after the warm-up job,
+compress jobs are submitted open-loop at a steady rate for ``--arrival-seconds`` (job i at
+start + i/rate, whatever happened before) with the service's default options unless
+``--selector`` is given; every ``--sample-interval`` s the depth of RQ's waiting list
+(``LLEN rq:queue:compress``) and the running jobs (``ZCARD rq:wip:compress``) are read from the
+service's Redis, until every job is done. Reported: depth over time, its growth per minute
+(least-squares slope over the arrival window), max depth, time to drain after the last arrival,
+completions per minute, and the median compress seconds of a job.
+
 The client runs on the same machine as the service, so it competes with it for CPU.
 
     .venv/bin/python bench/service_load.py --workers 1,2 --json bench/results/service_load.json \\
         --markdown bench/results/service_load.md
+    .venv/bin/python bench/service_load.py --workers 1,2 --arrival-rate 6 --arrival-seconds 90 \\
+        --json bench/results/service_arrivals.json --markdown bench/results/service_arrivals.md
 """
 
 from __future__ import annotations
@@ -31,12 +42,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from redis import Redis
 from throughput import CACHE_DIR, DEFAULT_SOURCE, cached_video, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,11 +74,16 @@ class Service:
 
 
 @contextmanager
-def running_service(workers: int, data_dir: Path, ready_timeout_s: float = 180.0) -> Iterator[Service]:
-    """``framers serve`` in its own session; stopped with SIGINT (it stops its workers and Redis)."""
+def running_service(
+    workers: int, data_dir: Path, ready_timeout_s: float = 180.0, redis_url: str | None = None
+) -> Iterator[Service]:
+    """``framers serve`` in its own session; stopped with SIGINT (it stops its workers and, unless
+    ``redis_url`` names one to use instead, its own Redis)."""
     port = free_port()
     log = data_dir / "serve.log"
     cmd = [str(FRAMERS), "serve", "--data-dir", str(data_dir), "--workers", str(workers), "--port", str(port)]
+    if redis_url:
+        cmd += ["--redis-url", redis_url]
     env = {**os.environ, "FRAMERS_LOG_LEVEL": "WARNING"}
     launched = time.perf_counter()
     with log.open("wb") as sink:
@@ -131,10 +148,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def upload(client: httpx.AsyncClient, clip: bytes, name: str, selector: str) -> tuple[int, float, str | None]:
-    """POST /compress; (status code, seconds, id or None)."""
+    """POST /compress (no selector field: the service's default options); (status code, seconds, id or None)."""
     started = time.perf_counter()
     response = await client.post("/compress", files={"file": (name, clip, "video/mp4")},
-                                 data={"selector": selector})
+                                 data={"selector": selector} if selector else {})
     seconds = time.perf_counter() - started
     video_id = response.json().get("id") if response.status_code == 202 else None
     return response.status_code, seconds, video_id
@@ -290,6 +307,139 @@ def drain_summary(ids: list[str], codes: list[int], states: dict[str, dict[str, 
     }
 
 
+# ---------------------------------------------------------------- arrival mode
+
+
+@dataclass
+class ArrivalConfig:
+    rate_per_min: float
+    seconds: float
+    sample_s: float
+    selector: str
+    drain_timeout_s: float
+
+
+async def sample_queue(conn: Redis, queue: str, every_s: float, stop: asyncio.Event,
+                       started: float) -> list[dict[str, float]]:
+    """Waiting (LLEN of RQ's list) and running (ZCARD of RQ's started registry) jobs over time."""
+    samples = []
+    while not stop.is_set():
+        with conn.pipeline() as pipe:
+            waiting, running = pipe.llen(f"rq:queue:{queue}").zcard(f"rq:wip:{queue}").execute()
+        samples.append({"t": time.perf_counter() - started, "waiting": int(waiting), "running": int(running)})
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+    return samples
+
+
+def slope_per_min(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute (0 with fewer than 2 points)."""
+    if len(points) < 2:
+        return 0.0
+    mean_t = statistics.fmean(p[0] for p in points)
+    mean_v = statistics.fmean(p[1] for p in points)
+    var = sum((p[0] - mean_t) ** 2 for p in points)
+    return 60 * sum((p[0] - mean_t) * (p[1] - mean_v) for p in points) / var if var else 0.0
+
+
+async def run_arrivals(service: Service, redis_url: str, clip: bytes, cfg: ArrivalConfig) -> dict[str, Any]:
+    """Warm-up job, then open-loop submissions at cfg.rate_per_min while sampling the queue."""
+    limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
+    conn = Redis.from_url(redis_url)
+    async with httpx.AsyncClient(base_url=service.url, timeout=120, limits=limits) as client:
+        warm = await upload_many(client, clip, 1, cfg.selector)
+        if not warm["ids"]:
+            raise RuntimeError(f"warm-up upload refused: HTTP {warm['codes']}")
+        await wait_done(client, warm["ids"], cfg.drain_timeout_s)
+        loop = asyncio.get_running_loop()
+        total = max(1, int(cfg.rate_per_min * cfg.seconds / 60))
+        started = time.perf_counter()
+        first = loop.time() + 0.1
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample_queue(conn, "compress", cfg.sample_s, stop, started))
+
+        async def one(i: int) -> tuple[int, float, str | None]:
+            await asyncio.sleep(max(0.0, first + 60 * i / cfg.rate_per_min - loop.time()))
+            return await upload(client, clip, f"arrival{i}.mp4", cfg.selector)
+
+        answers = await asyncio.gather(*(one(i) for i in range(total)))
+        last_arrival = time.perf_counter() - started
+        ids = [vid for _, _, vid in answers if vid]
+        states, _ = await wait_done(client, ids, cfg.drain_timeout_s)
+        drained = time.perf_counter() - started
+        stop.set()
+        samples = await sampler
+    conn.close()
+    return arrival_summary(cfg, answers, states, samples, last_arrival, drained)
+
+
+def arrival_summary(cfg: ArrivalConfig, answers: list[tuple[int, float, str | None]], states: dict[str, Any],
+                    samples: list[dict[str, float]], last_arrival: float, drained: float) -> dict[str, Any]:
+    done = [s for s in states.values() if s.get("status") == "done"]
+    compress_s = [float(s["compress_seconds"]) for s in done if s.get("compress_seconds") is not None]
+    window = [(s["t"], s["waiting"]) for s in samples if s["t"] <= last_arrival]
+    return {
+        "rate_per_min": cfg.rate_per_min,
+        "arrival_seconds": cfg.seconds,
+        "submitted": len(answers),
+        "accepted": sum(1 for code, _, _ in answers if code == 202),
+        "done": len(done),
+        "failed": sum(1 for s in states.values() if s.get("status") == "failed"),
+        "accept_s": percentiles([s for _, s, _ in answers]),
+        "compress_seconds_median": statistics.median(compress_s) if compress_s else None,
+        "waiting_max": max((s["waiting"] for s in samples), default=0),
+        "waiting_at_last_arrival": window[-1][1] if window else 0,
+        "waiting_growth_per_min": slope_per_min(window),
+        "drain_after_last_arrival_s": drained - last_arrival,
+        "completions_per_min": 60 * len(done) / drained if drained else 0.0,
+        "samples": samples,
+    }
+
+
+def run_arrival_one(workers: int, clip: bytes, cfg: ArrivalConfig) -> dict[str, Any]:
+    """One fresh service with its own Redis (so the queue can be read) for one arrival run."""
+    from service.redis_server import RedisServer
+
+    CACHE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="framers-arrivals-", dir=CACHE_DIR.parent) as tmp:
+        redis = RedisServer(Path(tmp) / "redis", persist=False)
+        redis_url = redis.start()
+        try:
+            with running_service(workers, Path(tmp), redis_url=redis_url) as service:
+                return asyncio.run(run_arrivals(service, redis_url, clip, cfg))
+        except RuntimeError as exc:
+            return {"error": str(exc)}
+        finally:
+            redis.stop()
+
+
+def arrival_markdown(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    lines = [
+        f"Queue depth at a steady arrival rate (loopback, client on the same machine): job clip "
+        f"{report['job_clip']}, {cfg['rate_per_min']:g} jobs/min for {cfg['seconds']:g} s, options "
+        f"{'selector=' + cfg['selector'] if cfg['selector'] else 'service defaults'}; waiting = "
+        f"`LLEN rq:queue:compress` every {cfg['sample_s']:g} s. Load average "
+        f"{report['machine_before']['loadavg'][0]:.1f} at start, {report['machine_after']['loadavg'][0]:.1f} "
+        f"at the end; {report['seconds']:.0f} s in all.",
+        "",
+        "| workers | jobs done / submitted | compress s (median) | completions/min | waiting: max, at last arrival, "
+        "growth/min | drain after last arrival s |",
+        "|---:|---|---:|---:|---|---:|",
+    ]
+    for n, r in report["by_workers"].items():
+        if "error" in r:
+            lines.append(f"| {n} | {r['error']} | | | | |")
+            continue
+        cs = f"{r['compress_seconds_median']:.2f}" if r["compress_seconds_median"] else "–"
+        lines.append(
+            f"| {n} | {r['done']} / {r['submitted']} | {cs} | {r['completions_per_min']:.1f} | "
+            f"{r['waiting_max']}, {r['waiting_at_last_arrival']}, {r['waiting_growth_per_min']:+.1f} | "
+            f"{r['drain_after_last_arrival_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -349,6 +499,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--job-res", default="240p")
     parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument("--arrival-rate", type=float, help="jobs/min: run the arrival mode instead of the phases")
+    parser.add_argument("--arrival-seconds", type=float, default=90.0)
+    parser.add_argument("--sample-interval", type=float, default=1.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     return parser.parse_args()
@@ -356,6 +509,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.arrival_rate:
+        main_arrivals(args)
+        return
     upload_path = cached_video(args.source, args.upload_res, args.frames)
     job_path = cached_video(args.source, args.job_res, args.frames)
     cfg = Config(args.rate, args.probe_seconds, args.uploads, args.jobs, args.selector, args.drain_timeout)
@@ -372,6 +528,32 @@ def main() -> None:
         "machine_before": before, "machine_after": machine_info(), "by_workers": by_workers,
     }
     text = markdown(report)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+
+
+def main_arrivals(args: argparse.Namespace) -> None:
+    """The arrival mode: one fresh service per worker count; report as JSON and markdown."""
+    job_path = cached_video(args.source, args.job_res, args.frames)
+    # --selector's default (uniform) is for the phases; the arrival mode uses the service's
+    # defaults unless a selector is named explicitly.
+    selector = args.selector if "--selector" in sys.argv else ""
+    cfg = ArrivalConfig(args.arrival_rate, args.arrival_seconds, args.sample_interval, selector, args.drain_timeout)
+    started, before = time.perf_counter(), machine_info()
+    by_workers: dict[str, Any] = {}
+    for n in (int(w) for w in args.workers.split(",")):
+        print(f"workers={n}", flush=True)
+        by_workers[str(n)] = run_arrival_one(n, job_path.read_bytes(), cfg)
+        print(json.dumps({k: v for k, v in by_workers[str(n)].items() if k != "samples"}, indent=1), flush=True)
+    report = {"job_clip": f"{job_path.name} ({job_path.stat().st_size} B)", "config": vars(cfg),
+              "seconds": time.perf_counter() - started, "machine_before": before, "machine_after": machine_info(),
+              "by_workers": by_workers}
+    text = arrival_markdown(report)
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
