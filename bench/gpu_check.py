@@ -8,7 +8,8 @@ are the models' answers the same there, and how fast is the codec with it. Run b
 3. Codec throughput at each ``--resolutions`` (default 480p, 1080p), reusing bench/throughput.py
    (same test videos and timing): decode, decode+encode (the floor of any reconstruction),
    compress with the service default (adaptive, target 35 dB, framemae) and fixed stride 4,
-   reconstruct framemae and linear; fps and ratios to decode / decode+encode.
+   reconstruct framemae and linear; fps and ratios to decode / decode+encode, and the share of
+   the wall time spent inside onnxruntime (``model_share``): the part a GPU can speed up.
 4. After the codec ran: every live onnxruntime session must have CUDAExecutionProvider first
    (``session.get_providers()``); onnxruntime silently falls back to the CPU when the CUDA
    libraries do not load, which this catches.
@@ -168,6 +169,30 @@ def codec_methods(video: Path, work: Path) -> dict[str, Callable[[], int]]:
     }
 
 
+class ModelClock:
+    """Seconds spent in ``InferenceSession.run`` (all sessions of this process) while installed."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._original = ort.InferenceSession.run
+
+    def __enter__(self) -> ModelClock:
+        original, clock = self._original, self
+
+        def run(session: ort.InferenceSession, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(session, *args, **kwargs)
+            finally:
+                clock.seconds += time.perf_counter() - t0
+
+        ort.InferenceSession.run = run  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ort.InferenceSession.run = self._original  # type: ignore[method-assign]
+
+
 def throughput(resolutions: list[str], frames: int, runs: int, source: Path, cache_dir: Path) -> dict[str, Any]:
     """Median fps per method and resolution, methods interleaved as in bench/throughput.py."""
     out: dict[str, Any] = {}
@@ -176,14 +201,18 @@ def throughput(resolutions: list[str], frames: int, runs: int, source: Path, cac
         with tempfile.TemporaryDirectory(prefix="framers-gpu-") as tmp:
             methods = codec_methods(video, Path(tmp))
             samples: dict[str, list[Any]] = {m: [] for m in methods}
+            model_s: dict[str, list[float]] = {m: [] for m in methods}
             for _ in range(runs):
                 for name, fn in methods.items():
-                    samples[name].append(timed(fn))
+                    with ModelClock() as clock:
+                        samples[name].append(timed(fn))
+                    model_s[name].append(clock.seconds)
         rows = {}
         for name, runs_of in samples.items():
             wall = statistics.median(s.wall_s for s in runs_of)
             rows[name] = {"fps": runs_of[0].frames / wall, "cpu_ms_per_frame": 1000 * statistics.median(
-                s.cpu_s for s in runs_of) / runs_of[0].frames, "frames": runs_of[0].frames}
+                s.cpu_s for s in runs_of) / runs_of[0].frames, "frames": runs_of[0].frames,
+                "model_share": statistics.median(m / s.wall_s for m, s in zip(model_s[name], runs_of, strict=True))}
         for row in rows.values():
             row["x_decode"] = row["fps"] / rows["decode"]["fps"]
             row["x_decode_encode"] = row["fps"] / rows["decode+encode"]["fps"]

@@ -39,6 +39,7 @@ def test_dry_run_goes_through_every_step(tmp_path: Path, make_clip: Callable[...
     assert set(methods) == {"decode", "decode+encode", "compress/default", "compress/stride4",
                             "reconstruct/framemae", "reconstruct/linear"}
     assert all(m["frames"] == 16 and m["fps"] > 0 for m in methods.values())
+    assert methods["reconstruct/framemae"]["model_share"] > 0 and methods["decode"]["model_share"] == 0
     assert report["codec_sessions"]  # the codec's models ran and were inspected
     assert "in_build" in report["nvenc"]
 
