@@ -43,8 +43,8 @@ KEDA_REDIS_KEYS = {
     "sentinelUsername", "sentinelPassword", "sentinelMaster", "unsafeSsl", "enableTLS",
     "listLength", "activationListLength", "listName", "databaseIndex",
 }
-# FRAMERS_* names read outside core/settings.py (model store root, onnxruntime threads).
-NON_SETTINGS_ENV = ("FRAMERS_MODEL_STORE", "FRAMERS_ORT_THREADS")
+# FRAMERS_* names the manifests use that are read outside core/settings.py (the model store root).
+NON_SETTINGS_ENV = ("FRAMERS_MODEL_STORE",)
 
 
 # ---------------------------------------------------------------- loading
@@ -406,3 +406,13 @@ def test_liveness_does_not_blame_the_worker_for_redis() -> None:
     unreachable = Redis(port=free_port(), socket_connect_timeout=1)
     alive, reason = check(unreachable, socket.gethostname(), 180)
     assert alive and "unreachable" in reason
+
+
+def test_worker_threads_match_the_cpu_limit() -> None:
+    """The codec's thread budget (workers/limits.py) is the container's CPU limit: libraries
+    would otherwise size their pools by the node's cores."""
+    for name, deployment in framers_deployments().items():
+        if name == "gateway":
+            continue
+        container = containers(deployment)[0]
+        assert env_value(container, "FRAMERS_WORKER_THREADS") == str(container["resources"]["limits"]["cpu"]), name
