@@ -7,7 +7,7 @@ are the models' answers the same there, and how fast is the codec with it. Run b
    diff per output, and ms per batch on each. Fails above ``--tolerance``.
 3. Codec throughput at each ``--resolutions`` (default 480p, 1080p), reusing bench/throughput.py
    (same test videos and timing): decode, decode+encode (the floor of any reconstruction),
-   compress with the service default (adaptive, target 35 dB, framemae) and fixed stride 4,
+   compress with the service default (adaptive, target 35 dB) and fixed stride 4,
    reconstruct framemae and linear; fps and ratios to decode / decode+encode, and the share of
    the wall time spent inside onnxruntime (``model_share``): the part a GPU can speed up.
 4. After the codec ran: every live onnxruntime session must have CUDAExecutionProvider first
@@ -45,6 +45,7 @@ import numpy as np
 import onnxruntime as ort
 from throughput import CACHE_DIR, DEFAULT_SOURCE, cached_video, decode_encode, decode_only, machine_info, timed
 
+from framers import defaults
 from framers.pipeline import compress, reconstruct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,8 +162,8 @@ def codec_methods(video: Path, work: Path) -> dict[str, Callable[[], int]]:
     return {
         "decode": lambda: decode_only(video),
         "decode+encode": lambda: decode_encode(video, work / "copy.mp4"),
-        # The service default (core/settings.py): adaptive at 35 dB, evaluated with framemae.
-        "compress/default": lambda: run_compress(default_bundle, target_psnr=35.0, reconstructor="framemae"),
+        # The service default (framers.defaults, core/settings.py): adaptive at TARGET_PSNR (35 dB).
+        "compress/default": lambda: run_compress(default_bundle, target_psnr=defaults.TARGET_PSNR),
         "compress/stride4": lambda: run_compress(stride_bundle, selector="stride", stride=4),
         "reconstruct/framemae": lambda: reconstruct(stride_bundle, work / "fm.mp4", reconstructor="framemae").frames,
         "reconstruct/linear": lambda: reconstruct(stride_bundle, work / "lin.mp4", reconstructor="linear").frames,
