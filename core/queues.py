@@ -39,17 +39,39 @@ return 0
 """
 
 
-def connect(settings: Settings) -> Redis:
-    """A Redis client for RQ (bytes responses, as RQ expects), with sane network timeouts."""
-    return Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+COMMAND_TIMEOUT_S = 5.0
+
+
+def connect(settings: Settings, *, socket_timeout: float = COMMAND_TIMEOUT_S) -> Redis:
+    """A Redis client for RQ (bytes responses, as RQ expects), with explicit network timeouts.
+
+    `socket_timeout` bounds every command (redis-py's own default is 5 s). A connection that an RQ
+    worker dequeues on must wait longer than RQ's blocking dequeue (BLPOP of up to
+    `worker_ttl - 15` s): see `worker_connection`.
+    """
+    return Redis.from_url(
+        settings.redis_url, socket_connect_timeout=5, socket_timeout=socket_timeout, health_check_interval=30
+    )
+
+
+def worker_connection(settings: Settings, worker_ttl: int) -> Redis:
+    """The connection an RQ worker dequeues on: its socket timeout outlasts RQ's blocking dequeue.
+
+    RQ raises the pool's `socket_timeout` to `dequeue timeout + 10` s, but only for connections made
+    after the worker is built; a connection already in the pool (a startup ping) keeps redis-py's
+    5 s, so its BLPOP times out, and RQ backs off 1+2+4+8+16+32 s before it takes a job. Setting
+    the timeout when the client is made leaves no such connection.
+    """
+    return connect(settings, socket_timeout=float(worker_ttl + 10))
 
 
 def compress_job_id(video_id: str) -> str:
     return f"compress-{video_id}"
 
 
-def reconstruct_job_id(video_id: str, reconstructor: str) -> str:
-    return f"reconstruct-{video_id}-{reconstructor}"
+def reconstruct_job_id(video_id: str, variant: str) -> str:
+    """The RQ job id of one reconstruction (a reconstructor plus output options, core.outputs)."""
+    return f"reconstruct-{video_id}-{variant}"
 
 
 @dataclass(frozen=True)
@@ -73,14 +95,15 @@ def compress_spec(settings: Settings, video_id: str) -> JobSpec:
     )
 
 
-def reconstruct_spec(settings: Settings, video_id: str, reconstructor: str) -> JobSpec:
+def reconstruct_spec(settings: Settings, video_id: str, variant: str) -> JobSpec:
+    """The job of one reconstruction; `variant` names the reconstructor and output (core.outputs)."""
     return JobSpec(
         queue=RECONSTRUCT_QUEUE,
         func=RECONSTRUCT_FUNC,
-        args=(video_id, reconstructor),
-        job_id=reconstruct_job_id(video_id, reconstructor),
+        args=(video_id, variant),
+        job_id=reconstruct_job_id(video_id, variant),
         timeout_s=settings.reconstruct_timeout_s,
-        description=f"reconstruct {video_id} with {reconstructor}",
+        description=f"reconstruct {video_id} as {variant}",
     )
 
 
@@ -118,6 +141,7 @@ def job_status(conn: Redis, job_id: str) -> JobStatus | None:
 def enqueue(conn: Redis, settings: Settings, spec: JobSpec) -> Job:
     """Enqueue unconditionally (callers normally want `enqueue_once`)."""
     retry = Retry(max=settings.job_retries, interval=settings.retry_backoff_s) if settings.job_retries else None
+    conn.delete(_cancel_key(spec.job_id))  # a new run is not canceled by an earlier run's request
     return Queue(spec.queue, connection=conn).enqueue(
         spec.func,
         *spec.args,
@@ -165,6 +189,40 @@ def cancel_job(conn: Redis, job_id: str) -> None:
             job.delete()
 
 
+def _cancel_key(job_id: str) -> str:
+    return f"{_KEY}:cancel:{job_id}"
+
+
+def request_cancel(conn: Redis, job_id: str, ttl_s: int = TOMBSTONE_TTL_S) -> None:
+    """Ask the run of this job to stop: a running job checks the flag between frames.
+
+    (RQ's `send_stop_job_command` kills a forked work horse; our SimpleWorker runs jobs in its own
+    process, where RQ's stop command does nothing, so the stop is cooperative.)"""
+    conn.set(_cancel_key(job_id), 1, ex=ttl_s)
+
+
+def cancel_requested(conn: Redis, job_id: str) -> bool:
+    """Whether someone asked the current run of this job to stop."""
+    return bool(conn.exists(_cancel_key(job_id)))
+
+
+def clear_cancel(conn: Redis, job_id: str) -> None:
+    """Forget a cancel request (the run stopped)."""
+    conn.delete(_cancel_key(job_id))
+
+
+def take_waiting_job(conn: Redis, spec: JobSpec) -> bool:
+    """Atomically take a job that no worker has started out of its queue (or out of the retry
+    schedule): True if this call removed it, so no worker will ever run it; False if it is not
+    waiting (running, finished, unknown)."""
+    queue = Queue(spec.queue, connection=conn)
+    removed = int(conn.lrem(queue.key, 0, spec.job_id)) + int(conn.zrem(queue.scheduled_job_registry.key, spec.job_id))
+    if removed:
+        with contextlib.suppress(NoSuchJobError):
+            Job.fetch(spec.job_id, connection=conn).delete()
+    return removed > 0
+
+
 @contextlib.contextmanager
 def redis_lock(conn: Redis, name: str, ttl_s: float) -> Iterator[bool]:
     """Non-blocking lock (SET NX PX); yields whether it was acquired; released only by its owner."""
@@ -185,6 +243,20 @@ def mark_deleted(conn: Redis, video_id: str) -> None:
 
 def is_deleted(conn: Redis, video_id: str) -> bool:
     return bool(conn.exists(f"{_KEY}:deleted:{video_id}"))
+
+
+def connected_workers(conn: Redis) -> dict[str, int]:
+    """How many live RQ workers listen on each queue ("*": all workers). A worker counts while its
+    heartbeat key exists (RQ expires it `worker_ttl` after the last beat; a dead worker's entry in
+    the registry set is dropped on the way)."""
+    from rq import Worker
+
+    counts: dict[str, int] = {"*": 0}
+    for worker in Worker.all(connection=conn):
+        counts["*"] += 1
+        for name in worker.queue_names():
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def queue_depths(conn: Redis, queues: tuple[str, ...] = ALL_QUEUES) -> dict[str, dict[str, int]]:

@@ -22,7 +22,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.queues import ALL_QUEUES
+from core.queues import ALL_QUEUES, worker_connection
 from core.settings import Settings
 from workers import limits
 from workers.cli_args import add_arguments
@@ -50,6 +50,24 @@ def wait_for_redis(conn: Redis, timeout_s: float = 30.0) -> None:
             time.sleep(0.5)
 
 
+def build_worker(settings: Settings, queues: Sequence[str]) -> FramersWorker:
+    """The RQ worker for `queues`, on a Redis connection of its own whose socket timeout outlasts
+    RQ's blocking dequeue (core.queues.worker_connection): with redis-py's default 5 s a worker's
+    first BLPOP timed out and RQ backed off for about a minute before taking any job.
+    Jobs and housekeeping use the process context's connection (short command timeout)."""
+    worker_ttl = max(30, settings.job_lease_s * 2)
+    conn = worker_connection(settings, worker_ttl)
+    wait_for_redis(conn)
+    return FramersWorker(
+        list(queues),
+        connection=conn,
+        name=f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}",
+        lease_s=settings.job_lease_s,
+        worker_ttl=worker_ttl,
+        default_result_ttl=settings.result_ttl_s,
+    )
+
+
 def run_worker(settings: Settings, queues: Sequence[str] | None = None, *, burst: bool = False) -> int:
     """Run a worker until stopped (or until the queues are empty with burst=True)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -63,17 +81,10 @@ def run_worker(settings: Settings, queues: Sequence[str] | None = None, *, burst
     sweep_dead(settings.scratch_dir)
     try:
         wait_for_redis(ctx.redis)
+        worker = build_worker(settings, names)
     except RedisUnavailable as exc:
         log.error("%s", exc)
         return 1
-    worker = FramersWorker(
-        names,
-        connection=ctx.redis,
-        name=f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}",
-        lease_s=settings.job_lease_s,
-        worker_ttl=max(30, settings.job_lease_s * 2),
-        default_result_ttl=settings.result_ttl_s,
-    )
     stop = threading.Event()
     housekeeper = Housekeeper(ctx, worker, stop)
     housekeeper.start()
