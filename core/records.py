@@ -33,8 +33,12 @@ from core.storage import ObjectNotFound, Storage
 
 VIDEO_ID_PATTERN = r"^[0-9a-f]{32}$"
 METHOD_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+# A reconstruction = a reconstructor plus output options (see core.outputs): "framemae" (H.264 mp4 at
+# the default CRF) or "framemae-vp9-crf32-webm".
+VARIANT_PATTERN = r"^[a-z][a-z0-9_]{0,31}(-(h264|vp9|av1)-crf[0-9]{1,2}-(mp4|webm))?$"
 _VIDEO_ID_RE = re.compile(VIDEO_ID_PATTERN)
 _METHOD_RE = re.compile(METHOD_PATTERN)
+_VARIANT_RE = re.compile(VARIANT_PATTERN)
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -58,6 +62,11 @@ def is_method_name(value: str) -> bool:
     return bool(_METHOD_RE.match(value))
 
 
+def is_variant_name(value: str) -> bool:
+    """A reconstruction's name: a reconstructor, optionally with output options (core.outputs)."""
+    return bool(_VARIANT_RE.match(value))
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -67,10 +76,12 @@ class Status(StrEnum):
     running = "running"
     done = "done"
     failed = "failed"
+    canceled = "canceled"
 
     @property
     def terminal(self) -> bool:
-        return self in (Status.done, Status.failed)
+        """No run of the job is queued or under way (done, failed or canceled)."""
+        return self in (Status.done, Status.failed, Status.canceled)
 
 
 class CompressOptions(BaseModel):
@@ -120,6 +131,7 @@ class VideoRecord(BaseModel):
     source: SourceInfo
     source_key: str
     source_deleted: bool = False
+    keep_source: bool = Field(default=False, description="Keep the upload after compression (for comparisons)")
     bundle_bytes: int | None = None
     frames: int | None = None
     kept_frames: int | None = None
@@ -147,6 +159,12 @@ class ReconstructionRecord(BaseModel):
     schema_version: int = 1
     video_id: str = Field(pattern=VIDEO_ID_PATTERN)
     reconstructor: str = Field(pattern=METHOD_PATTERN)
+    variant: str | None = Field(
+        default=None, pattern=VARIANT_PATTERN, description="Reconstructor + output options; None: the default mp4"
+    )
+    codec: str = "h264"
+    container: str = "mp4"
+    crf: int | None = None
     status: Status = Status.queued
     progress: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
@@ -154,6 +172,7 @@ class ReconstructionRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     output_bytes: int | None = None
+    psnr_mean: float | None = Field(default=None, description="Mean per-frame PSNR (dB) against the kept source")
     frames: int | None = None
     width: int | None = None
     height: int | None = None
@@ -164,6 +183,11 @@ class ReconstructionRecord(BaseModel):
     last_error: str | None = None
     # A permanent failure (bad bundle, unsupported option) is not retried by a new request.
     permanent: bool = False
+
+    @property
+    def name(self) -> str:
+        """The key of this reconstruction (storage, job id, job view)."""
+        return self.variant or self.reconstructor
 
 
 class WebhookAttempt(BaseModel):
@@ -204,11 +228,17 @@ class VideoKeys:
     def source(self, suffix: str) -> str:
         return f"{self.prefix}source{suffix}"
 
-    def reconstruction(self, reconstructor: str) -> str:
-        return f"{self.prefix}reconstructions/{_method(reconstructor)}.mp4"
+    def reconstruction(self, variant: str) -> str:
+        """The output video of a reconstruction (`<variant>.mp4` or `.webm`)."""
+        ext = "webm" if _variant(variant).endswith("-webm") else "mp4"
+        return f"{self.prefix}reconstructions/{variant}.{ext}"
 
-    def reconstruction_state(self, reconstructor: str) -> str:
-        return f"{self.prefix}reconstructions/{_method(reconstructor)}.json"
+    def reconstruction_state(self, variant: str) -> str:
+        return f"{self.prefix}reconstructions/{_variant(variant)}.json"
+
+    def frames(self, variant: str) -> str:
+        """Per-frame facts of a reconstruction: kept frames, times, PSNR against the source."""
+        return f"{self.prefix}reconstructions/{_variant(variant)}.frames.json"
 
     def pending(self, job: str) -> str:
         return self.pending_prefix + job
@@ -242,9 +272,9 @@ def video_id_of_index_key(key: str) -> str | None:
     return video_id if is_video_id(video_id) else None
 
 
-def _method(name: str) -> str:
-    if not is_method_name(name):
-        raise ValueError(f"invalid method name {name!r}")
+def _variant(name: str) -> str:
+    if not is_variant_name(name):
+        raise ValueError(f"invalid reconstruction name {name!r}")
     return name
 
 
@@ -252,8 +282,8 @@ def compress_marker() -> str:
     return "compress"
 
 
-def reconstruct_marker(reconstructor: str) -> str:
-    return f"reconstruct-{_method(reconstructor)}"
+def reconstruct_marker(variant: str) -> str:
+    return f"reconstruct-{_variant(variant)}"
 
 
 def webhook_marker(event_id: str) -> str:
@@ -298,25 +328,25 @@ class RecordStore:
         return self.storage.exists(VideoKeys(video_id).record)
 
     # --- reconstructions -----------------------------------------------------------------
-    def load_reconstruction(self, video_id: str, reconstructor: str) -> ReconstructionRecord:
-        key = VideoKeys(video_id).reconstruction_state(reconstructor)
+    def load_reconstruction(self, video_id: str, variant: str) -> ReconstructionRecord:
+        key = VideoKeys(video_id).reconstruction_state(variant)
         return self._load(key, ReconstructionRecord, video_id)
 
     def save_reconstruction(self, state: ReconstructionRecord) -> None:
         state.updated_at = utcnow()
-        key = VideoKeys(state.video_id).reconstruction_state(state.reconstructor)
+        key = VideoKeys(state.video_id).reconstruction_state(state.name)
         self.storage.put_bytes(state.model_dump_json(indent=1).encode(), key)
 
     def list_reconstructions(self, video_id: str) -> list[ReconstructionRecord]:
         keys = VideoKeys(video_id)
         states = []
         for key in self.storage.list(keys.prefix + "reconstructions/"):
-            if key.endswith(".json"):
+            if key.endswith(".json") and not key.endswith(".frames.json"):
                 try:
                     states.append(self._load(key, ReconstructionRecord, video_id))
                 except (RecordNotFound, CorruptRecord):
                     continue  # deleted meanwhile, or foreign: a listing must not fail because of one
-        return sorted(states, key=lambda s: s.reconstructor)
+        return sorted(states, key=lambda s: s.name)
 
     # --- webhook deliveries --------------------------------------------------------------
     def load_webhook(self, video_id: str, event_id: str) -> WebhookDelivery:

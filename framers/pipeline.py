@@ -5,6 +5,7 @@ Both stream: one clip of frames in memory at a time (the oracle selector reads t
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -62,6 +63,9 @@ class ReconstructResult:
     seconds: float
     reconstructor: str
     model_versions: dict[str, str] = field(default_factory=dict)
+    kept: list[int] = field(default_factory=list)  # indices of the frames the bundle holds
+    times: list[float] = field(default_factory=list)  # when each frame is shown (seconds)
+    psnr: list[float] | None = None  # per frame against `reference` (capped at 60 dB), if given
 
 
 def _report(progress: ProgressFn | None, value: float) -> None:
@@ -290,24 +294,45 @@ def reconstruct(
     reconstructor: str | Reconstructor = defaults.RECONSTRUCTOR,
     output_crf: int = defaults.OUTPUT_CRF,
     progress: ProgressFn | None = None,
+    codec: str = "h264",
+    container: str = "mp4",
+    reference: Path | None = None,
 ) -> ReconstructResult:
-    """Rebuild every frame from a bundle and write an H.264 mp4 with the source's timing and audio.
+    """Rebuild every frame from a bundle and write a video with the source's timing and audio.
 
-    ``output_crf``: x264 CRF of the output video (0 = lossless). Raises BundleError,
-    UnsupportedOptionError, ModelError."""
+    ``output_crf``: CRF of the output video (0 = lossless for x264). The output is H.264 in mp4
+    unless ``codec`` (h264, vp9, av1) and ``container`` (mp4, webm) say otherwise
+    (framers.outputs). With ``reference`` (the source video), the result holds each frame's PSNR
+    against it (``psnr``; the rebuilt frames as decoded from the bundle, before the output's own
+    encoding). Raises BundleError, UnsupportedOptionError, ModelError, InvalidVideoError (an
+    unreadable reference)."""
+    from framers.metrics import psnr as frame_psnr
+
     started = time.perf_counter()
     rebuilder = reconstructor if isinstance(reconstructor, Reconstructor) else get_reconstructor(reconstructor)
     output = Path(output)
-    with fb.open_bundle(Path(bundle)) as folder:
+    scores: list[float] | None = None
+    with fb.open_bundle(Path(bundle)) as folder, contextlib.ExitStack() as stack:
         manifest = fb.read_manifest(folder)
         width, height = int(manifest.source["width"]), int(manifest.source["height"])
         audio = folder / fb.AUDIO if manifest.audio else None
-        partial = output.with_name(output.name + ".partial.mp4")
+        originals: Iterator[np.ndarray] | None = None
+        if reference is not None:
+            reader = stack.enter_context(FrameReader(Path(reference)))
+            originals = (frame.rgb for frame in reader.frames())
+            scores = []
+        partial = output.with_name(f"{output.name}.partial.{container}")
         try:
             with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=output_crf,
-                             **writer_options(manifest.source)) as writer:
+                             codec=codec, container=container, **writer_options(manifest.source)) as writer:
                 for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
                     writer.write(frame, manifest.pts[i])
+                    if originals is not None and scores is not None:
+                        original = next(originals, None)
+                        if original is None or original.shape != frame.shape:
+                            originals, scores = None, None  # the source does not match: no PSNR
+                        else:
+                            scores.append(round(frame_psnr(original, frame), 3))
                     if i % 16 == 0:
                         _report(progress, i / manifest.n_frames)
             partial.replace(output)
@@ -322,4 +347,7 @@ def reconstruct(
         seconds=time.perf_counter() - started,
         reconstructor=rebuilder.name,
         model_versions={**manifest.models, **rebuilder.model_versions},
+        kept=manifest.kept_indices(),
+        times=[round(float(p * manifest.time_base), 6) for p in manifest.pts],
+        psnr=scores,
     )

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
+import av.video.stream
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
@@ -39,6 +40,9 @@ def output_pix_fmt(width: int, height: int) -> str:
 class VideoWriter:
     """Writes RGB frames as H.264 in an mp4 with given timestamps, and muxes audio alongside.
 
+    ``codec`` (``h264``, ``vp9``, ``av1``) and ``container`` (``mp4``, ``webm``) choose another
+    output (framers.outputs); WebM gets the audio as Opus.
+
     Audio packets (every audio stream of an ``.m4a`` file, as stored in bundles) are
     interleaved by time as video is written, so nothing is buffered for the whole video; their
     timestamps are kept, so an audio track that starts late still starts late.
@@ -66,19 +70,26 @@ class VideoWriter:
         sample_aspect_ratio: Fraction | None = None,
         end_pts: int | None = None,
         b_frames: bool = True,
+        codec: str = "h264",
+        container: str = "mp4",
     ) -> None:
+        from framers.outputs import FORMATS, OpusTranscoder, encoder_settings
+
         self.path = Path(path)
         self.width, self.height = width, height
-        self._container = av.open(str(self.path), mode="w", format="mp4")
+        encoder, encoder_options = encoder_settings(codec, crf, preset)
+        self._container = av.open(str(self.path), mode="w", format=FORMATS[container])
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream = cast(av.video.stream.VideoStream, self._container.add_stream(encoder, rate=rate))
         self._stream.width = width
         self._stream.height = height
-        self._stream.pix_fmt = output_pix_fmt(width, height)
+        self._stream.pix_fmt = output_pix_fmt(width, height) if codec == "h264" else "yuv420p"
         self._stream.time_base = time_base
         self._stream.codec_context.time_base = time_base
-        options: dict[str, object] = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
-        if not b_frames:
+        options: dict[str, object] = dict(encoder_options)
+        if container == "mp4":
+            options["movflags"] = "+faststart"
+        if not b_frames and codec == "h264":
             # mp4 gives every sample but the last the gap to the next dts, and the decoder gives a
             # picture its sample's duration: without B-frames decode order is display order, so
             # the last frame shown keeps its own duration (a VFR tail, a GIF end card). B-frames
@@ -105,11 +116,16 @@ class VideoWriter:
         self._audio_in: av.container.InputContainer | None = None
         self._audio_packets: Iterator[av.Packet] | None = None
         self._audio_streams: dict[int, Any] = {}
+        self._transcoders: dict[int, OpusTranscoder] = {}
         self._pending_audio: av.Packet | None = None
         if audio_path is not None and Path(audio_path).is_file():
             self._audio_in = av.open(str(audio_path))
             for source in self._audio_in.streams.audio:
-                self._audio_streams[source.index] = self._container.add_stream_from_template(source)
+                if container == "webm":
+                    self._transcoders[source.index] = OpusTranscoder(source, self._container)
+                    self._audio_streams[source.index] = self._transcoders[source.index].stream
+                else:
+                    self._audio_streams[source.index] = self._container.add_stream_from_template(source)
             if self._audio_streams:
                 self._audio_packets = self._audio_in.demux(*self._audio_in.streams.audio)
         self.frames_written = 0
@@ -122,6 +138,9 @@ class VideoWriter:
             self._pending_audio = None
             if packet is None:
                 self._audio_packets = None
+                for transcoder in self._transcoders.values():
+                    for encoded in transcoder.packets(None):
+                        self._container.mux(encoded)
                 return
             if packet.dts is None:  # flush packet of the demuxer
                 continue
@@ -133,6 +152,10 @@ class VideoWriter:
             ):
                 self._pending_audio = packet
                 return
+            if packet.stream.index in self._transcoders:
+                for encoded in self._transcoders[packet.stream.index].packets(packet):
+                    self._container.mux(encoded)
+                continue
             packet.stream = self._audio_streams[packet.stream.index]
             self._container.mux(packet)
 

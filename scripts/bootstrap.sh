@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian/Ubuntu machine: redis-server and docker-compose (apt) and a virtualenv
-# with the project. Idempotent; used by scripts/serve.sh, scripts/test.sh and CI.
+# with the project; with the dev extra also Debian's chromium (the /ui browser test drives it with
+# Playwright). Idempotent; used by scripts/serve.sh, scripts/test.sh and CI.
 # docker-compose (Debian's, Python-based, ~20 s to install) only runs `docker-compose config` in
 # tests/test_deploy.py, which validates docker-compose.yml; no container engine is needed.
 set -euo pipefail
@@ -12,9 +13,16 @@ if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 APT=()
 command -v redis-server >/dev/null || APT+=(redis-server)
 command -v docker-compose >/dev/null || APT+=(docker-compose)
-if [ ${#APT[@]} -gt 0 ]; then
+BROWSER=()  # with its recommended packages (fonts)
+if [[ ",$EXTRAS," == *",dev,"* ]] && ! command -v chromium >/dev/null; then BROWSER+=(chromium); fi
+if [ $(( ${#APT[@]} + ${#BROWSER[@]} )) -gt 0 ]; then
   $SUDO apt-get update -q
+fi
+if [ ${#APT[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${APT[@]}"
+fi
+if [ ${#BROWSER[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${BROWSER[@]}"
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -17,10 +17,10 @@ from redis.exceptions import RedisError
 from core.records import CorruptRecord
 from core.settings import Settings, get_settings
 from core.storage import ObjectNotFound, StorageError
-from service import docs, problems
+from service import docs, problems, ui
 from service.head import HeadAsGetMiddleware
 from service.metrics import MetricsMiddleware
-from service.routes import downloads, system, videos
+from service.routes import downloads, media, system, videos
 from service.state import Services
 
 log = logging.getLogger("service")
@@ -28,7 +28,8 @@ log = logging.getLogger("service")
 DESCRIPTION = """
 Keyframe video compression as a service. Upload a video to `POST /compress`, poll
 `GET /jobs/{id}`, download the bundle from `GET /bundles/{id}` or a reconstructed video from
-`GET /reconstruct/{id}` (202 + Retry-After while it is being made).
+`GET /reconstruct/{id}` (202 + Retry-After while it is being made; `codec`, `container`, `crf` or
+`quality` choose the output), cancel with `POST /jobs/{id}/cancel`. A web page is at `/ui`.
 Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` when keys are configured.
 """
 
@@ -60,11 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.include_router(videos.router)
     app.include_router(downloads.router)
+    app.include_router(media.router)
     app.include_router(system.router)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)  # outermost: sees HEAD as HEAD
     problems.install(app)
     docs.install(app)
+    ui.install(app)
 
     # Infrastructure failures anywhere below the routes become clear 5xx answers.
     @app.exception_handler(StorageError)

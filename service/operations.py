@@ -34,6 +34,7 @@ from core.records import (
     reconstruct_marker,
 )
 from service.state import Services
+from service.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class CompressionFailed(Exception):
 
 class ReconstructionFailed(Exception):
     """The reconstruction failed for a reason a new attempt cannot fix."""
+
+
+class CompressionCanceled(Exception):
+    """The video's compression was canceled; nothing can be derived from it."""
 
 
 def source_suffix(filename: str) -> str:
@@ -69,6 +74,7 @@ def accept_upload(
     options: CompressOptions,
     callback_url: str | None = None,
     metadata: dict[str, Any] | None = None,
+    keep_source: bool = False,
 ) -> VideoRecord:
     """Store the upload and its record, then queue the compression.
 
@@ -88,6 +94,7 @@ def accept_upload(
         source_key=source_key,
         callback_url=callback_url,
         metadata=metadata,
+        keep_source=keep_source,
     )
     services.records.save(record)
     services.records.add_to_index(record)
@@ -100,44 +107,56 @@ def accept_upload(
     return record
 
 
-def reconstruction_state(services: Services, video_id: str, reconstructor: str) -> ReconstructionRecord | None:
+def reconstruction_state(services: Services, video_id: str, variant: str) -> ReconstructionRecord | None:
+    """The state of one reconstruction (a reconstructor + output options), None if never asked for."""
     try:
-        return services.records.load_reconstruction(video_id, reconstructor)
+        return services.records.load_reconstruction(video_id, variant)
     except RecordNotFound:
         return None
 
 
-def request_reconstruction(services: Services, record: VideoRecord, reconstructor: str) -> ReconstructionRecord:
-    """Make sure a reconstruction with `reconstructor` is under way; return its current state.
+def _fresh_state(record: VideoRecord, target: Target, attempts: int = 0) -> ReconstructionRecord:
+    spec = target.output
+    return ReconstructionRecord(
+        video_id=record.id,
+        reconstructor=target.reconstructor,
+        variant=None if spec.is_default else target.variant,
+        codec=spec.codec,
+        container=spec.container,
+        crf=spec.crf,
+        attempts=attempts,
+    )
+
+
+def request_reconstruction(services: Services, record: VideoRecord, target: Target) -> ReconstructionRecord:
+    """Make sure the reconstruction `target` is under way; return its current state.
 
     Concurrent calls start one job: enqueue_once holds a Redis lock and checks the job's
-    deterministic id. A reconstruction that failed for good is reported, not re-run.
+    deterministic id. A reconstruction that failed for good is reported, not re-run; a canceled
+    one is started again.
     """
     if record.status is Status.failed:
         raise CompressionFailed(f"the video could not be compressed: {record.error}")
+    if record.status is Status.canceled:
+        raise CompressionCanceled("the compression of this video was canceled")
     if record.status is not Status.done:
         raise NotReady(f"the video is still being compressed (status {record.status}, {record.progress:.0%})")
-    state = reconstruction_state(services, record.id, reconstructor)
+    state = reconstruction_state(services, record.id, target.variant)
     if state is not None and state.status is Status.failed and state.permanent:
-        raise ReconstructionFailed(f"reconstruction with {reconstructor} failed: {state.error}")
+        raise ReconstructionFailed(f"reconstruction as {target.variant} failed: {state.error}")
 
     def write_queued_state() -> None:
-        fresh = ReconstructionRecord(
-            video_id=record.id, reconstructor=reconstructor, attempts=state.attempts if state else 0
-        )
-        services.records.mark_pending(record.id, reconstruct_marker(reconstructor))
-        services.records.save_reconstruction(fresh)
+        services.records.mark_pending(record.id, reconstruct_marker(target.variant))
+        services.records.save_reconstruction(_fresh_state(record, target, state.attempts if state else 0))
 
-    spec = reconstruct_spec(services.settings, record.id, reconstructor)
+    spec = reconstruct_spec(services.settings, record.id, target.variant)
     enqueue_once(services.redis, services.settings, spec, before_enqueue=write_queued_state)
-    return reconstruction_state(services, record.id, reconstructor) or ReconstructionRecord(
-        video_id=record.id, reconstructor=reconstructor
-    )
+    return reconstruction_state(services, record.id, target.variant) or _fresh_state(record, target)
 
 
 def delete_video(services: Services, record: VideoRecord) -> None:
     """Remove every object of the video; tell its running jobs to stop and write nothing back."""
-    reconstructors = [s.reconstructor for s in services.records.list_reconstructions(record.id)]
+    reconstructors = [s.name for s in services.records.list_reconstructions(record.id)]
     mark_deleted(services.redis, record.id)
     cancel_job(services.redis, compress_job_id(record.id))
     for name in reconstructors:

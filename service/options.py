@@ -16,7 +16,7 @@ from service.problems import name_few, shown_name
 
 OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps")
 #: form fields that are not compression options
-EXTRA_FIELDS = ("callback_url", "metadata")
+EXTRA_FIELDS = ("callback_url", "metadata", "keep_source")
 MAX_METADATA_BYTES = 4096
 #: fields the content-adaptive mode (target_psnr / target_kbps) decides itself
 ADAPTIVE_EXCLUSIVE = codec_defaults.FIXED_PATTERN_OPTIONS
@@ -153,6 +153,16 @@ def check_keyframe_codec(name: str) -> None:
             f"unknown keyframe_codec {shown_name(name)}; available: {', '.join(sorted(KEYFRAME_CODECS))}",
             [_field_error("keyframe_codec", "unknown keyframe codec")],
         )
+
+
+def parse_flag(name: str, raw: str) -> bool:
+    """A boolean form field: true/false, 1/0, yes/no, on/off (empty: false). Raises InvalidOptions."""
+    value = raw.strip().lower()
+    if value in ("", "false", "0", "no", "off"):
+        return False
+    if value in ("true", "1", "yes", "on"):
+        return True
+    raise InvalidOptions(f"{name} must be true or false", [_field_error(name, "not a boolean")])
 
 
 def check_method(catalog: MethodCatalog, kind: str, name: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from core.events import reconstruction_link
 from core.records import (
     CompressOptions,
     ReconstructionRecord,
@@ -16,6 +17,7 @@ from core.records import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from service.eta import eta_seconds
 
 
 class Links(BaseModel):
@@ -23,14 +25,21 @@ class Links(BaseModel):
     bundle: str = Field(description="GET: the single-file keyframe bundle (when done)")
     reconstruct: str = Field(description="GET: the reconstructed video (starts it if needed)")
     video: str = Field(description="DELETE: remove the video and everything derived from it")
+    cancel: str = Field(description="POST: cancel the compression (or, with ?reconstructor=..., a reconstruction)")
+    quality: str = Field(description="GET: kept frames, times and per-frame PSNR of a reconstruction")
+    source: str = Field(description="GET: the uploaded source, while it is kept")
 
 
 def links_for(video_id: str) -> Links:
+    """The links of a video."""
     return Links(
         status=f"/jobs/{video_id}",
         bundle=f"/bundles/{video_id}",
         reconstruct=f"/reconstruct/{video_id}",
         video=f"/videos/{video_id}",
+        cancel=f"/jobs/{video_id}/cancel",
+        quality=f"/quality/{video_id}",
+        source=f"/sources/{video_id}",
     )
 
 
@@ -47,8 +56,16 @@ class Sizes(BaseModel):
 
 
 class ReconstructionView(BaseModel):
+    """One reconstruction (a reconstructor + output options) of a video."""
+
+    reconstructor: str = ""
+    codec: str = Field(default="h264", description="Output video codec: h264, vp9, av1")
+    container: str = Field(default="mp4", description="mp4 or webm")
+    crf: int | None = Field(default=None, description="The output encoder's constant rate factor")
     status: Status
     progress: float
+    eta_s: float | None = Field(default=None, description="Estimated seconds until done (while running)")
+    psnr_mean: float | None = Field(default=None, description="Mean per-frame PSNR against the kept source (dB)")
     error: str | None = None
     last_error: str | None = None
     attempts: int = 0
@@ -62,9 +79,16 @@ class ReconstructionView(BaseModel):
 
     @classmethod
     def of(cls, state: ReconstructionRecord) -> ReconstructionView:
+        """The view of a reconstruction state."""
         return cls(
+            eta_s=eta_seconds(state.status, state.progress, state.started_at),
             **state.model_dump(
                 include={
+                    "reconstructor",
+                    "codec",
+                    "container",
+                    "crf",
+                    "psnr_mean",
                     "status",
                     "progress",
                     "error",
@@ -78,7 +102,7 @@ class ReconstructionView(BaseModel):
                     "model_versions",
                 }
             ),
-            link=f"/reconstruct/{state.video_id}?reconstructor={state.reconstructor}",
+            link=reconstruction_link(state),
         )
 
 
@@ -100,8 +124,9 @@ class WebhookView(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    status: Status = Field(description="queued, running, done or failed")
+    status: Status = Field(description="queued, running, done, failed or canceled")
     progress: float = Field(description="0..1 of the compression")
+    eta_s: float | None = Field(default=None, description="Estimated seconds until the compression is done")
     error: str | None = Field(default=None, description="Why the job failed (status failed)")
     last_error: str | None = Field(default=None, description="Last transient error while being retried")
     attempts: int
@@ -122,7 +147,10 @@ class JobView(BaseModel):
     )
     warnings: list[str] = Field(default_factory=list, description="Deliberate changes to the source, "
                                 "e.g. deinterlaced, HDR tone-mapped, alpha flattened, audio dropped")
-    reconstructions: dict[str, ReconstructionView]
+    reconstructions: dict[str, ReconstructionView] = Field(
+        description="By name: the reconstructor (default output) or <reconstructor>-<codec>-crf<N>-<container>"
+    )
+    source_kept: bool = Field(default=False, description="The upload is still stored (GET /sources/{id})")
     metadata: dict[str, Any] | None = Field(default=None, description="The caller's JSON object from the upload")
     callback_url: str | None = Field(default=None, description="Where this video's signed events are POSTed")
     webhooks: list[WebhookView] = Field(default_factory=list, description="Events sent and their delivery logs")
@@ -141,6 +169,7 @@ class JobView(BaseModel):
             id=record.id,
             status=record.status,
             progress=record.progress,
+            eta_s=eta_seconds(record.status, record.progress, record.started_at),
             error=record.error,
             last_error=record.last_error,
             attempts=record.attempts,
@@ -162,7 +191,8 @@ class JobView(BaseModel):
             cuts=record.cuts,
             adaptive=record.adaptive,
             warnings=list(record.warnings),
-            reconstructions={s.reconstructor: ReconstructionView.of(s) for s in reconstructions},
+            reconstructions={s.name: ReconstructionView.of(s) for s in reconstructions},
+            source_kept=not record.source_deleted,
             metadata=record.metadata,
             callback_url=record.callback_url,
             webhooks=[WebhookView.of(d) for d in webhooks or []],
@@ -173,15 +203,44 @@ class JobView(BaseModel):
 class ReconstructionAccepted(BaseModel):
     id: str
     reconstructor: str
+    reconstruction: str = Field(default="", description="The reconstruction's name (reconstructor + output options)")
     status: Status = Field(description="Of the reconstruction (or of the compression, if still running)")
     progress: float
+    eta_s: float | None = Field(default=None, description="Estimated seconds until done (null: unknown yet)")
     detail: str
     links: dict[str, str]
+
+
+class CancelView(BaseModel):
+    """The answer to a cancel request."""
+
+    id: str
+    job: str = Field(description="compress or reconstruct")
+    reconstruction: str | None = Field(default=None, description="The reconstruction's name (job view key)")
+    status: str = Field(description="canceled (done), or canceling (the running job stops at its next frame)")
+    links: dict[str, str]
+
+
+class QualityView(BaseModel):
+    """Per-frame facts of a reconstruction (for plots and timelines)."""
+
+    id: str
+    reconstruction: str
+    frames: int
+    times: list[float] = Field(description="When each frame is shown (seconds from the start)")
+    kept: list[int] = Field(description="Indices of the frames the bundle holds (the others are rebuilt)")
+    psnr: list[float] | None = Field(
+        description="Per-frame PSNR (dB, capped at 60) of the rebuilt frames against the source; null when "
+        "the source was not kept at reconstruction time (upload with keep_source=true)"
+    )
+    psnr_mean: float | None = None
+    sizes: dict[str, int | None] = Field(description="source_bytes, bundle_bytes, output_bytes")
 
 
 class ModelsView(BaseModel):
     selectors: list[str]
     reconstructors: list[str]
+    output_codecs: list[str] = Field(default_factory=list, description="Codecs GET /reconstruct can write")
     models: dict[str, Any]
     defaults: dict[str, Any]
 

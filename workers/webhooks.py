@@ -10,21 +10,18 @@ URL (not public, not allowed) is not retried. Delivery is at least once: receive
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from rq import get_current_job
 
 from core import job_metrics
-from core.queues import WEBHOOK_QUEUE, enqueue_webhook, is_deleted
+from core.events import emit, event_body
+from core.queues import WEBHOOK_QUEUE, is_deleted
 from core.records import (
     CorruptRecord,
-    ReconstructionRecord,
     RecordNotFound,
-    VideoRecord,
     WebhookAttempt,
     WebhookDelivery,
     webhook_marker,
@@ -44,72 +41,11 @@ from workers.context import WorkerContext, get_context
 
 log = logging.getLogger(__name__)
 
+__all__ = ["WebhookDeliveryFailed", "deliver", "emit", "event_body"]
+
 
 class WebhookDeliveryFailed(Exception):
     """An attempt got no 2xx answer; raised so that RQ retries the delivery with backoff."""
-
-
-def event_body(
-    event: str, event_id: str, record: VideoRecord, reconstruction: ReconstructionRecord | None = None
-) -> dict[str, Any]:
-    """The JSON of an event: the video's id, status, sizes, model versions, links and metadata."""
-    vid = record.id
-    body: dict[str, Any] = {
-        "event": event,
-        "event_id": event_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "id": vid,
-        "status": str(record.status),
-        "error": record.error,
-        "sizes": {
-            "source_bytes": record.source.bytes,
-            "bundle_bytes": record.bundle_bytes,
-            "ratio": round(record.bundle_bytes / record.source.bytes, 6)
-            if record.bundle_bytes and record.source.bytes
-            else None,
-        },
-        "frames": record.frames,
-        "kept_frames": record.kept_frames,
-        "model_versions": dict(record.model_versions),
-        "links": {
-            "status": f"/jobs/{vid}",
-            "bundle": f"/bundles/{vid}",
-            "reconstruct": f"/reconstruct/{vid}",
-            "video": f"/videos/{vid}",
-        },
-        "metadata": record.metadata,
-    }
-    if reconstruction is not None:
-        name = reconstruction.reconstructor
-        body["status"] = str(reconstruction.status)
-        body["error"] = reconstruction.error
-        body["reconstructor"] = name
-        body["sizes"]["output_bytes"] = reconstruction.output_bytes
-        body["model_versions"] = dict(reconstruction.model_versions)
-        body["links"]["reconstruct"] = f"/reconstruct/{vid}?reconstructor={name}"
-    return body
-
-
-def emit(
-    ctx: WorkerContext, event: str, record: VideoRecord, reconstruction: ReconstructionRecord | None = None
-) -> str | None:
-    """Store the event of a finished job and queue its delivery; the event id, None without a
-    callback URL. Never raises: a job's outcome does not depend on its notification."""
-    url = record.callback_url
-    if not url or is_deleted(ctx.redis, record.id):
-        return None
-    event_id = uuid.uuid4().hex
-    try:
-        body = json.dumps(event_body(event, event_id, record, reconstruction), separators=(",", ":"))
-        delivery = WebhookDelivery(event_id=event_id, event=event, video_id=record.id, url=url, body=body)
-        ctx.records.save_webhook(delivery)
-        # The marker lets the reconciler re-queue the delivery if Redis loses it.
-        ctx.records.mark_pending(record.id, webhook_marker(event_id))
-        enqueue_webhook(ctx.redis, ctx.settings, record.id, event_id)
-    except Exception:
-        log.exception("could not queue the %s event of %s", event, record.id)
-        return None
-    return event_id
 
 
 def deliver(video_id: str, event_id: str) -> dict[str, Any]:

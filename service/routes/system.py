@@ -7,10 +7,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from core.queues import ALL_QUEUES, connected_workers
 from core.storage import StorageError
 from service.deps import ServicesDep
 from service.methods import CatalogUnavailable
 from service.schemas import Health, ModelsView, Readiness
+from service.targets import encodable_codecs
 
 router = APIRouter(tags=["system"])
 
@@ -25,6 +27,7 @@ def models(services: ServicesDep) -> ModelsView:
     return ModelsView(
         selectors=[str(s) for s in catalog.get("selectors", [])],
         reconstructors=[str(r) for r in catalog.get("reconstructors", [])],
+        output_codecs=encodable_codecs(),
         models=dict(catalog.get("models", {})),
         defaults={
             "selector": settings.default_selector,
@@ -45,23 +48,38 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Readiness: Redis, storage and the model store are reachable",
-    responses={503: {"model": Readiness}},
+    summary="Readiness: Redis, storage and the model store are reachable, and workers serve every queue",
+    responses={503: {"model": Readiness, "description": "Something is unreachable, or no worker serves a queue"}},
 )
 def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready when Redis, storage and the model store answer and every queue (webhooks,
+    reconstruct, compress) has at least one connected worker (RQ's worker registry: a worker is
+    listed while its heartbeat key lives, i.e. within `2 x FRAMERS_JOB_LEASE_S` of its last beat)."""
     checks: dict[str, str] = {}
     try:
         services.redis.ping()
         checks["redis"] = "ok"
     except RedisError as exc:
         checks["redis"] = f"unreachable: {exc}"
+    if checks["redis"] == "ok":
+        try:
+            per_queue = connected_workers(services.redis)
+            missing = [q for q in ALL_QUEUES if not per_queue.get(q)]
+            total = per_queue.get("*", 0)
+            checks["workers"] = (
+                f"no worker serves {', '.join(missing)} ({total} connected)" if missing else f"ok: {total} connected"
+            )
+        except RedisError as exc:
+            checks["workers"] = f"unknown: {exc}"
+    else:
+        checks["workers"] = "unknown: Redis is unreachable"
     try:
         services.storage.ping()
         checks["storage"] = "ok"
     except StorageError as exc:
         checks["storage"] = f"unreachable: {exc}"
     models_ok, checks["models"] = services.catalog.check_model_store()
-    ready = models_ok and checks["redis"] == "ok" and checks["storage"] == "ok"
+    ready = models_ok and all(checks[k] == "ok" for k in ("redis", "storage")) and checks["workers"].startswith("ok")
     body = Readiness(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 

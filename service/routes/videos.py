@@ -36,7 +36,14 @@ from service.idempotency import (
 )
 from service.limits import LimitExceeded, check_resolution, check_video_limits
 from service.operations import accept_upload, delete_video
-from service.options import EXTRA_FIELDS, InvalidOptions, parse_callback_url, parse_metadata, parse_options
+from service.options import (
+    EXTRA_FIELDS,
+    InvalidOptions,
+    parse_callback_url,
+    parse_flag,
+    parse_metadata,
+    parse_options,
+)
 from service.problems import Problem
 from service.schemas import CompressAccepted, JobView, VideoList, VideoSummary, links_for
 from service.state import Services
@@ -83,6 +90,9 @@ _FORM_SCHEMA: dict[str, Any] = {
                                          "(compress.done/failed, reconstruct.done/failed)"},
                         "metadata": {"type": "string", "maxLength": 4096,
                                      "description": "A JSON object (at most 4 KB), stored and echoed back"},
+                        "keep_source": {"type": "boolean",
+                                        "description": "Keep the upload after compression (GET /sources/{id}, "
+                                        "per-frame PSNR in GET /quality/{id}); default false"},
                     },
                 }
             }
@@ -207,6 +217,7 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
         )
         callback_url = parse_callback_url(upload.fields.get("callback_url", ""), settings, tenant)
         metadata = parse_metadata(upload.fields.get("metadata", ""))
+        keep_source = parse_flag("keep_source", upload.fields.get("keep_source", ""))
         if upload.size == 0:
             raise InvalidOptions("the uploaded file is empty", code="empty_upload")
     except InvalidOptions as exc:
@@ -260,6 +271,7 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
         options=options,
         callback_url=callback_url,
         metadata=metadata,
+        keep_source=keep_source,
     )
     return video_id
 

@@ -1,0 +1,68 @@
+"""Output encodings of a reconstruction: H.264 (mp4), VP9 (WebM), AV1 (mp4 or WebM).
+
+`encoder_settings` gives the PyAV encoder, its options and the pixel format for a codec and CRF;
+`available_codecs` tells which of them this PyAV build can encode (`av.codecs_available`).
+WebM holds only Opus or Vorbis audio, so audio kept as AAC in a bundle is transcoded to Opus
+there (`OpusTranscoder`); mp4 keeps AAC bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import av
+
+from framers.errors import UnsupportedOptionError
+
+#: codec name -> (PyAV encoder, container formats it may go in)
+ENCODERS = {"h264": "libx264", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+FORMATS = {"mp4": "mp4", "webm": "webm"}
+
+# SVT-AV1 prints its whole configuration to stderr for every stream; errors only.
+os.environ.setdefault("SVT_LOG", "1")
+
+
+def available_codecs() -> list[str]:
+    """The output codecs this PyAV build can encode (h264, vp9, av1)."""
+    return [name for name, encoder in ENCODERS.items() if encoder in av.codecs_available]
+
+
+def encoder_settings(codec: str, crf: int, preset: str = "veryfast") -> tuple[str, dict[str, str]]:
+    """(PyAV encoder name, encoder options) for `codec` at constant quality `crf`.
+
+    Raises UnsupportedOptionError for an unknown codec or one this PyAV build cannot encode."""
+    encoder = ENCODERS.get(codec)
+    if encoder is None:
+        raise UnsupportedOptionError(f"unknown output codec {codec!r}; choose one of {', '.join(ENCODERS)}")
+    if encoder not in av.codecs_available:
+        raise UnsupportedOptionError(f"this build cannot encode {codec} ({encoder} is missing)")
+    if codec == "h264":
+        return encoder, {"crf": str(crf), "preset": preset}
+    if codec == "vp9":
+        # constant quality (b=0), fast: good + cpu-used 5 is ~10x faster than the default
+        return encoder, {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "5", "row-mt": "1"}
+    return encoder, {"crf": str(crf), "preset": "10"}
+
+
+class OpusTranscoder:
+    """Decodes packets of one audio stream (AAC from a bundle) and encodes them as Opus in `out`
+    (mono, or stereo for two or more channels; 48 kHz; PyAV resamples and re-chunks frames)."""
+
+    def __init__(self, source: Any, out: Any) -> None:
+        layout = "stereo" if (source.codec_context.channels or 2) >= 2 else "mono"
+        self.stream = out.add_stream("libopus", rate=48000, layout=layout)
+        self.stream.bit_rate = 96_000 if layout == "stereo" else 64_000
+        self._resampler = av.AudioResampler(format="flt", layout=layout, rate=48000)
+
+    def packets(self, packet: Any | None) -> Iterator[Any]:
+        """Opus packets for one source packet (None at the end flushes the encoder)."""
+        frames = [] if packet is None else packet.decode()
+        for frame in frames:
+            for converted in self._resampler.resample(frame):
+                yield from self.stream.encode(converted)
+        if packet is None:
+            for converted in self._resampler.resample(None):
+                yield from self.stream.encode(converted)
+            yield from self.stream.encode(None)
