@@ -263,7 +263,18 @@ def unpack(file: Path, folder: Path) -> None:
                 with source, open(folder / member.name, "wb") as out:
                     shutil.copyfileobj(source, out)
     except tarfile.TarError as exc:
-        raise BundleError(f"{Path(file).name}: not a bundle file ({exc})") from exc
+        # One line for people, not tarfile's list of tried compressions.
+        raise BundleError(bundle_read_error(Path(file).name, exc)) from exc
+    except EOFError as exc:
+        raise BundleError(bundle_read_error(Path(file).name, exc)) from exc
+
+
+def bundle_read_error(name: str, exc: BaseException) -> str:
+    """A one-line reason why a .frs file could not be unpacked."""
+    text = str(exc).lower()
+    if "truncated" in text or "unexpected end" in text or isinstance(exc, EOFError):
+        return f"{name}: the bundle file is truncated or damaged"
+    return f"{name}: not a FrameRS bundle (.frs file or bundle folder expected)"
 
 
 @contextmanager

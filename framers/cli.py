@@ -20,12 +20,20 @@ log = logging.getLogger("framers")
 
 
 def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Callable[[], None]]:
-    bar = tqdm(total=100, desc=desc, unit="%", disable=not enabled, leave=False)
+    """(update, close) of a progress bar on stderr that appears with the first progress report, so
+    an input refused before any work starts prints its error line alone."""
+    bars: list[tqdm] = []
 
     def update(fraction: float) -> None:
-        bar.update(int(fraction * 100) - bar.n)
+        if not bars:
+            bars.append(tqdm(total=100, desc=desc, unit="%", disable=not enabled, leave=False))
+        bars[0].update(int(fraction * 100) - bars[0].n)
 
-    return update, bar.close
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return update, close
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -87,8 +95,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     update, close = _progress_bar("reconstruct", not args.quiet)
     try:
+        container = args.container or ("webm" if Path(args.output).suffix.lower() == ".webm" else "mp4")
         result = reconstruct(Path(args.bundle), Path(args.output), reconstructor=args.reconstructor,
-                             output_crf=args.crf, progress=update)
+                             output_crf=args.crf, progress=update, codec=args.codec, container=container)
     finally:
         close()
     print(
@@ -133,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .mp4")
     p.add_argument("--reconstructor", default=defaults.RECONSTRUCTOR,
                    help="framemae (default, learned) | linear | hold | mci")
-    p.add_argument("--crf", type=int, default=defaults.OUTPUT_CRF, help="x264 CRF of the output video (0 = lossless)")
+    p.add_argument("--crf", type=int, default=defaults.OUTPUT_CRF,
+                   help="CRF of the output video, on its encoder's scale (x264: 0 = lossless)")
+    p.add_argument("--codec", choices=("h264", "vp9", "av1"), default="h264", help="output video codec")
+    p.add_argument("--container", choices=("mp4", "webm"),
+                   help="default: from the output's suffix (.webm), else mp4")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_reconstruct)
 

@@ -1,9 +1,11 @@
 """HTTP client of the FrameRS service (`framers remote-*` verbs use it; so can any program).
 
     with FramersClient("http://127.0.0.1:8000", api_key="...") as client:
-        job = client.compress("clip.mp4", selector="uniform", keep=2)
-        client.wait(job["id"])
-        client.reconstruct(job["id"], "clip.rec.mp4")
+        job = client.compress("clip.mp4", keep_source=True)
+        client.wait(job["id"], on_progress=lambda j: print(j["progress"], j.get("eta_s")))
+        client.reconstruct(job["id"], "clip.webm", codec="vp9", quality="medium")
+        client.quality(job["id"], codec="vp9", quality="medium")["psnr"]   # per-frame PSNR
+        client.cancel(other_id)                                           # a queued/running compression
 
 Uploads and downloads are streamed (never the whole file in memory); downloads are written to a
 temporary file and renamed, so an interrupted download never leaves a truncated output behind.
@@ -16,13 +18,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "canceled")
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 class FramersClientError(Exception):
@@ -52,11 +55,26 @@ class JobFailed(FramersClientError):
     """The job reached status `failed`; the message is the service's reason."""
 
 
+class JobCanceled(FramersClientError):
+    """The job was canceled (POST /jobs/{id}/cancel) before it finished."""
+
+
 class WaitTimeout(FramersClientError):
     """The job did not finish within the given time."""
 
 
+def _output_params(
+    reconstructor: str | None, codec: str | None, container: str | None, crf: int | None, quality: str | None
+) -> dict[str, str]:
+    pairs = (("reconstructor", reconstructor), ("codec", codec), ("container", container), ("crf", crf),
+             ("quality", quality))
+    return {k: str(v) for k, v in pairs if v is not None}
+
+
 class FramersClient:
+    """A FrameRS service over HTTP. Every method raises FramersClientError (with `status_code`,
+    `code`, `detail`) for an error answer or no answer; see each method for the codes it expects."""
+
     def __init__(
         self,
         base_url: str,
@@ -92,16 +110,18 @@ class FramersClient:
         """Upload a video; returns {"id", "status": "queued", "links"}.
 
         Options (form fields): selector, keep, stride, reconstructor, keyframe_codec, crf,
-        target_psnr, target_kbps. `idempotency_key` (sent as the `Idempotency-Key` header) makes a
-        retried call safe: the same key with the same file and options returns the first call's
-        video id (nothing is stored twice); with another file or options the service answers 409
-        (FramersClientError, code `idempotency_key_reused`). `callback_url` receives signed events
-        (compress.done, compress.failed, reconstruct.done, reconstruct.failed); `metadata` (a JSON
-        object of at most 4 KB) is stored with the video and echoed in its job view and events.
+        target_psnr, target_kbps, keep_source (True keeps the upload after compression, for
+        `download_source` and per-frame PSNR in `quality`). `idempotency_key` (sent as the
+        `Idempotency-Key` header) makes a retried call safe: the same key with the same file and
+        options returns the first call's video id (nothing is stored twice); with another file or
+        options the service answers 409 (FramersClientError, code `idempotency_key_reused`).
+        `callback_url` receives signed events (compress.done/failed/canceled,
+        reconstruct.done/failed/canceled); `metadata` (a JSON object of at most 4 KB) is stored
+        with the video and echoed in its job view and events.
         Raises FramersClientError (e.g. 415 not a video, 422 bad options, 503 unavailable).
         """
         path = Path(path)
-        data = {k: str(v) for k, v in options.items() if v is not None}
+        data = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in options.items() if v is not None}
         if callback_url is not None:
             data["callback_url"] = callback_url
         if metadata is not None:
@@ -137,15 +157,28 @@ class FramersClient:
         """The job view of a video (`GET /jobs/{id}`). Raises FramersClientError."""
         return self._json(self._http.get(f"/jobs/{video_id}"))
 
-    def wait(self, video_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
-        """Poll until the compression is done (returns the status) or failed (JobFailed)."""
+    def wait(
+        self,
+        video_id: str,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 1.0,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the compression is done; returns the job view (`status`, `progress`,
+        `eta_s`, `sizes`, ...). `on_progress(job)` is called after each poll. Raises JobFailed
+        (status failed; the message is the service's reason), JobCanceled, WaitTimeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.status(video_id)
+            if on_progress is not None:
+                on_progress(job)
             if job["status"] == "done":
                 return job
             if job["status"] == "failed":
                 raise JobFailed(f"job {video_id} failed: {job.get('error')}")
+            if job["status"] == "canceled":
+                raise JobCanceled(f"job {video_id} was canceled")
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(f"job {video_id} still {job['status']} after {timeout} s")
             time.sleep(poll_s)
@@ -159,12 +192,23 @@ class FramersClient:
         wait: bool = True,
         timeout: float | None = None,
         poll_s: float | None = None,
+        codec: str | None = None,
+        container: str | None = None,
+        crf: int | None = None,
+        quality: str | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Path | None:
         """Download the reconstructed video to out_path (starting the reconstruction if needed).
 
-        With wait=False, returns None when the video is not ready yet (one request only).
+        Output options: `codec` (h264, vp9, av1), `container` (mp4, webm; default: mp4, webm for
+        vp9), `crf` (lower = better and larger) or `quality` (high, medium, low); each combination
+        is made once by the service and kept. While it is being made the service answers 202 with
+        `{"status", "progress", "eta_s", ...}`: passed to `on_progress`, and the client waits
+        `Retry-After` seconds (or `poll_s`). With wait=False, returns None when the video is not
+        ready yet (one request only). Raises FramersClientError: 409 `compression_failed` /
+        `compression_canceled`, 422 `invalid_option` / `reconstruction_failed`; WaitTimeout.
         """
-        params = {"reconstructor": reconstructor} if reconstructor else None
+        params = _output_params(reconstructor, codec, container, crf, quality) or None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._http.stream("GET", f"/reconstruct/{video_id}", params=params) as response:
@@ -175,11 +219,57 @@ class FramersClient:
                     self._raise(response)
                 response.read()
                 retry_after = _retry_after(response, poll_s)
+                if on_progress is not None:
+                    on_progress(response.json())
             if not wait:
                 return None
             if deadline is not None and time.monotonic() + retry_after > deadline:
                 raise WaitTimeout(f"reconstruction of {video_id} not ready after {timeout} s")
             time.sleep(retry_after)
+
+    def cancel(
+        self,
+        video_id: str,
+        *,
+        reconstructor: str | None = None,
+        codec: str | None = None,
+        container: str | None = None,
+        crf: int | None = None,
+        quality: str | None = None,
+    ) -> dict[str, Any]:
+        """Cancel the compression of a video, or (with `reconstructor` or output options) one
+        reconstruction. Returns `{"id", "job": "compress"|"reconstruct", "reconstruction",
+        "status": "canceled"|"canceling", "links"}`: "canceling" means the running job stops at its
+        next frame (poll `status` until it says canceled). Raises FramersClientError: 404 (no such
+        video or reconstruction), 409 `not_cancelable` (already done or failed)."""
+        params = _output_params(reconstructor, codec, container, crf, quality) or None
+        return self._json(self._http.post(f"/jobs/{video_id}/cancel", params=params), expected=(200, 202))
+
+    def quality(
+        self,
+        video_id: str,
+        *,
+        reconstructor: str | None = None,
+        codec: str | None = None,
+        container: str | None = None,
+        crf: int | None = None,
+        quality: str | None = None,
+    ) -> dict[str, Any]:
+        """Per-frame facts of a made reconstruction: `{"frames", "times": [s], "kept": [frame
+        indices in the bundle], "psnr": [dB per frame] | None (source not kept), "psnr_mean",
+        "sizes": {"source_bytes", "bundle_bytes", "output_bytes"}}`. Raises FramersClientError:
+        409 `not_ready` (not made yet: `reconstruct` makes it)."""
+        params = _output_params(reconstructor, codec, container, crf, quality) or None
+        return self._json(self._http.get(f"/quality/{video_id}", params=params))
+
+    def download_source(self, video_id: str, out_path: str | os.PathLike[str]) -> Path:
+        """Download the uploaded source (kept with keep_source=True). Raises FramersClientError:
+        410 `source_deleted`."""
+        with self._http.stream("GET", f"/sources/{video_id}") as response:
+            if response.status_code != 200:
+                response.read()
+                self._raise(response)
+            return _save(response, Path(out_path))
 
     def download_bundle(self, video_id: str, out_path: str | os.PathLike[str]) -> Path:
         """Download the keyframe bundle (.frs) to out_path. Raises FramersClientError (409 while not ready)."""

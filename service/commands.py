@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -49,7 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--idempotency-key", help="makes a retried upload safe: the same key returns the same video")
     p.add_argument("--callback-url", help="http(s) URL that receives the video's signed events")
     p.add_argument("--metadata", help="a JSON object (at most 4 KB) stored with the video and echoed back")
+    p.add_argument("--keep-source", action="store_true",
+                   help="keep the upload after compression (per-frame PSNR, side-by-side in /ui)")
     p.add_argument("--wait", action="store_true", help="wait until the compression is done")
+    _progress_arg(p)
     p.set_defaults(func=_remote_compress)
 
     p = subparsers.add_parser("remote-status", help="show a video's job status")
@@ -63,8 +67,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reconstructor")
     p.add_argument("--bundle", action="store_true", help="download the keyframe bundle instead")
     p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    _output_args(p)
     _remote_args(p)
+    _progress_arg(p)
     p.set_defaults(func=_remote_fetch)
+
+    p = subparsers.add_parser("remote-cancel", help="cancel a queued or running compression (or reconstruction)")
+    p.add_argument("id")
+    p.add_argument("--reconstructor", help="cancel this reconstruction instead of the compression")
+    _output_args(p)
+    _remote_args(p)
+    p.set_defaults(func=_remote_cancel)
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codec", choices=("h264", "vp9", "av1"), help="output video codec (default h264)")
+    p.add_argument("--container", choices=("mp4", "webm"), help="default: mp4 (webm for vp9)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--crf", type=int, help="output quality: lower = better, larger")
+    group.add_argument("--quality", choices=("high", "medium", "low"), help="instead of --crf")
+
+
+def _progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is shown on a terminal when a wait takes more than 2 s)")
+
+
+def _output_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"codec": args.codec, "container": args.container, "crf": args.crf, "quality": args.quality}
 
 
 def _remote_args(p: argparse.ArgumentParser) -> None:
@@ -110,6 +140,7 @@ def _remote_compress(args: argparse.Namespace) -> int:
         "crf": args.crf,
         "target_psnr": args.target_psnr,
         "target_kbps": args.target_kbps,
+        "keep_source": True if args.keep_source else None,
     }
     try:
         metadata = json.loads(args.metadata) if args.metadata else None
@@ -126,7 +157,8 @@ def _remote_compress(args: argparse.Namespace) -> int:
                 **options,
             )
             if args.wait:
-                job = client.wait(job["id"])
+                with WaitBar("compress", enabled=not args.no_progress) as bar:
+                    job = client.wait(job["id"], on_progress=bar)
     except (FramersClientError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -153,12 +185,56 @@ def _remote_fetch(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             if args.bundle:
-                client.wait(args.id, timeout=args.timeout)
+                with WaitBar("compress", enabled=not args.no_progress) as bar:
+                    client.wait(args.id, timeout=args.timeout, on_progress=bar)
                 path = client.download_bundle(args.id, args.output)
             else:
-                path = client.reconstruct(args.id, args.output, reconstructor=args.reconstructor, timeout=args.timeout)
+                with WaitBar("reconstruct", enabled=not args.no_progress) as bar:
+                    path = client.reconstruct(args.id, args.output, reconstructor=args.reconstructor,
+                                              timeout=args.timeout, on_progress=bar, **_output_options(args))
     except (FramersClientError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(path)
     return 0
+
+
+def _remote_cancel(args: argparse.Namespace) -> int:
+    from framers.client import FramersClientError
+
+    try:
+        with _client(args) as client:
+            answer = client.cancel(args.id, reconstructor=args.reconstructor, **_output_options(args))
+    except FramersClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+class WaitBar:
+    """Progress of a remote job on stderr: nothing for a short wait, a tqdm bar (with the
+    service's ETA) once a wait passes `after_s` and stderr is a terminal. Called with job views."""
+
+    def __init__(self, desc: str, *, enabled: bool = True, after_s: float = 2.0) -> None:
+        self.desc, self.enabled, self.after_s = desc, enabled and sys.stderr.isatty(), after_s
+        self.started = time.monotonic()
+        self.bar: Any = None
+
+    def __call__(self, view: dict[str, Any]) -> None:
+        if not self.enabled or time.monotonic() - self.started < self.after_s:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=self.desc, unit="%", leave=False, file=sys.stderr)
+        self.bar.update(int(100 * float(view.get("progress") or 0)) - self.bar.n)
+        eta = view.get("eta_s")
+        self.bar.set_postfix_str(f"{view.get('status', '')}" + (f", ~{eta:.0f} s left" if eta is not None else ""))
+
+    def __enter__(self) -> WaitBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
