@@ -10,6 +10,9 @@ is started and, after ``/readyz`` answers 200 and one warm-up job is done:
 3. Throughput: ``--jobs`` compress jobs of a small real clip submitted at once; completed jobs per
    minute from the first submit to the last job done.
 Finally: every id accepted in any phase must reach ``done`` (nothing lost, nothing failed).
+With ``--callbacks`` every upload carries a ``callback_url`` to a receiver on loopback
+(bench/hook_receiver.py, signatures checked) and every accepted id must get its signed
+``compress.done`` event (deduplicated by event id): none lost.
 
 Arrival mode (``--arrival-rate`` jobs/min; replaces the phases above): after the warm-up job,
 compress jobs are submitted open-loop at a steady rate for ``--arrival-seconds`` (job i at
@@ -53,7 +56,8 @@ from throughput import CACHE_DIR, DEFAULT_SOURCE, cached_video, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMERS = Path(sys.executable).with_name("framers")
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "canceled")
+WEBHOOK_SECRET = "bench-webhook-secret"
 
 
 # ---------------------------------------------------------------- service process
@@ -75,16 +79,20 @@ class Service:
 
 @contextmanager
 def running_service(
-    workers: int, data_dir: Path, ready_timeout_s: float = 180.0, redis_url: str | None = None
+    workers: int,
+    data_dir: Path,
+    ready_timeout_s: float = 180.0,
+    redis_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     """``framers serve`` in its own session; stopped with SIGINT (it stops its workers and, unless
-    ``redis_url`` names one to use instead, its own Redis)."""
+    ``redis_url`` names one to use instead, its own Redis). ``extra_env``: more FRAMERS_* settings."""
     port = free_port()
     log = data_dir / "serve.log"
     cmd = [str(FRAMERS), "serve", "--data-dir", str(data_dir), "--workers", str(workers), "--port", str(port)]
     if redis_url:
         cmd += ["--redis-url", redis_url]
-    env = {**os.environ, "FRAMERS_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "FRAMERS_LOG_LEVEL": "WARNING", **(extra_env or {})}
     launched = time.perf_counter()
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
@@ -147,11 +155,16 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "mean": statistics.fmean(ordered)}
 
 
+CALLBACK_URL: dict[str, str] = {}  # set by --callbacks: {"url": receiver URL}
+
+
 async def upload(client: httpx.AsyncClient, clip: bytes, name: str, selector: str) -> tuple[int, float, str | None]:
-    """POST /compress (no selector field: the service's default options); (status code, seconds, id or None)."""
+    """POST /compress (no selector field: the service's default options; with the receiver's
+    callback_url under --callbacks); (status code, seconds, id or None)."""
     started = time.perf_counter()
-    response = await client.post("/compress", files={"file": (name, clip, "video/mp4")},
-                                 data={"selector": selector} if selector else {})
+    fields = {**({"selector": selector} if selector else {}),
+              **({"callback_url": CALLBACK_URL["url"]} if CALLBACK_URL else {})}
+    response = await client.post("/compress", files={"file": (name, clip, "video/mp4")}, data=fields)
     seconds = time.perf_counter() - started
     video_id = response.json().get("id") if response.status_code == 202 else None
     return response.status_code, seconds, video_id
@@ -261,7 +274,9 @@ async def run_phases(service: Service, upload_clip: bytes, job_clip: bytes, cfg:
         jobs_finished = time.perf_counter()
         all_ids = warm["ids"] + burst["ids"] + jobs["ids"]
         final, _ = await wait_done(client, all_ids, cfg.drain_timeout_s)
+    webhooks = await wait_events(all_ids, cfg.drain_timeout_s) if RECEIVER else None
     return {
+        "webhooks": webhooks,
         "ready_s": service.started_s,
         "latency_serial": serial,
         "latency_idle": idle,
@@ -270,6 +285,17 @@ async def run_phases(service: Service, upload_clip: bytes, job_clip: bytes, cfg:
         "throughput": throughput_summary(jobs, job_final, jobs_finished),
         "drain": drain_summary(all_ids, [*warm["codes"], *burst["codes"], *jobs["codes"]], final),
     }
+
+
+RECEIVER: list[Any] = []  # the HookReceiver under --callbacks
+
+
+async def wait_events(ids: list[str], timeout_s: float) -> dict[str, Any]:
+    """Wait until every id's compress.done event arrived (or the timeout); the receiver's summary."""
+    started = time.perf_counter()
+    while RECEIVER[0].summary(ids)["lost"] and time.perf_counter() - started < timeout_s:
+        await asyncio.sleep(0.25)
+    return dict(RECEIVER[0].summary(ids), wait_s=time.perf_counter() - started)
 
 
 def strip_ids(batch: dict[str, Any]) -> dict[str, Any]:
@@ -453,8 +479,9 @@ def markdown(report: dict[str, Any]) -> str:
         "| workers | GET /jobs one at a time, p50 / p99 ms | GET /jobs p50 / p95 / p99 / max ms, idle | "
         "same, during uploaded jobs | errors | "
         f"{cfg['uploads']} uploads at once: 202s, accept p50 / max s | {cfg['jobs']} jobs: jobs/min "
-        "(compress s median) | drain: done / accepted, failed, lost |",
-        "|---:|---|---|---|---:|---|---|---|",
+        "(compress s median) | drain: done / accepted, failed, lost | compress.done events: received / "
+        "expected, lost, duplicates, bad signatures |",
+        "|---:|---|---|---|---:|---|---|---|---|",
     ]
     for n, r in report["by_workers"].items():
         lines.append(row(n, r))
@@ -463,7 +490,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def row(workers: str, r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"| {workers} | {r['error']} | | | | | | |"
+        return f"| {workers} | {r['error']} | | | | | | | |"
 
     def lat(p: dict[str, Any]) -> str:
         m = p["latency_ms"]
@@ -479,8 +506,14 @@ def row(workers: str, r: dict[str, Any]) -> str:
         f"{lat(r['latency_idle'])} | {lat(r['latency_busy'])} | "
         f"{r['latency_idle']['errors'] + r['latency_busy']['errors']} | "
         f"{up['codes'].count(202)}/{up['count']}, {up['accept_s']['p50']:.2f} / {up['accept_s']['max']:.2f} | "
-        f"{jpm} ({cs}) | {dr['done']} / {dr['accepted']}, {dr['failed']}, {lost} |"
+        f"{jpm} ({cs}) | {dr['done']} / {dr['accepted']}, {dr['failed']}, {lost} | {events(r.get('webhooks'))} |"
     )
+
+
+def events(w: dict[str, Any] | None) -> str:
+    if not w:
+        return "off"
+    return f"{w['received']} / {w['expected']}, {w['lost']}, {w['duplicates']}, {w['bad_signatures']}"
 
 
 # ---------------------------------------------------------------- CLI
@@ -502,6 +535,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--arrival-rate", type=float, help="jobs/min: run the arrival mode instead of the phases")
     parser.add_argument("--arrival-seconds", type=float, default=90.0)
     parser.add_argument("--sample-interval", type=float, default=1.0)
+    parser.add_argument("--callbacks", action="store_true",
+                        help="uploads carry a callback_url to a signed-webhook receiver on loopback")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     return parser.parse_args()
@@ -512,6 +547,11 @@ def main() -> None:
     if args.arrival_rate:
         main_arrivals(args)
         return
+    if args.callbacks:
+        from hook_receiver import HookReceiver
+
+        RECEIVER.append(HookReceiver(WEBHOOK_SECRET))
+        CALLBACK_URL["url"] = RECEIVER[0].url
     upload_path = cached_video(args.source, args.upload_res, args.frames)
     job_path = cached_video(args.source, args.job_res, args.frames)
     cfg = Config(args.rate, args.probe_seconds, args.uploads, args.jobs, args.selector, args.drain_timeout)
@@ -524,7 +564,7 @@ def main() -> None:
     report = {
         "upload_clip": f"{upload_path.name} ({upload_path.stat().st_size} B)",
         "job_clip": f"{job_path.name} ({job_path.stat().st_size} B)",
-        "config": vars(cfg), "seconds": time.perf_counter() - started,
+        "config": vars(cfg), "callbacks": bool(args.callbacks), "seconds": time.perf_counter() - started,
         "machine_before": before, "machine_after": machine_info(), "by_workers": by_workers,
     }
     text = markdown(report)
@@ -567,7 +607,9 @@ def run_one(workers: int, upload_clip: bytes, job_clip: bytes, cfg: Config) -> d
     CACHE_DIR.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="framers-load-", dir=CACHE_DIR.parent) as tmp:
         try:
-            with running_service(workers, Path(tmp)) as service:
+            env = ({"FRAMERS_WEBHOOK_SECRET": WEBHOOK_SECRET, "FRAMERS_CALLBACK_ALLOWED_HOSTS": "127.0.0.1"}
+                   if RECEIVER else None)
+            with running_service(workers, Path(tmp), extra_env=env) as service:
                 return asyncio.run(run_phases(service, upload_clip, job_clip, cfg))
         except RuntimeError as exc:
             return {"error": str(exc)}

@@ -85,6 +85,9 @@ def test_every_operation_needs_a_key_and_hides_other_tenants_videos(stack: Any, 
         "/bundles/{video_id}",
         "/videos/{video_id}",
         "/videos",
+        "/jobs/{video_id}/cancel",
+        "/quality/{video_id}",
+        "/sources/{video_id}",
     }
     before = stored_ids(stack.settings)
     secrets = [video_a["source"]["filename"], TENANT_A, str(video_a["sizes"]["bundle_bytes"])]
