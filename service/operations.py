@@ -143,7 +143,7 @@ def request_reconstruction(services: Services, record: VideoRecord, target: Targ
         raise NotReady(f"the video is still being compressed (status {record.status}, {record.progress:.0%})")
     state = reconstruction_state(services, record.id, target.variant)
     if state is not None and state.status is Status.failed and state.permanent:
-        raise ReconstructionFailed(f"reconstruction as {target.variant} failed: {state.error}")
+        raise ReconstructionFailed(f"reconstruction with {target.variant} failed: {state.error}")
 
     def write_queued_state() -> None:
         services.records.mark_pending(record.id, reconstruct_marker(target.variant))

@@ -47,9 +47,9 @@ def stack(service_stacks: Callable[..., Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def video(stack: Any, clip: Path, wait_for: Callable[..., Any]) -> dict[str, Any]:
-    """A compressed video with its `linear` reconstruction made."""
+    """A compressed video with its `linear` reconstruction made (source kept: GET /sources answers)."""
     with stack.client() as client:
-        response = upload(client, clip)
+        response = upload(client, clip, keep_source="true")
         assert response.status_code == 202, response.text
         state = wait_job(client, response.json()["id"], wait_for, timeout=90)
         assert state["status"] == "done", state
