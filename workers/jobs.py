@@ -216,15 +216,18 @@ def reconstruct_video(video_id: str, variant: str) -> dict[str, Any]:
             )
             _check_not_deleted(ctx.redis, video_id)
             _check_not_canceled(ctx, job_id)
+            psnr_mean = round(sum(result.psnr) / len(result.psnr), 3) if result.psnr else None
+            frames = {"frames": int(result.frames), "kept": result.kept, "times": result.times,
+                      "psnr": result.psnr, "psnr_mean": psnr_mean}
+            # The facts first: once the video is there (GET /reconstruct answers 200), so are they.
+            ctx.storage.put_bytes(json.dumps(frames, separators=(",", ":")).encode(), keys.frames(variant))
             state.output_bytes = ctx.storage.put_file(Path(result.output_path), output_key, move=True)
-        frames = {"frames": int(result.frames), "kept": result.kept, "times": result.times, "psnr": result.psnr}
-        ctx.storage.put_bytes(json.dumps(frames, separators=(",", ":")).encode(), keys.frames(variant))
         state.status, state.progress = Status.done, 1.0
         state.finished_at = utcnow()
         state.frames, state.width, state.height = int(result.frames), int(result.width), int(result.height)
         state.seconds = float(result.seconds)
         state.model_versions = dict(result.model_versions)
-        state.psnr_mean = round(sum(result.psnr) / len(result.psnr), 3) if result.psnr else None
+        state.psnr_mean = psnr_mean
         state.last_error = None
         save()
     except VideoDeleted:
