@@ -57,7 +57,8 @@ def test_blocker_really_hides_onnxruntime(tmp_path: Path) -> None:
 
 def test_gateway_without_onnxruntime_is_ready_and_lists_models(tmp_path: Path, redis_url: str) -> None:
     """The gateway's own command (docker/gateway.Dockerfile CMD) in a Python where onnxruntime
-    cannot be imported: /readyz is 200 and /models lists the store's models."""
+    cannot be imported: /readyz finds Redis, storage and the model store ok (it is 503 only because no
+    worker runs here, which it says) and /models lists the store's models."""
     from service.redis_server import free_port
 
     port = free_port()
@@ -89,8 +90,9 @@ def test_gateway_without_onnxruntime_is_ready_and_lists_models(tmp_path: Path, r
     finally:
         proc.terminate()
         proc.wait(15)
-    assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"]["models"].startswith("ok")
+    checks = ready.json()["checks"]
+    assert checks["models"].startswith("ok") and checks["redis"] == checks["storage"] == "ok", ready.text
+    assert ready.status_code == 503 and checks["workers"].startswith("no worker serves"), ready.text
     assert models.status_code == 200, models.text
     listed = models.json()["models"]
     assert listed == model_store.latest_versions(STORE)
