@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: SecretStr = Field(default=SecretStr(""), description="key1:tenantA,key2:tenantB; empty = no auth")
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 202 answers")
+    ready_requires_workers: bool = Field(
+        default=True,
+        description="/readyz is 503 while some queue has no connected worker (false: reported, not required)",
+    )
     upload_idle_timeout_s: float = Field(
         default=60.0, gt=0, description="An upload that sends no data for this long is refused (408)"
     )

@@ -230,6 +230,11 @@ def test_readyz_tells_whether_workers_are_connected(service_stacks: Callable[...
         alone = client.get("/readyz")
         assert alone.status_code == 503
         assert alone.json()["checks"]["workers"] == "no worker serves webhooks, reconstruct, compress (0 connected)"
+    # a gateway told not to require workers reports them and stays ready
+    with stack.client(url=stack.start_gateway(ready_requires_workers=False)) as lenient:
+        answer = lenient.get("/readyz")
+        assert answer.status_code == 200 and answer.json()["checks"]["workers"].startswith("no worker serves")
+    with stack.client() as client:
         worker = stack.start_worker()
         ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r, timeout=60, what="ready")
         assert ready.json()["checks"]["workers"] == "ok: 1 connected"

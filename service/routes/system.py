@@ -54,7 +54,8 @@ def healthz() -> Health:
 def readyz(services: ServicesDep) -> JSONResponse:
     """Ready when Redis, storage and the model store answer and every queue (webhooks,
     reconstruct, compress) has at least one connected worker (RQ's worker registry: a worker is
-    listed while its heartbeat key lives, i.e. within `2 x FRAMERS_JOB_LEASE_S` of its last beat)."""
+    listed while its heartbeat key lives, i.e. within `2 x FRAMERS_JOB_LEASE_S` of its last beat).
+    With FRAMERS_READY_REQUIRES_WORKERS=false the workers check is reported but not required."""
     checks: dict[str, str] = {}
     try:
         services.redis.ping()
@@ -79,7 +80,8 @@ def readyz(services: ServicesDep) -> JSONResponse:
     except StorageError as exc:
         checks["storage"] = f"unreachable: {exc}"
     models_ok, checks["models"] = services.catalog.check_model_store()
-    ready = models_ok and all(checks[k] == "ok" for k in ("redis", "storage")) and checks["workers"].startswith("ok")
+    workers_ok = checks["workers"].startswith("ok") or not services.settings.ready_requires_workers
+    ready = models_ok and all(checks[k] == "ok" for k in ("redis", "storage")) and workers_ok
     body = Readiness(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
