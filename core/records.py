@@ -25,11 +25,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.storage import ObjectNotFound, Storage
+
+if TYPE_CHECKING:
+    from core.status_cache import StatusCache
 
 VIDEO_ID_PATTERN = r"^[0-9a-f]{32}$"
 METHOD_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
@@ -311,10 +314,13 @@ class PendingWork(BaseModel):
 
 
 class RecordStore:
-    """Load and save records, reconstruction states and pending markers in object storage."""
+    """Load and save records, reconstruction states and pending markers in object storage;
+    with a ``cache`` (``core.status_cache``) every save of what the status shows is written
+    through to Redis."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, cache: StatusCache | None = None) -> None:
         self.storage = storage
+        self.cache = cache
 
     # --- video records -------------------------------------------------------------------
     def load(self, video_id: str) -> VideoRecord:
@@ -322,7 +328,10 @@ class RecordStore:
 
     def save(self, record: VideoRecord) -> None:
         record.updated_at = utcnow()
-        self.storage.put_bytes(record.model_dump_json(indent=1).encode(), VideoKeys(record.id).record)
+        body = record.model_dump_json(indent=1)
+        self.storage.put_bytes(body.encode(), VideoKeys(record.id).record)
+        if self.cache is not None:
+            self.cache.put_item(record, body)
 
     def exists(self, video_id: str) -> bool:
         return self.storage.exists(VideoKeys(video_id).record)
@@ -335,7 +344,10 @@ class RecordStore:
     def save_reconstruction(self, state: ReconstructionRecord) -> None:
         state.updated_at = utcnow()
         key = VideoKeys(state.video_id).reconstruction_state(state.name)
-        self.storage.put_bytes(state.model_dump_json(indent=1).encode(), key)
+        body = state.model_dump_json(indent=1)
+        self.storage.put_bytes(body.encode(), key)
+        if self.cache is not None:
+            self.cache.put_item(state, body)
 
     def list_reconstructions(self, video_id: str) -> list[ReconstructionRecord]:
         keys = VideoKeys(video_id)
@@ -356,7 +368,10 @@ class RecordStore:
     def save_webhook(self, delivery: WebhookDelivery) -> None:
         """Write an event and its delivery log."""
         key = VideoKeys(delivery.video_id).webhook(delivery.event_id)
-        self.storage.put_bytes(delivery.model_dump_json(indent=1).encode(), key)
+        body = delivery.model_dump_json(indent=1)
+        self.storage.put_bytes(body.encode(), key)
+        if self.cache is not None:
+            self.cache.put_item(delivery, body)
 
     def list_webhooks(self, video_id: str) -> list[WebhookDelivery]:
         """A video's events, oldest first (unreadable ones skipped)."""
@@ -417,6 +432,8 @@ class RecordStore:
         removed += self.storage.delete_prefix(keys.pending_prefix)
         if record is not None:
             removed += int(self.storage.delete(index_key(record)))
+        if self.cache is not None:
+            self.cache.drop(video_id)
         return removed
 
     def _load(self, key: str, model: type[_M], video_id: str) -> _M:
@@ -428,3 +445,4 @@ class RecordStore:
             return model.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
             raise CorruptRecord(f"{key}: {exc}") from exc
+

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
 
-from core.records import VIDEO_ID_PATTERN, CorruptRecord, RecordNotFound, VideoRecord
+from core.records import (
+    VIDEO_ID_PATTERN,
+    CorruptRecord,
+    ReconstructionRecord,
+    RecordNotFound,
+    VideoRecord,
+    WebhookDelivery,
+)
 from core.settings import Settings
+from core.status_cache import load_status
 from service.auth import AuthError, RemoteAnonymousDenied, resolve_tenant
 from service.problems import Problem
 from service.state import Services
@@ -46,8 +55,30 @@ VideoId = Annotated[str, Path(pattern=VIDEO_ID_PATTERN, description="Video id (3
 def get_video(video_id: VideoId, tenant: TenantDep, services: ServicesDep) -> VideoRecord:
     """The addressed video's record; 404 alike for "no such video" and "another tenant's video"
     so that ids cannot be probed across tenants."""
+    return _owned(lambda: services.records.load(video_id), video_id, tenant)
+
+
+Status = tuple[VideoRecord, list[ReconstructionRecord], list[WebhookDelivery]]
+
+
+def get_status(video_id: VideoId, tenant: TenantDep, services: ServicesDep) -> Status:
+    """What GET /jobs shows of the addressed video (record, reconstructions, webhook deliveries),
+    from the Redis status copy when it is there (``core.status_cache``); 404 as ``get_video``."""
+    loaded: Status | None = None
+
+    def record() -> VideoRecord:
+        nonlocal loaded
+        loaded = load_status(services.records, video_id)
+        return loaded[0]
+
+    _owned(record, video_id, tenant)
+    assert loaded is not None
+    return loaded
+
+
+def _owned(load: Callable[[], VideoRecord], video_id: str, tenant: str) -> VideoRecord:
     try:
-        record = services.records.load(video_id)
+        record: VideoRecord | None = load()
     except RecordNotFound:
         record = None
     except CorruptRecord as exc:
@@ -60,3 +91,4 @@ def get_video(video_id: VideoId, tenant: TenantDep, services: ServicesDep) -> Vi
 
 
 VideoDep = Annotated[VideoRecord, Depends(get_video)]
+StatusDep = Annotated[Status, Depends(get_status)]

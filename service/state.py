@@ -9,6 +9,7 @@ from redis import Redis
 from core.queues import connect
 from core.records import RecordStore
 from core.settings import Settings
+from core.status_cache import StatusCache
 from core.storage import Storage, make_storage
 from service.methods import MethodCatalog
 from service.metrics import GatewayMetrics
@@ -30,7 +31,7 @@ class Services:
         return cls(
             settings=settings,
             storage=storage,
-            records=RecordStore(storage),
+            records=RecordStore(storage, StatusCache(redis)),
             redis=redis,
             catalog=MethodCatalog(),
             metrics=GatewayMetrics(redis),

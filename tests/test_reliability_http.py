@@ -395,8 +395,9 @@ def serve(app: Any) -> Iterator[str]:
 def test_unexpected_error_is_a_500_problem_with_request_id(
     stack: Any, video: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A bug (here: the record store raises a RuntimeError naming a server path) is a 500 problem
-    with a request id that is also in the log line with the traceback; no internals in the answer."""
+    """A bug (here: the record store raises a RuntimeError naming a server path, on a route that
+    loads the record from storage: GET /jobs reads its Redis copy) is a 500 problem with a request
+    id that is also in the log line with the traceback; no internals in the answer."""
     from service.main import create_app
 
     app = create_app(stack.settings)
@@ -406,8 +407,8 @@ def test_unexpected_error_is_a_500_problem_with_request_id(
 
     app.state.services.records.load = broken_load
     with caplog.at_level(logging.ERROR, logger="service"), serve(app) as url:
-        response = httpx.get(f"{url}/jobs/{video['id']}")
-        given = httpx.get(f"{url}/jobs/{video['id']}", headers={"X-Request-ID": "req-42"})
+        response = httpx.get(f"{url}/bundles/{video['id']}")
+        given = httpx.get(f"{url}/bundles/{video['id']}", headers={"X-Request-ID": "req-42"})
         assert httpx.get(f"{url}/healthz").status_code == 200  # and the gateway keeps serving
     problem = assert_problem(response, 500, "internal_error")
     rid = problem["request_id"]
@@ -432,7 +433,7 @@ def test_stray_missing_object_is_a_404_not_a_503(stack: Any, video: dict[str, An
 
     app.state.services.records.load = gone
     with serve(app) as url:
-        response = httpx.get(f"{url}/jobs/{video['id']}")
+        response = httpx.get(f"{url}/bundles/{video['id']}")
     assert_problem(response, 404, "not_found")
     assert "retry-after" not in response.headers
 

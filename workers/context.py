@@ -13,6 +13,7 @@ from redis import Redis
 from core.queues import connect
 from core.records import RecordStore
 from core.settings import Settings, get_settings
+from core.status_cache import StatusCache
 from core.storage import Storage, make_storage
 
 
@@ -32,11 +33,10 @@ def configure(settings: Settings, redis: Redis | None = None) -> WorkerContext:
     global _context
     storage = make_storage(settings)
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    redis = redis if redis is not None else connect(settings)
+    # every save of what GET /jobs shows is written through to the gateway's Redis copy
     _context = WorkerContext(
-        settings=settings,
-        storage=storage,
-        records=RecordStore(storage),
-        redis=redis if redis is not None else connect(settings),
+        settings=settings, storage=storage, records=RecordStore(storage, StatusCache(redis)), redis=redis
     )
     return _context
 

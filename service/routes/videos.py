@@ -21,7 +21,7 @@ from core.records import (
     video_id_of_index_key,
 )
 from framers.errors import FrameTooLargeError, InvalidVideoError
-from service.deps import ServicesDep, TenantDep, VideoDep
+from service.deps import ServicesDep, StatusDep, TenantDep, VideoDep
 from service.idempotency import (
     HEADER as IDEMPOTENCY_HEADER,
 )
@@ -343,10 +343,11 @@ def _decode_cursor(tenant: str, cursor: str) -> str:
 
 
 @router.get("/jobs/{video_id}", response_model=JobView, summary="Status of a video's compression")
-def get_job(record: VideoDep, services: ServicesDep) -> JobView:
-    """The video's record: status, progress, sizes, reconstructions, metadata, webhook deliveries."""
-    records = services.records
-    return JobView.of(record, records.list_reconstructions(record.id), records.list_webhooks(record.id))
+def get_job(status_: StatusDep) -> Response:
+    """The video's record: status, progress, sizes, reconstructions, metadata, webhook deliveries.
+    One Redis read when the status copy is there (issue 18); serialised here rather than through
+    the response model a second time (JobView is that model)."""
+    return Response(JobView.of(*status_).model_dump_json(), media_type="application/json")
 
 
 @router.delete(
