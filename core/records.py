@@ -118,18 +118,27 @@ class SourceInfo(BaseModel):
     has_audio: bool = False
 
 
-class VideoRecord(BaseModel):
-    """State of one uploaded video and its compression job."""
+class JobState(BaseModel):
+    """What every job record has: its state, timing, tries and errors, and the models it ran."""
 
     schema_version: int = 1
-    id: str = Field(pattern=VIDEO_ID_PATTERN)
-    tenant: str
     status: Status = Status.queued
     progress: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    model_versions: dict[str, str] = Field(default_factory=dict)
+    attempts: int = 0
+    error: str | None = Field(default=None, description="Why the job failed (set only when status is failed)")
+    last_error: str | None = Field(default=None, description="Last transient error; the job is being retried")
+
+
+class VideoRecord(JobState):
+    """State of one uploaded video and its compression job."""
+
+    id: str = Field(pattern=VIDEO_ID_PATTERN)
+    tenant: str
     options: CompressOptions
     source: SourceInfo
     source_key: str
@@ -139,7 +148,6 @@ class VideoRecord(BaseModel):
     frames: int | None = None
     kept_frames: int | None = None
     compress_seconds: float | None = None
-    model_versions: dict[str, str] = Field(default_factory=dict)
     cuts: list[int] = Field(default_factory=list, description="Scene cuts found by the encoder (first frames of shots)")
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions: target, predicted PSNR and bytes, per-segment stride/CRF"
@@ -149,17 +157,13 @@ class VideoRecord(BaseModel):
         description="Deliberate changes to the source (deinterlaced, HDR tone-mapped, alpha flattened, "
         "audio that could not be kept, other video streams ignored)",
     )
-    attempts: int = 0
-    error: str | None = Field(default=None, description="Why the job failed (set only when status is failed)")
-    last_error: str | None = Field(default=None, description="Last transient error; the job is being retried")
     callback_url: str | None = Field(default=None, description="Where signed events of this video are POSTed")
     metadata: dict[str, Any] | None = Field(default=None, description="The caller's JSON object, echoed back")
 
 
-class ReconstructionRecord(BaseModel):
+class ReconstructionRecord(JobState):
     """State of one reconstruction (one reconstructor) of a video."""
 
-    schema_version: int = 1
     video_id: str = Field(pattern=VIDEO_ID_PATTERN)
     reconstructor: str = Field(pattern=METHOD_PATTERN)
     variant: str | None = Field(
@@ -168,22 +172,12 @@ class ReconstructionRecord(BaseModel):
     codec: str = "h264"
     container: str = "mp4"
     crf: int | None = None
-    status: Status = Status.queued
-    progress: float = 0.0
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
     output_bytes: int | None = None
     psnr_mean: float | None = Field(default=None, description="Mean per-frame PSNR (dB) against the kept source")
     frames: int | None = None
     width: int | None = None
     height: int | None = None
     seconds: float | None = None
-    model_versions: dict[str, str] = Field(default_factory=dict)
-    attempts: int = 0
-    error: str | None = None
-    last_error: str | None = None
     # A permanent failure (bad bundle, unsupported option) is not retried by a new request.
     permanent: bool = False
 

@@ -35,6 +35,7 @@ from core.queues import (
     reconstruct_job_id,
 )
 from core.records import (
+    JobState,
     ReconstructionRecord,
     RecordNotFound,
     Status,
@@ -50,7 +51,6 @@ from workers.context import WorkerContext, get_context
 from workers.outcomes import (
     JobCanceled,
     PermanentJobError,
-    State,
     VideoDeleted,
     discard,
     on_job_failure,  # noqa: F401 (RQ's failure callback: "workers.jobs.on_job_failure")
@@ -297,7 +297,7 @@ def _skipped(ctx: WorkerContext, video_id: str, marker: str, why: str) -> dict[s
     return {"video_id": video_id, "skipped": why}
 
 
-def _progress(ctx: WorkerContext, state: State, save: Callable[[], None], job_id: str) -> ProgressReporter:
+def _progress(ctx: WorkerContext, state: JobState, save: Callable[[], None], job_id: str) -> ProgressReporter:
     """The codec's progress callback: throttled record writes, and a cancel check at every call
     (one Redis EXISTS per 16 frames)."""
 

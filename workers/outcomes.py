@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from redis import Redis
 from rq import get_current_job
@@ -22,6 +22,7 @@ from core import job_metrics
 from core.queues import COMPRESS_FUNC, RECONSTRUCT_FUNC, clear_cancel, is_deleted
 from core.records import (
     CorruptRecord,
+    JobState,
     ReconstructionRecord,
     RecordNotFound,
     Status,
@@ -66,21 +67,9 @@ class JobCanceled(Exception):
     """Someone canceled this job (POST /jobs/{id}/cancel): stop, record `canceled`."""
 
 
-class State(Protocol):
-    """What a compression record and a reconstruction state have in common."""
-
-    status: Status
-    progress: float
-    attempts: int
-    error: str | None
-    last_error: str | None
-    started_at: Any
-    finished_at: Any
-
-
 def record_failure(
     ctx: WorkerContext,
-    state: State,
+    state: JobState,
     save: Callable[[], None],
     exc: BaseException,
     queue: str,
@@ -183,7 +172,7 @@ def _mark_abandoned(
 
 def record_cancel(
     ctx: WorkerContext,
-    state: State,
+    state: JobState,
     save: Callable[[], None],
     queue: str,
     started: float,
