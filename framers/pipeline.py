@@ -181,6 +181,7 @@ def compress(
         time_base = readers[-1].time_base
         fps = readers[-1].fps
         facts, audio = source_facts(readers[-1], extract_audio(source, folder / fb.AUDIO), info.has_audio)
+        facts["warnings"] = [*facts["warnings"], *truncation_warnings(info.frames, len(pts))]
         manifest = fb.Manifest(
             source={
                 "filename": source.name,
@@ -351,3 +352,20 @@ def reconstruct(
         times=[round(float(p * manifest.time_base), 6) for p in manifest.pts],
         psnr=scores,
     )
+
+
+#: decoding fewer frames than the container declares is a truncated file (not an edit list that
+#: hides a few leading frames) once this share and count are missing
+TRUNCATION_SHARE = 0.1
+TRUNCATION_FRAMES = 3
+
+
+def truncation_warnings(declared: int, decoded: int) -> list[str]:
+    """A warning when the source's header declares clearly more frames than could be decoded (a
+    file cut off after its index, e.g. a faststart mp4 whose data ends early): the bundle holds
+    only what decoded, which the user must be told."""
+    missing = declared - decoded
+    if missing >= TRUNCATION_FRAMES and missing > TRUNCATION_SHARE * declared:
+        return [f"the source declares {declared} frames but only {decoded} could be decoded "
+                "(the file is probably truncated): the bundle holds those"]
+    return []

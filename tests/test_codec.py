@@ -252,3 +252,28 @@ def test_kept_frames_are_stored_as_arithmetic_runs() -> None:
         fb.decode_runs([[0, 0, 3]])
     with pytest.raises(BundleError):
         fb.per_clip([40], 40, 16)
+
+
+def test_a_file_cut_after_its_index_is_said_to_be_truncated(tmp_path: Path) -> None:
+    """A faststart mp4 (index first) whose data ends early decodes without an error, just fewer
+    frames than its header declares: the CLI result and the manifest must say so."""
+    path = tmp_path / "faststart.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    whole = compress(path, tmp_path / "whole", selector="stride", stride=4)
+    assert not any("truncated" in w for w in whole.warnings)
+    result = compress(cut, tmp_path / "cut", selector="stride", stride=4)
+    assert 0 < result.frames < 50
+    notes = [w for w in result.warnings if "truncated" in w]
+    assert notes and "declares 60 frames" in notes[0]
+    assert notes[0] in fb.read_manifest(tmp_path / "cut").source["warnings"]
