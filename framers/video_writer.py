@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import av
 import av.video.stream
+import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
@@ -77,6 +78,13 @@ class VideoWriter:
 
         self.path = Path(path)
         self.width, self.height = width, height
+        # Matroska takes a display size only from the stream's own aspect ratio, which PyAV cannot
+        # set (the codec's is ignored): non-square pixels would play squeezed, so a WebM output of
+        # an anamorphic source is resampled to square pixels at its display size instead.
+        self._display: tuple[int, int] | None = None
+        if container == "webm" and sample_aspect_ratio and Fraction(sample_aspect_ratio) != 1:
+            self._display = (max(2, 2 * round(width * Fraction(sample_aspect_ratio) / 2)), height)
+            width, sample_aspect_ratio = self._display[0], None
         encoder, encoder_options = encoder_settings(codec, crf, preset)
         self._container = av.open(str(self.path), mode="w", format=FORMATS[container])
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
@@ -183,6 +191,8 @@ class VideoWriter:
         if rgb.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame {rgb.shape[1]}x{rgb.shape[0]} != writer {self.width}x{self.height}")
         self._mux_audio_until(float(pts * self._time_base))
+        if self._display is not None:
+            rgb = cv2.resize(rgb, self._display, interpolation=cv2.INTER_CUBIC)
         if self._held is not None:
             held, held_pts = self._held
             self._encode(held, held_pts, pts - held_pts)

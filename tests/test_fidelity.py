@@ -434,3 +434,25 @@ def test_audio_that_cannot_be_kept_is_not_claimed(tmp_path: Path, capsys: pytest
     assert manifest["source"]["source_has_audio"] is True
     assert "warning: audio stream #1 (aac) dropped: undecodable" in said
     assert props(out)["audio"] == []
+
+
+def test_webm_output_of_anamorphic_frames_plays_at_the_display_aspect(tmp_path: Path) -> None:
+    """Matroska gets no display size from PyAV: a WebM of non-square pixels is resampled to square
+    pixels at the display size (4:3 pixels, 64x48 → 86x48), mp4 keeps the SAR itself."""
+    from fractions import Fraction
+
+    from framers.video_writer import VideoWriter
+
+    cases = [("vp9", "webm", (86, 48), Fraction(1)), ("h264", "mp4", (64, 48), Fraction(4, 3))]
+    for codec, container, size, sar in cases:
+        path = tmp_path / f"out.{container}"
+        writer = VideoWriter(path, 64, 48, Fraction(1, 25), 25.0, sample_aspect_ratio=Fraction(4, 3), codec=codec,
+                             container=container)
+        for i in range(3):
+            writer.write(np.full((48, 64, 3), 40 * i, np.uint8), i)
+        writer.close()
+        with av.open(str(path)) as got:
+            stream = got.streams.video[0]
+            frame = next(got.decode(stream))
+            assert (frame.width, frame.height) == size
+            assert (stream.sample_aspect_ratio or Fraction(1)) == sar
