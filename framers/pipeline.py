@@ -129,11 +129,21 @@ def compress(
         cuts: list[int] = []
         scenes = SceneAnalyser()
 
+        # The adaptive mode reads the source twice: its analysis pass gets the first
+        # ANALYSIS_SHARE of the progress, so a job shows progress (and can be canceled, which the
+        # worker checks in its progress callback) while it analyses.
+        analysing = chooser.name == "adaptive"
+        base = ANALYSIS_SHARE if analysing else 0.0
+
         def open_clips() -> Iterator[Clip]:
             reader = FrameReader(source)
+            first_pass = not readers
             readers.append(reader)
             try:
-                yield from reader.clips(CLIP_LEN)
+                for k, clip in enumerate(reader.clips(CLIP_LEN)):
+                    yield clip
+                    if analysing and first_pass:
+                        _report(progress, base * (k + 1) / max(expected_clips, k + 2))
             finally:
                 reader.close()
 
@@ -149,7 +159,8 @@ def compress(
             for p in ordered:
                 encoder.write(clip.frame(p), crf_of(clip.start + p) if crf_of is not None else None)
             kept_per_clip.append(ordered)
-            _report(progress, 0.95 * len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1))
+            done = len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1)
+            _report(progress, base + (0.95 - base) * done)
 
         # One clip of delay: a cut at a clip's first frame also keeps the previous clip's last
         # frame, and only the end of the stream tells which clip holds the video's last frame.
@@ -354,6 +365,8 @@ def reconstruct(
     )
 
 
+#: share of the progress the adaptive mode's analysis pass reports (about half its time at 480p)
+ANALYSIS_SHARE = 0.5
 #: decoding fewer frames than the container declares is a truncated file (not an edit list that
 #: hides a few leading frames) once this share and count are missing
 TRUNCATION_SHARE = 0.1

@@ -201,7 +201,10 @@ def test_adaptive_drops_frames_on_a_static_camera_and_keeps_them_in_fast_motion(
 
 def test_adaptive_bundle_records_decisions_and_never_blends_a_cut(clips: dict[str, Path], tmp_path: Path) -> None:
     bundle = tmp_path / "cut"
-    result = compress(clips["cut"], bundle, target_psnr=34.0)
+    seen: list[float] = []
+    result = compress(clips["cut"], bundle, target_psnr=34.0, progress=seen.append)
+    # progress during the analysis pass too (a job shows it and can be canceled meanwhile)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and any(0 < v <= 0.5 for v in seen), seen
     manifest = json.loads((bundle / fb.MANIFEST).read_text())
     assert manifest["version"] == fb.FORMAT_VERSION and manifest["scenes"]["cuts"] == [21] == result.cuts
     segs = manifest["adaptive"]["segments"]  # [start, stop, stride, crf]
