@@ -202,15 +202,29 @@ async def wait_done(client: httpx.AsyncClient, ids: list[str], timeout_s: float)
     return states, time.perf_counter() - started
 
 
-async def serial_probe(client: httpx.AsyncClient, path: str, count: int = 100) -> dict[str, Any]:
-    """Closed loop, one request at a time: the gateway's own time per request, without queueing."""
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None off Linux or when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def serial_probe(client: httpx.AsyncClient, path: str, count: int = 100,
+                       gateway_pid: int | None = None) -> dict[str, Any]:
+    """Closed loop, one request at a time: the gateway's own time per request, without queueing,
+    and (``gateway_pid``: the process uvicorn serves in) its CPU time per request."""
     latencies = []
+    cpu0 = process_cpu_s(gateway_pid) if gateway_pid else None
     for _ in range(count):
         t0 = time.perf_counter()
         response = await client.get(path)
         if response.status_code == 200:
             latencies.append(time.perf_counter() - t0)
-    return {"requests": count, "ok": len(latencies),
+    cpu1 = process_cpu_s(gateway_pid) if gateway_pid else None
+    cpu_ms = 1000 * (cpu1 - cpu0) / count if cpu0 is not None and cpu1 is not None else None
+    return {"requests": count, "ok": len(latencies), "gateway_cpu_ms_per_request": cpu_ms,
             "latency_ms": {k: 1000 * v for k, v in percentiles(latencies).items()}}
 
 
@@ -277,7 +291,10 @@ async def run_phases(service: Service, upload_clip: bytes, job_clip: bytes, cfg:
             raise RuntimeError(f"warm-up upload refused: HTTP {warm['codes']}")
         await wait_done(client, warm["ids"], cfg.drain_timeout_s)
         probe_path = f"/jobs/{warm['ids'][0]}"
-        serial = await serial_probe(client, probe_path)
+        # with FRAMERS_GATEWAY_WORKERS > 1 uvicorn serves in child processes: no per-request CPU
+        one_process = os.environ.get("FRAMERS_GATEWAY_WORKERS", "1") == "1"
+        serial = await serial_probe(client, probe_path, count=500,
+                                    gateway_pid=service.process.pid if one_process else None)
         idle = await latency_probe(client, probe_path, cfg.rate, cfg.probe_s)
         burst = await upload_many(client, upload_clip, cfg.uploads, cfg.selector)
         busy = await latency_probe(client, probe_path, cfg.rate, cfg.probe_s)
@@ -364,7 +381,9 @@ async def sample_queue(conn: Redis, queue: str, every_s: float, stop: asyncio.Ev
     samples = []
     while not stop.is_set():
         with conn.pipeline() as pipe:
-            waiting, running = pipe.llen(f"rq:queue:{queue}").zcard(f"rq:wip:{queue}").execute()
+            pipe.llen(f"rq:queue:{queue}")
+            pipe.zcard(f"rq:wip:{queue}")
+            waiting, running = pipe.execute()
         samples.append({"t": time.perf_counter() - started, "waiting": int(waiting), "running": int(running)})
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
