@@ -34,6 +34,9 @@ class HeadAsGetMiddleware:
         async def send_headers_only(message: Message) -> None:
             nonlocal ended
             if message["type"] != "http.response.body":
+                # Routed; the server must see HEAD again before it frames the answer (uvicorn's
+                # httptools protocol reads the method from this scope to expect no body).
+                scope["method"] = "HEAD"
                 await send(message)
             elif not ended:
                 ended = True
