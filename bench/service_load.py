@@ -261,12 +261,15 @@ def main() -> None:
     }
     text = markdown(report)
     print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    write_report(args, report, text)
+
+
+def write_report(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:
+    """The report as JSON (--json) and its tables as markdown (--markdown), where asked."""
+    for path, content in ((args.json, json.dumps(report, indent=1)), (args.markdown, text)):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
 
 
 def main_arrivals(args: argparse.Namespace) -> None:
@@ -287,12 +290,7 @@ def main_arrivals(args: argparse.Namespace) -> None:
               "by_workers": by_workers}
     text = arrival_markdown(report)
     print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    write_report(args, report, text)
 
 
 def run_one(workers: int, upload_clip: bytes, job_clip: bytes, cfg: Config) -> dict[str, Any]:

@@ -259,10 +259,6 @@ class Settings(BaseSettings):
         if self.webhook_secret is not None:
             env["FRAMERS_WEBHOOK_SECRET"] = self.webhook_secret.get_secret_value()
         env["FRAMERS_DEFAULT_CALLBACK_URLS"] = self.default_callback_urls.get_secret_value()
-        if self.worker_threads:
-            # read by the codec (framers.threads) and framers.runtime, which know nothing of Settings
-            env.setdefault("FRAMERS_CODEC_THREADS", str(self.worker_threads))
-            env.setdefault("FRAMERS_ORT_THREADS", str(self.worker_threads))
         return env
 
 

@@ -347,6 +347,7 @@ def reconstruct(
                             scores.append(round(frame_psnr(original, frame), 3))
                     if i % 16 == 0:
                         _report(progress, i / manifest.n_frames)
+            width, height = writer.output_size
             partial.replace(output)
         finally:
             partial.unlink(missing_ok=True)

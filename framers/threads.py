@@ -2,9 +2,9 @@
 
 Unset (the CLI on a machine of its own) every library sizes its thread pool by the cores, which
 is fastest for one job. Several service workers on one machine would then run cores × workers
-threads and starve the gateway (issue 18: status p99 of seconds while jobs ran), so
-``framers serve`` gives each worker ``FRAMERS_CODEC_THREADS`` = cores / workers (setting
-``worker_threads``), and ONNX Runtime likewise gets ``FRAMERS_ORT_THREADS`` (``framers.runtime``).
+threads and starve the gateway (issue 18), so a service worker sets ``FRAMERS_CODEC_THREADS``
+(and ONNX Runtime's ``FRAMERS_ORT_THREADS``, read by ``framers.runtime``) from its setting
+``worker_threads``, which ``framers serve`` makes cores / workers.
 x264's output depends slightly on its thread count (frame threads share look-ahead), so a
 bundle made under a budget can differ in a few bytes from the CLI's; quality is the same.
 """

@@ -81,7 +81,7 @@ class VideoWriter:
         # Matroska takes a display size only from the stream's own aspect ratio, which PyAV cannot
         # set (the codec's is ignored): non-square pixels would play squeezed, so a WebM output of
         # an anamorphic source is resampled to square pixels at its display size instead.
-        self._display: tuple[int, int] | None = None
+        self._display: tuple[int, int] | None = None  # (width, height) frames are resampled to
         if container == "webm" and sample_aspect_ratio and Fraction(sample_aspect_ratio) != 1:
             self._display = (max(2, 2 * round(width * Fraction(sample_aspect_ratio) / 2)), height)
             width, sample_aspect_ratio = self._display[0], None
@@ -185,6 +185,12 @@ class VideoWriter:
         frame.time_base = self._time_base
         self._durations[pts] = self._last_duration = max(1, duration)
         self._mux_video(self._stream.encode(frame))
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the encoded video: the frames' size, or the display size of an
+        anamorphic WebM (see __init__)."""
+        return self._display or (self.width, self.height)
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
         """Add one RGB uint8 [height, width, 3] frame shown from ``pts`` (in ``time_base``)."""

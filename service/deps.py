@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request, status
 
@@ -55,39 +55,32 @@ VideoId = Annotated[str, Path(pattern=VIDEO_ID_PATTERN, description="Video id (3
 def get_video(video_id: VideoId, tenant: TenantDep, services: ServicesDep) -> VideoRecord:
     """The addressed video's record; 404 alike for "no such video" and "another tenant's video"
     so that ids cannot be probed across tenants."""
-    return _owned(lambda: services.records.load(video_id), video_id, tenant)
+    return _owned(lambda: services.records.load(video_id), lambda record: record, video_id, tenant)
 
 
 Status = tuple[VideoRecord, list[ReconstructionRecord], list[WebhookDelivery]]
+T = TypeVar("T")
 
 
 def get_status(video_id: VideoId, tenant: TenantDep, services: ServicesDep) -> Status:
     """What GET /jobs shows of the addressed video (record, reconstructions, webhook deliveries),
     from the Redis status copy when it is there (``core.status_cache``); 404 as ``get_video``."""
-    loaded: Status | None = None
-
-    def record() -> VideoRecord:
-        nonlocal loaded
-        loaded = load_status(services.records, video_id)
-        return loaded[0]
-
-    _owned(record, video_id, tenant)
-    assert loaded is not None
-    return loaded
+    return _owned(lambda: load_status(services.records, video_id), lambda loaded: loaded[0], video_id, tenant)
 
 
-def _owned(load: Callable[[], VideoRecord], video_id: str, tenant: str) -> VideoRecord:
+def _owned(load: Callable[[], T], record_of: Callable[[T], VideoRecord], video_id: str, tenant: str) -> T:
+    """``load()`` when the video exists and belongs to ``tenant``; 404 otherwise, 500 when unreadable."""
     try:
-        record: VideoRecord | None = load()
+        loaded = load()
     except RecordNotFound:
-        record = None
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no video {video_id}") from None
     except CorruptRecord as exc:
         raise Problem(
             status.HTTP_500_INTERNAL_SERVER_ERROR, "the record of this video is unreadable", "corrupt_record"
         ) from exc
-    if record is None or record.tenant != tenant:
+    if record_of(loaded).tenant != tenant:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no video {video_id}")
-    return record
+    return loaded
 
 
 VideoDep = Annotated[VideoRecord, Depends(get_video)]

@@ -451,6 +451,7 @@ def test_webm_output_of_anamorphic_frames_plays_at_the_display_aspect(tmp_path: 
         for i in range(3):
             writer.write(np.full((48, 64, 3), 40 * i, np.uint8), i)
         writer.close()
+        assert writer.output_size == size  # what reconstruct reports as the output's size
         with av.open(str(path)) as got:
             stream = got.streams.video[0]
             frame = next(got.decode(stream))

@@ -181,8 +181,7 @@ def test_serve_runs_everything_and_stops_cleanly(
         # issue 18: workers yield the CPU to the gateway and size their thread pools to the cores
         assert _niceness(workers[0]) == min(19, _niceness(proc.pid) + 10)
         worker_env = _environ(workers[0])
-        cores = str(len(os.sched_getaffinity(0)))
-        assert worker_env["FRAMERS_CODEC_THREADS"] == worker_env["FRAMERS_ORT_THREADS"] == cores
+        assert worker_env["FRAMERS_WORKER_THREADS"] == str(len(os.sched_getaffinity(0)))  # cores / 1 worker
     output = proc.stdout.read().decode() if proc.stdout else ""
     assert "listening on 127.0.0.1 instead of 0.0.0.0" in output  # no keys: loopback only
     deadline = time.monotonic() + 10
