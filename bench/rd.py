@@ -14,8 +14,9 @@ Protocol (docs/DESIGN.md, "Quality protocol" and "Rate–distortion against x264
   Nth frame at each kept-frame CRF of ``--keyframe-crfs``; ``adaptive[+RECON]`` calls
   ``compress(source, bundle, target_psnr=T)`` for each T of ``--targets`` (only when
   ``compress`` has that keyword: detected with ``inspect.signature``; otherwise the method is
-  skipped with a note). RECON (default ``framemae``) rebuilds the frames. Bytes = the bundle's
-  video part (keyframe stream + manifest, no audio; as ``framers evaluate`` counts it).
+  skipped with a note). RECON (default ``framemae``) rebuilds the frames. Bytes = the single-file bundle (.frs) as
+  stored, less its audio member (keyframe stream + deflated manifest + ZIP headers; as
+  ``framers evaluate`` counts it).
 * Quality: per frame RGB PSNR (peak 255, capped at 60 dB; ``framers.metrics``) of the frames
   rebuilt by ``pipeline.iter_reconstructed`` (anchor: as decoded) against the reference; a
   point's PSNR is the mean over frames; also the PSNR of the mean MSE.
@@ -218,7 +219,8 @@ def build_report(clips: list[dict[str, Any]], config: Config, started: float, no
         "settings": {"frames": config.frames, "anchor": config.anchor_settings(), "bd_method": config.bd_method,
                      "rate_basis": config.rate, "methods": {m.name: m.settings() for m in config.methods},
                      "psnr_cap_db": 60.0,
-                     "rate": "bytes: x264 packets / bundle keyframe file + manifest as stored; bitstream_bytes: "
+                     "rate": "bytes: x264 packets / the .frs bundle file without audio (keyframes + deflated "
+                             "manifest + ZIP headers); bitstream_bytes: "
                              "packets + codec extradata of the kept frames (manifest: manifest_bytes)"},
         "notes": notes,
         "clips": clips,
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bd-method", choices=bdrate.METHODS, default="cubic",
                         help="cubic (VCEG-M33, default) or pchip (JVET CTC)")
     parser.add_argument("--rate", choices=sorted(RATE_KEYS), default="bundle",
-                        help="bytes for BD: bundle (x264 packets vs the bundle's files as stored, default) or "
+                        help="bytes for BD: bundle (x264 packets vs the .frs file as stored, default) or "
                              "bitstream (no container overhead on either side)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "rd.json", metavar="OUT.json",
                         help="results; clips already in it (same frames/anchor) are kept (default %(default)s)")

@@ -106,13 +106,19 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
 
 
 def bitstream_bytes(bundle: Path) -> int:
-    """Bytes of the coded kept frames of a bundle folder, like x264's side (packets + codec
+    """Bytes of the coded kept frames of a bundle (folder or .frs), like x264's side (packets + codec
     extradata): no container, no audio, no manifest (the manifest plays the container's part —
     timestamps, layout, checksums — and is reported apart as ``manifest_bytes``)."""
     from framers import bundle as fb
 
+    with fb.open_bundle(bundle) as folder:
+        streams = [p for p in folder.rglob("*") if p.is_file() and p.name not in (fb.AUDIO, fb.MANIFEST)]
+        return _coded_bytes(sorted(streams))
+
+
+def _coded_bytes(files: list[Path]) -> int:
     total = 0
-    for file in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name not in (fb.AUDIO, fb.MANIFEST)):
+    for file in files:
         try:
             with av.open(str(file)) as container:
                 streams = container.streams.video
@@ -154,21 +160,27 @@ def measure_anchor(source: Path, workdir: Path, crf: int, info: dict[str, Any]) 
 
 
 def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, info: dict[str, Any]) -> dict[str, Any]:
-    """One method point: compress into a bundle folder, rebuild with ``spec.reconstructor``, compare.
+    """One method point: compress into a single-file bundle (.frs, what a user stores), rebuild
+    with ``spec.reconstructor``, compare.
 
-    Fields: label, params, bytes (bundle video part: files as stored), kbps, bpp, bitstream_bytes
-    (keyframe packets + extradata; manifest apart as manifest_bytes), kept_frames, psnr, psnr_mean_mse,
-    compress_seconds, seconds (compress + rebuild + compare); adaptive points also target_psnr and
-    achieved_minus_target.
+    Fields: label, params, bytes (the .frs file without its audio member), kbps, bpp,
+    bitstream_bytes (keyframe packets + extradata), manifest_bytes (the manifest member as stored:
+    deflated, with its ZIP headers), kept_frames, psnr, psnr_mean_mse, compress_seconds, seconds
+    (compress + rebuild + compare); adaptive points also target_psnr, predicted_psnr (the plan's)
+    and achieved_minus_target.
     """
+    from framers import bundle as fb
+
     started = time.perf_counter()
-    bundle = workdir / f"bundle-{spec.name}-{point.label}".replace("+", "_")
+    bundle = workdir / f"bundle-{spec.name}-{point.label}{fb.SINGLE_FILE_SUFFIX}".replace("+", "_")
     try:
         result = pipeline.compress(source, bundle, **point.kwargs)
         compress_seconds = time.perf_counter() - started
         n_bytes = _video_bytes(bundle)
         n_bitstream = bitstream_bytes(bundle)
-        n_manifest = (bundle / "manifest.json").stat().st_size if bundle.is_dir() else 0
+        n_manifest = fb.stored_sizes(bundle)[fb.MANIFEST]
+        with fb.open_bundle(bundle) as folder:
+            selection = fb.read_manifest(folder, verify=False).selection
         with _rebuilt_frames(bundle, spec.reconstructor) as frames:
             quality = quality_of(source, frames)
     finally:
@@ -187,5 +199,6 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     }
     if "target_psnr" in point.kwargs:
         record["target_psnr"] = point.kwargs["target_psnr"]
+        record["predicted_psnr"] = selection.get("predicted_psnr")
         record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
     return record

@@ -28,7 +28,7 @@ def add_bd(record: dict[str, Any], bd_method: str = "cubic", rate: str = "bundle
     record, against its anchor; where undefined (< 4 points, no overlap) the value is None and
     ``bd_error`` says why. ``bd_rate_hull_union``: the upper hull of anchor ∪ method points vs the
     anchor (≤ 0 by construction up to fit error). ``rate``: "bundle" (``bytes``: x264 packets vs
-    the bundle's files as stored) or "bitstream" (``bitstream_bytes``: no container on either side).
+    the .frs bundle file as stored, less audio) or "bitstream" (``bitstream_bytes``: no container on either side).
     Points without the chosen field (older records) are left out."""
     a_rate, a_psnr = _curve(record.get("anchor", {}).get("points", []), rate)
     for entry in record.get("methods", {}).values():
@@ -103,7 +103,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{len(clips)} clips, first {settings['frames']} frames (lossless cut); anchor libx264 preset "
         f"{anchor['preset']}, CRF {', '.join(map(str, anchor['crfs']))}, 4:2:0 (4:4:4 if odd size), same RGB "
         f"frames and colour path; rate for BD: {settings.get('rate_basis', 'bundle')} (bundle: x264 packets vs "
-        f"the bundle's keyframe file + manifest as stored; bitstream: no container on either side); PSNR: RGB, "
+        f"the .frs bundle file as stored, less audio; bitstream: no container on either side); PSNR: RGB, "
         f"capped at 60 dB per frame, mean over frames. BD: {settings['bd_method']} "
         f"({'VCEG-M33' if settings['bd_method'] == 'cubic' else 'JVET CTC PCHIP'}); negative = fewer bytes "
         f"than x264. framers {report['framers_version']}, {report['created']}; points measured in "

@@ -257,8 +257,11 @@ def _bundles_frames(bundles: dict[tuple[str, str], CompressResult | str]) -> int
 
 
 def _video_bytes(bundle: Path) -> int:
-    """Bundle bytes without the audio track."""
+    """Bundle bytes as stored without the audio track (a .frs file: its size less the audio
+    member as stored)."""
     total = fb.bundle_bytes(bundle)
+    if Path(bundle).is_file():
+        return total - fb.stored_sizes(bundle).get(fb.AUDIO, 0)
     audio = bundle / fb.AUDIO
     return total - (audio.stat().st_size if audio.is_file() else 0)
 

@@ -142,6 +142,32 @@ def test_choice_meets_the_target_with_the_fewest_bytes() -> None:
         ratemodel.choose([moving], [[0]])
 
 
+def test_transfer_fit_recovers_kappa_and_1_0_configs_keep_the_additive_form() -> None:
+    """κ from rows made with a known transfer (plus noise) comes back; the additive form of
+    model 1.0 is then pessimistic (predicts lower PSNR); a config without κ still loads with
+    κ = (1, 0) and its old checksum."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    t = rng.choice([0.25, 0.5, 0.75], n)
+    left, right = rng.uniform(2, 80, n), rng.uniform(2, 80, n)
+    interp = rng.uniform(1, 200, n)
+    true = np.array([0.8, 0.1])
+    mse = (interp + ratemodel.transfer_terms(t, left, right) @ true) * rng.lognormal(0, 0.02, n)
+    rows = [{"t": a, "left_mse": b, "right_mse": c, "interp_mse": d, "mse": e}
+            for a, b, c, d, e in zip(t, left, right, interp, mse, strict=True)]
+    kappa, metrics = ratemodel.fit_transfer(rows)
+    assert np.allclose(kappa, true, atol=0.03)
+    assert abs(metrics["transfer_fit_psnr_bias_db"]) < 0.05
+    assert metrics["transfer_additive_psnr_bias_db"] < -0.1
+    with pytest.raises(ValueError):
+        ratemodel.fit_transfer([])
+    old = json.loads((Path(__file__).resolve().parents[1] / "model_store" / "ratemodel" / "1.0.0"
+                      / "config.json").read_text())
+    assert "transfer_coef" not in old and ratemodel.coefficients_sha256(old) == old["sha256"]
+    model = ratemodel.RateModel.from_config(old)
+    assert model.rebuilt_mse(np.array(10.0), np.array(0.5), np.array(4.0), np.array(8.0)) == pytest.approx(16.0)
+
+
 def test_stride_one_at_one_crf_is_plain_x264() -> None:
     """When only keeping everything is on offer, the choice is one CRF for the whole video: the
     kept-frame stream is then exactly an x264 encode of every frame."""

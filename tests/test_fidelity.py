@@ -8,7 +8,7 @@ and each kind is widened with generated variants (tests/videogen.py: lavfi sourc
 from __future__ import annotations
 
 import json
-import tarfile
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,8 @@ def roundtrip(source: Path, tmp: Path, capsys: pytest.CaptureFixture[str]) -> tu
     assert cli(["compress", str(source), "-o", str(bundle), "--target-psnr", "40", "-q"]) == 0
     said = capsys.readouterr().out
     assert cli(["reconstruct", str(bundle), "-o", str(output), "--reconstructor", "linear", "-q"]) == 0
-    with tarfile.open(bundle) as tar:
-        member = tar.extractfile("manifest.json")
-        assert member is not None
-        manifest = json.loads(member.read())
+    with zipfile.ZipFile(bundle) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
     return output, manifest, said
 
 

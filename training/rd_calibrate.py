@@ -10,20 +10,27 @@ frames of each:
   and at the final preset over a CRF grid (bytes, RGB MSE per frame), to map probe measurements
   to the final encode at any CRF.
 
+* ``transfer``: how the coding error of kept frames reaches the frames rebuilt between them:
+  per dropped frame, the ``framemae`` error with lossless kept frames and with kept frames coded
+  by x264 (final preset, a CRF grid), next to the coding error of its two kept neighbours.
+
 ``fit`` turns the rows into the coefficients stored in ``model_store/ratemodel/<version>/config.json``.
 
     python -m training.rd_calibrate interp --json out/rd_interp.jsonl
     python -m training.rd_calibrate coding --json out/rd_coding.jsonl
+    python -m training.rd_calibrate transfer --json out/rd_transfer.jsonl
     python -m training.rd_calibrate fit --interp out/rd_interp.jsonl --coding out/rd_coding.jsonl \
-        --out model_store/ratemodel/1.0.0
+        --transfer out/rd_transfer.jsonl --out model_store/ratemodel/1.1.0
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -135,6 +142,77 @@ def run_coding(args: argparse.Namespace) -> int:
     return 0
 
 
+def _x264_round_trip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
+    """RGB frames [H, W, 3] uint8 through x264 (final preset, 4:2:0 or 4:4:4 as the bundle's
+    keyframe encoder picks) and back: what the decoder rebuilds from."""
+    from framers.video_writer import output_pix_fmt
+
+    h, w = frames[0].shape[:2]
+    pix_fmt = output_pix_fmt(w, h)
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = w, h, pix_fmt
+    codec.time_base = Fraction(1, 25)
+    codec.options = {"crf": str(crf), "preset": rm.FINAL_PRESET}
+    packets = []
+    for i, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+        frame.pts = i
+        packets.extend(codec.encode(frame))
+    packets.extend(codec.encode(None))
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.extradata = codec.extradata
+    out = [f.to_ndarray(format="rgb24") for p in packets for f in decoder.decode(p)]
+    out.extend(f.to_ndarray(format="rgb24") for f in decoder.decode(None))
+    if len(out) != len(frames):
+        raise RuntimeError(f"x264 round trip returned {len(out)} of {len(frames)} frames")
+    return out
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    err = a.astype(np.float32) - b.astype(np.float32)
+    return float(np.mean(err * err))
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    from framers.registry import get_reconstructor
+
+    rebuilder = get_reconstructor("framemae")
+    out = Path(args.json)
+    done = set()
+    if out.exists():
+        done = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    for k, path in enumerate(_videos(args.split)[: args.max_videos]):
+        if k % shards != shard or path.name in done:
+            continue
+        rgb, _, _ = _decode(path, args.frames)
+        n = len(rgb)
+        if n < 17 or min(rgb[0].shape[:2]) < 16:
+            continue
+        segment = analysis.Segment(0, n, closed=True)
+        rows = []
+        for stride in (2, 4, 8, 16):
+            kept = segment.kept(stride)
+            lossless = list(rebuilder.reconstruct([KeptFrame(i, rgb[i]) for i in kept], n, 16))
+            for crf in (20, 28, 36, 44):
+                coded = _x264_round_trip([rgb[i] for i in kept], crf)
+                kept_mse = {i: _mse(c, rgb[i]) for i, c in zip(kept, coded, strict=True)}
+                rebuilt = list(rebuilder.reconstruct([KeptFrame(i, c) for i, c in zip(kept, coded, strict=True)],
+                                                     n, 16))
+                for left, right in itertools.pairwise(kept):
+                    for i in range(left + 1, right):
+                        rows.append({
+                            "video": path.name, "stride": stride, "crf": crf, "index": i,
+                            "t": (i - left) / (right - left), "interp_mse": _mse(lossless[i], rgb[i]),
+                            "left_mse": kept_mse[left], "right_mse": kept_mse[right],
+                            "mse": _mse(rebuilt[i], rgb[i]),
+                        })
+        with out.open("a") as handle:
+            handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")
+        print(f"{path.name}: {len(rows)} rows", flush=True)
+    return 0
+
+
 def _rows(paths: str) -> list[dict]:
     """Rows of comma-separated JSONL files, each video once (shards may overlap)."""
     seen: set[str] = set()
@@ -152,7 +230,8 @@ def _rows(paths: str) -> list[dict]:
 def run_fit(args: argparse.Namespace) -> int:
     interp = _rows(args.interp)
     coding = _rows(args.coding)
-    config = rm.fit(interp, coding)
+    transfer = _rows(args.transfer) if args.transfer else []
+    config = rm.fit(interp, coding, transfer)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     config["training"] = {
@@ -161,6 +240,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "coding_rows": len(coding),
         "videos": sorted({r["video"] for r in interp}),
         "coding_videos": sorted({r["video"] for r in coding}),
+        "transfer_videos": sorted({r["video"] for r in transfer}),
         "command": " ".join(sys.argv),
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -171,7 +251,7 @@ def run_fit(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("interp", "coding"):
+    for name in ("interp", "coding", "transfer"):
         p = sub.add_parser(name)
         p.add_argument("--json", required=True)
         p.add_argument("--split", default="train")
@@ -181,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fit")
     p.add_argument("--interp", required=True)
     p.add_argument("--coding", required=True)
+    p.add_argument("--transfer", help="rows of `transfer` (comma-separated files): fits κ (model 1.1)")
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    return {"interp": run_interp, "coding": run_coding, "fit": run_fit}[args.command](args)
+    return {"interp": run_interp, "coding": run_coding, "transfer": run_transfer, "fit": run_fit}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
 * coding MSE of a kept frame at CRF c = floor + (probe MSE − floor) · exp(b · f(c − c₀, c₀, N)),
   the floor being the colour path's own error (``coding.conversion_mse``: 4:2:0 chroma)
 * rebuilt MSE of a dropped frame = exp(g · features) + the coding MSE of its two kept
-  neighbours, weighted (1 − t, t) (interpolation and coding errors add, nearly independent)
+  neighbours carried through the rebuild: κ₁·((1 − t)·m_L + t·m_R) + κ₂·((1 − t)²·m_L + t²·m_R)
+  (model 1.1: κ fitted on frames rebuilt from x264-coded kept frames, ``fit_transfer``; a
+  blend of two independent noises would give the second form alone, fully correlated coding
+  noise the first: measured κ₁ ≈ 0.84, κ₂ ≈ 0.04, i.e. mostly correlated; model 1.0 took κ = (1, 0),
+  0.4 dB pessimistic on dropped frames)
 
 The choice minimises bytes subject to the mean per-frame PSNR (capped at 60 dB, the quality
 protocol's metric) reaching the target: a Lagrangian relaxation (Shoham & Gersho, "Efficient bit
@@ -29,7 +33,7 @@ import json
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,12 +79,15 @@ def interp_features(linear: np.ndarray, motion: np.ndarray, detail: np.ndarray, 
                      np.asarray(t) * (1 - np.asarray(t)), mc * det / 10.0], axis=-1)
 
 
-COEFFICIENTS = ("interp_coef", "rate_coef", "mse_coef")
+COEFFICIENTS = ("interp_coef", "rate_coef", "mse_coef", "transfer_coef")
+#: κ of models that predate the transfer fit (1.0): coding errors of the neighbours add in full
+ADDITIVE_TRANSFER = (1.0, 0.0)
 
 
 def coefficients_sha256(config: dict[str, Any]) -> str:
-    """sha256 of the coefficient arrays as canonical JSON (the model's checksum in its config)."""
-    payload = json.dumps({k: config[k] for k in COEFFICIENTS}, sort_keys=True, separators=(",", ":"))
+    """sha256 of the coefficient arrays as canonical JSON (the model's checksum in its config;
+    ``transfer_coef`` only where present, so 1.0 configs keep their checksum)."""
+    payload = json.dumps({k: config[k] for k in COEFFICIENTS if k in config}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -90,9 +97,41 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, float(np.sqrt(np.mean(residual**2)))
 
 
-def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Fit the three corrections from calibration rows (``training/rd_calibrate.py``); returns
-    the config dict (coefficients + fit metrics). Raises ValueError on empty inputs."""
+def transfer_terms(t: np.ndarray, left_mse: np.ndarray, right_mse: np.ndarray) -> np.ndarray:
+    """[..., 2] float64: the linear and the quadratic blend of the two kept neighbours' coding
+    MSE at position t ∈ (0, 1) of a dropped frame, the regressors of κ."""
+    t = np.asarray(t, dtype=np.float64)
+    return np.stack([(1 - t) * left_mse + t * right_mse, (1 - t) ** 2 * left_mse + t**2 * right_mse], axis=-1)
+
+
+def fit_transfer(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, dict[str, float]]:
+    """κ (2,) of the coding-error transfer from rows of ``rd_calibrate transfer`` (per dropped
+    frame: ``interp_mse`` with lossless kept frames, ``mse`` with coded ones, the neighbours'
+    ``left_mse``/``right_mse`` and ``t``), by least squares on mse − interp_mse with weights
+    1/mse (relative errors: dB matter, not gray levels²). Returns κ and the per-frame PSNR error
+    (predicted − measured, dB: mean and RMS) of the fit and of the additive κ = (1, 0).
+    Raises ValueError on no rows."""
+    if not rows:
+        raise ValueError("no transfer rows")
+    col = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in ("t", "left_mse", "right_mse",
+                                                                        "interp_mse", "mse")}
+    x = transfer_terms(col["t"], col["left_mse"], col["right_mse"])
+    weight = 1.0 / np.maximum(col["mse"], 1.0)
+    kappa, *_ = np.linalg.lstsq(x * weight[:, None], (col["mse"] - col["interp_mse"]) * weight, rcond=None)
+    measured = psnr_of_mses(col["mse"])
+    metrics: dict[str, float] = {"transfer_rows": float(len(rows))}
+    for name, k in (("fit", kappa), ("additive", np.array(ADDITIVE_TRANSFER))):
+        err = psnr_of_mses(col["interp_mse"] + x @ k) - measured
+        metrics[f"transfer_{name}_psnr_bias_db"] = float(err.mean())
+        metrics[f"transfer_{name}_psnr_rmse_db"] = float(np.sqrt(np.mean(err**2)))
+    return kappa, metrics
+
+
+def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, Any]],
+        transfer_rows: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Fit the corrections from calibration rows (``training/rd_calibrate.py``); returns the
+    config dict (coefficients + fit metrics; version 1.1.0 with ``transfer_rows``, else 1.0.0
+    with the additive transfer). Raises ValueError on empty interp or coding rows."""
     if not interp_rows or not coding_rows:
         raise ValueError("calibration needs interp and coding rows")
     col = {k: np.array([r[k] for r in interp_rows], dtype=np.float64)
@@ -124,7 +163,7 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     mse_coef, mse_rmse = _lstsq(xc, np.log(above))
     config: dict[str, Any] = {
         "name": "ratemodel",
-        "version": "1.0.0",
+        "version": "1.1.0" if transfer_rows else "1.0.0",
         "probe_preset": PROBE_PRESET,
         "final_preset": FINAL_PRESET,
         "probe_crfs": list(PROBE_CRFS),
@@ -141,6 +180,10 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
             "coding_rows": len(cod["crf"]),
         },
     }
+    if transfer_rows:
+        kappa, transfer_metrics = fit_transfer(transfer_rows)
+        config["transfer_coef"] = kappa.tolist()
+        config["metrics"].update(transfer_metrics)
     config["sha256"] = coefficients_sha256(config)
     return config
 
@@ -152,10 +195,19 @@ class RateModel:
     interp_coef: np.ndarray
     rate_coef: np.ndarray
     mse_coef: np.ndarray
+    transfer_coef: np.ndarray = field(default_factory=lambda: np.array(ADDITIVE_TRANSFER))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RateModel:
-        return cls(np.array(config["interp_coef"]), np.array(config["rate_coef"]), np.array(config["mse_coef"]))
+        return cls(np.array(config["interp_coef"]), np.array(config["rate_coef"]), np.array(config["mse_coef"]),
+                   np.array(config.get("transfer_coef", ADDITIVE_TRANSFER), dtype=np.float64))
+
+    def rebuilt_mse(self, interp_mse: np.ndarray, t: np.ndarray, left_mse: np.ndarray,
+                    right_mse: np.ndarray) -> np.ndarray:
+        """Predicted RGB MSE of dropped frames rebuilt from coded kept frames: interpolation
+        error plus the neighbours' coding error carried through (κ; module docstring). Arrays
+        broadcast (e.g. [d, 1] against [d, C] for a CRF grid)."""
+        return interp_mse + transfer_terms(t, left_mse, right_mse) @ self.transfer_coef
 
     def interp_mse(self, features: np.ndarray) -> np.ndarray:
         """Predicted full-resolution RGB MSE of dropped frames from ``interp_features`` [n, 7]."""
@@ -219,7 +271,7 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
         if len(m.interp_mse):
             ext = np.concatenate([coded, coded.mean(axis=0, keepdims=True)], axis=0)
             t = m.t[:, None]
-            rebuilt = m.interp_mse[:, None] + (1 - t) * ext[m.left] + t * ext[m.right]
+            rebuilt = model.rebuilt_mse(m.interp_mse[:, None], t, ext[m.left], ext[m.right])
             total = total + psnr_of(rebuilt).sum(axis=0)
         psnr_sum[k] = total
     return SegmentOptions(tuple(m.stride for m in measures), grid, n_bytes, psnr_sum, frames)
