@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -63,6 +62,9 @@ from service_harness import (
 )
 from throughput import CACHE_DIR, DEFAULT_SOURCE, cached_video, machine_info
 
+from core.settings import Settings
+from service.serve import gateway_processes
+
 __all__ = ["ROOT", "ArrivalConfig", "free_port", "percentiles", "sample_queue", "slope_per_min"]
 
 # ---------------------------------------------------------------- phases
@@ -86,8 +88,9 @@ async def run_phases(service: Service, upload_clip: bytes, job_clip: bytes, cfg:
             raise RuntimeError(f"warm-up upload refused: HTTP {warm['codes']}")
         await wait_done(client, warm["ids"], cfg.drain_timeout_s)
         probe_path = f"/jobs/{warm['ids'][0]}"
-        # with FRAMERS_GATEWAY_WORKERS > 1 uvicorn serves in child processes: no per-request CPU
-        one_process = os.environ.get("FRAMERS_GATEWAY_WORKERS", "1") == "1"
+        # with several gateway processes (the default on >= 2 cores) uvicorn serves in child
+        # processes: no per-request CPU figure
+        one_process = gateway_processes(Settings()) == 1
         serial = await serial_probe(client, probe_path, count=500,
                                     gateway_pid=service.process.pid if one_process else None)
         idle = await latency_probe(client, probe_path, cfg.rate, cfg.probe_s)

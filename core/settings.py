@@ -154,7 +154,16 @@ class Settings(BaseSettings):
         description="Threads per worker for ONNX Runtime, x264, FFmpeg decoders and OpenCV; "
         "0 = cores / workers under `framers serve`, the libraries' defaults otherwise",
     )
-    gateway_workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of the gateway")
+    # Issue 18, by measurement (BENCHMARKS.md §7c): two gateway processes answer GET /jobs at
+    # 200 req/s with p99 6.2 ms where one gives 20.5 ms, so `framers serve` runs two where there
+    # are two cores. /metrics then sums both processes (service.metrics, multiprocess mode).
+    gateway_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="uvicorn processes of the gateway under `framers serve`; unset (or 'auto') = "
+        "min(2, cores). A plain `uvicorn service.main:app` (the images) runs one",
+    )
     worker_queues: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(ALL_QUEUES),
         description="Queues a worker listens on, in priority order",
@@ -165,6 +174,14 @@ class Settings(BaseSettings):
     def _split_ints(cls, value: object) -> object:
         if isinstance(value, str):
             return [int(v) for v in value.replace(" ", "").split(",") if v]
+        return value
+
+    @field_validator("gateway_workers", mode="before")
+    @classmethod
+    def _auto(cls, value: object) -> object:
+        # FRAMERS_GATEWAY_WORKERS= or =auto: the default (chosen by `framers serve` from the cores).
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
         return value
 
     @field_validator("worker_queues", mode="before")

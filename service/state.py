@@ -12,7 +12,7 @@ from core.settings import Settings
 from core.status_cache import StatusCache
 from core.storage import Storage, make_storage
 from service.methods import MethodCatalog
-from service.metrics import GatewayMetrics
+from service.metrics import GatewayMetrics, active_multiprocess_dir
 
 
 @dataclass(frozen=True)
@@ -34,5 +34,5 @@ class Services:
             records=RecordStore(storage, StatusCache(redis)),
             redis=redis,
             catalog=MethodCatalog(),
-            metrics=GatewayMetrics(redis),
+            metrics=GatewayMetrics(redis, active_multiprocess_dir()),
         )

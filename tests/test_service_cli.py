@@ -140,18 +140,95 @@ def _serve(tmp_path: Path, wait_for: Callable[..., Any], env_overrides: dict[str
     assert code == 0, proc.stdout.read().decode() if proc.stdout else ""
 
 
+def _gateways(pid: int) -> list[int]:
+    """The gateway processes uvicorn's supervisor (in `framers serve`, ``pid``) spawned."""
+    return [p for p in _direct_children(pid) if b"spawn_main" in (Path("/proc") / str(p) / "cmdline").read_bytes()]
+
+
+def _healthz_count(families: Any) -> float:
+    """framers_http_requests_total{route="/healthz"} summed over statuses; 0 when absent."""
+    return sum(s.value for f in families for s in f.samples
+               if s.name == "framers_http_requests_total" and s.labels.get("route") == "/healthz")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
 def test_serve_runs_several_gateway_processes(tmp_path: Path, wait_for: Callable[..., Any]) -> None:
     """FRAMERS_GATEWAY_WORKERS=2: two uvicorn processes answer on one port, with the settings
-    `framers serve` made (its own Redis); SIGTERM stops them all."""
+    `framers serve` made (its own Redis); /metrics counts the requests of both, and reports the
+    Redis-derived families once; SIGTERM stops them all and removes the private metrics folder."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.parser import text_string_to_metric_families
+
     env = {"FRAMERS_LOG_LEVEL": "WARNING", "FRAMERS_GATEWAY_WORKERS": "2", "FRAMERS_API_KEYS": "k1:acme"}
     with _serve(tmp_path, wait_for, env) as (proc, url):
-        gateways = [p for p in _direct_children(proc.pid) if b"spawn_main" in
-                    (Path("/proc") / str(p) / "cmdline").read_bytes()]
+        gateways = _gateways(proc.pid)
         assert len(gateways) == 2, gateways  # uvicorn's supervisor spawns one process per gateway worker
         assert httpx.get(f"{url}/videos", timeout=5).status_code == 401  # the keys reached the gateways
         assert httpx.get(f"{url}/videos", headers={"X-API-Key": "k1"}, timeout=5).status_code == 200
+
+        folders = {_environ(p).get("PROMETHEUS_MULTIPROC_DIR") for p in gateways}
+        assert len(folders) == 1 and None not in folders, folders  # one shared folder, made by serve
+        folder = Path(folders.pop() or "")
+        assert folder.is_dir() and folder.stat().st_mode & 0o077 == 0  # private (mkdtemp)
+
+        def share(pid: int) -> float:
+            """This process's own /healthz count, from its file (what it alone would report)."""
+            file = folder / f"counter_{pid}.db"
+            return _healthz_count(MultiProcessCollector.merge([str(file)])) if file.exists() else 0.0
+
+        # A new connection per request: the kernel gives each to whichever process accepts first
+        # (measured: ~half each). Until both answered some, at most 600 requests.
+        sent = 0
+        while sent < 600 and (sent == 0 or min(share(p) for p in gateways) == 0):
+            for _ in range(30):
+                assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+            sent += 30
+        shares = [share(p) for p in gateways]
+        assert min(shares) > 0, f"one process answered all {sent} requests: {shares}"
+
+        def scrape() -> str:
+            return httpx.get(f"{url}/metrics", timeout=5).text
+
+        # Counted after the answer is sent, so the last few may land a moment later.
+        wait_for(lambda: _healthz_count(text_string_to_metric_families(scrape())) >= sent, timeout=10)
+        text = scrape()
+        assert _healthz_count(text_string_to_metric_families(text)) == sent  # the sum, not a share
+        assert sum(shares) == sent
+        lines = text.splitlines()
+        assert [ln for ln in lines if ln.startswith("framers_redis_up")] == ["framers_redis_up 1.0"]
+        assert lines.count("# TYPE framers_queue_jobs gauge") == 1
+        assert 'pid="' not in text  # no per-process series
     assert not [p for p in gateways if (Path("/proc") / str(p)).exists()]  # none left behind
+    assert not folder.exists()  # serve removed its metrics folder
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
+def test_serve_uses_the_deployments_metrics_folder_with_one_process(
+    tmp_path: Path, wait_for: Callable[..., Any]
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR given and one gateway process: serve empties the folder of an
+    earlier run's files first, the gateway (in serve itself) counts there, the folder stays."""
+    given = tmp_path / "prom"
+    given.mkdir()
+    (given / "counter_1.db").write_bytes(b"an earlier run's file")  # unreadable: /metrics would fail
+    env = {"FRAMERS_LOG_LEVEL": "WARNING", "FRAMERS_GATEWAY_WORKERS": "1", "PROMETHEUS_MULTIPROC_DIR": str(given)}
+    with _serve(tmp_path, wait_for, env) as (proc, url):
+        assert _gateways(proc.pid) == []  # uvicorn in serve itself
+        for _ in range(5):
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert not (given / "counter_1.db").exists()
+        assert (given / f"counter_{proc.pid}.db").exists()
+
+        def scrape() -> str:
+            response = httpx.get(f"{url}/metrics", timeout=5)
+            assert response.status_code == 200
+            return response.text
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        wait_for(lambda: _healthz_count(text_string_to_metric_families(scrape())) == 5, timeout=10)
+        assert scrape().count("\nframers_redis_up ") == 1
+    assert given.is_dir()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
@@ -178,6 +255,8 @@ def test_serve_runs_everything_and_stops_cleanly(
 
         workers = _children_of(proc.pid)
         assert len(workers) == 1
+        # issue 18: by default two gateway processes where there are two cores (one: uvicorn in serve)
+        assert len(_gateways(proc.pid)) == (2 if len(os.sched_getaffinity(0)) >= 2 else 0)
         # issue 18: workers yield the CPU to the gateway and size their thread pools to the cores
         assert _niceness(workers[0]) == min(19, _niceness(proc.pid) + 10)
         worker_env = _environ(workers[0])
