@@ -22,6 +22,8 @@ from framers.video import FrameReader
 from framers.video_writer import mux_rgb, output_pix_fmt
 
 ANCHOR_PRESET = "medium"
+#: how a method point's ``bytes`` are counted (part of a method's settings: a change re-measures)
+BYTES_COUNTED = "frs-zip-less-audio"
 
 
 # -- methods ----------------------------------------------------------------------------------------
@@ -43,9 +45,14 @@ class MethodSpec:
     points: tuple[Point, ...]
 
     def settings(self) -> dict[str, Any]:
-        """What changes this method's numbers (a resumed run reuses a stored method only if equal)."""
+        """What changes this method's numbers (a resumed run reuses a stored method only if equal):
+        the points, the reconstructor, the models in the store (a refitted rate model changes the
+        decisions) and how bytes are counted (the .frs container)."""
+        from framers import model_store
+
         return {"kind": self.kind, "reconstructor": self.reconstructor,
-                "points": [{"label": p.label, **p.kwargs} for p in self.points]}
+                "points": [{"label": p.label, **p.kwargs} for p in self.points],
+                "models": model_store.latest_versions(), "bytes": BYTES_COUNTED}
 
 
 def source_frames(source: Path) -> Generator[np.ndarray, None, None]:
