@@ -155,7 +155,7 @@ class Settings(BaseSettings):
         "0 = cores / workers under `framers serve`, the libraries' defaults otherwise",
     )
     # Issue 18, by measurement (BENCHMARKS.md §7c): two gateway processes answer GET /jobs at
-    # 200 req/s with p99 6.2 ms where one gives 20.5 ms, so `framers serve` runs two where there
+    # 200 req/s with p99 4.1 ms where one gives 20.5 ms, so `framers serve` runs two where there
     # are two cores. /metrics then sums both processes (service.metrics, multiprocess mode).
     gateway_workers: int | None = Field(
         default=None,

@@ -115,7 +115,7 @@ def gateway_processes(settings: Settings, cores: int | None = None) -> int:
     """How many uvicorn processes `framers serve` runs for the gateway: FRAMERS_GATEWAY_WORKERS
     when set (1 allowed), else min(2, ``cores``) (default: this process's CPU affinity).
 
-    Why 2 (issue 18, BENCHMARKS.md §7c): GET /jobs at 200 req/s, idle p99 6.2 ms with two processes
+    Why 2 (issue 18, BENCHMARKS.md §7c): GET /jobs at 200 req/s, idle p99 4.1 ms with two processes
     against 20.5 ms with one; more than two was not measured, and one core gains nothing from two."""
     if settings.gateway_workers is not None:
         return settings.gateway_workers
