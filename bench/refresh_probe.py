@@ -114,13 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         points.append({"kind": "plain", "crf": crf, "bytes": n_bytes, "psnr": round(mean_psnr(frames, source), 3)})
         print(json.dumps(points[-1]), flush=True)
     plain = sorted((p["bytes"], p["psnr"]) for p in points if p["kind"] == "plain")
+    compared = []
     for p in points:
-        if p["kind"] == "refresh":  # plain every-4th at the same bytes, interpolated in log(bytes)
+        # plain every-4th at the same bytes, interpolated in log(bytes); only inside the plain
+        # curve's range (no extrapolation: beyond its finest CRF the gain would be made up)
+        if p["kind"] == "refresh" and plain[0][0] <= p["bytes"] <= plain[-1][0]:
             p["plain_psnr_at_equal_bytes"] = round(float(np.interp(np.log(p["bytes"]), [np.log(b) for b, _ in plain],
                                                                    [q for _, q in plain])), 3)
             p["gain_db"] = round(p["psnr"] - p["plain_psnr_at_equal_bytes"], 3)
-    best = max((p for p in points if p["kind"] == "refresh"), key=lambda p: p["gain_db"])
-    print(f"best refresh point vs plain at equal bytes: {best['gain_db']:+.2f} dB ({best})")
+            compared.append(p)
+    if compared:
+        best = max(compared, key=lambda p: p["gain_db"])
+        median = float(np.median([p["gain_db"] for p in compared]))
+        print(f"{len(compared)} refresh points inside the plain curve; best vs plain at equal bytes: "
+              f"{best['gain_db']:+.2f} dB ({best}); median {median:+.2f} dB")
     if args.json:
         args.json.write_text(json.dumps({"video": args.video.name, "frames": n, "points": points}, indent=1) + "\n")
     return 0

@@ -13,8 +13,8 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
   neighbours carried through the rebuild: κ₁·((1 − t)·m_L + t·m_R) + κ₂·((1 − t)²·m_L + t²·m_R)
   (model 1.1: κ fitted on frames rebuilt from x264-coded kept frames, ``fit_transfer``; a
   blend of two independent noises would give the second form alone, fully correlated coding
-  noise the first: measured κ₁ ≈ 0.84, κ₂ ≈ 0.04, i.e. mostly correlated; model 1.0 took κ = (1, 0),
-  0.4 dB pessimistic on dropped frames)
+  noise the first: measured κ₁ = 0.79, κ₂ = 0.04 on 22 train videos, i.e. mostly correlated; model 1.0 took
+  κ = (1, 0): 0.46 dB pessimistic on dropped frames)
 
 The choice minimises bytes subject to the mean per-frame PSNR (capped at 60 dB, the quality
 protocol's metric) reaching the target: a Lagrangian relaxation (Shoham & Gersho, "Efficient bit
