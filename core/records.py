@@ -90,7 +90,9 @@ class Status(StrEnum):
 class CompressOptions(BaseModel):
     """What the client chose at upload; stored so a retry runs with exactly the same options."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN compares false with every bound, so without this `target_psnr=nan` was refused as "should
+    # be ≤ 60" (misleading) and inf as out of range: both are now "should be a finite number"
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     selector: str = Field(pattern=METHOD_PATTERN)
     keep: int = Field(ge=1, le=8, description="Two-frame slots kept per 16-frame clip")

@@ -126,15 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconstructor", default=defaults.ORACLE_RECONSTRUCTOR,
                    help="for --selector oracle: the reconstructor it optimises for")
     p.add_argument("--keyframe-codec", choices=["x264", "ffv1"], default=None,
-                   help=f"kept-frame codec (default {defaults.KEYFRAME_CODEC})")
+                   help=f"kept-frame codec (default {defaults.KEYFRAME_CODEC}); ffv1 (lossless) has no CRF for "
+                   "the adaptive mode to choose, so it keeps the fixed pattern (every "
+                   f"{defaults.STRIDE}th frame) unless a target is given")
     p.add_argument("--crf", type=int, default=None, help=f"x264 CRF for kept frames (default {defaults.KEYFRAME_CRF})")
     p.add_argument("--target-psnr", type=float, default=None, metavar="DB",
                    help="content-adaptive mode: per segment, keep every Nth frame (N in 1,2,4,8,16) and a CRF, "
                    "for the fewest bytes at this mean PSNR of the rebuilt video (framemae); the default "
-                   f"({defaults.TARGET_PSNR:g} dB) when no --selector/--keep/--stride/--crf is given")
+                   f"({defaults.TARGET_PSNR:g} dB) when no --selector/--keep/--stride/--crf is given (and the "
+                   "keyframe codec is x264). The target is the PSNR of the rebuilt frames; the output "
+                   "file's own 4:2:0 encode (reconstruct --crf) costs more: BENCHMARKS.md section 0b")
     p.add_argument("--target-kbps", type=float, default=None, metavar="K",
                    help="content-adaptive mode for a bitrate: best predicted PSNR within K kbit/s of kept frames")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no info logs (the result and any warnings are still printed)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("reconstruct", help="rebuild a playable mp4 from a bundle")
@@ -147,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=("h264", "vp9", "av1"), default="h264", help="output video codec")
     p.add_argument("--container", choices=("mp4", "webm"),
                    help="default: from the output's suffix (.webm), else mp4")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no info logs (the result and any warnings are still printed)")
     p.set_defaults(func=cmd_reconstruct)
 
     try:
@@ -170,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    level = logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     if not args.verbose:
         # the HTTP client logs every request at INFO: the remote-* verbs print only their result
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -336,6 +336,8 @@ def test_not_multipart_is_rejected(stack: Any) -> None:
         ({"keyframe_codec": "vp9"}, "unknown keyframe_codec"),
         ({"crf": "99"}, "crf"),
         ({"target_psnr": "5"}, "target_psnr"),
+        ({"target_psnr": "nan"}, "finite number"),
+        ({"target_kbps": "inf"}, "finite number"),
         ({"target_psnr": "35", "crf": "20"}, "drop crf"),
         ({"target_psnr": "35", "target_kbps": "100"}, "not both"),
     ],
