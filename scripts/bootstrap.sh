@@ -27,9 +27,22 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS//,/-}"
-if [ ! -f "$stamp" ]; then
+# One stamp per install: pyproject's hash + the extras installed. An install with more extras
+# (e.g. the tests' cpu,dev,s3,train) covers a request for fewer (serve's cpu,s3): no reinstall,
+# which in a shared venv would also re-point the editable install at this checkout.
+prefix=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-"
+covered=""
+for done_stamp in "$prefix"*; do
+  [ -f "$done_stamp" ] || continue
+  have=",${done_stamp#"$prefix"},"; have="${have//-/,}"
+  missing=""
+  for extra in ${EXTRAS//,/ }; do
+    [[ "$have" == *",$extra,"* ]] || missing="$extra"
+  done
+  if [ -z "$missing" ]; then covered="$done_stamp"; break; fi
+done
+if [ -z "$covered" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[${EXTRAS}]"
-  touch "$stamp"
+  touch "$prefix${EXTRAS//,/-}"
 fi

@@ -184,7 +184,12 @@ def test_delete_removes_every_object(stack: Any, clip: Path, wait_for: Callable[
 
     with stack.client(KEY_A) as client:
         video_id = upload(client, clip).json()["id"]
-        assert wait_job(client, video_id, wait_for)["status"] == "done"
+        job = wait_job(client, video_id, wait_for)
+        assert job["status"] == "done"
+        # the record's link to the video answers GET with the same view as /jobs
+        video = client.get(job["links"]["video"])
+        assert video.status_code == 200 and video.json()["id"] == video_id
+        assert video.json()["status"] == client.get(f"/jobs/{video_id}").json()["status"]
         wait_reconstruction(client, video_id, wait_for)
         storage = LocalStorage(stack.settings.local_storage_dir)
         assert list(storage.list(f"videos/{video_id}/"))
@@ -193,6 +198,7 @@ def test_delete_removes_every_object(stack: Any, clip: Path, wait_for: Callable[
         assert list(storage.list(f"videos/{video_id}/")) == []
         assert list(storage.list(f"pending/{video_id}/")) == []
         assert client.get(f"/jobs/{video_id}").status_code == 404
+        assert client.get(f"/videos/{video_id}").status_code == 404
         assert client.get(f"/bundles/{video_id}").status_code == 404
         assert client.get(f"/reconstruct/{video_id}").status_code == 404
         assert client.delete(f"/videos/{video_id}").status_code == 404
@@ -228,6 +234,7 @@ def test_tenant_sees_only_its_own_videos(stack: Any, done_video: dict[str, Any])
     with stack.client(KEY_B) as other:
         for method, path in [
             ("GET", f"/jobs/{video_id}"),
+            ("GET", f"/videos/{video_id}"),
             ("GET", f"/bundles/{video_id}"),
             ("GET", f"/reconstruct/{video_id}"),
             ("DELETE", f"/videos/{video_id}"),

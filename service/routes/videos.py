@@ -1,4 +1,4 @@
-"""POST /compress, GET /jobs/{id}, DELETE /videos/{id}."""
+"""POST /compress, GET /jobs/{id}, GET and DELETE /videos/{id}, GET /videos."""
 
 from __future__ import annotations
 
@@ -348,6 +348,13 @@ def get_job(status_: StatusDep) -> Response:
     One Redis read when the status copy is there (issue 18); serialised here rather than through
     the response model a second time (JobView is that model)."""
     return Response(JobView.of(*status_).model_dump_json(), media_type="application/json")
+
+
+@router.get("/videos/{video_id}", response_model=JobView,
+            summary="A video: its record (the same view as GET /jobs/{id}; `links.video` points here)")
+def get_video(status_: StatusDep) -> Response:
+    """The record the job links name as the video itself; DELETE on the same path removes it."""
+    return get_job(status_)
 
 
 @router.delete(
