@@ -71,7 +71,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(
         f"{result.bundle_path}: kept {result.kept_frames}/{result.frames} frames "
         f"({result.selector}), {result.bundle_bytes} bytes "
-        f"({result.bundle_bytes / max(1, result.source_bytes):.1%} of source), {result.seconds:.1f} s"
+        f"({result.bundle_bytes / max(1, result.source_bytes):.1%} of source"
+        + (f"; audio {result.audio_bytes} bytes of it" if result.audio_bytes else "")
+        + f"), {result.seconds:.1f} s"
     )
     for note in getattr(result, "warnings", []):
         print(f"warning: {note}")

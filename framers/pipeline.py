@@ -52,6 +52,7 @@ class CompressResult:
     # deliberate changes to the source (deinterlaced, tone-mapped, alpha flattened, audio dropped)
     warnings: list[str] = field(default_factory=list)
     has_audio: bool = False  # the bundle holds audio (not only: the source had an audio stream)
+    audio_bytes: int = 0  # of bundle_bytes, the audio track's (AAC): on short clips often most of it
 
 
 @dataclass
@@ -221,6 +222,8 @@ def compress(
             adaptive=chooser.manifest_entry() if hasattr(chooser, "manifest_entry") else None,
         )
         fb.write_manifest(folder, manifest)
+        audio_file = folder / fb.AUDIO
+        audio_bytes = audio_file.stat().st_size if audio_file.is_file() else 0
         _place(folder, bundle)
     _report(progress, 1.0)
     return CompressResult(
@@ -240,6 +243,7 @@ def compress(
         adaptive=chooser.report() if hasattr(chooser, "report") else None,
         warnings=[*facts["warnings"], *_adaptive_warnings(chooser)],
         has_audio=bool(facts["has_audio"]),
+        audio_bytes=audio_bytes,
     )
 
 

@@ -164,7 +164,10 @@ def test_c05_full_range_mjpeg_and_pcm_audio(tmp_path: Path, capsys: pytest.Captu
 
 def test_c09_delayed_opus_keeps_its_offset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = case("c09")
-    out, manifest, _ = roundtrip(source, tmp_path, capsys)
+    out, manifest, said = roundtrip(source, tmp_path, capsys)
+    # the summary says how much of the bundle is audio (on a short clip, most of it)
+    stored_audio = manifest["files"]["audio.m4a"]["bytes"]
+    assert f"audio {stored_audio} bytes of it" in said.splitlines()[0]
     src_beep, out_beep = beep_onset(source), beep_onset(out)
     assert 0.95 < src_beep < 1.06
     assert abs(out_beep - src_beep) < 0.01  # was 0.5 s early before
