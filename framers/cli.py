@@ -36,8 +36,17 @@ def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Ca
     return update, close
 
 
+#: output names that are videos, not bundles: `compress -o x.mp4` would make a folder named x.mp4
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".gif")
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from framers.pipeline import compress
+
+    if Path(args.output).suffix.lower() in VIDEO_SUFFIXES:
+        raise UnsupportedOptionError(
+            f"-o {args.output}: a bundle is a .frs file or a folder, not a video "
+            f"(did you mean {Path(args.output).with_suffix('.frs')}? `framers reconstruct` writes videos)")
 
     given = {name for name in defaults.FIXED_PATTERN_OPTIONS if getattr(args, name) is not None}
     selector = defaults.selector_for(args.selector, args.keep is not None)
@@ -97,7 +106,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     update, close = _progress_bar("reconstruct", not args.quiet)
     try:
-        container = args.container or ("webm" if Path(args.output).suffix.lower() == ".webm" else "mp4")
+        suffix = Path(args.output).suffix.lower()
+        container = args.container or ("webm" if suffix == ".webm" else "mp4")
+        if suffix != f".{container}":
+            print(f"warning: writing {container.upper()} to {args.output} (its name says {suffix or 'nothing'})")
         result = reconstruct(Path(args.bundle), Path(args.output), reconstructor=args.reconstructor,
                              output_crf=args.crf, progress=update, codec=args.codec, container=container)
     finally:

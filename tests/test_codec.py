@@ -180,6 +180,20 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path, clip_with_audio: Path) ->
     assert cli_main(["compress", str(tmp_path / "text.mp4"), "-o", str(tmp_path / "x"), "-q"]) == 2
 
 
+def test_cli_refuses_a_video_name_for_a_bundle_and_warns_on_a_foreign_output_suffix(
+        clip_with_audio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`compress -o x.mp4` would have made a bundle folder named x.mp4; `reconstruct -o y.txt`
+    writes an MP4 under a name that says otherwise, and says so."""
+    assert cli_main(["compress", str(clip_with_audio), "-o", str(tmp_path / "x.mp4"), "-q"]) == 2
+    assert "x.frs" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+    assert cli_main(["compress", str(clip_with_audio), "-o", str(tmp_path / "b.frs"), "--stride", "4", "-q"]) == 0
+    assert cli_main(["reconstruct", str(tmp_path / "b.frs"), "-o", str(tmp_path / "y.txt"),
+                     "--reconstructor", "linear", "-q"]) == 0
+    assert "warning: writing MP4 to" in capsys.readouterr().out
+    with av.open(str(tmp_path / "y.txt")) as c:
+        assert "mp4" in c.format.name and c.streams.video[0].frames in (0, 40)
+
+
 def test_corrupt_bundle_and_bad_options_are_refused(clip_with_audio: Path, tmp_path: Path) -> None:
     compress(clip_with_audio, tmp_path / "b")
     keyframes = tmp_path / "b" / fb.KEYFRAMES_H264
