@@ -55,6 +55,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if target_psnr is None and args.target_kbps is None and defaults.adaptive_by_default(given, args.keyframe_codec):
         target_psnr = defaults.TARGET_PSNR
     adaptive = target_psnr is not None or args.target_kbps is not None
+    if not adaptive and not fixed and args.keyframe_codec not in (None, defaults.KEYFRAME_CODEC):
+        print(f"note: {args.keyframe_codec} kept frames have no CRF for the adaptive mode to choose: "
+              f"the fixed pattern runs (every {defaults.STRIDE}th frame)")
     if adaptive and fixed:
         raise UnsupportedOptionError(
             "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "
