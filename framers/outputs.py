@@ -14,6 +14,7 @@ from typing import Any
 
 import av
 
+from framers import nvenc
 from framers.errors import UnsupportedOptionError
 
 #: codec name -> (PyAV encoder, container formats it may go in)
@@ -29,8 +30,11 @@ def available_codecs() -> list[str]:
     return [name for name, encoder in ENCODERS.items() if encoder in av.codecs_available]
 
 
-def encoder_settings(codec: str, crf: int, preset: str = "veryfast") -> tuple[str, dict[str, str]]:
-    """(PyAV encoder name, encoder options) for `codec` at constant quality `crf`.
+def encoder_settings(codec: str, crf: int, preset: str = "veryfast",
+                     odd_size: bool = False) -> tuple[str, dict[str, str]]:
+    """(PyAV encoder name, encoder options) for `codec` at constant quality `crf`; H.264 goes to
+    h264_nvenc where the worker has it (framers.nvenc, FRAMERS_VIDEO_ENCODER; `odd_size` frames
+    stay on libx264).
 
     Raises UnsupportedOptionError for an unknown codec or one this PyAV build cannot encode."""
     encoder = ENCODERS.get(codec)
@@ -39,6 +43,8 @@ def encoder_settings(codec: str, crf: int, preset: str = "veryfast") -> tuple[st
     if encoder not in av.codecs_available:
         raise UnsupportedOptionError(f"this build cannot encode {codec} ({encoder} is missing)")
     if codec == "h264":
+        if nvenc.h264_encoder(odd_size) == nvenc.NVENC:
+            return nvenc.NVENC, nvenc.nvenc_options(crf)
         return encoder, {"crf": str(crf), "preset": preset}
     if codec == "vp9":
         # constant quality (b=0), fast: good + cpu-used 5 is ~10x faster than the default

@@ -142,3 +142,16 @@ def clear_cache() -> None:
     """Forget every loaded model and session (tests; a store that changed under the process)."""
     with _lock:
         _models.clear()
+
+
+def run_bound(session: ort.InferenceSession, feeds: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Run ``session`` with I/O binding (issue 17, GPU sessions): host inputs are bound as they
+    are (onnxruntime copies each to the device once) and every output is written straight into
+    the given preallocated host numpy array (C-contiguous, the output's exact shape and dtype),
+    so no output is allocated twice or copied again on the host."""
+    binding = session.io_binding()
+    for name, array in feeds.items():
+        binding.bind_cpu_input(name, array)
+    for name, array in outputs.items():
+        binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+    session.run_with_iobinding(binding)

@@ -85,7 +85,7 @@ class VideoWriter:
         if container == "webm" and sample_aspect_ratio and Fraction(sample_aspect_ratio) != 1:
             self._display = (max(2, 2 * round(width * Fraction(sample_aspect_ratio) / 2)), height)
             width, sample_aspect_ratio = self._display[0], None
-        encoder, encoder_options = encoder_settings(codec, crf, preset)
+        encoder, encoder_options = encoder_settings(codec, crf, preset, odd_size=width % 2 == 1 or height % 2 == 1)
         self._container = av.open(str(self.path), mode="w", format=FORMATS[container])
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
         self._stream = cast(av.video.stream.VideoStream, self._container.add_stream(encoder, rate=rate))

@@ -42,6 +42,10 @@ def test_dry_run_goes_through_every_step(tmp_path: Path, make_clip: Callable[...
     assert methods["reconstruct/framemae"]["model_share"] > 0 and methods["decode"]["model_share"] == 0
     assert report["codec_sessions"]  # the codec's models ran and were inspected
     assert "in_build" in report["nvenc"]
+    compose = report["compose"]["240p"]  # numpy vs ONNX composition (bench/compose_paths.py)
+    assert compose["max_abs_diff"] <= 1 and set(compose["ms_per_frame"]) == {"numpy", "onnx"}
+    encoders = report["encoders"]
+    assert encoders["auto_picks"] in ("libx264", "h264_nvenc") and encoders["fps"]["240p"]["libx264"]["fps"] > 0
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this build has CUDA")

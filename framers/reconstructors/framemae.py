@@ -26,6 +26,7 @@ import numpy as np
 from framers import model_store, motion, runtime
 from framers.errors import ModelError
 from framers.geometry import CLIP_LEN
+from framers.reconstructors import compose_onnx  # issue 17 hook (compose)
 from framers.reconstructors.base import KeptFrame, WindowReconstructor
 from framers.reconstructors.classical import LinearReconstructor, linear_prior, to_uint8
 
@@ -158,6 +159,11 @@ class FrameMAEReconstructor(WindowReconstructor):
     def compose(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plans: Sequence[motion.FramePlan],
                 weights: np.ndarray | None) -> np.ndarray:
         """The window's frames from its mixing weights [K, n, h, w] (None: nothing to mix)."""
+        # --- issue 17 hook: FRAMERS_COMPOSE=auto|numpy|onnx; the ONNX graph (on a GPU by default)
+        # does the same composition as the numpy/OpenCV loop below (framers/reconstructors/compose_onnx.py)
+        if weights is not None and compose_onnx.use_onnx(self._session()):
+            return compose_onnx.compose_window(self, kept, flows, plans, weights)
+        # --- end of issue 17 hook
         out = np.empty((len(plans), flows.height, flows.width, 3), np.uint8)
         for j, plan in enumerate(plans):
             if weights is not None and plan.interpolated and (not self.gate or self._explained(flows, plan)):
