@@ -194,8 +194,11 @@ class VideoWriter:
         anamorphic WebM (see __init__)."""
         return self._display or (self.width, self.height)
 
-    def write(self, rgb: np.ndarray, pts: int) -> None:
-        """Add one RGB uint8 [height, width, 3] frame shown from ``pts`` (in ``time_base``)."""
+    def write(self, rgb: np.ndarray, pts: int, copy: bool = True) -> None:
+        """Add one RGB uint8 [height, width, 3] frame shown from ``pts`` (in ``time_base``).
+
+        The frame is encoded when the next one arrives (its duration is the gap); it is copied
+        unless ``copy=False`` says the caller will not modify it (6 MB per 1080p frame)."""
         if rgb.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame {rgb.shape[1]}x{rgb.shape[0]} != writer {self.width}x{self.height}")
         self._mux_audio_until(float(pts * self._time_base))
@@ -204,7 +207,7 @@ class VideoWriter:
         if self._held is not None:
             held, held_pts = self._held
             self._encode(held, held_pts, pts - held_pts)
-        self._held = (np.array(rgb, copy=True), pts)
+        self._held = (np.array(rgb, copy=True) if copy else rgb, pts)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -259,7 +262,7 @@ class BackgroundWrites:
         while (item := self._queue.get()) is not None:
             if self._error is None and not self._stop:
                 try:
-                    self._writer.write(*item)
+                    self._writer.write(*item, copy=False)  # queued frames are not modified
                 except BaseException as exc:  # handed to the caller by write/finish
                     self._error = exc
 

@@ -31,6 +31,7 @@ from framers.errors import ModelError
 from framers.geometry import CLIP_LEN
 from framers.reconstructors.base import KeptFrame, WindowReconstructor, iter_clip_windows
 from framers.reconstructors.classical import LinearReconstructor, linear_prior, to_uint8
+from framers.threads import codec_threads
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -99,10 +100,14 @@ def run_tiled_many(
     return (acc / norm)[..., :h, :w]
 
 
-#: full-resolution threads of ``reconstruct`` (its frames are built in parallel, in order)
+#: full-resolution threads of ``reconstruct`` (frames built in parallel, yielded in order):
+#: one per core up to 4, or the service's thread budget (``FRAMERS_CODEC_THREADS``)
 COMPOSE_THREADS = max(1, min(4, os.cpu_count() or 1))
-#: frames ``reconstruct`` builds ahead of the one its caller waits for
-LOOKAHEAD = 2 * COMPOSE_THREADS
+
+
+def compose_threads() -> int:
+    """Threads ``reconstruct`` builds full-resolution frames on."""
+    return codec_threads() or COMPOSE_THREADS
 #: what ``_prepare`` hands ``_finish``: (flows, plans, weights or None), or None (no flowmix)
 Prepared = tuple[motion.WindowFlows, list[motion.FramePlan], np.ndarray | None] | None
 
@@ -143,7 +148,7 @@ class FrameMAEReconstructor(WindowReconstructor):
         window. A worker thread prepares the next window (decodes its kept frames: the ``kept``
         stream is only advanced there; computes its flows and runs the network: ``_prepare``,
         all at low resolution) while ``COMPOSE_THREADS`` threads build frames at full resolution
-        (``frame``), up to ``LOOKAHEAD`` frames ahead of the caller, who encodes them. FFmpeg,
+        (``frame``), up to two frames per thread ahead of the caller, who encodes them. FFmpeg,
         OpenCV and ONNX Runtime release the GIL, so the stages share the cores instead of
         taking turns (on two cores: 1.3x the single-thread throughput at 1080p)."""
         windows = iter_clip_windows(kept, n_frames, clip_len)
@@ -156,9 +161,10 @@ class FrameMAEReconstructor(WindowReconstructor):
             start, stop, window = item
             return window, start, stop, self._prepare(window, start, stop, cache)
 
+        workers = compose_threads()
         ahead: deque[tuple[Future[np.ndarray], int]] = deque()  # (frames, first kept index they read)
         with ThreadPoolExecutor(1, thread_name_prefix="framemae-prepare") as preparer, \
-                ThreadPoolExecutor(COMPOSE_THREADS, thread_name_prefix="framemae-compose") as composers:
+                ThreadPoolExecutor(workers, thread_name_prefix="framemae-compose") as composers:
             pending = preparer.submit(prepare_next)
             while (ready := pending.result()) is not None:
                 pending = preparer.submit(prepare_next)
@@ -172,14 +178,19 @@ class FrameMAEReconstructor(WindowReconstructor):
                     for j, plan in enumerate(plans):
                         w = None if weights is None else weights[:, j]
                         ahead.append((composers.submit(self._frames, window, flows, plan, w), first))
-                while len(ahead) > LOOKAHEAD:
+                while len(ahead) > 2 * workers:
                     yield from ahead.popleft()[0].result()
             while ahead:
                 yield from ahead.popleft()[0].result()
 
     def _frames(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plan: motion.FramePlan,
                 weights: np.ndarray | None) -> np.ndarray:
-        """One frame as a stack of one, uint8 [1, H, W, 3] (a compose job of ``reconstruct``)."""
+        """One frame as a stack of one, uint8 [1, H, W, 3] (a compose job of ``reconstruct``);
+        a kept or held frame is the kept frame's own array (frames are not modified once yielded)."""
+        if not plan.interpolated:
+            pos = plan.before if plan.before is not None else plan.after
+            assert pos is not None
+            return kept[pos].rgb[None]
         out = np.empty((1, flows.height, flows.width, 3), np.uint8)
         self.frame(kept, flows, plan, weights, out[0])
         return out
