@@ -8,15 +8,12 @@ change in background load hits them alike; the median of ``--runs`` runs is repo
 - ``decode``: FrameReader -> RGB, nothing else (the ceiling of anything that reads a video).
 - ``decode+encode``: FrameReader -> VideoWriter (H.264 CRF 18 veryfast, as reconstruct writes):
   the physical floor of any reconstruction, which has to encode every frame.
-- ``compress/<selector>``: ``framers.pipeline.compress`` to a bundle folder; the selector
-  ``adaptive`` is the content-adaptive default of ``framers compress`` (``target_psnr`` at
-  ``defaults.TARGET_PSNR``).
-- ``reconstruct/<reconstructor>``: ``framers.pipeline.reconstruct`` of a bundle to an mp4 (of the
-  first bundle it accepts; ``--rebuild-from`` names the bundles, one method each:
-  ``reconstruct/<reconstructor> [<selector>]``).
-- with ``--baseline ROOT``, every reconstruct method also as ``… @baseline``: the same
-  reconstruction by the checkout at ROOT, in a child process (``throughput_baseline.py``),
-  interleaved with the rest: before/after a change under the same load and floor.
+- ``compress/<selector>``: ``framers.pipeline.compress`` to a bundle folder (``adaptive``: the
+  default of ``framers compress``, ``target_psnr=defaults.TARGET_PSNR``).
+- ``reconstruct/<reconstructor>``: ``framers.pipeline.reconstruct`` of the first bundle it accepts
+  to an mp4 (``--rebuild-from``: of each named bundle, ``reconstruct/<reconstructor> [<selector>]``);
+  ``--baseline ROOT`` adds ``… @baseline``, the same by the checkout at ROOT in a child process
+  (``throughput_baseline.py``), interleaved: before/after a change under one load and floor.
 
 Each also as a ratio of its fps to decode-only and to decode+encode fps of the same resolution.
 Wall-clock fps depends on the load of the machine; CPU ms per frame (process time of all
@@ -227,8 +224,7 @@ def plan_methods(
     rebuild_from: list[str] | None = None, baseline: Any = None,
 ) -> tuple[dict[str, Callable[[], int | Sample]], dict[str, str]]:
     """Name -> zero-argument job for every method, plus notes (e.g. which bundle a reconstructor
-    reads). ``rebuild_from``: the selectors whose bundles every reconstructor reads (default: the
-    first it accepts); ``baseline``: a ``BaselineWorker`` adding ``… @baseline`` methods."""
+    reads); ``rebuild_from`` and ``baseline`` (a ``BaselineWorker``): as ``--rebuild-from``, ``--baseline``."""
     jobs: dict[str, Callable[[], int | Sample]] = {
         "decode": lambda: decode_only(video),
         "decode+encode": lambda: decode_encode(video, work / "decode_encode.mp4"),
@@ -384,10 +380,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reconstructors", default=",".join(RECONSTRUCTORS))
     parser.add_argument("--max-run-seconds", type=float, default=60.0,
                         help="a method whose run takes longer is not repeated at that resolution (bounds runtime)")
-    parser.add_argument("--rebuild-from", default="",
-                        help="comma list of selectors: every reconstructor rebuilds each one's bundle")
-    parser.add_argument("--baseline", type=Path,
-                        help="another checkout: its reconstruction is timed too (… @baseline), interleaved")
+    parser.add_argument("--rebuild-from", default="", help="selectors whose bundles every reconstructor rebuilds")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose reconstruction is timed too")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     return parser.parse_args()
@@ -398,13 +392,11 @@ def main() -> None:
     selectors, skipped = available_selectors(tuple(args.selectors.split(",")))
     reconstructors, skipped_rec = available_reconstructors(tuple(args.reconstructors.split(",")))
     skipped |= skipped_rec
-    rebuild_from = [s for s in args.rebuild_from.split(",") if s] or None
-    baseline = None
+    rebuild_from, baseline = [s for s in args.rebuild_from.split(",") if s] or None, None
     if args.baseline is not None:
         from throughput_baseline import BaselineWorker
 
         baseline = BaselineWorker(args.baseline)
-        print(f"baseline: framers from {baseline.framers_file}", flush=True)
     before = machine_info()
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
