@@ -197,3 +197,38 @@ def test_pipelined_reconstruct_equals_window_by_window(offsets: tuple[int, ...])
     serial = np.concatenate([rec.reconstruct_window(window, start, stop)
                              for start, stop, window in iter_clip_windows(iter(kept_of(frames, indices)), 53, 16)])
     assert np.array_equal(piped, serial)
+
+
+def test_stopping_early_leaves_no_thread_behind() -> None:
+    import threading
+
+    from tests.test_framemae import kept_of, moving_video
+
+    frames = moving_video(n=64)
+    stream = FrameMAEReconstructor().reconstruct(iter(kept_of(frames, list(range(0, 64, 4)))), 64, 16)
+    first = [next(stream) for _ in range(3)]
+    stream.close()
+    assert len(first) == 3 and all(f.shape == frames[0].shape for f in first)
+    assert not [t for t in threading.enumerate() if t.name.startswith("framemae-")]
+
+
+def test_background_writes_pass_frames_in_order_and_reraise(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from framers.video_writer import BackgroundWrites, VideoWriter
+
+    frames = np.random.default_rng(0).integers(0, 255, (5, 32, 48, 3), dtype=np.uint8)
+    with VideoWriter(tmp_path / "a.mp4", 48, 32, Fraction(1, 25), 25.0, crf=0) as writer:
+        writes = BackgroundWrites(writer)
+        for i, frame in enumerate(frames):
+            writes.write(frame, i)
+        writes.finish()
+    assert writer.frames_written == 5
+    with VideoWriter(tmp_path / "b.mp4", 48, 32, Fraction(1, 25), 25.0) as writer:
+        writes = BackgroundWrites(writer)
+        writes.write(frames[0][:16], 0)  # wrong size: VideoWriter.write raises on the writer thread
+        with pytest.raises(ValueError, match="frame 48x16"):
+            for i in range(1, 20):
+                writes.write(frames[0], i)
+            writes.finish()
+        writes.abort()

@@ -108,6 +108,8 @@ COMPOSE_THREADS = max(1, min(4, os.cpu_count() or 1))
 def compose_threads() -> int:
     """Threads ``reconstruct`` builds full-resolution frames on."""
     return codec_threads() or COMPOSE_THREADS
+
+
 #: what ``_prepare`` hands ``_finish``: (flows, plans, weights or None), or None (no flowmix)
 Prepared = tuple[motion.WindowFlows, list[motion.FramePlan], np.ndarray | None] | None
 
@@ -147,10 +149,12 @@ class FrameMAEReconstructor(WindowReconstructor):
         """``WindowReconstructor.reconstruct``, pipelined; the frames are the same as window by
         window. A worker thread prepares the next window (decodes its kept frames: the ``kept``
         stream is only advanced there; computes its flows and runs the network: ``_prepare``,
-        all at low resolution) while ``COMPOSE_THREADS`` threads build frames at full resolution
-        (``frame``), up to two frames per thread ahead of the caller, who encodes them. FFmpeg,
-        OpenCV and ONNX Runtime release the GIL, so the stages share the cores instead of
-        taking turns (on two cores: 1.3x the single-thread throughput at 1080p)."""
+        all at low resolution) while ``compose_threads()`` threads build frames at full
+        resolution (``frame``), up to two frames per thread ahead of the caller, who encodes them
+        (``pipeline.reconstruct`` on a writer thread). FFmpeg, x264, OpenCV and ONNX Runtime
+        release the GIL, so the stages share the cores instead of taking turns. ``cache`` keeps
+        what neighbouring windows share (the flow across their border, the images of its ends)
+        until no window in flight reads it."""
         windows = iter_clip_windows(kept, n_frames, clip_len)
         cache = motion.FrameCache()  # flows and images two neighbouring windows share
 
@@ -166,22 +170,26 @@ class FrameMAEReconstructor(WindowReconstructor):
         with ThreadPoolExecutor(1, thread_name_prefix="framemae-prepare") as preparer, \
                 ThreadPoolExecutor(workers, thread_name_prefix="framemae-compose") as composers:
             pending = preparer.submit(prepare_next)
-            while (ready := pending.result()) is not None:
-                pending = preparer.submit(prepare_next)
-                window, start, stop, prepared = ready
-                first = window[0].index
-                cache.forget_before(min([first] + [f for _, f in ahead]))
-                if prepared is None:  # not the flowmix path: the whole window at once
-                    ahead.append((composers.submit(self._finish, window, start, stop, None), first))
-                else:
-                    flows, plans, weights = prepared
-                    for j, plan in enumerate(plans):
-                        w = None if weights is None else weights[:, j]
-                        ahead.append((composers.submit(self._frames, window, flows, plan, w), first))
-                while len(ahead) > 2 * workers:
+            try:
+                while (ready := pending.result()) is not None:
+                    pending = preparer.submit(prepare_next)
+                    window, start, stop, prepared = ready
+                    first = window[0].index
+                    cache.forget_before(min([first] + [f for _, f in ahead]))
+                    if prepared is None:  # not the flowmix path: the whole window at once
+                        ahead.append((composers.submit(self._finish, window, start, stop, None), first))
+                    else:
+                        flows, plans, weights = prepared
+                        for j, plan in enumerate(plans):
+                            w = None if weights is None else weights[:, j]
+                            ahead.append((composers.submit(self._frames, window, flows, plan, w), first))
+                    while len(ahead) > 2 * workers:
+                        yield from ahead.popleft()[0].result()
+                while ahead:
                     yield from ahead.popleft()[0].result()
-            while ahead:
-                yield from ahead.popleft()[0].result()
+            finally:  # the caller stopped early (an error, a closed generator): drop queued work
+                for future, _ in ahead:
+                    future.cancel()
 
     def _frames(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plan: motion.FramePlan,
                 weights: np.ndarray | None) -> np.ndarray:
