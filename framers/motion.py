@@ -276,7 +276,7 @@ class WindowFlows:
         ``CANDIDATES``).
 
         ``round(mix(candidates(plan), weights))`` within ~0.01 gray levels before rounding, in
-        about a third of its CPU time at 1080p:
+        about half its CPU time at 1080p:
 
         * with w_0 = 1 − w_1 − w_2 and s = w_1 + w_2 the mix is (w_0·c_0 + s·m) / (w_0 + s)
           where m = (w_1·c_1 + w_2·c_2) / s: two ``cv2.blendLinear`` passes, which take
