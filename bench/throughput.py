@@ -8,8 +8,12 @@ change in background load hits them alike; the median of ``--runs`` runs is repo
 - ``decode``: FrameReader -> RGB, nothing else (the ceiling of anything that reads a video).
 - ``decode+encode``: FrameReader -> VideoWriter (H.264 CRF 18 veryfast, as reconstruct writes):
   the physical floor of any reconstruction, which has to encode every frame.
-- ``compress/<selector>``: ``framers.pipeline.compress`` to a bundle folder.
-- ``reconstruct/<reconstructor>``: ``framers.pipeline.reconstruct`` of a bundle to an mp4.
+- ``compress/<selector>``: ``framers.pipeline.compress`` to a bundle folder (``adaptive``: the
+  default of ``framers compress``, ``target_psnr=defaults.TARGET_PSNR``).
+- ``reconstruct/<reconstructor>``: ``framers.pipeline.reconstruct`` of the first bundle it accepts
+  to an mp4 (``--rebuild-from``: of each named bundle, ``reconstruct/<reconstructor> [<selector>]``);
+  ``--baseline ROOT`` adds ``… @baseline``, the same by the checkout at ROOT in a child process
+  (``throughput_baseline.py``), interleaved: before/after a change under one load and floor.
 
 Each also as a ratio of its fps to decode-only and to decode+encode fps of the same resolution.
 Wall-clock fps depends on the load of the machine; CPU ms per frame (process time of all
@@ -37,6 +41,7 @@ from typing import Any
 import av
 
 from framers import bundle as fb
+from framers import defaults
 from framers.errors import FramersError
 from framers.pipeline import compress, reconstruct
 from framers.registry import get_reconstructor, get_selector
@@ -111,10 +116,13 @@ class Sample:
     frames: int
 
 
-def timed(fn: Callable[[], int]) -> Sample:
-    """Run ``fn`` (returns the number of frames it handled); wall and CPU seconds of this process."""
+def timed(fn: Callable[[], int | Sample]) -> Sample:
+    """Run ``fn`` (returns the number of frames it handled); wall and CPU seconds of this process.
+    A job timed elsewhere (the baseline's child process) returns its own Sample."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     frames = fn()
+    if isinstance(frames, Sample):
+        return frames
     return Sample(time.perf_counter() - wall0, time.process_time() - cpu0, frames)
 
 
@@ -135,8 +143,15 @@ def decode_encode(video: Path, output: Path) -> int:
             return writer.frames_written
 
 
+def compress_options(selector: str) -> dict[str, Any]:
+    """``compress`` keyword arguments of a selector name (``adaptive``: the CLI's default mode)."""
+    if selector == "adaptive":
+        return {"target_psnr": defaults.TARGET_PSNR}
+    return {"selector": selector}
+
+
 def compress_frames(video: Path, bundle: Path, selector: str) -> int:
-    return compress(video, bundle, selector=selector).frames
+    return compress(video, bundle, **compress_options(selector)).frames
 
 
 def reconstruct_frames(bundle: Path, output: Path, reconstructor: str) -> int:
@@ -152,7 +167,8 @@ def available_selectors(names: tuple[str, ...] = SELECTORS) -> tuple[list[str], 
     skipped: dict[str, str] = {}
     for name in names:
         try:
-            get_selector(name)
+            if name != "adaptive":
+                get_selector(name)
             ok.append(name)
         except (ImportError, FramersError, OSError) as exc:
             skipped[name] = f"{type(exc).__name__}: {exc}"
@@ -204,10 +220,12 @@ class MethodResult:
 
 
 def plan_methods(
-    video: Path, work: Path, selectors: list[str], reconstructors: list[str]
-) -> tuple[dict[str, Callable[[], int]], dict[str, str]]:
-    """Name -> zero-argument job for every method, plus notes (e.g. which bundle a reconstructor reads)."""
-    jobs: dict[str, Callable[[], int]] = {
+    video: Path, work: Path, selectors: list[str], reconstructors: list[str],
+    rebuild_from: list[str] | None = None, baseline: Any = None,
+) -> tuple[dict[str, Callable[[], int | Sample]], dict[str, str]]:
+    """Name -> zero-argument job for every method, plus notes (e.g. which bundle a reconstructor
+    reads); ``rebuild_from`` and ``baseline`` (a ``BaselineWorker``): as ``--rebuild-from``, ``--baseline``."""
+    jobs: dict[str, Callable[[], int | Sample]] = {
         "decode": lambda: decode_only(video),
         "decode+encode": lambda: decode_encode(video, work / "decode_encode.mp4"),
     }
@@ -215,19 +233,26 @@ def plan_methods(
     bundles: dict[str, Path] = {}
     for sel in selectors:
         bundles[sel] = work / f"bundle_{sel}"
-        compress(video, bundles[sel], selector=sel)  # reference bundle for the reconstructors
+        compress(video, bundles[sel], **compress_options(sel))  # reference bundle for the reconstructors
         jobs[f"compress/{sel}"] = _bind(compress_frames, video, work / f"timed_{sel}", sel)
     for rec in reconstructors:
         picked = pick_bundle(rec, bundles)
         if picked is None:
             notes[f"reconstruct/{rec}"] = "no compatible bundle"
             continue
-        jobs[f"reconstruct/{rec}"] = _bind(reconstruct_frames, bundles[picked], work / f"out_{rec}.mp4", rec)
-        notes[f"reconstruct/{rec}"] = f"{picked} bundle"
+        for sel in rebuild_from or [picked]:
+            name = f"reconstruct/{rec}" + (f" [{sel}]" if rebuild_from else "")
+            kept = len(fb.read_manifest(bundles[sel]).kept_indices())
+            jobs[name] = _bind(reconstruct_frames, bundles[sel], work / f"out_{rec}_{sel}.mp4", rec)
+            notes[name] = f"{sel} bundle ({kept} kept)"
+            if baseline is not None:  # (wall_s, cpu_s, frames) of the child process
+                jobs[f"{name} @baseline"] = _bind(lambda *a: Sample(*baseline.reconstruct(*a)), bundles[sel],
+                                                  work / f"base_{rec}_{sel}.mp4", rec)
+                notes[f"{name} @baseline"] = f"{notes[name]}, {baseline.root}"
     return jobs, notes
 
 
-def _bind(fn: Callable[[Path, Path, str], int], a: Path, b: Path, name: str) -> Callable[[], int]:
+def _bind(fn: Callable[[Path, Path, str], int | Sample], a: Path, b: Path, name: str) -> Callable[[], int | Sample]:
     return lambda: fn(a, b, name)
 
 
@@ -238,10 +263,12 @@ def bench_resolution(
     reconstructors: list[str],
     max_run_s: float,
     log: Callable[[str], None],
+    rebuild_from: list[str] | None = None,
+    baseline: Any = None,
 ) -> list[MethodResult]:
     """Interleaved runs of every method; a method whose run takes over ``max_run_s`` is not run again."""
     with tempfile.TemporaryDirectory(prefix="framers-bench-", dir=CACHE_DIR.parent) as tmp:
-        jobs, notes = plan_methods(video, Path(tmp), selectors, reconstructors)
+        jobs, notes = plan_methods(video, Path(tmp), selectors, reconstructors, rebuild_from, baseline)
         results = {name: MethodResult(name, note=notes.get(name, "")) for name in jobs}
         for run in range(runs):
             for name, job in jobs.items():
@@ -332,7 +359,7 @@ def training_running() -> bool:
 def model_versions(reconstructors: list[str], selectors: list[str]) -> dict[str, dict[str, str]]:
     """Versions of the learned models behind the methods benchmarked ({} for classical ones)."""
     out = {f"reconstruct/{r}": get_reconstructor(r).model_versions for r in reconstructors}
-    out |= {f"compress/{s}": get_selector(s).model_versions for s in selectors}
+    out |= {f"compress/{s}": get_selector(s).model_versions for s in selectors if s != "adaptive"}
     return {k: v for k, v in out.items() if v}
 
 
@@ -353,6 +380,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reconstructors", default=",".join(RECONSTRUCTORS))
     parser.add_argument("--max-run-seconds", type=float, default=60.0,
                         help="a method whose run takes longer is not repeated at that resolution (bounds runtime)")
+    parser.add_argument("--rebuild-from", default="", help="selectors whose bundles every reconstructor rebuilds")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose reconstruction is timed too")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     return parser.parse_args()
@@ -363,6 +392,11 @@ def main() -> None:
     selectors, skipped = available_selectors(tuple(args.selectors.split(",")))
     reconstructors, skipped_rec = available_reconstructors(tuple(args.reconstructors.split(",")))
     skipped |= skipped_rec
+    rebuild_from, baseline = [s for s in args.rebuild_from.split(",") if s] or None, None
+    if args.baseline is not None:
+        from throughput_baseline import BaselineWorker
+
+        baseline = BaselineWorker(args.baseline)
     before = machine_info()
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -370,9 +404,12 @@ def main() -> None:
         video = cached_video(args.source, resolution, args.frames)
         print(f"{resolution}: {video.name}", flush=True)
         results = bench_resolution(
-            video, args.runs, selectors, reconstructors, args.max_run_seconds, lambda s: print(s, flush=True)
+            video, args.runs, selectors, reconstructors, args.max_run_seconds, lambda s: print(s, flush=True),
+            rebuild_from, baseline,
         )
         rows += rows_for(resolution, results)
+    if baseline is not None:
+        baseline.close()
     report = {
         "source": str(args.source),
         "frames": args.frames,
@@ -382,6 +419,8 @@ def main() -> None:
         "machine_before": before,
         "machine_after": machine_info(),
         "skipped": skipped,
+        "rebuild_from": rebuild_from,
+        "baseline": None if baseline is None else {"root": str(baseline.root), "framers": baseline.framers_file},
         "models": model_versions(reconstructors, selectors),
         "rows": rows,
     }

@@ -28,7 +28,7 @@ from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
 from framers.selectors import Selector
 from framers.video import FrameReader, probe, source_facts
-from framers.video_writer import VideoWriter, writer_options
+from framers.video_writer import BackgroundWrites, VideoWriter, writer_options
 
 ProgressFn = Callable[[float], None]
 
@@ -341,16 +341,22 @@ def reconstruct(
         try:
             with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=output_crf,
                              codec=codec, container=container, **writer_options(manifest.source)) as writer:
-                for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
-                    writer.write(frame, manifest.pts[i])
-                    if originals is not None and scores is not None:
-                        original = next(originals, None)
-                        if original is None or original.shape != frame.shape:
-                            originals, scores = None, None  # the source does not match: no PSNR
-                        else:
-                            scores.append(round(frame_psnr(original, frame), 3))
-                    if i % 16 == 0:
-                        _report(progress, i / manifest.n_frames)
+                writes = BackgroundWrites(writer)
+                try:
+                    for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
+                        writes.write(frame, manifest.pts[i])
+                        if originals is not None and scores is not None:
+                            original = next(originals, None)
+                            if original is None or original.shape != frame.shape:
+                                originals, scores = None, None  # the source does not match: no PSNR
+                            else:
+                                scores.append(round(frame_psnr(original, frame), 3))
+                        if i % 16 == 0:
+                            _report(progress, i / manifest.n_frames)
+                except BaseException:
+                    writes.abort()
+                    raise
+                writes.finish()
             width, height = writer.output_size
             partial.replace(output)
         finally:

@@ -3,6 +3,8 @@ colour tags, aspect ratio and audio (muxed by time as video is written)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -192,8 +194,11 @@ class VideoWriter:
         anamorphic WebM (see __init__)."""
         return self._display or (self.width, self.height)
 
-    def write(self, rgb: np.ndarray, pts: int) -> None:
-        """Add one RGB uint8 [height, width, 3] frame shown from ``pts`` (in ``time_base``)."""
+    def write(self, rgb: np.ndarray, pts: int, copy: bool = True) -> None:
+        """Add one RGB uint8 [height, width, 3] frame shown from ``pts`` (in ``time_base``).
+
+        The frame is encoded when the next one arrives (its duration is the gap); it is copied
+        unless ``copy=False`` says the caller will not modify it (6 MB per 1080p frame)."""
         if rgb.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame {rgb.shape[1]}x{rgb.shape[0]} != writer {self.width}x{self.height}")
         self._mux_audio_until(float(pts * self._time_base))
@@ -202,7 +207,7 @@ class VideoWriter:
         if self._held is not None:
             held, held_pts = self._held
             self._encode(held, held_pts, pts - held_pts)
-        self._held = (np.array(rgb, copy=True), pts)
+        self._held = (np.array(rgb, copy=True) if copy else rgb, pts)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -232,6 +237,60 @@ class VideoWriter:
             finally:
                 if self._audio_in is not None:
                     self._audio_in.close()
+
+
+class BackgroundWrites:
+    """Feeds a VideoWriter from a thread of its own, so that the RGB → YUV conversion and x264
+    (both release the GIL) run while the caller builds the next frames: with two cores, encoding
+    and reconstruction overlap instead of taking turns.
+
+    ``write`` queues a frame (up to ``depth`` frames wait; the caller blocks beyond that, which
+    bounds memory); frames must not be modified after they are queued (reconstructors yield
+    fresh arrays). ``finish`` waits for the queue to drain and re-raises the first error of the
+    writer thread; ``abort`` (on the caller's own error) stops it without writing the rest.
+    Frames reach the writer in order, so the output is the same as writing them directly."""
+
+    def __init__(self, writer: VideoWriter, depth: int = 4) -> None:
+        self._writer = writer
+        self._queue: queue.Queue[tuple[np.ndarray, int] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="framers-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None and not self._stop:
+                try:
+                    self._writer.write(*item, copy=False)  # queued frames are not modified
+                except BaseException as exc:  # handed to the caller by write/finish
+                    self._error = exc
+
+    def write(self, rgb: np.ndarray, pts: int) -> None:
+        if self._error is not None:
+            self.finish()
+        self._queue.put((rgb, pts))
+
+    def finish(self) -> None:
+        """Wait until every queued frame is written; raise the writer thread's error, if any."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def abort(self) -> None:
+        """Stop the writer thread, dropping queued frames (the output is discarded anyway)."""
+        self._stop = True
+        if self._thread.is_alive():
+            while True:  # make room for the stop marker without blocking on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._queue.put(None)
+            self._thread.join()
 
 
 def writer_options(source: dict[str, Any]) -> dict[str, Any]:

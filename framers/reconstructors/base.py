@@ -51,7 +51,8 @@ class Reconstructor(abc.ABC):
     def reconstruct(
         self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int
     ) -> Iterator[np.ndarray]:
-        """Yield all n_frames frames ([H, W, 3] uint8) in order."""
+        """Yield all n_frames frames ([H, W, 3] uint8) in order; a frame is not modified once
+        yielded (``pipeline.reconstruct`` encodes it on another thread)."""
 
 
 class WindowReconstructor(Reconstructor):

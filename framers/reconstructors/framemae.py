@@ -16,7 +16,10 @@ elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +30,9 @@ from framers import model_store, motion, runtime
 from framers.errors import ModelError
 from framers.geometry import CLIP_LEN
 from framers.reconstructors import compose_onnx  # issue 17 hook (compose)
-from framers.reconstructors.base import KeptFrame, WindowReconstructor
+from framers.reconstructors.base import KeptFrame, WindowReconstructor, iter_clip_windows
 from framers.reconstructors.classical import LinearReconstructor, linear_prior, to_uint8
+from framers.threads import codec_threads
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -97,6 +101,19 @@ def run_tiled_many(
     return (acc / norm)[..., :h, :w]
 
 
+#: full-resolution threads of ``reconstruct`` (frames built in parallel, yielded in order):
+#: one per core up to 4, or the service's thread budget (``FRAMERS_CODEC_THREADS``)
+COMPOSE_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def compose_threads() -> int:
+    """Threads ``reconstruct`` builds full-resolution frames on."""
+    return codec_threads() or COMPOSE_THREADS
+
+
+#: what ``_prepare`` hands ``_finish``: (flows, plans, weights or None), or None (no flowmix)
+Prepared = tuple[motion.WindowFlows, list[motion.FramePlan], np.ndarray | None] | None
+
 # Smallest frame side the learned path handles (OpenCV's DIS flow needs 12 px or more).
 MIN_SIDE = 16
 
@@ -120,17 +137,105 @@ class FrameMAEReconstructor(WindowReconstructor):
 
     def _session(self) -> ort.InferenceSession:
         """The model's ONNX Runtime session (``framers.runtime``'s cache)."""
-        return runtime.load_model(self.model_dir).session
+        # One intra-op thread by default (FRAMERS_ORT_THREADS overrides): the network runs on the
+        # worker thread of ``reconstruct`` next to the full-resolution stage and the encoder, and
+        # onnxruntime's pool would spin on the cores they need (its 2 threads on 2 cores took
+        # 1.5x the CPU time of one thread for the same result).
+        return runtime.load_model(self.model_dir, default_threads=1).session
 
     def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
+        return self._finish(kept, start, stop, self._prepare(kept, start, stop))
+
+    def reconstruct(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int) -> Iterator[np.ndarray]:
+        """``WindowReconstructor.reconstruct``, pipelined; the frames are the same as window by
+        window. A worker thread prepares the next window (decodes its kept frames: the ``kept``
+        stream is only advanced there; computes its flows and runs the network: ``_prepare``,
+        all at low resolution) while ``compose_threads()`` threads build frames at full
+        resolution (``frame``), up to two frames per thread ahead of the caller, who encodes them
+        (``pipeline.reconstruct`` on a writer thread). FFmpeg, x264, OpenCV and ONNX Runtime
+        release the GIL, so the stages share the cores instead of taking turns. ``cache`` keeps
+        what neighbouring windows share (the flow across their border, the images of its ends)
+        until no window in flight reads it."""
+        windows = iter_clip_windows(kept, n_frames, clip_len)
+        cache = motion.FrameCache()  # flows and images two neighbouring windows share
+
+        def prepare_next() -> tuple[list[KeptFrame], int, int, Prepared] | None:
+            item = next(windows, None)
+            if item is None:
+                return None
+            start, stop, window = item
+            return window, start, stop, self._prepare(window, start, stop, cache)
+
+        workers = compose_threads()
+        ahead: deque[tuple[Future[np.ndarray], int]] = deque()  # (frames, first kept index they read)
+        with ThreadPoolExecutor(1, thread_name_prefix="framemae-prepare") as preparer, \
+                ThreadPoolExecutor(workers, thread_name_prefix="framemae-compose") as composers:
+            pending = preparer.submit(prepare_next)
+            try:
+                while (ready := pending.result()) is not None:
+                    pending = preparer.submit(prepare_next)
+                    window, start, stop, prepared = ready
+                    first = window[0].index
+                    cache.forget_before(min([first] + [f for _, f in ahead]))
+                    if prepared is None:  # not the flowmix path: the whole window at once
+                        ahead.append((composers.submit(self._finish, window, start, stop, None), first))
+                    elif prepared[2] is not None and compose_onnx.use_onnx(self._session()):
+                        # issue 17 hook: the ONNX graph composes the whole window in one run
+                        ahead.append((composers.submit(self.compose, window, *prepared), first))
+                    else:
+                        flows, plans, weights = prepared
+                        for j, plan in enumerate(plans):
+                            w = None if weights is None else weights[:, j]
+                            ahead.append((composers.submit(self._frames, window, flows, plan, w), first))
+                    while len(ahead) > 2 * workers:
+                        yield from ahead.popleft()[0].result()
+                while ahead:
+                    yield from ahead.popleft()[0].result()
+            finally:  # the caller stopped early (an error, a closed generator): drop queued work
+                for future, _ in ahead:
+                    future.cancel()
+
+    def _frames(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plan: motion.FramePlan,
+                weights: np.ndarray | None) -> np.ndarray:
+        """One frame as a stack of one, uint8 [1, H, W, 3] (a compose job of ``reconstruct``);
+        a kept or held frame is the kept frame's own array (frames are not modified once yielded)."""
+        if not plan.interpolated:
+            pos = plan.before if plan.before is not None else plan.after
+            assert pos is not None
+            return kept[pos].rgb[None]
+        out = np.empty((1, flows.height, flows.width, 3), np.uint8)
+        self.frame(kept, flows, plan, weights, out[0])
+        return out
+
+    def _prepare(self, kept: Sequence[KeptFrame], start: int, stop: int,
+                 cache: motion.FrameCache | None = None) -> Prepared:
+        """The low-resolution half of a window: flows, frame plans, the network's mixing weights
+        [K, n, h, w] (None when no frame is interpolated) and the gate of every interpolated
+        frame; None when the window is not rebuilt by the flowmix path (tiny frames, ``plain``)."""
         height, width = kept[0].rgb.shape[:2]
-        if min(height, width) < MIN_SIDE:
-            # Optical flow (and a 16-px patch grid) means nothing on a frame this small; such
-            # videos (thumbnails, 1x1 test patterns) get the linear prior the model starts from.
-            return LinearReconstructor().reconstruct_window(kept, start, stop)
-        if self.variant == "plain":
+        if min(height, width) < MIN_SIDE or self.variant == "plain":
+            return None
+        flows, plans = self.plan(kept, start, stop, cache)
+        if not any(p.interpolated for p in plans):
+            return flows, plans, None
+        if stop - start > CLIP_LEN:
+            raise ModelError(f"framemae reconstructs at most {CLIP_LEN} frames per window")
+        weights = self.mixing_weights(flows, plans)
+        if self.gate:  # cached in ``flows``: compose finds them computed
+            for plan in plans:
+                if plan.interpolated:
+                    self._explained(flows, plan)
+        return flows, plans, weights
+
+    def _finish(self, kept: Sequence[KeptFrame], start: int, stop: int, prepared: Prepared) -> np.ndarray:
+        """The full-resolution half: the window's frames uint8 [stop - start, H, W, 3]."""
+        if prepared is None:
+            if min(kept[0].rgb.shape[:2]) < MIN_SIDE:
+                # Optical flow (and a 16-px patch grid) means nothing on a frame this small; such
+                # videos (thumbnails, 1x1 test patterns) get the linear prior the model starts from.
+                return LinearReconstructor().reconstruct_window(kept, start, stop)
             return self._reconstruct_plain(kept, start, stop)
-        return self._reconstruct_flowmix(kept, start, stop)
+        return self.compose(kept, *prepared)
 
     # ------------------------------------------------------------------ flowmix
     def net_input(self, flows: motion.WindowFlows, plans: Sequence[motion.FramePlan]) -> np.ndarray:
@@ -151,14 +256,16 @@ class FrameMAEReconstructor(WindowReconstructor):
 
         return run_tiled(run, self.net_input(flows, plans), self.tile, motion.N_CANDIDATES)[:, :len(plans)]
 
-    def plan(self, kept: Sequence[KeptFrame], start: int,
-             stop: int) -> tuple[motion.WindowFlows, list[motion.FramePlan]]:
-        """Flows and frame plans of a window; no frame needs the network when none is interpolated."""
-        return motion.WindowFlows(kept), motion.plan_window([k.index for k in kept], start, stop)
+    def plan(self, kept: Sequence[KeptFrame], start: int, stop: int, cache: motion.FrameCache | None = None,
+             ) -> tuple[motion.WindowFlows, list[motion.FramePlan]]:
+        """Flows (lazily computed, in ``cache`` if given) and frame plans of a window; no frame
+        needs the network when none is interpolated."""
+        return motion.WindowFlows(kept, cache=cache), motion.plan_window([k.index for k in kept], start, stop)
 
     def compose(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plans: Sequence[motion.FramePlan],
                 weights: np.ndarray | None) -> np.ndarray:
-        """The window's frames from its mixing weights [K, n, h, w] (None: nothing to mix)."""
+        """The window's frames, uint8 [n, H, W, 3], from its mixing weights [K, n, h, w] (None:
+        nothing to mix), one after the other (``frame``)."""
         # --- issue 17 hook: FRAMERS_COMPOSE=auto|numpy|onnx; the ONNX graph (on a GPU by default)
         # does the same composition as the numpy/OpenCV loop below (framers/reconstructors/compose_onnx.py)
         if weights is not None and compose_onnx.use_onnx(self._session()):
@@ -166,19 +273,31 @@ class FrameMAEReconstructor(WindowReconstructor):
         # --- end of issue 17 hook
         out = np.empty((len(plans), flows.height, flows.width, 3), np.uint8)
         for j, plan in enumerate(plans):
-            if weights is not None and plan.interpolated and (not self.gate or self._explained(flows, plan)):
-                out[j] = cv2.convertScaleAbs(motion.mix(flows.candidates(plan, as_list=True), weights[:, j]))
-            else:
-                out[j] = to_uint8(linear_prior(kept, plan.index, plan.index + 1)[0])
+            if plan.interpolated:  # bounds memory to the full-resolution images of one pair
+                flows.drop_images(keep=(plan.before, plan.after))  # type: ignore[arg-type]
+            self.frame(kept, flows, plan, None if weights is None else weights[:, j], out[j])
+        flows.drop_images()
+        motion.release_workspace()
         return out
 
-    def _reconstruct_flowmix(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
-        flows, plans = self.plan(kept, start, stop)
-        if not any(p.interpolated for p in plans):
-            return to_uint8(linear_prior(kept, start, stop))
-        if stop - start > CLIP_LEN:
-            raise ModelError(f"framemae reconstructs at most {CLIP_LEN} frames per window")
-        return self.compose(kept, flows, plans, self.mixing_weights(flows, plans))
+    def frame(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plan: motion.FramePlan,
+              weights: np.ndarray | None, out: np.ndarray) -> None:
+        """Frame ``plan.index`` into ``out`` (uint8 [H, W, 3]) from its mixing weights [K, h, w].
+
+        Interpolated frames the gate accepts are mixed (``WindowFlows.interpolate``); kept frames
+        and frames held before the first / after the last kept frame are copied (what
+        ``linear_prior`` gives them, without its float round trip); frames the gate refuses get
+        ``linear``."""
+        if weights is not None and plan.interpolated and (not self.gate or self._explained(flows, plan)):
+            flows.interpolate(plan, weights, dst=out)
+        elif not plan.interpolated:
+            pos = plan.before if plan.before is not None else plan.after
+            assert pos is not None
+            out[...] = kept[pos].rgb
+        else:
+            # ``linear`` (the uint8 OpenCV blend of LinearReconstructor; ``linear_prior`` to ±1 level)
+            assert plan.before is not None and plan.after is not None
+            cv2.addWeighted(kept[plan.before].rgb, 1.0 - plan.t, kept[plan.after].rgb, plan.t, 0.0, dst=out)
 
     @staticmethod
     def _explained(flows: motion.WindowFlows, plan: motion.FramePlan) -> bool:
