@@ -44,7 +44,8 @@ def frames_of(h: int, w: int, n: int = 17, seed: int = 0) -> np.ndarray:
 def window(h: int, w: int) -> tuple[list[KeptFrame], dict[Any, Any], list[motion.FramePlan], np.ndarray]:
     frames = frames_of(h, w)
     kept = [KeptFrame(i, frames[i]) for i in KEPT]
-    flows = motion.WindowFlows(kept)
+    cache = motion.FrameCache()
+    flows = motion.WindowFlows(kept, cache=cache)
     for a in range(len(KEPT) - 1):
         flows.pair(a, a + 1)
     plans = [p for p in motion.plan_window(KEPT, 0, KEPT[-1] + 1) if p.interpolated]
@@ -52,18 +53,19 @@ def window(h: int, w: int) -> tuple[list[KeptFrame], dict[Any, Any], list[motion
     logits = np.random.default_rng(1).normal(size=(3, len(plans), h // scale, w // scale))
     weights = np.exp(logits)
     weights = (weights / weights.sum(axis=0, keepdims=True)).astype(np.float32)
-    return kept, dict(flows._flows), plans, weights
+    return kept, {key: value for key, value in cache.items() if key[0] == "flow"}, plans, weights
 
 
 def fresh_flows(kept: list[KeptFrame], pairs: dict[Any, Any]) -> motion.WindowFlows:
-    flows = motion.WindowFlows(kept)
-    flows._flows.update(pairs)  # DIS flows reused; resized flows and float frames start cold
-    return flows
+    """A window whose DIS flows are reused; resized flows and float frames start cold."""
+    cache = motion.FrameCache()
+    cache.update(pairs)
+    return motion.WindowFlows(kept, cache=cache)
 
 
 def numpy_path(flows: motion.WindowFlows, plans: list[motion.FramePlan], weights: np.ndarray) -> np.ndarray:
-    return np.stack([cv2.convertScaleAbs(motion.mix(flows.candidates(p, as_list=True), weights[:, j]))
-                     for j, p in enumerate(plans)])
+    """What ``FrameMAEReconstructor.frame`` does for each interpolated frame (OpenCV/numpy)."""
+    return np.stack([flows.interpolate(p, weights[:, j]) for j, p in enumerate(plans)])
 
 
 def measure(res: str, runs: int) -> dict[str, Any]:

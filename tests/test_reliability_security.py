@@ -310,6 +310,7 @@ OPERATIONS = [
     ("GET", "/reconstruct/{video_id}"),
     ("GET", "/bundles/{video_id}"),
     ("DELETE", "/videos/{video_id}"),
+    ("GET", "/videos/{video_id}"),
     ("GET", "/videos"),
     ("POST", "/jobs/{video_id}/cancel"),
     ("GET", "/quality/{video_id}"),
