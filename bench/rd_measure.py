@@ -184,12 +184,12 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         result = pipeline.compress(source, bundle, **point.kwargs)
         compress_seconds = time.perf_counter() - started
         n_bytes = _video_bytes(bundle)
-        n_bitstream = bitstream_bytes(bundle)
         n_manifest = fb.stored_sizes(bundle)[fb.MANIFEST]
-        with fb.open_bundle(bundle) as folder:
+        with fb.open_bundle(bundle) as folder:  # unpacked once for the stream, manifest and rebuild
+            n_bitstream = bitstream_bytes(folder)
             selection = fb.read_manifest(folder, verify=False).selection
-        with _rebuilt_frames(bundle, spec.reconstructor) as frames:
-            quality = quality_of(source, frames)
+            with _rebuilt_frames(folder, spec.reconstructor) as frames:
+                quality = quality_of(source, frames)
     finally:
         if bundle.is_dir():
             shutil.rmtree(bundle, ignore_errors=True)

@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from framers.adaptive.coding import x264_round_trip  # noqa: E402
 from framers.metrics import psnr_of_mses  # noqa: E402
 from framers.reconstructors.base import KeptFrame  # noqa: E402
 from framers.registry import get_reconstructor  # noqa: E402
 
 BLOCK = 16
-
-
-def x264_round_trip(frames: Sequence[np.ndarray], crf: int) -> tuple[list[np.ndarray], int]:
-    """RGB frames [H, W, 3] uint8 through x264 medium 4:2:0 at ``crf`` and back; (decoded, bytes)."""
-    h, w = frames[0].shape[:2]
-    enc = av.CodecContext.create("libx264", "w")
-    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
-    enc.time_base = Fraction(1, 25)
-    enc.options = {"crf": str(crf), "preset": "medium"}
-    packets = []
-    for i, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        packets.extend(enc.encode(frame))
-    packets.extend(enc.encode(None))
-    dec = av.CodecContext.create("h264", "r")
-    dec.extradata = enc.extradata
-    out = [f.to_ndarray(format="rgb24") for p in packets for f in dec.decode(p)]
-    out.extend(f.to_ndarray(format="rgb24") for f in dec.decode(None))
-    return out, sum(p.size for p in packets) + len(enc.extradata or b"")
 
 
 def mean_psnr(frames: Sequence[np.ndarray], source: Sequence[np.ndarray]) -> float:
@@ -85,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuilder = get_reconstructor("framemae")
 
     def rebuild(crf: int) -> tuple[list[np.ndarray], int]:
-        coded, n_bytes = x264_round_trip([source[i] for i in kept], crf)
+        coded, n_bytes = x264_round_trip([source[i] for i in kept], crf, "medium")
         return list(rebuilder.reconstruct([KeptFrame(i, c) for i, c in zip(kept, coded, strict=True)], n, 16)), n_bytes
 
     points: list[dict[str, Any]] = []
@@ -100,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             residual = [np.where(masks[k] > 0, np.clip(source[i].astype(np.int16) - frames[i] + 128, 0, 255), 128)
                         .astype(np.uint8) for k, i in enumerate(dropped)]
             for refresh_crf in (crf - 4, crf, crf + 4):
-                decoded, refresh_bytes = x264_round_trip(residual, refresh_crf)
+                decoded, refresh_bytes = x264_round_trip(residual, refresh_crf, "medium")
                 out = list(frames)
                 for k, i in enumerate(dropped):
                     added = frames[i] + masks[k] * (decoded[k].astype(np.float32) - 128)

@@ -36,14 +36,12 @@ def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Ca
     return update, close
 
 
-#: output names that are videos, not bundles: `compress -o x.mp4` would make a folder named x.mp4
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".gif")
-
-
 def cmd_compress(args: argparse.Namespace) -> int:
+    from framers.evaluate_inputs import VIDEO_SUFFIXES
     from framers.pipeline import compress
 
-    if Path(args.output).suffix.lower() in VIDEO_SUFFIXES:
+    # a video's name is not a bundle's: `compress -o x.mp4` made a bundle folder named x.mp4
+    if Path(args.output).suffix.lower() in VIDEO_SUFFIXES | {".gif"}:
         raise UnsupportedOptionError(
             f"-o {args.output}: a bundle is a .frs file or a folder, not a video "
             f"(did you mean {Path(args.output).with_suffix('.frs')}? `framers reconstruct` writes videos)")

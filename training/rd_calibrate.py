@@ -30,7 +30,6 @@ import hashlib
 import itertools
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -38,12 +37,19 @@ import numpy as np
 
 from framers.adaptive import analysis
 from framers.adaptive import ratemodel as rm
-from framers.adaptive.coding import code_frames, conversion_mse
+from framers.adaptive.coding import code_frames, conversion_mse, x264_round_trip
 from framers.reconstructors.base import KeptFrame
 from framers.scenes import SceneAnalyser
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".264", ".mov", ".webm")
+
+
+def _done_videos(out: Path) -> set[str]:
+    """Videos already in a JSONL output (one line per video): a rerun resumes after them."""
+    if not out.exists():
+        return set()
+    return {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
 
 
 def _videos(split: str) -> list[Path]:
@@ -75,9 +81,7 @@ def run_interp(args: argparse.Namespace) -> int:
 
     rebuilder = get_reconstructor("framemae")
     out = Path(args.json)
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
+    done = _done_videos(out)
     for path in _videos(args.split)[: args.max_videos]:
         if path.name in done:
             continue
@@ -106,9 +110,7 @@ def run_interp(args: argparse.Namespace) -> int:
 
 def run_coding(args: argparse.Namespace) -> int:
     out = Path(args.json)
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
+    done = _done_videos(out)
     shard, shards = (int(x) for x in args.shard.split("/"))
     for k, path in enumerate(_videos(args.split)[: args.max_videos]):
         if k % shards != shard:
@@ -142,32 +144,6 @@ def run_coding(args: argparse.Namespace) -> int:
     return 0
 
 
-def _x264_round_trip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
-    """RGB frames [H, W, 3] uint8 through x264 (final preset, 4:2:0 or 4:4:4 as the bundle's
-    keyframe encoder picks) and back: what the decoder rebuilds from."""
-    from framers.video_writer import output_pix_fmt
-
-    h, w = frames[0].shape[:2]
-    pix_fmt = output_pix_fmt(w, h)
-    codec = av.CodecContext.create("libx264", "w")
-    codec.width, codec.height, codec.pix_fmt = w, h, pix_fmt
-    codec.time_base = Fraction(1, 25)
-    codec.options = {"crf": str(crf), "preset": rm.FINAL_PRESET}
-    packets = []
-    for i, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
-        frame.pts = i
-        packets.extend(codec.encode(frame))
-    packets.extend(codec.encode(None))
-    decoder = av.CodecContext.create("h264", "r")
-    decoder.extradata = codec.extradata
-    out = [f.to_ndarray(format="rgb24") for p in packets for f in decoder.decode(p)]
-    out.extend(f.to_ndarray(format="rgb24") for f in decoder.decode(None))
-    if len(out) != len(frames):
-        raise RuntimeError(f"x264 round trip returned {len(out)} of {len(frames)} frames")
-    return out
-
-
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
     err = a.astype(np.float32) - b.astype(np.float32)
     return float(np.mean(err * err))
@@ -178,9 +154,7 @@ def run_transfer(args: argparse.Namespace) -> int:
 
     rebuilder = get_reconstructor("framemae")
     out = Path(args.json)
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.strip()}
+    done = _done_videos(out)
     shard, shards = (int(x) for x in args.shard.split("/"))
     for k, path in enumerate(_videos(args.split)[: args.max_videos]):
         if k % shards != shard or path.name in done:
@@ -195,7 +169,7 @@ def run_transfer(args: argparse.Namespace) -> int:
             kept = segment.kept(stride)
             lossless = list(rebuilder.reconstruct([KeptFrame(i, rgb[i]) for i in kept], n, 16))
             for crf in (20, 28, 36, 44):
-                coded = _x264_round_trip([rgb[i] for i in kept], crf)
+                coded, _ = x264_round_trip([rgb[i] for i in kept], crf, rm.FINAL_PRESET)
                 kept_mse = {i: _mse(c, rgb[i]) for i, c in zip(kept, coded, strict=True)}
                 rebuilt = list(rebuilder.reconstruct([KeptFrame(i, c) for i, c in zip(kept, coded, strict=True)],
                                                      n, 16))

@@ -147,3 +147,26 @@ def code_frames(frames: Sequence[np.ndarray], crf: int, preset: str) -> Coded:
     for i, rgb in enumerate(frames):
         probe.write(i, rgb)
     return probe.finish()
+
+
+def x264_round_trip(frames: Sequence[np.ndarray], crf: int, preset: str) -> tuple[list[np.ndarray], int]:
+    """RGB frames [H, W, 3] uint8 through one x264 stream (``x264_context``: 4:2:0 unless the size
+    is odd) and back to RGB, as a decoder of a bundle's keyframes sees them; with the stream's
+    bytes (packets + extradata). For calibration and probes that need the decoded pictures
+    themselves, where ``code_frames`` keeps only bytes and error. Raises RuntimeError when the
+    decoder returns another number of frames."""
+    h, w = frames[0].shape[:2]
+    enc = x264_context(w, h, crf, preset)
+    packets: list[av.Packet] = []
+    for i, rgb in enumerate(frames):
+        yuv = to_codec_yuv(rgb)
+        yuv.pts = i
+        packets.extend(enc.encode(yuv))
+    packets.extend(enc.encode(None))
+    dec = av.CodecContext.create("h264", "r")
+    dec.extradata = enc.extradata
+    out = [f.to_ndarray(format="rgb24") for p in packets for f in dec.decode(p)]
+    out.extend(f.to_ndarray(format="rgb24") for f in dec.decode(None))
+    if len(out) != len(frames):
+        raise RuntimeError(f"x264 round trip returned {len(out)} of {len(frames)} frames")
+    return out, sum(p.size for p in packets) + len(enc.extradata or b"")
