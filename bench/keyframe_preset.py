@@ -26,6 +26,7 @@ from framers.adaptive.coding import code_frames, conversion_mse
 from framers.adaptive.ratemodel import psnr_of
 from framers.bdrate import bd_rate
 from framers.evaluate_inputs import find_videos
+from framers.rgb import to_rgb
 
 PRESETS = ("veryfast", "medium", "slow")
 CRFS = (16, 22, 28, 34, 40)
@@ -38,7 +39,7 @@ def kept_frames(path: Path, frames: int, stride: int) -> list[np.ndarray]:
             if i >= frames:
                 break
             if i % stride == 0:
-                out.append(frame.to_ndarray(format="rgb24"))
+                out.append(to_rgb(frame))
     return out
 
 

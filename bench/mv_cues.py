@@ -34,6 +34,7 @@ from framers.adaptive.selector import load_rate_model
 from framers.evaluate_inputs import find_videos
 from framers.reconstructors.base import KeptFrame
 from framers.registry import get_reconstructor
+from framers.rgb import to_rgb
 from framers.scenes import SceneAnalyser
 
 WINDOW = 16
@@ -87,7 +88,7 @@ def measure(path: Path, frames: int, model: ratemodel.RateModel) -> dict[str, An
             views[view.index] = view.gray
             details[view.index] = analysis.detail_energy(frame.to_ndarray(format="gray"), view.gray)
             view_seconds += time.perf_counter() - started
-            rgb.append(frame.to_ndarray(format="rgb24"))
+            rgb.append(to_rgb(frame))
             if len(rgb) == frames:
                 break
     rebuilder = get_reconstructor("framemae")

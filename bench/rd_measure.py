@@ -18,6 +18,7 @@ from framers import pipeline
 from framers.evaluate import _rebuilt_frames, _video_bytes
 from framers.evaluate_report import round_opt
 from framers.metrics import mse, psnr_from_mse
+from framers.rgb import to_rgb
 from framers.video import FrameReader
 from framers.video_writer import mux_rgb, output_pix_fmt
 
@@ -142,7 +143,7 @@ def _coded_bytes(files: list[Path]) -> int:
 def _decoded(path: Path) -> Iterator[np.ndarray]:
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")
+            yield to_rgb(frame)
 
 
 def _rate_fields(n_bytes: int, frames: int, fps: float, width: int, height: int) -> dict[str, float]:

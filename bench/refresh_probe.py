@@ -34,6 +34,7 @@ from framers.adaptive.coding import x264_round_trip  # noqa: E402
 from framers.metrics import psnr_of_mses  # noqa: E402
 from framers.reconstructors.base import KeptFrame  # noqa: E402
 from framers.registry import get_reconstructor  # noqa: E402
+from framers.rgb import to_rgb  # noqa: E402
 
 BLOCK = 16
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source: list[np.ndarray] = []
     with av.open(str(args.video)) as container:
         for frame in container.decode(video=0):
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = to_rgb(frame)
             source.append(np.ascontiguousarray(rgb[: rgb.shape[0] // BLOCK * BLOCK, : rgb.shape[1] // BLOCK * BLOCK]))
             if len(source) == args.frames:
                 break

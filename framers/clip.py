@@ -17,6 +17,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from framers.fidelity import DecodePlan, FrameConverter, apply_orientation
+from framers.rgb import to_rgb
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class Clip:
             if self._convert is not None:
                 rgb = self._convert(self._decoded[i])
             else:
-                rgb = rotate_rgb(self._decoded[i].to_ndarray(format="rgb24"), self._rotation)
+                rgb = rotate_rgb(to_rgb(self._decoded[i]), self._rotation)
             self._rgb[i] = rgb
         return rgb
 

@@ -23,7 +23,6 @@ describes (for the bundle manifest) what the output must carry so it looks like 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,7 +31,8 @@ from typing import Any
 import av
 import av.error
 import numpy as np
-from av.video.reformatter import VideoReformatter
+
+from framers.rgb import reformatter, to_rgb
 
 # FFmpeg's enum values (libavutil/pixfmt.h): AVColorPrimaries, AVColorTransferCharacteristic,
 # AVColorSpace (the YUV matrix) and AVColorRange.
@@ -220,16 +220,6 @@ def describe_streams(container: Any, main_index: int) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- the plan
 
-_converter = threading.local()
-
-
-def _reformatter() -> VideoReformatter:
-    value = getattr(_converter, "value", None)
-    if value is None:  # one per thread: it caches an FFmpeg context and is not thread-safe
-        value = _converter.value = VideoReformatter()
-    return value
-
-
 def _has_alpha(fmt: Any) -> bool:
     try:
         if hasattr(fmt, "has_alpha"):
@@ -261,7 +251,7 @@ class DecodePlan:
     def note_alpha(self, frame: av.VideoFrame) -> None:
         """Record whether a decoded picture has any pixel that is not fully opaque."""
         if self.alpha and not self.alpha_seen and _has_alpha(frame.format):
-            rgba = _reformatter().reformat(frame, format="rgba").to_ndarray()
+            rgba = to_rgb(frame, "rgba")
             self.alpha_seen = bool((rgba[..., 3] < 255).any())
 
     def all_warnings(self) -> list[str]:
@@ -281,21 +271,20 @@ class DecodePlan:
 
     def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """A decoded picture -> RGB uint8 [H, W, 3] in display orientation, source colours."""
-        conv = _reformatter()
         if self.tonemap is not None:
-            rgb48 = conv.reformat(frame, format="rgb48le", src_colorspace=self.matrix,
+            # HDR keeps swscale's default path: tone-mapping dominates its error, and the
+            # accurate flags misconverted the 10-bit PQ test case to rgb48le
+            rgb48 = reformatter().reformat(frame, format="rgb48le", src_colorspace=self.matrix,
                                   src_color_range=self.range).to_ndarray()
-            rgb = tonemap_to_sdr(rgb48, self.tonemap)
+            picture = tonemap_to_sdr(rgb48, self.tonemap)
         elif self.alpha and _has_alpha(frame.format):
-            rgba = conv.reformat(frame, format="rgba", src_colorspace=self.matrix,
-                                 src_color_range=self.range).to_ndarray()
+            rgba = to_rgb(frame, "rgba", src_colorspace=self.matrix, src_color_range=self.range)
             a = rgba[..., 3:4].astype(np.uint16)
             bg = np.asarray(ALPHA_BACKGROUND, dtype=np.uint16)
-            rgb = ((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
+            picture = ((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
         else:
-            rgb = conv.reformat(frame, format="rgb24", src_colorspace=self.matrix,
-                                src_color_range=self.range).to_ndarray()
-        return apply_orientation(rgb, self.ops)
+            picture = to_rgb(frame, src_colorspace=self.matrix, src_color_range=self.range)
+        return apply_orientation(picture, self.ops)
 
     def manifest(self) -> dict[str, Any]:
         """The per-video facts stored in the bundle manifest's ``source`` dict (JSON-ready)."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from framers.bundle import KEYFRAME_CODECS, KEYFRAMES, KEYFRAMES_H264
 from framers.errors import BundleError
+from framers.rgb import to_rgb
 from framers.threads import limit_codec_context
 from framers.video_writer import output_pix_fmt
 
@@ -190,7 +191,7 @@ def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
         stream.thread_type = "AUTO"
         limit_codec_context(stream.codec_context)
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+            yield to_rgb(frame)
             count += 1
     except av.error.FFmpegError as exc:
         raise BundleError(f"keyframe stream corrupt after {count} frames: {exc}") from exc

@@ -17,6 +17,7 @@ from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionErro
 from framers.pipeline import compress, iter_reconstructed, reconstruct
 from framers.reconstructors.classical import HoldReconstructor, LinearReconstructor
 from framers.registry import get_reconstructor
+from framers.rgb import to_rgb
 from framers.video import FrameReader, probe
 from tests.videogen import write_video
 
@@ -28,7 +29,7 @@ def decoded(path: Path) -> tuple[list[np.ndarray], list[float]]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
+            frames.append(to_rgb(frame))
             times.append(float(frame.pts * stream.time_base))
     return frames, times
 

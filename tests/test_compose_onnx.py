@@ -21,6 +21,7 @@ from framers.errors import ModelError, UnsupportedOptionError
 from framers.pipeline import compress, reconstruct
 from framers.reconstructors import compose_onnx
 from framers.reconstructors.base import KeptFrame
+from framers.rgb import to_rgb
 from tests.test_framemae import moving_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def test_io_binding_path_gives_the_same_frames(monkeypatch: pytest.MonkeyPatch) 
 
 def decoded(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        return np.stack([to_rgb(f) for f in container.decode(video=0)])
 
 
 def test_reconstruct_with_onnx_compose_matches_numpy(tmp_path: Path, make_clip: Callable[..., Path],

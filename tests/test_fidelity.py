@@ -20,6 +20,7 @@ import pytest
 from framers.audio import audio_warnings
 from framers.cli import main as cli
 from framers.fidelity import orientation_ops, tonemap_to_sdr
+from framers.rgb import to_rgb
 from tests.videogen import write_variant
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
@@ -65,7 +66,7 @@ def props(path: Path, index: int | None = None) -> dict[str, Any]:
     out["interlaced"] = any(f.interlaced_frame for f in frames)
     out["start"] = float(frames[0].pts * frames[0].time_base)
     out["end"] = float((frames[-1].pts + frames[-1].duration) * frames[-1].time_base)
-    out["first"] = frames[0].to_ndarray(format="rgb24")  # decoded with the frame's own tags
+    out["first"] = to_rgb(frames[0])  # decoded with the frame's own tags
     return out
 
 
@@ -144,7 +145,12 @@ def test_c03_hdr10_is_tone_mapped_and_said(tmp_path: Path, capsys: pytest.Captur
         frame = next(c.decode(video=0))
         rgb48 = frame.reformat(format="rgb48le", src_colorspace=9, src_color_range=1).to_ndarray()
     expected = tonemap_to_sdr(rgb48, 16)
-    assert psnr(p["first"], expected) > 27  # kept frame 0 shows the stated tone-map (4:2:0, two lossy codings)
+    # what 4:2:0 can hold of this saturated test pattern at all (~26 dB): chroma edges smear
+    as_420 = av.VideoFrame.from_ndarray(expected, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace=1, dst_color_range=1)
+    floor = psnr(to_rgb(as_420, src_colorspace=1, src_color_range=1), expected)
+    # kept frame 0 shows the stated tone-map: within two lossy 4:2:0 codings of that floor
+    assert psnr(p["first"], expected) > floor - 5
     naive = frame.to_ndarray(format="rgb24")  # what an 8-bit BT.601 misreading gives
     assert psnr(p["first"], naive) < psnr(p["first"], expected) - 3
 
@@ -235,7 +241,7 @@ def test_colour_variants_keep_tags_and_colours(size: tuple[int, int], codec: str
     assert p["colour"] == colour
     with av.open(str(source)) as c:
         frame = next(c.decode(video=0))
-        reference = frame.reformat(format="rgb24", src_colorspace=colour[2], src_color_range=colour[3]).to_ndarray()
+        reference = to_rgb(frame, src_colorspace=colour[2], src_color_range=colour[3])
     assert psnr(p["first"], reference) > 32, psnr(p["first"], reference)  # a player shows the same colours
 
 
@@ -276,7 +282,7 @@ def test_geometry_variants_rotation_flip_and_sar(display: tuple[int, bool, bool]
         from framers.fidelity import display_matrix
 
         matrix = display_matrix(frame)
-        raw = frame.to_ndarray(format="rgb24")
+        raw = to_rgb(frame)
     assert matrix is not None
     expected = _displayed(raw, matrix)
     p = props(out)

@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from framers.rgb import to_rgb
+
 
 def moving_frame(i: int, width: int, height: int) -> np.ndarray:
     """A textured background with a bright square moving 3 px per frame (smooth, interpolable)."""
@@ -213,7 +215,7 @@ def write_variant(
             rgba[:, : width // 2, 3] = 0
             pic = av.VideoFrame.from_ndarray(rgba, format="rgba").reformat(format=pix_fmt)
         elif colour is not None:
-            rgb = pic.to_ndarray(format="rgb24")
+            rgb = to_rgb(pic)
             pic = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
                 format=pix_fmt, dst_colorspace=colour[2], dst_color_range=colour[3])
             pic.color_primaries, pic.color_trc = colour[0], colour[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from framers.rgb import to_rgb
 from training.paths import CACHE_ROOT, DATA_ROOT
 
 __all__ = ["CACHE_ROOT", "DATA_ROOT", "decode_rgb", "split_files"]
@@ -24,7 +25,7 @@ def decode_rgb(path: Path, max_frames: int | None = None) -> np.ndarray:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
+            frames.append(to_rgb(frame))
             if max_frames is not None and len(frames) >= max_frames:
                 break
     if not frames:

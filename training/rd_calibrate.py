@@ -39,6 +39,7 @@ from framers.adaptive import analysis
 from framers.adaptive import ratemodel as rm
 from framers.adaptive.coding import code_frames, conversion_mse, x264_round_trip
 from framers.reconstructors.base import KeptFrame
+from framers.rgb import to_rgb
 from framers.scenes import SceneAnalyser
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -68,7 +69,7 @@ def _decode(path: Path, frames: int) -> tuple[list[np.ndarray], list[np.ndarray]
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             view = scenes.feed(frame)
-            rgb.append(frame.to_ndarray(format="rgb24"))
+            rgb.append(to_rgb(frame))
             views.append(view.gray)
             detail.append(analysis.detail_energy(frame.to_ndarray(format="gray"), view.gray))
             if len(rgb) == frames:

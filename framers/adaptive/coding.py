@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 
+from framers.rgb import to_rgb
 from framers.threads import limit_codec_context
 from framers.video_writer import output_pix_fmt
 
@@ -71,7 +72,7 @@ def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:
     the codec's YUV (4:2:0 for even sizes) → RGB. No CRF gets below it (fine colour detail lost
     to chroma subsampling), so the rate model scales only the coding error above this floor.
     ``yuv``: the frame already converted by ``to_codec_yuv`` (saves one conversion)."""
-    back = (yuv if yuv is not None else to_codec_yuv(rgb)).to_ndarray(format="rgb24")
+    back = to_rgb(yuv if yuv is not None else to_codec_yuv(rgb))
     diff = back.astype(np.int16) - rgb
     return float(np.mean(np.square(diff, dtype=np.int32)))
 
@@ -165,8 +166,8 @@ def x264_round_trip(frames: Sequence[np.ndarray], crf: int, preset: str) -> tupl
     packets.extend(enc.encode(None))
     dec = av.CodecContext.create("h264", "r")
     dec.extradata = enc.extradata
-    out = [f.to_ndarray(format="rgb24") for p in packets for f in dec.decode(p)]
-    out.extend(f.to_ndarray(format="rgb24") for f in dec.decode(None))
+    out = [to_rgb(f) for p in packets for f in dec.decode(p)]
+    out.extend(to_rgb(f) for f in dec.decode(None))
     if len(out) != len(frames):
         raise RuntimeError(f"x264 round trip returned {len(out)} of {len(frames)} frames")
     return out, sum(p.size for p in packets) + len(enc.extradata or b"")
