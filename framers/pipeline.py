@@ -252,6 +252,11 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
     if not getattr(chooser, "capped", False):
         return []
     target, best = getattr(chooser, "target_psnr", 0.0), getattr(chooser, "best_psnr", 0.0)
+    verified = getattr(chooser, "verified", None)
+    if verified is not None:
+        return [f"target_psnr {target:g} dB is out of reach for this video: measured "
+                f"{verified['measured_psnr']:.1f} dB at CRF {verified['crf']}, the finest of "
+                f"{verified['encodes']} trial encodes"]
     return [f"target_psnr {target:g} dB is out of reach for this video (best predicted {best:.1f} dB at the "
             f"finest CRF, e.g. colour detail that 4:2:0 cannot hold); aimed at {best - 1.0:.1f} dB instead"]
 

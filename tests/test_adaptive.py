@@ -310,3 +310,19 @@ def test_unreachable_target_backs_off_and_says_so(tmp_path: Path) -> None:
     assert result.adaptive["predicted_psnr"] == pytest.approx(best - 1.0, abs=0.6)
     assert any("out of reach" in w for w in result.warnings)
     assert min(s["crf"] for s in result.adaptive["segments"]) > ratemodel.CRF_RANGE[0]
+
+
+def test_short_video_keeping_every_frame_gets_a_measured_crf(tmp_path: Path) -> None:
+    """A 9-frame fast pan keeps every frame; its CRF is then set by trial encodes at the final
+    preset, not by the one-probe prediction (1-2 dB optimistic on such videos before), so the
+    rebuilt video reaches the target and the job record says what was measured."""
+    source = write_pan(tmp_path / "short.mkv", frames=9, speed=9.0)
+    result = compress(source, tmp_path / "b.frs", target_psnr=38.0)
+    assert result.adaptive is not None and result.kept_frames == 9
+    verified = result.adaptive["verified"]
+    assert verified["reached"] and 1 <= verified["encodes"] <= 3
+    assert {s["crf"] for s in result.adaptive["segments"]} == {verified["crf"]}
+    achieved = float(psnr_per_frame(list(iter_frames_rgb(source)), rebuild(tmp_path / "b.frs")).mean())
+    assert achieved >= 38.0
+    assert achieved == pytest.approx(verified["measured_psnr"], abs=0.15)
+    assert not any("out of reach" in w for w in result.warnings)

@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 
+from framers.metrics import psnr_of_mses
 from framers.rgb import to_rgb
 from framers.threads import limit_codec_context
 from framers.video_writer import output_pix_fmt
@@ -171,3 +172,15 @@ def x264_round_trip(frames: Sequence[np.ndarray], crf: int, preset: str) -> tupl
     if len(out) != len(frames):
         raise RuntimeError(f"x264 round trip returned {len(out)} of {len(frames)} frames")
     return out, sum(p.size for p in packets) + len(enc.extradata or b"")
+
+
+def measured_psnr(frames: Sequence[np.ndarray], crf: int, preset: str) -> tuple[np.ndarray, int]:
+    """Per-frame PSNR (dB, RGB, capped at 60 dB) of RGB frames [H, W, 3] uint8 coded as one x264
+    stream at ``crf`` and ``preset`` and decoded as a bundle's reader does (``x264_round_trip``),
+    with the stream's bytes. The exact figure the rate model predicts, at the cost of one
+    encode. Raises RuntimeError when the decoder returns another number of frames."""
+    decoded, n_bytes = x264_round_trip(frames, crf, preset)
+    mses = [float(np.mean(np.square(d.astype(np.int16) - f, dtype=np.int32)))
+            for d, f in zip(decoded, frames, strict=True)]
+    return psnr_of_mses(np.asarray(mses)), n_bytes
+

@@ -49,13 +49,13 @@ CRF_RANGE: tuple[int, int] = (8, 51)
 #: PSNR floor of the mapping of a target to the probe CRF (x264 medium on typical content:
 #: PSNR ≈ 53 − 0.58·CRF dB; a probe near the answer keeps the CRF extrapolation short)
 _PSNR_AT_CRF0 = 53.0
-_PSNR_PER_CRF = 0.58
+PSNR_PER_CRF = 0.58
 
 
 def probe_crf_for(target_psnr: float) -> int:
     """The probe CRF for a target mean PSNR (dB): the PROBE_CRFS entry nearest to a typical
     x264 CRF of that PSNR, two steps finer (kept frames of dropped-frame options need more)."""
-    guess = (_PSNR_AT_CRF0 - target_psnr) / _PSNR_PER_CRF - 2.0
+    guess = (_PSNR_AT_CRF0 - target_psnr) / PSNR_PER_CRF - 2.0
     return min(PROBE_CRFS, key=lambda c: abs(c - guess))
 
 

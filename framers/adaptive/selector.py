@@ -10,13 +10,14 @@ positions of the plan, and ``crf_of`` giving each kept frame's CRF to the keyfra
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from framers import model_store
-from framers.adaptive import analysis, ratemodel
+from framers.adaptive import analysis, coding, ratemodel
 from framers.adaptive.measure import Measurements, measure
 from framers.errors import ModelError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN
@@ -33,6 +34,14 @@ CRF_GROUP_FRAMES = 150
 #: an unreachable PSNR target (colour detail 4:2:0 cannot hold, sensor noise) is aimed this far
 #: below the best predicted PSNR: the finest CRFs cost the most bytes per dB
 UNREACHABLE_BACKOFF_DB = 1.0
+#: a video of at most this many frames whose plan keeps every frame gets its CRF measured, not
+#: predicted: its frames are coded at the final preset and the CRF corrected by the PSNR that
+#: comes out (at most VERIFY_ENCODES encodes of a handful of frames). On the held-out clips the
+#: one-probe rate model was 1-2 dB optimistic on 5- and 9-frame videos (BENCHMARKS.md section 0).
+VERIFY_MAX_FRAMES = CLIP_LEN
+VERIFY_ENCODES = 3
+#: a measured PSNR is what the rebuilt video gets (x264's thread count aside): a small margin
+VERIFIED_MARGIN_DB = 0.1
 
 
 def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, dict[str, Any]]:
@@ -119,6 +128,7 @@ class AdaptiveSelector(Selector):
         self.target_kbps = target_kbps
         self.fps = fps  # frames per second, for target_kbps (the pipeline sets the source's)
         self.capped = False  # the target is unreachable: aimed UNREACHABLE_BACKOFF_DB below the best
+        self.verified: dict[str, Any] | None = None  # a short video's CRF set by measurement (_verified)
         self.best_psnr = 0.0
         self.keep = 0
         self.clip_len = CLIP_LEN
@@ -148,6 +158,8 @@ class AdaptiveSelector(Selector):
         if self.capped:
             out["unreachable"] = {"best_predicted_psnr": round(self.best_psnr, 2),
                                   "aimed_at": round(self.best_psnr - UNREACHABLE_BACKOFF_DB, 2)}
+        if self.verified is not None:
+            out["verified"] = dict(self.verified)
         return out
 
     def manifest_entry(self) -> dict[str, Any] | None:
@@ -220,11 +232,41 @@ class AdaptiveSelector(Selector):
                 self.capped = True
                 self.best_psnr = best
                 choices = ratemodel.choose(options, groups, target_psnr=best - UNREACHABLE_BACKOFF_DB)
+            keeps_all = sum(len(seg.kept(c.stride)) for seg, c in zip(segments, choices, strict=True)) == n
+            if n <= VERIFY_MAX_FRAMES and keeps_all and len({c.crf for c in choices}) == 1:
+                # measured, the target itself is aimed at, even one the model called unreachable
+                choices = self._verified(open_clips, segments, choices, self.target_psnr + VERIFIED_MARGIN_DB)
         else:
             assert self.target_kbps is not None
             seconds = n / self.fps if self.fps > 0 else n / 25.0
             choices = ratemodel.choose(options, groups, target_bytes=self.target_kbps * 1000 / 8 * seconds)
         return Plan(n, cuts, segments, choices, probe_crf)
+
+    def _verified(self, open_clips: ClipSource, segments: list[analysis.Segment],
+                  choices: list[ratemodel.Choice], aim: float) -> list[ratemodel.Choice]:
+        """The choices of a short video that keeps every frame, with the CRF set by measurement:
+        the largest CRF tried whose measured mean PSNR reaches ``aim`` (dB), else the finest
+        tried. Each try codes all frames at the final preset (``coding.measured_psnr``); the next
+        CRF is the last one moved by the shortfall (or surplus) at ~0.58 dB per CRF step."""
+        frames = [frame for clip in open_clips() for frame in clip.frames]
+        crf = choices[0].crf
+        tried: dict[int, tuple[np.ndarray, int]] = {}
+        for _ in range(VERIFY_ENCODES):
+            tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET)
+            gap = float(tried[crf][0].mean()) - aim
+            step = math.floor(gap / ratemodel.PSNR_PER_CRF)  # towards the aim, rounded to the safe side
+            nxt = int(np.clip(crf + step, *ratemodel.CRF_RANGE))
+            if nxt in tried or (gap >= 0 and step == 0):
+                break
+            crf = nxt
+        good = [c for c, (psnr, _) in tried.items() if psnr.mean() >= aim]
+        crf = max(good) if good else min(tried)
+        psnr, n_bytes = tried[crf]
+        self.capped = not good
+        self.verified = {"planned_crf": choices[0].crf, "crf": crf, "measured_psnr": round(float(psnr.mean()), 2),
+                         "encodes": len(tried), "reached": bool(good)}
+        return [ratemodel.Choice(1, crf, n_bytes * len(seg) / len(frames), float(psnr[seg.start:seg.stop].mean()))
+                for seg in segments]
 
     def select(self, open_clips: ClipSource) -> Selection:
         self.plan = self.make_plan(open_clips)
