@@ -32,8 +32,8 @@ from framers.errors import BundleError
 from framers.hashing import sha256_file
 
 FORMAT_NAME = "framers-bundle"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 KEYFRAMES = "keyframes.mkv"
 KEYFRAMES_H264 = "keyframes.h264"
@@ -54,19 +54,52 @@ KEYFRAME_CODECS: dict[str, dict[str, Any]] = {
 DEFAULT_KEYFRAME_CODEC = defaults.KEYFRAME_CODEC
 
 
-def encode_timestamps(pts: list[int]) -> dict[str, Any]:
-    """Constant-rate timestamps as start + step, anything else as the full list."""
+def _rounded_steps(start: int, step: Fraction, count: int) -> list[int]:
+    """start + i·step rounded to the nearest integer (halves up), i = 0..count-1: how a muxer
+    rescales a constant frame rate into a time base it does not divide (av_rescale_q)."""
+    num, den = step.numerator, step.denominator
+    return [start + (2 * i * num + den) // (2 * den) for i in range(count)]
+
+
+def encode_timestamps(pts: list[int], frame_step: Fraction | None = None) -> dict[str, Any]:
+    """Timestamps of the frames (in the time base) in the smallest form that reproduces them:
+    constant rate as ``{"start", "step", "count"}``; a constant rate the time base does not
+    divide (30 fps in Matroska's 1/1000 s: 0, 33, 67, 100, ...) as ``"step": [num, den]``, the
+    exact frame duration ``frame_step`` (time-base units) rounded per frame (format v3: a v2
+    reader would refuse it); anything else as the full list ``{"pts": [...]}``."""
     if len(pts) >= 2:
         step = pts[1] - pts[0]
         if all(b - a == step for a, b in itertools.pairwise(pts)):
             return {"start": pts[0], "step": step, "count": len(pts)}
+        if frame_step is not None and frame_step > 0 and _rounded_steps(pts[0], frame_step, len(pts)) == pts:
+            return {"start": pts[0], "step": [frame_step.numerator, frame_step.denominator], "count": len(pts)}
     return {"pts": pts}
 
 
 def decode_timestamps(entry: dict[str, Any]) -> list[int]:
+    """The per-frame timestamps of an ``encode_timestamps`` entry. Raises BundleError on a
+    malformed one."""
     if "pts" in entry:
         return [int(p) for p in entry["pts"]]
-    return [int(entry["start"]) + i * int(entry["step"]) for i in range(int(entry["count"]))]
+    start, step, count = int(entry["start"]), entry["step"], int(entry["count"])
+    if isinstance(step, list):
+        num, den = (int(v) for v in step)
+        if num <= 0 or den <= 0:
+            raise BundleError(f"malformed timestamp step {step!r}")
+        return _rounded_steps(start, Fraction(num, den), count)
+    return [start + i * int(step) for i in range(count)]
+
+
+def frame_step_of(fps: float, time_base: Fraction) -> Fraction | None:
+    """The exact duration of one frame in time-base units for a nominal ``fps`` (29.97 is taken
+    as 30000/1001), or None for a rate that is not positive."""
+    if fps <= 0:
+        return None
+    rate = Fraction(fps).limit_denominator(1001)
+    ntsc = Fraction(round(fps * 1.001) * 1000, 1001)  # 23.976, 29.97, 59.94 (as rounded in a manifest)
+    if abs(float(ntsc) - fps) < 0.005:
+        rate = ntsc
+    return 1 / (rate * time_base)
 
 
 def encode_runs(indices: list[int]) -> list[list[int]]:
@@ -133,16 +166,18 @@ class Manifest:
         return [c * self.clip_len + p for c, positions in enumerate(self.kept) for p in positions]
 
     def to_json(self) -> dict[str, Any]:
+        timestamps = encode_timestamps(self.pts, frame_step_of(self.fps, self.time_base))
         return {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            # the lowest version that reads it: only the rounded-rate timestamps need v3
+            "version": FORMAT_VERSION if isinstance(timestamps.get("step"), list) else 2,
             "source": self.source,
             "layout": {"clip_len": self.clip_len, "slot_len": self.slot_len, "n_frames": self.n_frames},
             "selection": {**self.selection, "kept_runs": encode_runs(self.kept_indices())},
             "timing": {
                 "time_base": [self.time_base.numerator, self.time_base.denominator],
                 "fps": self.fps,
-                "timestamps": encode_timestamps(self.pts),
+                "timestamps": timestamps,
             },
             "keyframes": self.keyframes,
             "audio": self.audio,

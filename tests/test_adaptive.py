@@ -232,7 +232,7 @@ def test_adaptive_bundle_records_decisions_and_never_blends_a_cut(clips: dict[st
     # progress during the analysis pass too (a job shows it and can be canceled meanwhile)
     assert seen == sorted(seen) and seen[-1] == 1.0 and any(0 < v <= 0.5 for v in seen), seen
     manifest = json.loads((bundle / fb.MANIFEST).read_text())
-    assert manifest["version"] == fb.FORMAT_VERSION and manifest["scenes"]["cuts"] == [21] == result.cuts
+    assert manifest["version"] == 2 and manifest["scenes"]["cuts"] == [21] == result.cuts  # 25 fps: v2 timestamps
     segs = manifest["adaptive"]["segments"]  # [start, stop, stride, crf]
     assert segs[0][0] == 0 and segs[-1][1] == 48 and all(s[2] in analysis.STRIDES for s in segs)
     assert manifest["selection"]["target_psnr"] == 34.0 and result.adaptive["segments"][0]["start"] == 0
