@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from service.state import Services
 from service.targets import Target
 
 log = logging.getLogger(__name__)
+#: how long a request to start a reconstruction again waits for its just-canceled run to stop
+RESTART_WAIT_S = 3.0
 
 _SUFFIX_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
@@ -150,7 +153,15 @@ def request_reconstruction(services: Services, record: VideoRecord, target: Targ
         services.records.save_reconstruction(_fresh_state(record, target, state.attempts if state else 0))
 
     spec = reconstruct_spec(services.settings, record.id, target.variant)
-    enqueue_once(services.redis, services.settings, spec, before_enqueue=write_queued_state)
+    enqueued = enqueue_once(services.redis, services.settings, spec, before_enqueue=write_queued_state)
+    if not enqueued and state is not None and state.status is Status.canceled:
+        # Asked again right after a cancel: the canceled run is still stopping (it checks between
+        # frames) and holds the job id. Give it a moment, then start the new run; if it is
+        # still busy, the answer says "canceled" with a Retry-After, and asking again starts it.
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while not enqueued and time.monotonic() < deadline:
+            time.sleep(0.1)
+            enqueued = enqueue_once(services.redis, services.settings, spec, before_enqueue=write_queued_state)
     return reconstruction_state(services, record.id, target.variant) or _fresh_state(record, target)
 
 

@@ -494,7 +494,9 @@ def test_shipped_defaults_adaptive_and_framemae_end_to_end(
         assert fixed_job["options"]["target_psnr"] is None and fixed_job["adaptive"] is None
         assert fixed_job["options"]["selector"] == "stride" and fixed_job["kept_frames"] == 11  # every 4th + last
         rebuilt = wait_reconstruction(client, video_id, wait_for)
-        job = client.get(f"/jobs/{video_id}").json()
+        # the video is stored before the worker writes "done" into the record: the record follows
+        job = wait_for(lambda: (j := client.get(f"/jobs/{video_id}").json())["reconstructions"]["framemae"][
+            "status"] == "done" and j, timeout=30, what="record says done")
         models = client.get("/models").json()
     assert models["defaults"]["target_psnr"] == 35.0
     out = tmp_path / "out.mp4"
