@@ -1,7 +1,7 @@
 """What the output file holds against what the target promises: the mean PSNR (RGB, capped at
 60 dB per frame) of the rebuilt frames (what ``--target-psnr`` aims at and ``bench/rd.py``
 measures) next to that of the output video as a player decodes it, at ``reconstruct --crf 0``
-(lossless x264: only the RGB → 4:2:0 conversion) and at the default output CRF.
+(lossless x264: only the RGB → 4:2:0 conversion) and at the default output CRF (``--crfs``: others).
 
     python bench/output_fidelity.py ../shared/data/videos/val/sleap__tests_data_videos_small_robot.mp4 \
         ../shared/data/videos/val/cotracker__gradio_demo_videos_cat.mp4 --targets 34,40 \
@@ -40,11 +40,11 @@ def mean_psnr_and_shift(source: Path, video: Path) -> tuple[float, float]:
     return float(np.mean(scores)), float(np.mean(shifts))
 
 
-def measure(source: Path, target: float, work: Path) -> dict[str, Any]:
+def measure(source: Path, target: float, work: Path, crfs: Sequence[int] = (0, defaults.OUTPUT_CRF)) -> dict[str, Any]:
     bundle = work / "b.frs"
     compress(source, bundle, target_psnr=target)
     row: dict[str, Any] = {"video": source.name, "target_psnr": target}
-    for crf in (0, defaults.OUTPUT_CRF):
+    for crf in crfs:
         out = work / f"out{crf}.mp4"
         first = "rebuilt_psnr" not in row  # the rebuilt frames are the same at any output CRF
         result = reconstruct(bundle, out, output_crf=crf, reference=source if first else None)
@@ -61,13 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("videos", nargs="+", type=Path)
     parser.add_argument("--targets", default="34,40")
+    parser.add_argument("--crfs", default=f"0,{defaults.OUTPUT_CRF}", help="output CRFs (reconstruct --crf)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rows = []
     for video in args.videos:
         for target in (float(t) for t in args.targets.split(",")):
             with tempfile.TemporaryDirectory(prefix="framers-fidelity-") as tmp:
-                rows.append(measure(video, target, Path(tmp)))
+                rows.append(measure(video, target, Path(tmp), [int(c) for c in args.crfs.split(",")]))
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"output_crf_default": defaults.OUTPUT_CRF, "rows": rows}, indent=1) + "\n")

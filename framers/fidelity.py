@@ -23,6 +23,7 @@ describes (for the bundle manifest) what the output must carry so it looks like 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -272,10 +273,9 @@ class DecodePlan:
     def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """A decoded picture -> RGB uint8 [H, W, 3] in display orientation, source colours."""
         if self.tonemap is not None:
-            # HDR keeps swscale's default path: tone-mapping dominates its error, and the
-            # accurate flags misconverted the 10-bit PQ test case to rgb48le
+            # HDR keeps swscale's 16-bit rgb48le conversion: the tone map's own error dominates
             rgb48 = reformatter().reformat(frame, format="rgb48le", src_colorspace=self.matrix,
-                                  src_color_range=self.range).to_ndarray()
+                                           src_color_range=self.range).to_ndarray()
             picture = tonemap_to_sdr(rgb48, self.tonemap)
         elif self.alpha and _has_alpha(frame.format):
             rgba = to_rgb(frame, "rgba", src_colorspace=self.matrix, src_color_range=self.range)
@@ -349,6 +349,10 @@ def plan_for(stream: Any, first: av.VideoFrame, alpha_lost: bool = False) -> Dec
         }
         if depth > 8:
             warnings.append(f"{depth}-bit source stored and rebuilt at 8 bits per component")
+    finer = re.match(r"^yuv[ja]?(422|444|440)p", fmt)
+    if finer and not is_rgb:
+        warnings.append(f"{finer.group(1)[0]}:{finer.group(1)[1]}:{finer.group(1)[2]} chroma source stored and "
+                        "rebuilt as 4:2:0 (less colour resolution; 4:4:4 only for odd frame sizes)")
     alpha = _has_alpha(first.format)
     if not alpha and alpha_lost:
         warnings.append("the source declares an alpha channel this build cannot decode: transparency is lost")

@@ -96,7 +96,9 @@ def setting() -> str:
 def _log_once(encoder: str, why: str) -> None:
     if (encoder, why) not in _logged:
         _logged.add((encoder, why))
-        log.info("H.264 output encoder: %s (%s)", encoder, why)
+        # libx264 on a machine without NVENC is the ordinary case: said at debug level only
+        quiet = encoder != NVENC and setting() == "auto"
+        log.log(logging.DEBUG if quiet else logging.INFO, "H.264 output encoder: %s (%s)", encoder, why)
 
 
 def h264_encoder(odd_size: bool = False) -> str:

@@ -67,6 +67,7 @@ class ReconstructResult:
     kept: list[int] = field(default_factory=list)  # indices of the frames the bundle holds
     times: list[float] = field(default_factory=list)  # when each frame is shown (seconds)
     psnr: list[float] | None = None  # per frame against `reference` (capped at 60 dB), if given
+    target_psnr: float | None = None  # the bundle's adaptive target (met by the rebuilt frames)
 
 
 def _report(progress: ProgressFn | None, value: float) -> None:
@@ -378,6 +379,7 @@ def reconstruct(
         kept=manifest.kept_indices(),
         times=[round(float(p * manifest.time_base), 6) for p in manifest.pts],
         psnr=scores,
+        target_psnr=manifest.selection.get("target_psnr"),
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from framers import defaults
+from framers.rgb import to_yuv
 from framers.threads import limit_codec_context
 
 
@@ -176,11 +177,11 @@ class VideoWriter:
             self._container.mux(packet)
 
     def _encode(self, rgb: np.ndarray, pts: int, duration: int) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        tags = {}
         if self._colour:
-            frame = self._reformatter.reformat(frame, format=self._stream.pix_fmt,
-                                               dst_colorspace=int(self._colour["matrix"]),
-                                               dst_color_range=int(self._colour["range"]))
+            tags = {"dst_colorspace": int(self._colour["matrix"]), "dst_color_range": int(self._colour["range"])}
+        frame = to_yuv(rgb, str(self._stream.pix_fmt), self._reformatter, **tags)
+        if self._colour:
             frame.color_primaries = int(self._colour["primaries"])
             frame.color_trc = int(self._colour["transfer"])
         frame.pts = pts

@@ -326,3 +326,15 @@ def test_short_video_keeping_every_frame_gets_a_measured_crf(tmp_path: Path) -> 
     assert achieved >= 38.0
     assert achieved == pytest.approx(verified["measured_psnr"], abs=0.15)
     assert not any("out of reach" in w for w in result.warnings)
+
+
+def test_short_video_dropping_frames_is_measured_through_the_rebuild(tmp_path: Path) -> None:
+    """A 12-frame static shot drops frames; the trial codes the kept frames and rebuilds the rest
+    with framemae, so what is measured is what the bundle rebuilds."""
+    source = write_pan(tmp_path / "static.mkv", frames=12, speed=0.0)
+    result = compress(source, tmp_path / "b.frs", target_psnr=36.0)
+    assert result.adaptive is not None and result.kept_frames < 12
+    verified = result.adaptive["verified"]
+    achieved = float(psnr_per_frame(list(iter_frames_rgb(source)), rebuild(tmp_path / "b.frs")).mean())
+    assert achieved == pytest.approx(verified["measured_psnr"], abs=0.15)
+    assert verified["reached"] and achieved >= 36.0

@@ -464,3 +464,12 @@ def test_webm_output_of_anamorphic_frames_plays_at_the_display_aspect(tmp_path: 
             frame = next(got.decode(stream))
             assert (frame.width, frame.height) == size
             assert (stream.sample_aspect_ratio or Fraction(1)) == sar
+
+
+def test_422_source_says_its_chroma_becomes_420(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_variant(tmp_path / "s422.mkv", source="smptebars", width=128, height=72, frames=6,
+                           codec="libx264", pix_fmt="yuv422p", container_format="matroska", colour=(1, 1, 1, 1))
+    out, manifest, said = roundtrip(source, tmp_path, capsys)
+    assert "4:2:2 chroma source stored and rebuilt as 4:2:0" in said
+    assert any("4:2:2" in w for w in manifest["source"]["warnings"])
+    assert props(out)["pix_fmt"] == "yuv420p"

@@ -30,9 +30,10 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.mark.skipif(not NO_NVENC, reason="this machine has a working h264_nvenc")
 def test_auto_falls_back_to_libx264_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="framers.nvenc"):
+    with caplog.at_level(logging.DEBUG, logger="framers.nvenc"):  # the ordinary case: debug level
         assert nvenc.h264_encoder() == "libx264"
         assert encoder_settings("h264", 20) == ("libx264", {"crf": "20", "preset": "veryfast"})
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if "output encoder" in r.getMessage())
     assert "H.264 output encoder: libx264 (FRAMERS_VIDEO_ENCODER=auto, falling back: h264_nvenc" in caplog.text
     assert caplog.text.count("H.264 output encoder") == 1  # logged once
 

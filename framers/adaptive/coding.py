@@ -174,13 +174,26 @@ def x264_round_trip(frames: Sequence[np.ndarray], crf: int, preset: str) -> tupl
     return out, sum(p.size for p in packets) + len(enc.extradata or b"")
 
 
-def measured_psnr(frames: Sequence[np.ndarray], crf: int, preset: str) -> tuple[np.ndarray, int]:
-    """Per-frame PSNR (dB, RGB, capped at 60 dB) of RGB frames [H, W, 3] uint8 coded as one x264
-    stream at ``crf`` and ``preset`` and decoded as a bundle's reader does (``x264_round_trip``),
-    with the stream's bytes. The exact figure the rate model predicts, at the cost of one
-    encode. Raises RuntimeError when the decoder returns another number of frames."""
-    decoded, n_bytes = x264_round_trip(frames, crf, preset)
-    mses = [float(np.mean(np.square(d.astype(np.int16) - f, dtype=np.int32)))
-            for d, f in zip(decoded, frames, strict=True)]
-    return psnr_of_mses(np.asarray(mses)), n_bytes
+def measured_psnr(frames: Sequence[np.ndarray], crf: int, preset: str,
+                  kept: Sequence[int] | None = None) -> tuple[np.ndarray, int]:
+    """Per-frame PSNR (dB, RGB, capped at 60 dB) of a video of RGB frames [H, W, 3] uint8 whose
+    ``kept`` frames (indices; None: all) are coded as one x264 stream at ``crf`` and ``preset``
+    and decoded as a bundle's reader does (``x264_round_trip``), the others rebuilt from them by
+    ``framemae`` (the default reconstructor); with the stream's bytes. The exact figure the rate
+    model predicts, at the cost of one encode (and one rebuild). Raises RuntimeError when the
+    decoder returns another number of frames, ModelError when framemae cannot load."""
+    indices = list(range(len(frames))) if kept is None else list(kept)
+    decoded, n_bytes = x264_round_trip([frames[i] for i in indices], crf, preset)
+    rebuilt: Sequence[np.ndarray] = decoded
+    if len(indices) < len(frames):
+        from framers import defaults
+        from framers.geometry import CLIP_LEN
+        from framers.reconstructors.base import KeptFrame
+        from framers.registry import get_reconstructor
 
+        rebuilder = get_reconstructor(defaults.RECONSTRUCTOR)
+        kept_frames = [KeptFrame(i, d) for i, d in zip(indices, decoded, strict=True)]
+        rebuilt = list(rebuilder.reconstruct(iter(kept_frames), len(frames), CLIP_LEN))
+    mses = [float(np.mean(np.square(r.astype(np.int16) - f, dtype=np.int32)))
+            for r, f in zip(rebuilt, frames, strict=True)]
+    return psnr_of_mses(np.asarray(mses)), n_bytes

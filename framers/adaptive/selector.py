@@ -21,6 +21,7 @@ from framers.adaptive import analysis, coding, ratemodel
 from framers.adaptive.measure import Measurements, measure
 from framers.errors import ModelError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN
+from framers.scenes import shot_edges
 from framers.selectors import ClipSource, Selection, Selector
 
 MODEL_NAME = "ratemodel"
@@ -34,10 +35,11 @@ CRF_GROUP_FRAMES = 150
 #: an unreachable PSNR target (colour detail 4:2:0 cannot hold, sensor noise) is aimed this far
 #: below the best predicted PSNR: the finest CRFs cost the most bytes per dB
 UNREACHABLE_BACKOFF_DB = 1.0
-#: a video of at most this many frames whose plan keeps every frame gets its CRF measured, not
-#: predicted: its frames are coded at the final preset and the CRF corrected by the PSNR that
-#: comes out (at most VERIFY_ENCODES encodes of a handful of frames). On the held-out clips the
-#: one-probe rate model was 1-2 dB optimistic on 5- and 9-frame videos (BENCHMARKS.md section 0).
+#: a video of at most this many frames gets its CRF measured, not predicted: its kept frames are
+#: coded at the final preset (and the dropped ones rebuilt by framemae) and the CRF corrected by
+#: the PSNR that comes out (at most VERIFY_ENCODES trials of a handful of frames). On the held-out
+#: clips the one-probe rate model was 1-2 dB optimistic on 5- and 9-frame videos (BENCHMARKS.md
+#: section 0).
 VERIFY_MAX_FRAMES = CLIP_LEN
 VERIFY_ENCODES = 3
 #: a measured PSNR is what the rebuilt video gets (x264's thread count aside): a small margin
@@ -226,16 +228,18 @@ class AdaptiveSelector(Selector):
             aim = self.target_psnr + TARGET_MARGIN_DB
             choices = ratemodel.choose(options, groups, target_psnr=aim)
             best = _mean_psnr(segments, choices)
-            if best < aim - 0.01:
+            if self.target_psnr - 0.01 <= best < aim - 0.01:
+                # the target itself is within reach, its margin is not: aim at the target
+                choices = ratemodel.choose(options, groups, target_psnr=self.target_psnr)
+            elif best < aim - 0.01:
                 # unreachable (choose returned its best quality, the finest CRF): the last dB costs
                 # the most bytes for the least gain, so aim one dB below the best instead
                 self.capped = True
                 self.best_psnr = best
                 choices = ratemodel.choose(options, groups, target_psnr=best - UNREACHABLE_BACKOFF_DB)
-            keeps_all = sum(len(seg.kept(c.stride)) for seg, c in zip(segments, choices, strict=True)) == n
-            if n <= VERIFY_MAX_FRAMES and keeps_all and len({c.crf for c in choices}) == 1:
+            if n <= VERIFY_MAX_FRAMES and len({c.crf for c in choices}) == 1:
                 # measured, the target itself is aimed at, even one the model called unreachable
-                choices = self._verified(open_clips, segments, choices, self.target_psnr + VERIFIED_MARGIN_DB)
+                choices = self._verified(open_clips, segments, choices, cuts, self.target_psnr + VERIFIED_MARGIN_DB)
         else:
             assert self.target_kbps is not None
             seconds = n / self.fps if self.fps > 0 else n / 25.0
@@ -243,16 +247,20 @@ class AdaptiveSelector(Selector):
         return Plan(n, cuts, segments, choices, probe_crf)
 
     def _verified(self, open_clips: ClipSource, segments: list[analysis.Segment],
-                  choices: list[ratemodel.Choice], aim: float) -> list[ratemodel.Choice]:
-        """The choices of a short video that keeps every frame, with the CRF set by measurement:
-        the largest CRF tried whose measured mean PSNR reaches ``aim`` (dB), else the finest
-        tried. Each try codes all frames at the final preset (``coding.measured_psnr``); the next
-        CRF is the last one moved by the shortfall (or surplus) at ~0.58 dB per CRF step."""
+                  choices: list[ratemodel.Choice], cuts: list[int], aim: float) -> list[ratemodel.Choice]:
+        """The choices of a short video with the CRF set by measurement: the largest CRF tried
+        whose measured mean PSNR reaches ``aim`` (dB), else the finest tried. Each try codes the
+        kept frames at the final preset and, when the plan drops frames, rebuilds the others with
+        ``framemae`` (``coding.measured_psnr``); the next CRF is the last one moved by the
+        shortfall (or surplus) at ~0.58 dB per CRF step. Strides stay as planned."""
         frames = [frame for clip in open_clips() for frame in clip.frames]
+        # what the pipeline will keep: the plan's frames, both sides of every cut, first and last
+        planned = {i for seg, c in zip(segments, choices, strict=True) for i in seg.kept(c.stride)}
+        kept = sorted(planned | shot_edges(cuts) | {0, len(frames) - 1})
         crf = choices[0].crf
         tried: dict[int, tuple[np.ndarray, int]] = {}
         for _ in range(VERIFY_ENCODES):
-            tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET)
+            tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET, kept)
             gap = float(tried[crf][0].mean()) - aim
             step = math.floor(gap / ratemodel.PSNR_PER_CRF)  # towards the aim, rounded to the safe side
             nxt = int(np.clip(crf + step, *ratemodel.CRF_RANGE))
@@ -265,8 +273,9 @@ class AdaptiveSelector(Selector):
         self.capped = not good
         self.verified = {"planned_crf": choices[0].crf, "crf": crf, "measured_psnr": round(float(psnr.mean()), 2),
                          "encodes": len(tried), "reached": bool(good)}
-        return [ratemodel.Choice(1, crf, n_bytes * len(seg) / len(frames), float(psnr[seg.start:seg.stop].mean()))
-                for seg in segments]
+        return [ratemodel.Choice(c.stride, crf, n_bytes * len(seg.kept(c.stride)) / max(1, len(planned)),
+                                 float(psnr[seg.start:seg.stop].mean()))
+                for seg, c in zip(segments, choices, strict=True)]
 
     def select(self, open_clips: ClipSource) -> Selection:
         self.plan = self.make_plan(open_clips)
