@@ -185,6 +185,7 @@ class FrameReader:
         self.time_base = _time_base(self._stream)
         self.fps = _stream_fps(self._stream)
         self.errors = 0
+        self.retimed = 0  # frames whose timestamp did not increase (re-timed at the nominal rate)
         self.plan: DecodePlan | None = None
         self.end_pts: int | None = None
         self.tail_irregular = False  # the last frame is shown longer/shorter than the gap before it
@@ -212,6 +213,10 @@ class FrameReader:
         facts["end_pts"] = self.end_pts
         facts["tail_irregular"] = self.tail_irregular
         facts["warnings"] = plan.all_warnings() if plan is not None else []
+        if self.retimed:
+            facts["warnings"].append(
+                f"{self.retimed} frames had a timestamp that did not increase: each is shown one nominal "
+                f"frame duration ({self.fps:g} fps) after the previous one")
         ignored = [s for s in facts["other_streams"] if s["type"] == "video"]
         if ignored:
             facts["warnings"].append(
@@ -271,7 +276,10 @@ class FrameReader:
             if pts is None:
                 pts = (last_pts + step) if last_pts is not None else 0
             if last_pts is not None and pts <= last_pts:
-                pts = last_pts + 1  # keep timestamps strictly increasing for the muxer
+                # a repeated or backward timestamp (a broken muxer): shown one nominal frame
+                # duration after the previous frame, and said (``describe``)
+                pts = last_pts + step
+                self.retimed += 1
             shown = _frame_duration(frame, self.time_base)
             gap = (pts - last_pts) if last_pts is not None else step
             if shown <= 0:

@@ -293,3 +293,22 @@ def test_a_file_cut_after_its_index_is_said_to_be_truncated(tmp_path: Path) -> N
     notes = [w for w in result.warnings if "truncated" in w]
     assert notes and "declares 60 frames" in notes[0]
     assert notes[0] in fb.read_manifest(tmp_path / "cut").source["warnings"]
+
+
+def test_repeated_timestamps_are_retimed_at_the_nominal_rate_and_said(tmp_path: Path) -> None:
+    """A broken muxer wrote every packet at pts 0: frames are spread one nominal frame duration
+    apart (not 1 tick), and the reader says how many it re-timed."""
+    path = tmp_path / "zero.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10, np.uint8), format="rgb24")
+            for packet in [*stream.encode(frame), *(stream.encode(None) if i == 19 else [])]:
+                packet.pts = packet.dts = 0
+                out.mux(packet)
+    with FrameReader(path) as reader:
+        stamps = [f.pts for f in reader.frames()]
+        warnings = reader.describe()["warnings"]
+    assert stamps == [i * 33 for i in range(20)]  # 1/1000 s time base, 30 fps
+    assert any("19 frames had a timestamp that did not increase" in w for w in warnings)
