@@ -83,6 +83,22 @@ def crf_groups(segments: list[analysis.Segment], cuts: list[int], min_frames: in
     return groups
 
 
+def _crf_search(frames: list[np.ndarray], kept: list[int], crf: int, aim: float) -> dict[int, tuple[np.ndarray, int]]:
+    """Trial encodes (``coding.measured_psnr``) from ``crf``, each next CRF the last one moved by
+    the shortfall (or surplus) against ``aim`` at ~0.58 dB per step, at most VERIFY_ENCODES:
+    CRF -> (per-frame PSNR [n] dB, bytes)."""
+    tried: dict[int, tuple[np.ndarray, int]] = {}
+    for _ in range(VERIFY_ENCODES):
+        tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET, kept)
+        gap = float(tried[crf][0].mean()) - aim
+        step = math.floor(gap / ratemodel.PSNR_PER_CRF)  # towards the aim, rounded to the safe side
+        nxt = int(np.clip(crf + step, *ratemodel.CRF_RANGE))
+        if nxt in tried or (gap >= 0 and step == 0):
+            break
+        crf = nxt
+    return tried
+
+
 @dataclass
 class Plan:
     """The adaptive decisions of a video: cuts, segments with their choices, kept frames, CRFs."""
@@ -251,22 +267,18 @@ class AdaptiveSelector(Selector):
         """The choices of a short video with the CRF set by measurement: the largest CRF tried
         whose measured mean PSNR reaches ``aim`` (dB), else the finest tried. Each try codes the
         kept frames at the final preset and, when the plan drops frames, rebuilds the others with
-        ``framemae`` (``coding.measured_psnr``); the next CRF is the last one moved by the
-        shortfall (or surplus) at ~0.58 dB per CRF step. Strides stay as planned."""
+        ``framemae`` (``coding.measured_psnr``). A plan that drops frames and cannot reach the aim
+        is tried again keeping every frame (then the strides become 1)."""
         frames = [frame for clip in open_clips() for frame in clip.frames]
         # what the pipeline will keep: the plan's frames, both sides of every cut, first and last
         planned = {i for seg, c in zip(segments, choices, strict=True) for i in seg.kept(c.stride)}
         kept = sorted(planned | shot_edges(cuts) | {0, len(frames) - 1})
-        crf = choices[0].crf
-        tried: dict[int, tuple[np.ndarray, int]] = {}
-        for _ in range(VERIFY_ENCODES):
-            tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET, kept)
-            gap = float(tried[crf][0].mean()) - aim
-            step = math.floor(gap / ratemodel.PSNR_PER_CRF)  # towards the aim, rounded to the safe side
-            nxt = int(np.clip(crf + step, *ratemodel.CRF_RANGE))
-            if nxt in tried or (gap >= 0 and step == 0):
-                break
-            crf = nxt
+        tried = _crf_search(frames, kept, choices[0].crf, aim)
+        if len(kept) < len(frames) and not any(p.mean() >= aim for p, _ in tried.values()):
+            every = _crf_search(frames, list(range(len(frames))), min(tried), aim)
+            if max(p.mean() for p, _ in every.values()) > max(p.mean() for p, _ in tried.values()):
+                choices = [ratemodel.Choice(1, c.crf, c.bytes, c.psnr) for c in choices]
+                planned, tried = set(range(len(frames))), every
         good = [c for c, (psnr, _) in tried.items() if psnr.mean() >= aim]
         crf = max(good) if good else min(tried)
         psnr, n_bytes = tried[crf]
