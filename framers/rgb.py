@@ -12,11 +12,13 @@ Two measured faults of swscale's default YUV 4:2:0 -> RGB conversion (what PyAV'
   on test patterns over two trips).
 
 Here each chroma sample is repeated over the luma samples it covers (nearest-neighbour
-upsampling), and the 4:4:4 picture is converted by swscale with accurate
-rounding. The trip is then close to idempotent and unbiased: over two trips, luma PSNR in the
-YUV domain goes 40.5 -> 70.1 dB (cotracker cat), 44.3 -> 47.5 dB (c00 test pattern), chroma
-60.1 -> 63.6 and 34.2 -> 34.3 dB. Every YUV -> RGB conversion of the codec, its tests and its
-benches goes through :func:`to_rgb`, so the codec and its measurements agree.
+upsampling), and the 4:4:4 picture is converted by swscale with accurate rounding. The trip is
+then unbiased and close to idempotent: over the codec's two trips, luma PSNR in the YUV domain
+goes 40.5 -> 69.8 dB (cotracker cat) and 44.3 -> 47.5 dB (c00 test pattern), chroma 60.3 -> 64.1
+and 33.9 -> 34.0 dB (``bench/colour_bias.py``). The way back, :func:`to_yuv`, averages chroma
+over the pixels each sample covers, the inverse of the repetition. Every YUV -> RGB conversion
+of the codec, its tests and its benches goes through :func:`to_rgb`, so the codec and its
+measurements agree.
 """
 
 from __future__ import annotations
