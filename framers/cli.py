@@ -125,7 +125,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         f"{result.output_path}: {result.frames} frames {result.width}x{result.height} "
         f"({result.reconstructor}), {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps)"
     )
-    if result.target_psnr is not None and args.crf is None:
+    if result.target_psnr is not None and args.crf == defaults.OUTPUT_CRF:
         print(f"note: --target-psnr {result.target_psnr:g} dB is what the rebuilt frames reach; this file's "
               f"own x264 encode at CRF {defaults.OUTPUT_CRF} costs more (measured 0.3-1.4 dB at 34 dB, 1.8-4.3 dB "
               "at 40 dB; at --crf 10: 0.1-0.7 and 0.5-2.3 dB, in a larger file: BENCHMARKS.md section 0b)")

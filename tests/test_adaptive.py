@@ -255,6 +255,11 @@ def test_cli_target_psnr_prints_decisions_and_refuses_mixed_options(clips: dict[
                      "--crf", "20", "-q"]) == 2
     assert "drop --selector/--keep/--stride/--crf" in capsys.readouterr().err
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "d"), "--target-kbps", "200", "-q"]) == 0
+    # reconstruct says what the output's own encode costs against the target, unless --crf was chosen
+    assert cli_main(["reconstruct", str(tmp_path / "b.frs"), "-o", str(tmp_path / "o.mp4"), "-q"]) == 0
+    assert "note: --target-psnr 35 dB is what the rebuilt frames reach" in capsys.readouterr().out
+    assert cli_main(["reconstruct", str(tmp_path / "b.frs"), "-o", str(tmp_path / "o.mp4"), "--crf", "8", "-q"]) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- ../shared/cases
