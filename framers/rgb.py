@@ -56,6 +56,12 @@ def reformatter() -> VideoReformatter:
     return value
 
 
+def _threads() -> int:
+    """swscale's thread count: the codec budget (``FRAMERS_CODEC_THREADS``), else every core
+    (swscale's own "auto", 0, ran one thread here: 3x slower at 1080p)."""
+    return codec_threads() or os.cpu_count() or 1
+
+
 def _plane(plane: av.video.plane.VideoPlane, dtype: type) -> np.ndarray:
     itemsize = np.dtype(dtype).itemsize
     rows: np.ndarray = np.frombuffer(memoryview(plane), dtype).reshape(plane.height, plane.line_size // itemsize)
@@ -101,9 +107,7 @@ def to_rgb(frame: av.VideoFrame, fmt: str = "rgb24", conv: VideoReformatter | No
     """
     picture = chroma_repeated(frame)
     flags = ACCURATE_444 if picture is not frame else ACCURATE
-    # swscale's "auto" (0) ran one thread here: 3x slower at 1080p than an explicit count
-    threads = codec_threads() or os.cpu_count() or 1
-    return (conv or reformatter()).reformat(picture, format=fmt, interpolation=flags, threads=threads,
+    return (conv or reformatter()).reformat(picture, format=fmt, interpolation=flags, threads=_threads(),
                                             **tags).to_ndarray()
 
 
@@ -119,6 +123,5 @@ def to_yuv(picture: np.ndarray, pix_fmt: str, conv: VideoReformatter | None = No
     keeps 0.3-11 dB more chroma than swscale's default downsampling (bench/colour_bias.py,
     BENCHMARKS.md section 0b). Raises av.error.FFmpegError when swscale cannot convert."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
-    threads = codec_threads() or os.cpu_count() or 1
-    return (conv or reformatter()).reformat(frame, format=pix_fmt, interpolation=TO_YUV, threads=threads, **tags)
+    return (conv or reformatter()).reformat(frame, format=pix_fmt, interpolation=TO_YUV, threads=_threads(), **tags)
 

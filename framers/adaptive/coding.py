@@ -18,7 +18,7 @@ import av
 import cv2
 import numpy as np
 
-from framers.metrics import psnr_of_mses
+from framers.metrics import mse, psnr_of_mses
 from framers.rgb import to_rgb
 from framers.threads import limit_codec_context
 from framers.video_writer import output_pix_fmt
@@ -194,6 +194,5 @@ def measured_psnr(frames: Sequence[np.ndarray], crf: int, preset: str,
         rebuilder = get_reconstructor(defaults.RECONSTRUCTOR)
         kept_frames = [KeptFrame(i, d) for i, d in zip(indices, decoded, strict=True)]
         rebuilt = list(rebuilder.reconstruct(iter(kept_frames), len(frames), CLIP_LEN))
-    mses = [float(np.mean(np.square(r.astype(np.int16) - f, dtype=np.int32)))
-            for r, f in zip(rebuilt, frames, strict=True)]
+    mses = [mse(f, r) for r, f in zip(rebuilt, frames, strict=True)]
     return psnr_of_mses(np.asarray(mses)), n_bytes
