@@ -65,3 +65,27 @@ def test_matroska_30fps_bundle_stores_a_rounded_rate_and_plays_back_the_same_tim
         got = [float(f.pts * f.time_base) for f in b.decode(video=0)]
     assert len(got) == len(src) == 40
     assert max(abs(x - y) for x, y in zip(src, got, strict=True)) < 0.002
+
+
+def test_manifest_leaves_out_empty_values_and_still_reads_manifests_that_have_them(tmp_path: Path) -> None:
+    """Null, empty and (in ``source``) false entries are left out of the manifest; reading it back
+    gives the same bundle, and a manifest written with them (before) reads the same."""
+    source = write_mkv(tmp_path / "src.mkv", 20, 25)
+    compress(source, tmp_path / "b", target_psnr=34.0)
+    text = (tmp_path / "b" / fb.MANIFEST).read_text()
+    assert "null" not in text and "[]" not in text and "{}" not in text
+    doc = json.loads(text)
+    assert "has_audio" not in doc["source"] and "audio" not in doc and "scenes" not in doc
+    manifest = fb.read_manifest(tmp_path / "b")
+    assert manifest.audio is None and manifest.cuts == [] and manifest.source.get("alpha") is None
+    # the same manifest as written before: every empty value spelled out
+    doc["audio"], doc["scenes"] = None, {"cuts": []}
+    doc["source"].update(has_audio=False, alpha=None, warnings=[], other_streams=[])
+    doc["selection"]["target_kbps"] = None
+    old = fb.Manifest.from_json(doc)
+    assert old.to_json() == manifest.to_json() and old.kept_indices() == manifest.kept_indices()
+    assert fb.without_empty({"a": {"b": None, "c": [0], "d": False}}) == {"a": {"c": [0], "d": False}}
+    out = tmp_path / "out.mp4"
+    reconstruct(tmp_path / "b", out, reconstructor="linear")
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 20
