@@ -239,6 +239,14 @@ class VideoKeys:
         """Per-frame facts of a reconstruction: kept frames, times, PSNR against the source."""
         return f"{self.prefix}reconstructions/{_variant(variant)}.frames.json"
 
+    def significance(self, variant: str, fmt: str = "json") -> str:
+        """The per-chunk error map of a reconstruction against the source (``framers.significance``):
+        ``json`` (values) or ``png`` (heatmap). A folder of its own: ``reconstructions/*.json`` are
+        job states."""
+        if fmt not in ("json", "png"):
+            raise ValueError(f"invalid significance format {fmt!r}")
+        return f"{self.prefix}significance/{_variant(variant)}.{fmt}"
+
     def pending(self, job: str) -> str:
         return self.pending_prefix + job
 

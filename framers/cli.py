@@ -132,6 +132,35 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_significance(args: argparse.Namespace) -> int:
+    import json
+
+    from framers import significance as sig
+
+    video = Path(args.input)
+    if args.method == "masked":
+        try:
+            result = sig.masked_significance(video, max_frames=args.frames or 64, samples=args.samples,
+                                             hide=args.hide, reconstructor=args.reconstructor)
+        except ValueError as exc:
+            raise UnsupportedOptionError(str(exc)) from exc
+    else:
+        target = args.target_psnr if args.target_psnr is not None or args.stride else defaults.TARGET_PSNR
+        options = {"selector": "stride", "stride": args.stride} if args.stride else {"target_psnr": target}
+        result = sig.exact_significance(video, max_frames=args.frames, reconstructor=args.reconstructor, **options)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result.to_json(), separators=(",", ":")))
+    summary = sig.summarize(result.values)
+    t, rows, cols = result.values.shape
+    print(f"{args.json}: {args.method} significance of {result.frames} frames, {t}x{rows}x{cols} chunks "
+          f"({sig.CHUNK_FRAMES} frames x {sig.CHUNK_PX}x{sig.CHUNK_PX} px); mean MSE {summary.get('mean_mse')}, "
+          f"95th percentile {summary.get('p95_mse')}, {summary.get('share_below_30db', 0):.1%} of chunks under 30 dB")
+    if args.png:
+        frames = sig.source_frames(video, result.frames)
+        print(f"{sig.heatmap_png(result, Path(args.png), frames)}: heatmap")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framers", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -180,6 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no info logs (the result and any warnings are still printed)")
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("significance", help="how badly each 2-frame x 16x16 chunk is rebuilt (JSON, heatmap PNG)")
+    p.add_argument("input", help="source video")
+    p.add_argument("--json", required=True, metavar="OUT.json", help="per-chunk values (MSE) and a summary")
+    p.add_argument("--png", metavar="OUT.png", help="also draw a heatmap")
+    p.add_argument("--method", choices=("exact", "masked"), default="exact",
+                   help="exact (default): the error of the video as compress + reconstruct rebuild it; masked: "
+                   "CARV's mean loss over random masks (whole frames hidden, rebuilt from the uncoded source)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="first N frames only (default: all for exact, 64 for masked)")
+    p.add_argument("--target-psnr", type=float, default=None, metavar="DB",
+                   help=f"exact: compress's adaptive target (default {defaults.TARGET_PSNR:g} dB)")
+    p.add_argument("--stride", type=int, default=None, help="exact: keep every Nth frame instead of a target")
+    p.add_argument("--samples", type=int, default=8, help="masked: random masks averaged (default 8)")
+    p.add_argument("--hide", type=float, default=0.75, help="masked: share of frames each mask hides (default 0.75)")
+    p.add_argument("--reconstructor", default=defaults.RECONSTRUCTOR, help="what rebuilds the hidden frames")
+    p.add_argument("-q", "--quiet", action="store_true", help="no info logs")
+    p.set_defaults(func=cmd_significance)
 
     try:
         from framers.evaluate import add_evaluate_arguments, run_evaluate

@@ -27,6 +27,7 @@ from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
 from framers.selectors import Selector
+from framers.significance import ChunkAccumulator, Significance, frame_error
 from framers.video import FrameReader, probe, source_facts
 from framers.video_writer import BackgroundWrites, VideoWriter, writer_options
 
@@ -68,6 +69,8 @@ class ReconstructResult:
     times: list[float] = field(default_factory=list)  # when each frame is shown (seconds)
     psnr: list[float] | None = None  # per frame against `reference` (capped at 60 dB), if given
     target_psnr: float | None = None  # the bundle's adaptive target (met by the rebuilt frames)
+    #: with `reference`: the per-chunk MSE of the rebuilt frames (framers.significance, "exact")
+    significance: Significance | None = None
 
 
 def _report(progress: ProgressFn | None, value: float) -> None:
@@ -326,14 +329,16 @@ def reconstruct(
     unless ``codec`` (h264, vp9, av1) and ``container`` (mp4, webm) say otherwise
     (framers.outputs). With ``reference`` (the source video), the result holds each frame's PSNR
     against it (``psnr``; the rebuilt frames as decoded from the bundle, before the output's own
-    encoding). Raises BundleError, UnsupportedOptionError, ModelError, InvalidVideoError (an
-    unreadable reference)."""
-    from framers.metrics import psnr as frame_psnr
+    encoding) and the per-chunk error map (``significance``, ``framers.significance``).
+    Raises BundleError, UnsupportedOptionError, ModelError, InvalidVideoError (an unreadable
+    reference)."""
+    from framers.metrics import psnr_from_mse
 
     started = time.perf_counter()
     rebuilder = reconstructor if isinstance(reconstructor, Reconstructor) else get_reconstructor(reconstructor)
     output = Path(output)
     scores: list[float] | None = None
+    chunks: ChunkAccumulator | None = None
     with fb.open_bundle(Path(bundle)) as folder, contextlib.ExitStack() as stack:
         manifest = fb.read_manifest(folder)
         width, height = int(manifest.source["width"]), int(manifest.source["height"])
@@ -342,7 +347,7 @@ def reconstruct(
         if reference is not None:
             reader = stack.enter_context(FrameReader(Path(reference)))
             originals = (frame.rgb for frame in reader.frames())
-            scores = []
+            scores, chunks = [], ChunkAccumulator()
         partial = output.with_name(f"{output.name}.partial.{container}")
         try:
             with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=output_crf,
@@ -351,12 +356,14 @@ def reconstruct(
                 try:
                     for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
                         writes.write(frame, manifest.pts[i])
-                        if originals is not None and scores is not None:
+                        if originals is not None and scores is not None and chunks is not None:
                             original = next(originals, None)
                             if original is None or original.shape != frame.shape:
-                                originals, scores = None, None  # the source does not match: no PSNR
+                                originals, scores, chunks = None, None, None  # the source does not match
                             else:
-                                scores.append(round(frame_psnr(original, frame), 3))
+                                error = frame_error(original, frame)  # one pass for PSNR and chunks
+                                scores.append(round(psnr_from_mse(float(error.mean(dtype=np.float64))), 3))
+                                chunks.add(i, error)
                         if i % 16 == 0:
                             _report(progress, i / manifest.n_frames)
                 except BaseException:
@@ -380,6 +387,11 @@ def reconstruct(
         times=[round(float(p * manifest.time_base), 6) for p in manifest.pts],
         psnr=scores,
         target_psnr=manifest.selection.get("target_psnr"),
+        significance=Significance(
+            str(manifest.source.get("filename") or Path(bundle).name), "exact", chunks.result(), manifest.n_frames,
+            chunks.pixel_shape[1], chunks.pixel_shape[0],
+            {"reconstructor": rebuilder.name, "kept": manifest.kept_indices()},
+        ) if chunks is not None and scores else None,
     )
 
 

@@ -88,6 +88,7 @@ def test_every_operation_needs_a_key_and_hides_other_tenants_videos(stack: Any, 
         "/jobs/{video_id}/cancel",
         "/quality/{video_id}",
         "/sources/{video_id}",
+        "/significance/{video_id}",
     }
     before = stored_ids(stack.settings)
     secrets = [video_a["source"]["filename"], TENANT_A, str(video_a["sizes"]["bundle_bytes"])]
@@ -315,6 +316,7 @@ OPERATIONS = [
     ("POST", "/jobs/{video_id}/cancel"),
     ("GET", "/quality/{video_id}"),
     ("GET", "/sources/{video_id}"),
+    ("GET", "/significance/{video_id}"),
     ("GET", "/models"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),

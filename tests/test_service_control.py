@@ -10,6 +10,7 @@ from typing import Any
 
 import av
 import httpx
+import numpy as np
 import pytest
 from rq.exceptions import DequeueTimeout
 
@@ -217,6 +218,42 @@ def test_quality_has_per_frame_psnr_and_kept_frames(stack: Any, clip: Path, wait
         gone = client.get(f"/sources/{dropped}")
         assert gone.status_code == 410 and gone.json()["code"] == "source_deleted"
         assert upload(client, clip, keep_source="maybe").json()["code"] == "invalid_option"
+
+
+def test_significance_is_measured_by_the_reconstruction_and_served_as_json_and_png(
+    stack: Any, clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    """GET /significance starts the reconstruction that measures it (202), then serves the map the
+    job stored: per 2-frame x 16x16 chunk, the MSE of the rebuilt frames against the kept source."""
+    with stack.client() as client:
+        kept = upload(client, clip, keep_source="true", selector="stride", stride="4").json()["id"]
+        dropped = upload(client, clip).json()["id"]
+        for video_id in (kept, dropped):
+            wait_status(client, video_id, wait_for, "done")
+        first = client.get(f"/significance/{kept}")
+        assert first.status_code == 202 and first.json()["links"]["reconstruction"] == f"/reconstruct/{kept}"
+        doc = fetch(client, f"/significance/{kept}", wait_for)
+        assert doc.status_code == 200 and doc.headers["content-type"] == "application/json"
+        body = doc.json()
+        assert body["method"] == "exact" and body["frames"] == 40 and body["shape"] == [20, 3, 4]  # 64x48 clip
+        assert body["settings"]["kept"][:2] == [0, 4] and body["settings"]["reconstructor"] == "linear"
+        fetch(client, f"/reconstruct/{kept}", wait_for)  # stored last, after the map
+        quality = client.get(f"/quality/{kept}").json()  # the same job measured both
+        values = np.array([[[np.nan if v is None else v for v in row] for row in plane] for plane in body["values"]])
+        # 64x48 is whole 16x16 blocks: a chunk plane's mean is the mean of its two frames' MSE
+        frame_mse = (255.0**2 / 10 ** (np.array(quality["psnr"]) / 10)).reshape(20, 2).mean(axis=1)
+        assert np.all(np.isfinite(values)) and values.max() > 10 * values.min()
+        assert np.allclose(values.reshape(20, -1).mean(axis=1), frame_mse, rtol=0.01, atol=0.01)
+        png = client.get(f"/significance/{kept}?format=png")
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert client.get(f"/significance/{kept}?format=gif").status_code == 422
+        # without keep_source there is nothing to measure against
+        refused = client.get(f"/significance/{dropped}")
+        assert refused.status_code == 409 and refused.json()["code"] == "source_deleted"
+        # deleting the video deletes its maps
+        assert client.delete(f"/videos/{kept}").status_code in (200, 202, 204)
+        assert client.get(f"/significance/{kept}").status_code == 404
 
 
 # --------------------------------------------------------------------------------------------

@@ -221,6 +221,8 @@ def reconstruct_video(video_id: str, variant: str) -> dict[str, Any]:
                       "psnr": result.psnr, "psnr_mean": psnr_mean}
             # The facts first: once the video is there (GET /reconstruct answers 200), so are they.
             ctx.storage.put_bytes(json.dumps(frames, separators=(",", ":")).encode(), keys.frames(variant))
+            if result.significance is not None:
+                _store_significance(ctx, keys, variant, result.significance, tmp)
             state.output_bytes = ctx.storage.put_file(Path(result.output_path), output_key, move=True)
         state.status, state.progress = Status.done, 1.0
         state.finished_at = utcnow()
@@ -247,6 +249,16 @@ def reconstruct_video(video_id: str, variant: str) -> dict[str, Any]:
     webhooks.emit(ctx, "reconstruct.done", record, state)
     return {"video_id": video_id, "reconstructor": reconstructor, "variant": variant, "status": "done",
             "bytes": state.output_bytes}
+
+
+def _store_significance(ctx: WorkerContext, keys: VideoKeys, variant: str, significance: Any, tmp: Path) -> None:
+    """The per-chunk error map (``framers.significance.Significance``) as JSON and a heatmap PNG."""
+    from framers.significance import heatmap_png
+
+    body = json.dumps(significance.to_json(), separators=(",", ":")).encode()
+    ctx.storage.put_bytes(body, keys.significance(variant, "json"))
+    png = heatmap_png(significance, tmp / "significance.png")
+    ctx.storage.put_file(png, keys.significance(variant, "png"), move=True)
 
 
 def _kept_source(ctx: WorkerContext, record: VideoRecord, tmp: Path) -> Path | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from core.records import Status, VideoKeys
+from core.records import Status, VideoKeys, VideoRecord
 from core.storage import ObjectNotFound
 from service.deps import ServicesDep, VideoDep
 from service.eta import eta_seconds, retry_after
@@ -22,7 +24,7 @@ from service.operations import (
 from service.problems import Problem
 from service.ranges import RangeNotSatisfiable, object_response
 from service.schemas import ReconstructionAccepted
-from service.targets import TargetDep
+from service.targets import Target, TargetDep
 
 router = APIRouter(tags=["downloads"])
 
@@ -55,7 +57,7 @@ def reconstruct(
 ) -> Response:
     """The reconstruction of the video with `reconstructor` and output options (`codec`,
     `container`, `crf` or `quality`); each combination is made once and kept."""
-    name, variant = target.reconstructor, target.variant
+    variant = target.variant
     key = VideoKeys(record.id).reconstruction(variant)
     media_type = target.output.media_type
     filename = f"{record.id}-{variant}.{target.output.container}"
@@ -64,6 +66,16 @@ def reconstruct(
     if ready is not None:
         return ready
     links = {"status": f"/jobs/{record.id}", "self": str(request.url.path) + _query(request)}
+    return _start(services, record, target, links,
+                  lambda: _ranged(services, key, media_type, filename, range_header, if_range, head))
+
+
+def _start(services: ServicesDep, record: VideoRecord, target: Target, links: dict[str, str],
+           ready: Callable[[], Response | None], missing_when_done: Problem | None = None) -> Response:
+    """Start the reconstruction ``target`` if needed: 202 with Retry-After while it is made, or what
+    ``ready`` returns once it exists; 409/422 (Problem) when it cannot be made, and
+    ``missing_when_done`` when the reconstruction is done but ``ready`` finds nothing."""
+    name, variant = target.reconstructor, target.variant
     try:
         state = request_reconstruction(services, record, target)
     except NotReady as exc:
@@ -81,9 +93,11 @@ def reconstruct(
     except ReconstructionFailed as exc:
         raise Problem(422, str(exc), "reconstruction_failed") from exc
     # It may have finished between our existence check and now.
-    ready = _ranged(services, key, media_type, filename, range_header, if_range, head)
-    if ready is not None:
-        return ready
+    response = ready()
+    if response is not None:
+        return response
+    if state.status is Status.done and missing_when_done is not None:
+        raise missing_when_done
     eta = eta_seconds(state.status, state.progress, state.started_at)
     wait = retry_after(eta, services.settings.retry_after_s)
     body = ReconstructionAccepted(
@@ -99,8 +113,58 @@ def reconstruct(
     return JSONResponse(body.model_dump(mode="json"), status.HTTP_202_ACCEPTED, headers={"Retry-After": str(wait)})
 
 
-def _query(request: Request) -> str:
-    return f"?{request.url.query}" if request.url.query else ""
+@router.get(
+    "/significance/{video_id}",
+    summary="How badly each chunk (2 frames x 16x16 px) of the rebuilt video misses the source: JSON or PNG",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}, "image/png": {}},
+              "description": "The per-chunk MSE map (`framers significance --method exact` format) or its heatmap"},
+        202: {"model": ReconstructionAccepted, "description": "The reconstruction that measures it is being made; "
+              "retry after Retry-After seconds"},
+        409: {"description": "The source was not kept (`source_deleted`: upload with keep_source=true), the "
+              "video failed to compress or was canceled, or the reconstruction holds no map (`not_available`)"},
+        422: {"description": "Unknown reconstructor or output options, or `format` not json/png"},
+    },
+)
+def significance(
+    request: Request,
+    record: VideoDep,
+    services: ServicesDep,
+    target: TargetDep,
+    format: Annotated[str, Query(pattern="^(json|png)$", description="json (default) or png (a heatmap)")] = "json",
+) -> Response:
+    """The encoder-side significance of the video (issue 15, CARV's chunk unit): the mean squared
+    error of each chunk of the frames a reconstruction rebuilds, against the uploaded source. The
+    reconstruction job measures it while rebuilding, so it needs the source (upload with
+    `keep_source=true`); asking starts that reconstruction (as `GET /reconstruct` would)."""
+    key = VideoKeys(record.id).significance(target.variant, format)
+    media_type = "application/json" if format == "json" else "image/png"
+    filename = f"{record.id}-{target.variant}-significance.{format}"
+
+    def ready() -> Response | None:
+        return _ranged(services, key, media_type, filename, None, None, is_head(request))
+
+    response = ready()
+    if response is not None:
+        return response
+    if record.source_deleted:
+        raise Problem(status.HTTP_409_CONFLICT, "significance compares the rebuilt frames with the source, which "
+                      "was deleted after compression; upload with keep_source=true", "source_deleted")
+    links = {"status": f"/jobs/{record.id}", "self": str(request.url.path) + _query(request),
+             "reconstruction": f"/reconstruct/{record.id}" + _query(request, drop="format")}
+    missing = Problem(status.HTTP_409_CONFLICT, f"the reconstruction {target.variant} was made without a "
+                      "significance map (before this service measured it, or the source's frames did not match the "
+                      "bundle's)", "not_available")
+    return _start(services, record, target, links, ready, missing)
+
+
+def _query(request: Request, drop: str | None = None) -> str:
+    """The request's query string (with a leading ?), less the parameter ``drop``."""
+    if drop is None:
+        return f"?{request.url.query}" if request.url.query else ""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != drop]
+    return f"?{urlencode(params)}" if params else ""
 
 
 @router.get(
