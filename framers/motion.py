@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from framers.reconstructors.base import KeptFrame
+from framers.reconstructors.base import KeptFrame, position
 
 CANDIDATES: tuple[str, ...] = ("linear", "prev_warp", "next_warp")
 N_CANDIDATES = len(CANDIDATES)
@@ -114,8 +114,10 @@ class FramePlan:
         return not self.is_kept and self.before is not None and self.after is not None
 
 
-def plan_window(kept_indices: Sequence[int], start: int, stop: int) -> list[FramePlan]:
-    """One FramePlan per frame of [start, stop) for the sorted kept indices."""
+def plan_window(kept_indices: Sequence[int], start: int, stop: int,
+                times: Sequence[float] | None = None) -> list[FramePlan]:
+    """One FramePlan per frame of [start, stop) for the sorted kept indices; ``t`` by frame count,
+    or by ``times`` (every frame's timestamp) where they are uneven (``base.position``)."""
     plans = []
     for index in range(start, stop):
         before = after = None
@@ -128,7 +130,7 @@ def plan_window(kept_indices: Sequence[int], start: int, stop: int) -> list[Fram
         is_kept = before is not None and kept_indices[before] == index
         t = 0.0
         if before is not None and after is not None and after != before:
-            t = (index - kept_indices[before]) / (kept_indices[after] - kept_indices[before])
+            t = position(index, kept_indices[before], kept_indices[after], times)
         plans.append(FramePlan(index, before, after, t, is_kept))
     return plans
 

@@ -305,7 +305,9 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
     """All frames of the video rebuilt from an opened bundle folder, in order."""
     rebuilder.check_pattern(manifest.kept_indices(), manifest.n_frames, manifest.clip_len)
     count = 0
-    for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len):
+    # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
+    for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
+                                       manifest.pts):
         yield frame
         count += 1
     if count != manifest.n_frames:

@@ -101,3 +101,23 @@ def test_foreign_and_hostile_zips_are_refused(tmp_path: Path) -> None:
     junk.write_bytes(b"garbage" * 100)
     with pytest.raises(BundleError, match="not a FrameRS bundle"):
         frames_of(junk)
+
+
+def test_frs_manifest_leaves_checksums_to_the_zip_and_sizes_are_still_checked(
+    bundles: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A .frs stores no sha256 (each member's CRC-32 is checked on extraction, tested above); the
+    folder form keeps it; a member of the wrong size is refused either way."""
+    folder, single = bundles
+    folder_files = fb.read_manifest(folder).files
+    assert all(len(e["sha256"]) == 64 for e in folder_files.values())
+    unpacked = tmp_path / "u"
+    unpacked.mkdir()
+    fb.unpack(single, unpacked)
+    files = fb.read_manifest(unpacked).files
+    assert files and all("sha256" not in e and e["bytes"] > 0 for e in files.values())
+    assert {n: e["bytes"] for n, e in files.items()} == {n: e["bytes"] for n, e in folder_files.items()}
+    keyframes = unpacked / fb.KEYFRAMES_H264
+    keyframes.write_bytes(keyframes.read_bytes()[:-10])
+    with pytest.raises(BundleError, match="bytes, the manifest says"):
+        fb.read_manifest(unpacked)

@@ -21,6 +21,28 @@ import numpy as np
 from framers.errors import UnsupportedOptionError
 
 
+def position(index: int, before: int, after: int, times: Sequence[float] | None = None) -> float:
+    """Where frame ``index`` lies between kept frames ``before`` < ``after``, in [0, 1]: the
+    interpolation weight of the later frame.
+
+    By frame count, unless ``times`` (every frame's presentation timestamp, in time-base ticks)
+    places it elsewhere by more than one tick: a variable-frame-rate gap is weighted by when the
+    frame is shown, not by how many frames lie between (c12: a frame shown for seconds is not a
+    mix of content seconds apart). Constant-rate timestamps, rounded to the time base, keep the
+    frame-count position exactly (so such video is rebuilt bit for bit as without ``times``).
+    Raises IndexError when ``times`` is shorter than ``after + 1``."""
+    by_index = (index - before) / (after - before)
+    if times is None:
+        return by_index
+    span = float(times[after]) - float(times[before])
+    if span <= 0:
+        return by_index
+    by_time = (float(times[index]) - float(times[before])) / span
+    if abs(by_time - by_index) * span <= 1.0:
+        return by_index
+    return min(1.0, max(0.0, by_time))
+
+
 @dataclass(frozen=True)
 class KeptFrame:
     """One kept frame: its index in the whole video and its RGB pixels [H, W, 3] uint8."""
@@ -49,29 +71,33 @@ class Reconstructor(abc.ABC):
 
     @abc.abstractmethod
     def reconstruct(
-        self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int
+        self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int, times: Sequence[float] | None = None
     ) -> Iterator[np.ndarray]:
         """Yield all n_frames frames ([H, W, 3] uint8) in order; a frame is not modified once
-        yielded (``pipeline.reconstruct`` encodes it on another thread)."""
+        yielded (``pipeline.reconstruct`` encodes it on another thread). ``times``: every frame's
+        presentation timestamp (time-base ticks), for weights by time (``position``); None: by
+        frame count."""
 
 
 class WindowReconstructor(Reconstructor):
     """A reconstructor that works clip by clip from the kept frames around each clip."""
 
     @abc.abstractmethod
-    def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
+    def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int,
+                           times: Sequence[float] | None = None) -> np.ndarray:
         """Frames start..stop-1 ([stop-start, H, W, 3] uint8) from the kept frames given.
 
         ``kept`` is sorted by index and holds every kept frame in [start, stop) plus at most
         the nearest kept frame before ``start`` and the nearest after ``stop - 1``.
-        Kept frames inside the range must come back unchanged.
+        Kept frames inside the range must come back unchanged. ``times``: as ``reconstruct``
+        (indexed by frame index of the whole video).
         """
 
     def reconstruct(
-        self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int
+        self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int, times: Sequence[float] | None = None
     ) -> Iterator[np.ndarray]:
         for start, stop, window in iter_clip_windows(kept, n_frames, clip_len):
-            yield from self.reconstruct_window(window, start, stop)
+            yield from self.reconstruct_window(window, start, stop, times)
 
 
 def iter_clip_windows(

@@ -143,10 +143,12 @@ class FrameMAEReconstructor(WindowReconstructor):
         # 1.5x the CPU time of one thread for the same result).
         return runtime.load_model(self.model_dir, default_threads=1).session
 
-    def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int) -> np.ndarray:
-        return self._finish(kept, start, stop, self._prepare(kept, start, stop))
+    def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int,
+                           times: Sequence[float] | None = None) -> np.ndarray:
+        return self._finish(kept, start, stop, self._prepare(kept, start, stop, times=times), times)
 
-    def reconstruct(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int) -> Iterator[np.ndarray]:
+    def reconstruct(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int,
+                    times: Sequence[float] | None = None) -> Iterator[np.ndarray]:
         """``WindowReconstructor.reconstruct``, pipelined; the frames are the same as window by
         window. A worker thread prepares the next window (decodes its kept frames: the ``kept``
         stream is only advanced there; computes its flows and runs the network: ``_prepare``,
@@ -164,7 +166,7 @@ class FrameMAEReconstructor(WindowReconstructor):
             if item is None:
                 return None
             start, stop, window = item
-            return window, start, stop, self._prepare(window, start, stop, cache)
+            return window, start, stop, self._prepare(window, start, stop, cache, times)
 
         workers = compose_threads()
         ahead: deque[tuple[Future[np.ndarray], int]] = deque()  # (frames, first kept index they read)
@@ -178,7 +180,7 @@ class FrameMAEReconstructor(WindowReconstructor):
                     first = window[0].index
                     cache.forget_before(min([first] + [f for _, f in ahead]))
                     if prepared is None:  # not the flowmix path: the whole window at once
-                        ahead.append((composers.submit(self._finish, window, start, stop, None), first))
+                        ahead.append((composers.submit(self._finish, window, start, stop, None, times), first))
                     elif prepared[2] is not None and compose_onnx.use_onnx(self._session()):
                         # issue 17 hook: the ONNX graph composes the whole window in one run
                         ahead.append((composers.submit(self.compose, window, *prepared), first))
@@ -208,14 +210,14 @@ class FrameMAEReconstructor(WindowReconstructor):
         return out
 
     def _prepare(self, kept: Sequence[KeptFrame], start: int, stop: int,
-                 cache: motion.FrameCache | None = None) -> Prepared:
+                 cache: motion.FrameCache | None = None, times: Sequence[float] | None = None) -> Prepared:
         """The low-resolution half of a window: flows, frame plans, the network's mixing weights
         [K, n, h, w] (None when no frame is interpolated) and the gate of every interpolated
         frame; None when the window is not rebuilt by the flowmix path (tiny frames, ``plain``)."""
         height, width = kept[0].rgb.shape[:2]
         if min(height, width) < MIN_SIDE or self.variant == "plain":
             return None
-        flows, plans = self.plan(kept, start, stop, cache)
+        flows, plans = self.plan(kept, start, stop, cache, times)
         if not any(p.interpolated for p in plans):
             return flows, plans, None
         if stop - start > CLIP_LEN:
@@ -227,13 +229,14 @@ class FrameMAEReconstructor(WindowReconstructor):
                     self._explained(flows, plan)
         return flows, plans, weights
 
-    def _finish(self, kept: Sequence[KeptFrame], start: int, stop: int, prepared: Prepared) -> np.ndarray:
+    def _finish(self, kept: Sequence[KeptFrame], start: int, stop: int, prepared: Prepared,
+                times: Sequence[float] | None = None) -> np.ndarray:
         """The full-resolution half: the window's frames uint8 [stop - start, H, W, 3]."""
         if prepared is None:
             if min(kept[0].rgb.shape[:2]) < MIN_SIDE:
                 # Optical flow (and a 16-px patch grid) means nothing on a frame this small; such
                 # videos (thumbnails, 1x1 test patterns) get the linear prior the model starts from.
-                return LinearReconstructor().reconstruct_window(kept, start, stop)
+                return LinearReconstructor().reconstruct_window(kept, start, stop, times)
             return self._reconstruct_plain(kept, start, stop)
         return self.compose(kept, *prepared)
 
@@ -257,10 +260,10 @@ class FrameMAEReconstructor(WindowReconstructor):
         return run_tiled(run, self.net_input(flows, plans), self.tile, motion.N_CANDIDATES)[:, :len(plans)]
 
     def plan(self, kept: Sequence[KeptFrame], start: int, stop: int, cache: motion.FrameCache | None = None,
-             ) -> tuple[motion.WindowFlows, list[motion.FramePlan]]:
+             times: Sequence[float] | None = None) -> tuple[motion.WindowFlows, list[motion.FramePlan]]:
         """Flows (lazily computed, in ``cache`` if given) and frame plans of a window; no frame
         needs the network when none is interpolated."""
-        return motion.WindowFlows(kept, cache=cache), motion.plan_window([k.index for k in kept], start, stop)
+        return motion.WindowFlows(kept, cache=cache), motion.plan_window([k.index for k in kept], start, stop, times)
 
     def compose(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plans: Sequence[motion.FramePlan],
                 weights: np.ndarray | None) -> np.ndarray:

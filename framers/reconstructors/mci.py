@@ -125,7 +125,10 @@ class MCIReconstructor(Reconstructor):
         if any(b <= a for a, b in itertools.pairwise(kept_indices)):
             raise UnsupportedOptionError("mci: kept frame indices must be strictly increasing")
 
-    def reconstruct(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int) -> Iterator[np.ndarray]:
+    def reconstruct(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int,
+                    times: Sequence[float] | None = None) -> Iterator[np.ndarray]:
+        """FFmpeg ``minterpolate`` over a constant-rate stream of the kept frames: positions by
+        frame count (``times`` is not used: the filter knows only its own frame rate)."""
         stream = iter(kept)
         # The first three kept frames fix the pattern (free first gap, then stride N).
         head = [frame for _, frame in zip(range(3), stream, strict=False)]
