@@ -27,7 +27,7 @@ from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
 from framers.selectors import Selector
-from framers.significance import ChunkAccumulator, Significance, frame_error
+from framers.significance import ChunkAccumulator, Significance, chunk_frames_for, frame_error
 from framers.video import FrameReader, probe, source_facts
 from framers.video_writer import BackgroundWrites, VideoWriter, writer_options
 
@@ -349,7 +349,7 @@ def reconstruct(
         if reference is not None:
             reader = stack.enter_context(FrameReader(Path(reference)))
             originals = (frame.rgb for frame in reader.frames())
-            scores, chunks = [], ChunkAccumulator()
+            scores, chunks = [], ChunkAccumulator(frames=chunk_frames_for(manifest.n_frames, height, width))
         partial = output.with_name(f"{output.name}.partial.{container}")
         try:
             with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=output_crf,
@@ -392,7 +392,7 @@ def reconstruct(
         significance=Significance(
             str(manifest.source.get("filename") or Path(bundle).name), "exact", chunks.result(), manifest.n_frames,
             chunks.pixel_shape[1], chunks.pixel_shape[0],
-            {"reconstructor": rebuilder.name, "kept": manifest.kept_indices()},
+            {"reconstructor": rebuilder.name, "kept": manifest.kept_indices()}, chunks.frames,
         ) if chunks is not None and scores else None,
     )
 

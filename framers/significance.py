@@ -34,6 +34,19 @@ import numpy as np
 CHUNK_FRAMES = 2
 CHUNK_PX = 16
 METHODS = ("exact", "masked")
+#: at most this many chunk values per map (~7 MB of JSON, 8 MB while accumulating): a longer or
+#: larger video gets chunks of more frames (``chunk_frames_for``), never an unbounded map
+MAX_VALUES = 1_000_000
+
+
+def chunk_frames_for(n_frames: int, height: int, width: int, max_values: int = MAX_VALUES) -> int:
+    """Frames per chunk for a map of a ``n_frames``-frame video of ``height``×``width`` pixels:
+    ``CHUNK_FRAMES`` (CARV's 2), or a multiple of it so the map holds at most ``max_values`` values."""
+    cells = -(-height // CHUNK_PX) * -(-width // CHUNK_PX)
+    planes_allowed = max(1, max_values // max(1, cells))
+    planes = -(-n_frames // CHUNK_FRAMES)
+    factor = -(-planes // planes_allowed)
+    return CHUNK_FRAMES * max(1, factor)
 
 
 def frame_error(source: np.ndarray, rebuilt: np.ndarray) -> np.ndarray:
@@ -150,6 +163,8 @@ class Significance:
     width: int
     height: int
     settings: dict[str, Any]
+    #: frames per chunk: CHUNK_FRAMES, more for a long video (``chunk_frames_for``)
+    chunk_frames: int = CHUNK_FRAMES
 
     def to_json(self) -> dict[str, Any]:
         t, rows, cols = self.values.shape
@@ -157,7 +172,7 @@ class Significance:
         return {
             "video": self.video, "method": self.method, "frames": self.frames,
             "width": self.width, "height": self.height,
-            "chunk": {"frames": CHUNK_FRAMES, "height": CHUNK_PX, "width": CHUNK_PX},
+            "chunk": {"frames": self.chunk_frames, "height": CHUNK_PX, "width": CHUNK_PX},
             "shape": [t, rows, cols],
             "unit": "mean squared error per chunk, RGB, 0-255 levels (null: not measured)",
             "settings": self.settings,
@@ -195,7 +210,8 @@ def exact_significance(video: Path, *, max_frames: int | None = None, reconstruc
             write_trimmed(Path(video), max_frames, source)
         result = compress(source, Path(tmp) / "bundle", **compress_options)
         manifest = fb.read_manifest(Path(tmp) / "bundle")
-        acc = ChunkAccumulator()
+        span = chunk_frames_for(manifest.n_frames, int(manifest.source["height"]), int(manifest.source["width"]))
+        acc = ChunkAccumulator(frames=span)
         rebuilt = iter_reconstructed(Path(tmp) / "bundle", manifest, get_reconstructor(reconstructor))
         for i, (src, out) in enumerate(zip(source_frames(source, None), rebuilt, strict=True)):
             acc.add(i, frame_error(src, out))
@@ -203,7 +219,7 @@ def exact_significance(video: Path, *, max_frames: int | None = None, reconstruc
                     "reconstructor": reconstructor, "kept": manifest.kept_indices(),
                     "bundle_bytes": result.bundle_bytes}
         return Significance(Path(video).name, "exact", acc.result(), manifest.n_frames, acc.pixel_shape[1],
-                            acc.pixel_shape[0], settings)
+                            acc.pixel_shape[0], settings, span)
 
 
 def masked_significance(video: Path, *, max_frames: int = 64, samples: int = 8, hide: float = 0.75,
@@ -245,7 +261,8 @@ def heatmap_png(significance: Significance, path: Path, frames: Iterable[np.ndar
     values = significance.values
     n = values.shape[0]
     chosen = sorted({int(np.rint(k)) for k in np.linspace(0, n - 1, min(panels, n))})
-    wanted = {c * CHUNK_FRAMES for c in chosen}
+    span = significance.chunk_frames
+    wanted = {c * span for c in chosen}
     backdrop: dict[int, np.ndarray] = {}
     if frames is not None:
         for i, picture in enumerate(frames):
@@ -264,12 +281,12 @@ def heatmap_png(significance: Significance, path: Path, frames: Iterable[np.ndar
     extent = (0, significance.width, significance.height, 0)
     image = None
     for ax, chunk in zip(axes[0], chosen, strict=False):
-        frame = backdrop.get(chunk * CHUNK_FRAMES)
+        frame = backdrop.get(chunk * span)
         if frame is not None:
             ax.imshow(frame, extent=extent)
         image = ax.imshow(psnr[chunk], cmap="RdYlGn", vmin=15, vmax=50, alpha=0.55 if frame is not None else 1.0,
                           extent=extent, interpolation="nearest")
-        ax.set_title(f"frames {chunk * CHUNK_FRAMES}-{chunk * CHUNK_FRAMES + CHUNK_FRAMES - 1}", fontsize=8)
+        ax.set_title(f"frames {chunk * span}-{min(significance.frames, chunk * span + span) - 1}", fontsize=8)
         ax.axis("off")
     axes[0][-1].imshow(mean_psnr, cmap="RdYlGn", vmin=15, vmax=50, extent=extent, interpolation="nearest")
     axes[0][-1].set_title("mean over time (PSNR of mean MSE)", fontsize=8)
@@ -277,7 +294,7 @@ def heatmap_png(significance: Significance, path: Path, frames: Iterable[np.ndar
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="chunk PSNR (dB)")
     fig.suptitle(f"{significance.video}: {significance.method} significance "
-                 f"({CHUNK_FRAMES} frames × {CHUNK_PX}×{CHUNK_PX} px chunks)", fontsize=9)
+                 f"({span} frames × {CHUNK_PX}×{CHUNK_PX} px chunks)", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

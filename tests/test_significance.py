@@ -108,3 +108,14 @@ def test_ranking_agreement_is_spearman() -> None:
 def test_a_missing_video_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["significance", str(tmp_path / "none.mp4"), "--json", str(tmp_path / "o.json")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_long_or_large_videos_get_longer_chunks_so_a_map_stays_bounded() -> None:
+    assert sig.chunk_frames_for(64, 480, 854) == 2  # CARV's unit while the map is small
+    for frames, h, w in ((18000, 1080, 1920), (300, 1080, 1920), (10**6, 64, 64)):
+        span = sig.chunk_frames_for(frames, h, w)
+        assert span % 2 == 0 and -(-frames // span) * -(-h // 16) * -(-w // 16) <= sig.MAX_VALUES
+    acc = sig.ChunkAccumulator(frames=4)
+    for i in range(10):
+        acc.add(i, np.full((16, 16), float(i)))
+    assert acc.result()[:, 0, 0].tolist() == [1.5, 5.5, 8.5]
