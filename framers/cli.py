@@ -138,6 +138,8 @@ def cmd_significance(args: argparse.Namespace) -> int:
     from framers import significance as sig
 
     video = Path(args.input)
+    if args.frames is not None and args.frames < 1:
+        raise UnsupportedOptionError(f"--frames must be at least 1 (got {args.frames})")
     if args.method == "masked":
         try:
             result = sig.masked_significance(video, max_frames=args.frames or 64, samples=args.samples,

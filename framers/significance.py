@@ -226,11 +226,16 @@ def masked_significance(video: Path, *, max_frames: int = 64, samples: int = 8, 
                         max_gap: int = 16, seed: int = 0, reconstructor: str = "framemae") -> Significance:
     """CARV-style significance of the first ``max_frames`` frames: mean per-chunk error over
     ``samples`` random whole-frame masks (``random_keep_patterns``), rebuilt from the uncoded source
-    frames. Holds those frames in memory (480p, 64 frames: ~60 MB). ValueError for an empty video."""
+    frames. Holds those frames in memory (480p, 64 frames: ~60 MB). ValueError for an empty video,
+    ``samples`` or ``max_frames`` < 1, or ``hide`` outside [0, 1)."""
     from framers.geometry import CLIP_LEN
     from framers.reconstructors.base import KeptFrame
     from framers.registry import get_reconstructor
 
+    if samples < 1 or max_frames < 1:
+        raise ValueError(f"need at least one mask and one frame (got samples={samples}, frames={max_frames})")
+    if not 0.0 <= hide < 1.0:
+        raise ValueError(f"the share of frames a mask hides must be in [0, 1) (got {hide})")
     frames = list(source_frames(Path(video), max_frames))
     if not frames:
         raise ValueError(f"{video}: no frames")

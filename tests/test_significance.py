@@ -105,9 +105,15 @@ def test_ranking_agreement_is_spearman() -> None:
     assert sig.ranking_agreement(a, -a) == pytest.approx(-1.0)
 
 
-def test_a_missing_video_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_video_and_bad_options_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["significance", str(tmp_path / "none.mp4"), "--json", str(tmp_path / "o.json")]) == 2
     assert "error" in capsys.readouterr().err
+    video = write_jumping_square(tmp_path / "jump.mkv")
+    for bad, said in ((["--frames", "0"], "--frames"), (["--method", "masked", "--samples", "0"], "one mask"),
+                      (["--method", "masked", "--hide", "1.5"], "hides")):
+        assert main(["significance", str(video), "--json", str(tmp_path / "o.json"), *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith("framers: error:") and said in err, err
 
 
 def test_long_or_large_videos_get_longer_chunks_so_a_map_stays_bounded() -> None:
