@@ -155,7 +155,7 @@ def cmd_significance(args: argparse.Namespace) -> int:
     summary = sig.summarize(result.values)
     t, rows, cols = result.values.shape
     print(f"{args.json}: {args.method} significance of {result.frames} frames, {t}x{rows}x{cols} chunks "
-          f"({sig.CHUNK_FRAMES} frames x {sig.CHUNK_PX}x{sig.CHUNK_PX} px); mean MSE {summary.get('mean_mse')}, "
+          f"({result.chunk_frames} frames x {sig.CHUNK_PX}x{sig.CHUNK_PX} px); mean MSE {summary.get('mean_mse')}, "
           f"95th percentile {summary.get('p95_mse')}, {summary.get('share_below_30db', 0):.1%} of chunks under 30 dB")
     if args.png:
         frames = sig.source_frames(video, result.frames)

@@ -33,7 +33,6 @@ import numpy as np
 
 CHUNK_FRAMES = 2
 CHUNK_PX = 16
-METHODS = ("exact", "masked")
 #: at most this many chunk values per map (~7 MB of JSON, 8 MB while accumulating): a longer or
 #: larger video gets chunks of more frames (``chunk_frames_for``), never an unbounded map
 MAX_VALUES = 1_000_000

@@ -175,11 +175,12 @@ def x264_round_trip(frames: Sequence[np.ndarray], crf: int, preset: str) -> tupl
 
 
 def measured_psnr(frames: Sequence[np.ndarray], crf: int, preset: str,
-                  kept: Sequence[int] | None = None) -> tuple[np.ndarray, int]:
+                  kept: Sequence[int] | None = None, times: Sequence[float] | None = None) -> tuple[np.ndarray, int]:
     """Per-frame PSNR (dB, RGB, capped at 60 dB) of a video of RGB frames [H, W, 3] uint8 whose
     ``kept`` frames (indices; None: all) are coded as one x264 stream at ``crf`` and ``preset``
     and decoded as a bundle's reader does (``x264_round_trip``), the others rebuilt from them by
-    ``framemae`` (the default reconstructor); with the stream's bytes. The exact figure the rate
+    ``framemae`` (the default reconstructor; ``times``: every frame's timestamp, weighted as the
+    decoder weighs them, ``reconstructors.base.position``); with the stream's bytes. The exact figure the rate
     model predicts, at the cost of one encode (and one rebuild). Raises RuntimeError when the
     decoder returns another number of frames, ModelError when framemae cannot load."""
     indices = list(range(len(frames))) if kept is None else list(kept)
@@ -193,6 +194,6 @@ def measured_psnr(frames: Sequence[np.ndarray], crf: int, preset: str,
 
         rebuilder = get_reconstructor(defaults.RECONSTRUCTOR)
         kept_frames = [KeptFrame(i, d) for i, d in zip(indices, decoded, strict=True)]
-        rebuilt = list(rebuilder.reconstruct(iter(kept_frames), len(frames), CLIP_LEN))
+        rebuilt = list(rebuilder.reconstruct(iter(kept_frames), len(frames), CLIP_LEN, times))
     mses = [mse(f, r) for r, f in zip(rebuilt, frames, strict=True)]
     return psnr_of_mses(np.asarray(mses)), n_bytes

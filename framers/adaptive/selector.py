@@ -83,13 +83,14 @@ def crf_groups(segments: list[analysis.Segment], cuts: list[int], min_frames: in
     return groups
 
 
-def _crf_search(frames: list[np.ndarray], kept: list[int], crf: int, aim: float) -> dict[int, tuple[np.ndarray, int]]:
+def _crf_search(frames: list[np.ndarray], kept: list[int], crf: int, aim: float,
+                times: list[int] | None = None) -> dict[int, tuple[np.ndarray, int]]:
     """Trial encodes (``coding.measured_psnr``) from ``crf``, each next CRF the last one moved by
     the shortfall (or surplus) against ``aim`` at ~0.58 dB per step, at most VERIFY_ENCODES:
     CRF -> (per-frame PSNR [n] dB, bytes)."""
     tried: dict[int, tuple[np.ndarray, int]] = {}
     for _ in range(VERIFY_ENCODES):
-        tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET, kept)
+        tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET, kept, times)
         gap = float(tried[crf][0].mean()) - aim
         step = math.floor(gap / ratemodel.PSNR_PER_CRF)  # towards the aim, rounded to the safe side
         nxt = int(np.clip(crf + step, *ratemodel.CRF_RANGE))
@@ -269,13 +270,15 @@ class AdaptiveSelector(Selector):
         kept frames at the final preset and, when the plan drops frames, rebuilds the others with
         ``framemae`` (``coding.measured_psnr``). A plan that drops frames and cannot reach the aim
         is tried again keeping every frame (then the strides become 1)."""
-        frames = [frame for clip in open_clips() for frame in clip.frames]
+        clips = list(open_clips())  # a short video: at most VERIFY_MAX_FRAMES frames
+        frames = [frame for clip in clips for frame in clip.frames]
+        times = [pts for clip in clips for pts in clip.pts]  # rebuilt by time, as the decoder will
         # what the pipeline will keep: the plan's frames, both sides of every cut, first and last
         planned = {i for seg, c in zip(segments, choices, strict=True) for i in seg.kept(c.stride)}
         kept = sorted(planned | shot_edges(cuts) | {0, len(frames) - 1})
-        tried = _crf_search(frames, kept, choices[0].crf, aim)
+        tried = _crf_search(frames, kept, choices[0].crf, aim, times)
         if len(kept) < len(frames) and not any(p.mean() >= aim for p, _ in tried.values()):
-            every = _crf_search(frames, list(range(len(frames))), min(tried), aim)
+            every = _crf_search(frames, list(range(len(frames))), min(tried), aim, times)
             if max(p.mean() for p, _ in every.values()) > max(p.mean() for p, _ in tried.values()):
                 choices = [ratemodel.Choice(1, c.crf, c.bytes, c.psnr) for c in choices]
                 planned, tried = set(range(len(frames))), every
