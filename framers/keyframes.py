@@ -25,7 +25,8 @@ class KeyframeEncoder:
 
     x264 writes ``keyframes.h264`` (Annex B). ``write(rgb, crf)`` with a CRF other than the
     current run's ends that run and starts a new x264 run (own headers, IDR picture) in the same
-    file; ``settings["runs"]`` records [frames, crf] per run. ffv1 writes ``keyframes.mkv``.
+    file; ``settings["runs"]`` records [frames, crf] per run, and after ``close`` ``settings["crf"]``
+    is the CRF of the most frames. ffv1 writes ``keyframes.mkv``.
 
     Encoding runs on a background thread fed through a short bounded queue: PyAV releases the
     GIL inside FFmpeg, so x264 works while the caller decodes the next frames (480p compress
@@ -164,6 +165,13 @@ class KeyframeEncoder:
         self._closed = True
         self._queue.put(None)
         self._thread.join()
+        if self._x264 and self.settings["runs"]:
+            # the CRF that coded the most kept frames (the adaptive mode's CRF, not the codec
+            # default); ``runs`` holds each run's own
+            frames_at: dict[int, int] = {}
+            for count, value in self.settings["runs"]:
+                frames_at[value] = frames_at.get(value, 0) + count
+            self.settings["crf"] = max(frames_at, key=lambda value: frames_at[value])
         failed = self._error is not None
         try:
             if failed and not self._reported:

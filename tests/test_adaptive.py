@@ -240,6 +240,9 @@ def test_adaptive_bundle_records_decisions_and_never_blends_a_cut(clips: dict[st
     assert {0, 20, 21, 47} <= set(kept)
     runs = manifest["keyframes"]["runs"]
     assert sum(n for n, _ in runs) == len(kept)
+    # the recorded CRF is one the kept frames were coded with (the most frames'), not a default
+    most = max({c for _, c in runs}, key=lambda c: sum(n for n, r in runs if r == c))
+    assert manifest["keyframes"]["crf"] == most
     src = list(iter_frames_rgb(clips["cut"]))
     for name in ("linear", "framemae", "mci"):
         psnr = psnr_per_frame(src, rebuild(bundle, name))
