@@ -106,6 +106,10 @@ class CompressOptions(BaseModel):
     target_kbps: float | None = Field(
         default=None, ge=1, le=1_000_000, description="Content-adaptive mode: kept-frame bitrate (kbit/s)"
     )
+    refresh: float = Field(
+        default=0.0, ge=0, lt=1, description="Refresh layer: share of the dropped frames' 16x16 blocks corrected "
+        "(0 = off; fixed patterns only)"
+    )
 
 
 class SourceInfo(BaseModel):
@@ -154,6 +158,9 @@ class VideoRecord(JobState):
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions: target, predicted PSNR and bytes, per-segment stride/CRF"
     )
+    refresh: dict[str, Any] | None = Field(
+        default=None, description="The refresh layer: share, blocks, pictures, bytes, CRF, the reconstructor it is for"
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="Deliberate changes to the source (deinterlaced, HDR tone-mapped, alpha flattened, "
@@ -176,6 +183,8 @@ class ReconstructionRecord(JobState):
     crf: int | None = None
     output_bytes: int | None = None
     psnr_mean: float | None = Field(default=None, description="Mean per-frame PSNR (dB) against the kept source")
+    warnings: list[str] = Field(default_factory=list, description="What the rebuild could not do as the bundle "
+                                "asks (a refresh layer made for another reconstructor)")
     frames: int | None = None
     width: int | None = None
     height: int | None = None

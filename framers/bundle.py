@@ -10,6 +10,8 @@ the ZIP container, still read) holding:
                   use different CRFs (``keyframes.runs``)
   keyframes.mkv   (v1, and ffv1 in v2) the kept frames as one Matroska video stream
   audio.m4a       the source's first audio stream as AAC (only when the source had audio)
+  refresh.h264    (v4, ``compress --refresh``) one x264 picture per dropped frame: the residual
+                  of its worst blocks against the rebuilt frame (``framers.refresh``)
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ from framers.errors import BundleError
 from framers.hashing import sha256_file
 
 FORMAT_NAME = "framers-bundle"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MANIFEST = "manifest.json"
 KEYFRAMES = "keyframes.mkv"
 KEYFRAMES_H264 = "keyframes.h264"
 AUDIO = "audio.m4a"
+REFRESH = "refresh.h264"
 SINGLE_FILE_SUFFIX = ".frs"
-BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO)
+BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO, REFRESH)
 
 # Keyframe codecs. x264: 4:2:0 whenever the output is 4:2:0 (even width and height; 4:4:4
 # otherwise), CRF 20 by default, preset medium. Measured (docs/DESIGN.md, 11 real clips): 4:2:0 kept
@@ -179,6 +182,9 @@ class Manifest:
     #: v2: the adaptive mode's per-segment decisions (start, stop, stride, crf, predictions) and
     #: its target; None for fixed keep patterns
     adaptive: dict[str, Any] | None = None
+    #: v4: the refresh layer (file, share, block, crf, reconstructor and its model version,
+    #: pictures, blocks); None without one
+    refresh: dict[str, Any] | None = None
 
     def kept_indices(self) -> list[int]:
         return [c * self.clip_len + p for c, positions in enumerate(self.kept) for p in positions]
@@ -187,8 +193,8 @@ class Manifest:
         timestamps = encode_timestamps(self.pts, frame_step_of(self.fps, self.time_base))
         return without_empty({
             "format": FORMAT_NAME,
-            # the lowest version that reads it: only the rounded-rate timestamps need v3
-            "version": FORMAT_VERSION if isinstance(timestamps.get("step"), list) else 2,
+            # the lowest version that reads it: a refresh layer needs v4, rounded-rate timestamps v3
+            "version": 4 if self.refresh else 3 if isinstance(timestamps.get("step"), list) else 2,
             "source": self.source,
             "layout": {"clip_len": self.clip_len, "slot_len": self.slot_len, "n_frames": self.n_frames},
             "selection": {**self.selection, "kept_runs": encode_runs(self.kept_indices())},
@@ -203,6 +209,7 @@ class Manifest:
             "files": self.files,
             "scenes": {"cuts": self.cuts},
             "adaptive": self.adaptive,
+            "refresh": self.refresh,
         })
 
     @classmethod
@@ -239,6 +246,7 @@ class Manifest:
                 files=dict(data.get("files") or {}),
                 cuts=[int(c) for c in (data.get("scenes") or {}).get("cuts", [])],
                 adaptive=data.get("adaptive"),
+                refresh=data.get("refresh"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"malformed bundle manifest: {exc!r}") from exc

@@ -46,6 +46,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"-o {args.output}: a bundle is a .frs file or a folder, not a video "
             f"(did you mean {Path(args.output).with_suffix('.frs')}? `framers reconstruct` writes videos)")
 
+    if args.refresh is not None and not 0.0 <= args.refresh < 1.0:
+        raise UnsupportedOptionError(f"--refresh must be in [0, 1) (a share of the dropped frames' blocks), "
+                                     f"got {args.refresh:g}")
+    if args.refresh == 0:
+        args.refresh = None  # off: as if not given
     given = {name for name in defaults.FIXED_PATTERN_OPTIONS if getattr(args, name) is not None}
     selector = defaults.selector_for(args.selector, args.keep is not None)
     fixed = bool(given)
@@ -59,7 +64,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if adaptive and fixed:
         raise UnsupportedOptionError(
             "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "
-            "drop --selector/--keep/--stride/--crf (or drop the target for a fixed pattern)"
+            "drop --selector/--keep/--stride/--crf/--refresh (or drop the target for a fixed pattern)"
         )
     update, close = _progress_bar("compress", not args.quiet)
     try:
@@ -74,6 +79,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             keyframe_crf=args.crf,
             target_psnr=target_psnr,
             target_kbps=args.target_kbps,
+            refresh=args.refresh or 0.0,
             progress=update,
         )
     finally:
@@ -87,6 +93,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     for note in getattr(result, "warnings", []):
         print(f"warning: {note}")
+    if result.refresh:
+        layer = result.refresh
+        print(f"  refresh: {layer['blocks']} blocks of {layer['block']}x{layer['block']} px in {layer['pictures']} "
+              f"rebuilt frames ({layer['share']:.0%} of their blocks), {layer['bytes']} bytes at CRF {layer['crf']}, "
+              f"for {layer['reconstructor']}")
     if result.cuts:
         print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
     if result.adaptive:
@@ -125,6 +136,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         f"{result.output_path}: {result.frames} frames {result.width}x{result.height} "
         f"({result.reconstructor}), {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.1f} fps)"
     )
+    for note in result.warnings:
+        print(f"warning: {note}")
     if result.target_psnr is not None and args.crf == defaults.OUTPUT_CRF:
         print(f"note: --target-psnr {result.target_psnr:g} dB is what the rebuilt frames reach; this file's "
               f"own x264 encode at CRF {defaults.OUTPUT_CRF} costs more (measured 0.3-1.4 dB at 34 dB, 1.8-4.3 dB "
@@ -194,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "file's own 4:2:0 encode (reconstruct --crf) costs more: BENCHMARKS.md section 0b")
     p.add_argument("--target-kbps", type=float, default=None, metavar="K",
                    help="content-adaptive mode for a bitrate: best predicted PSNR within K kbit/s of kept frames")
+    p.add_argument("--refresh", type=float, default=None, metavar="R",
+                   help="refresh layer: the encoder rebuilds the dropped frames as the decoder will (framemae) "
+                   "and corrects their worst R of 16x16 blocks per clip with a second x264 stream (R in "
+                   "[0, 1), 0 = off; fixed patterns only: alone it runs the fixed default). Gains and losses "
+                   "at equal bytes: BENCHMARKS.md section 8")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no info logs (the result and any warnings are still printed)")
     p.set_defaults(func=cmd_compress)

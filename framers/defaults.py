@@ -31,8 +31,9 @@ KEYFRAME_CODEC = "x264"
 KEYFRAME_CRF = 20
 #: x264 CRF of a reconstructed output video (``reconstruct --crf``; 0 = lossless)
 OUTPUT_CRF = 18
-#: options that ask for a fixed pattern, so the adaptive mode is not used by default
-FIXED_PATTERN_OPTIONS: tuple[str, ...] = ("selector", "keep", "stride", "crf")
+#: options that ask for a fixed pattern, so the adaptive mode is not used by default (a refresh
+#: layer, ``refresh`` > 0, goes with fixed patterns only; a refresh of 0 is off and not counted)
+FIXED_PATTERN_OPTIONS: tuple[str, ...] = ("selector", "keep", "stride", "crf", "refresh")
 
 
 def selector_for(selector: str | None, keep_given: bool, *, fixed: str = SELECTOR,

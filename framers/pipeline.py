@@ -20,7 +20,7 @@ from framers import bundle as fb
 from framers import defaults
 from framers.audio import extract_audio
 from framers.clip import Clip
-from framers.errors import InvalidVideoError, UnsupportedOptionError
+from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN, SLOT_LEN
 from framers.keyframes import KeyframeEncoder, iter_keyframes
 from framers.reconstructors.base import KeptFrame, Reconstructor
@@ -54,6 +54,7 @@ class CompressResult:
     warnings: list[str] = field(default_factory=list)
     has_audio: bool = False  # the bundle holds audio (not only: the source had an audio stream)
     audio_bytes: int = 0  # of bundle_bytes, the audio track's (AAC): on short clips often most of it
+    refresh: dict[str, Any] | None = None  # the manifest's refresh entry (``compress(refresh=…)``)
 
 
 @dataclass
@@ -71,6 +72,8 @@ class ReconstructResult:
     target_psnr: float | None = None  # the bundle's adaptive target (met by the rebuilt frames)
     #: with `reference`: the per-chunk MSE of the rebuilt frames (framers.significance, "exact")
     significance: Significance | None = None
+    #: what the user must be told (a refresh layer not applied, …)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _report(progress: ProgressFn | None, value: float) -> None:
@@ -90,6 +93,8 @@ def compress(
     keyframe_crf: int | None = None,
     target_psnr: float | None = None,
     target_kbps: float | None = None,
+    refresh: float = 0.0,
+    refresh_reconstructor: str = defaults.RECONSTRUCTOR,
     progress: ProgressFn | None = None,
 ) -> CompressResult:
     """Choose the kept frames of ``source`` and write them as a bundle at ``bundle``.
@@ -103,11 +108,26 @@ def compress(
     a stride and a CRF, replacing ``selector``/``keep``/``stride``/``keyframe_crf``. Whatever the
     selector, the encoder detects scene cuts and also keeps the first and last frame of every shot
     (so nothing is extrapolated, and no rebuilt frame mixes two shots).
+    ``refresh`` (share of the dropped frames' 16×16 blocks, in [0, 1); 0 = off; fixed patterns
+    only) adds the refresh layer of ``framers.refresh``: the frames are rebuilt by
+    ``refresh_reconstructor`` as the decoder will, and the worst blocks corrected by a second
+    x264 stream (the source is read once more); the layer applies to that reconstructor only.
     Raises InvalidVideoError, UnsupportedOptionError, BundleError.
     """
     started = time.perf_counter()
     source = Path(source)
     bundle = Path(bundle)
+    if not 0.0 <= refresh < 1.0:
+        raise UnsupportedOptionError(f"refresh must be in [0, 1) (a share of the dropped frames' blocks), "
+                                     f"got {refresh}")
+    if refresh and (target_psnr is not None or target_kbps is not None):
+        raise UnsupportedOptionError("refresh works with the fixed patterns (--stride/--selector/--keep/--crf); "
+                                     "the adaptive mode does not plan for it")
+    outer_progress = progress
+    if refresh and outer_progress is not None:
+        # the refresh pass (a rebuild and a second decode) gets the second half of the progress
+        def progress(value: float) -> None:
+            outer_progress(value * REFRESH_PROGRESS_START)
     info = probe(source)
     chooser: Selector
     if target_psnr is not None or target_kbps is not None:
@@ -226,6 +246,9 @@ def compress(
             adaptive=chooser.manifest_entry() if hasattr(chooser, "manifest_entry") else None,
         )
         fb.write_manifest(folder, manifest)
+        if refresh:
+            manifest.refresh = add_refresh(folder, manifest, source, refresh, refresh_reconstructor, outer_progress)
+            fb.write_manifest(folder, manifest)
         audio_file = folder / fb.AUDIO
         audio_bytes = audio_file.stat().st_size if audio_file.is_file() else 0
         _place(folder, bundle)
@@ -248,6 +271,7 @@ def compress(
         warnings=[*facts["warnings"], *_adaptive_warnings(chooser)],
         has_audio=bool(facts["has_audio"]),
         audio_bytes=audio_bytes,
+        refresh=manifest.refresh,
     )
 
 
@@ -294,6 +318,50 @@ def _place(folder: Path, dest: Path) -> None:
     shutil.move(str(folder), str(dest))
 
 
+#: share of ``compress``'s progress reached when the refresh pass starts
+REFRESH_PROGRESS_START = 0.5
+
+
+def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float, reconstructor: str,
+                progress: ProgressFn | None = None) -> dict[str, Any] | None:
+    """Write the refresh layer (``framers.refresh``) of an opened, complete bundle folder: rebuild
+    its frames with ``reconstructor`` exactly as the decoder will, read the source again
+    alongside, and code the residual of the worst ``share`` of blocks per clip into
+    ``fb.REFRESH``. Returns the manifest's ``refresh`` entry (None when every frame is kept:
+    nothing to refresh). Raises BundleError when the source
+    no longer gives the frames the bundle was made from, ModelError without the model."""
+    from framers.refresh import BLOCK, CRF_OFFSET, RefreshWriter, encode_refresh
+
+    rebuilder = get_reconstructor(reconstructor)
+    crf = int(manifest.keyframes.get("crf") or defaults.KEYFRAME_CRF) + CRF_OFFSET
+    width, height = int(manifest.keyframes["width"]), int(manifest.keyframes["height"])
+    writer = RefreshWriter(folder / fb.REFRESH, width, height, min(crf, 51))
+    n = manifest.n_frames
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        with FrameReader(source) as reader:
+            originals = (frame.rgb for frame in reader.frames())
+            for i, rebuilt in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
+                original = next(originals, None)
+                if original is None or original.shape != rebuilt.shape:
+                    raise BundleError(f"refresh pass: the source's frame {i} is missing or of another size")
+                if i % 16 == 0:
+                    _report(progress, REFRESH_PROGRESS_START + (0.95 - REFRESH_PROGRESS_START) * i / max(1, n))
+                yield original, rebuilt
+
+    try:
+        pictures, blocks = encode_refresh(pairs(), set(manifest.kept_indices()), n, manifest.clip_len, share,
+                                          writer.write)
+    finally:
+        n_bytes = writer.close()
+    if pictures == 0:
+        (folder / fb.REFRESH).unlink()
+        return None
+    return {"file": fb.REFRESH, "share": share, "block": BLOCK, "crf": min(crf, 51), "reconstructor": rebuilder.name,
+            "model": rebuilder.model_versions.get(rebuilder.name), "pictures": pictures, "blocks": blocks,
+            "bytes": n_bytes}
+
+
 def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
     indices = manifest.kept_indices()
     frames = iter_keyframes(fb.keyframes_path(folder, manifest), len(indices))
@@ -301,15 +369,56 @@ def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
         yield KeptFrame(index, rgb)
 
 
+def refresh_applies(manifest: fb.Manifest, rebuilder: Reconstructor) -> bool:
+    """Whether the bundle's refresh layer (if any) corrects frames rebuilt by ``rebuilder``: it
+    holds the residual of the reconstructor the encoder ran, and only of that one."""
+    return bool(manifest.refresh) and rebuilder.name == manifest.refresh.get("reconstructor")  # type: ignore[union-attr]
+
+
+def refresh_warnings(manifest: fb.Manifest, rebuilder: Reconstructor) -> list[str]:
+    """What the user must be told about the bundle's refresh layer with this reconstructor."""
+    layer = manifest.refresh
+    if not layer:
+        return []
+    made_by = str(layer.get("reconstructor"))
+    if rebuilder.name != made_by:
+        return [f"the bundle's refresh layer corrects {made_by}'s frames, so it is not applied to "
+                f"{rebuilder.name}'s (rebuild with {made_by} for the refreshed quality)"]
+    model, now = layer.get("model"), rebuilder.model_versions.get(made_by)
+    if model and now and model != now:
+        return [f"the refresh layer was made with {made_by} {model}, this worker runs {now}: "
+                "refreshed blocks may not fit the rebuilt frames exactly"]
+    return []
+
+
 def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstructor) -> Iterator[np.ndarray]:
-    """All frames of the video rebuilt from an opened bundle folder, in order."""
+    """All frames of the video rebuilt from an opened bundle folder, in order; with the bundle's
+    refresh layer added to the dropped frames when it was made for ``rebuilder``
+    (``refresh_applies``)."""
+    from framers.refresh import apply_residual
+
     rebuilder.check_pattern(manifest.kept_indices(), manifest.n_frames, manifest.clip_len)
     count = 0
+    residuals: Iterator[np.ndarray] | None = None
+    kept: set[int] = set()
+    if refresh_applies(manifest, rebuilder):
+        assert manifest.refresh is not None
+        kept = set(manifest.kept_indices())
+        residuals = iter_keyframes(folder / str(manifest.refresh.get("file", fb.REFRESH)),
+                                   int(manifest.refresh["pictures"]))
     # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
     for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
                                        manifest.pts):
+        if residuals is not None and count not in kept:
+            picture = next(residuals, None)
+            if picture is None:
+                raise BundleError(f"refresh stream ends before frame {count}")
+            frame = apply_residual(frame, picture)
         yield frame
         count += 1
+    if residuals is not None:
+        for _ in residuals:  # checks the stream holds exactly the pictures the manifest says
+            pass
     if count != manifest.n_frames:
         raise UnsupportedOptionError(f"{rebuilder.name} produced {count} frames, expected {manifest.n_frames}")
 
@@ -394,6 +503,7 @@ def reconstruct(
             chunks.pixel_shape[1], chunks.pixel_shape[0],
             {"reconstructor": rebuilder.name, "kept": manifest.kept_indices()}, chunks.frames,
         ) if chunks is not None and scores else None,
+        warnings=refresh_warnings(manifest, rebuilder),
     )
 
 

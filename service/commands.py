@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crf", type=int)
     p.add_argument("--target-psnr", type=float, help="content-adaptive mode: mean PSNR (dB) to reach")
     p.add_argument("--target-kbps", type=float, help="content-adaptive mode: kept-frame bitrate (kbit/s)")
+    p.add_argument("--refresh", type=float, help="refresh layer: share of the dropped frames' blocks corrected")
     p.add_argument("--idempotency-key", help="makes a retried upload safe: the same key returns the same video")
     p.add_argument("--callback-url", help="http(s) URL that receives the video's signed events")
     p.add_argument("--metadata", help="a JSON object (at most 4 KB) stored with the video and echoed back")
@@ -140,6 +141,7 @@ def _remote_compress(args: argparse.Namespace) -> int:
         "crf": args.crf,
         "target_psnr": args.target_psnr,
         "target_kbps": args.target_kbps,
+        "refresh": args.refresh,
         "keep_source": True if args.keep_source else None,
     }
     try:

@@ -14,7 +14,8 @@ from framers import defaults as codec_defaults
 from service.methods import CatalogUnavailable, MethodCatalog
 from service.problems import name_few, shown_name
 
-OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps")
+OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps",
+                 "refresh")
 #: form fields that are not compression options
 EXTRA_FIELDS = ("callback_url", "metadata", "keep_source")
 MAX_METADATA_BYTES = 4096
@@ -42,7 +43,7 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
             f"fields are {', '.join(OPTION_FIELDS + EXTRA_FIELDS)}",
             [_field_error(name, "unknown form field") for name in unknown[:10]],
         )
-    given = {k for k, v in fields.items() if v.strip() != ""}
+    given = {k for k, v in fields.items() if v.strip() != "" and not (k == "refresh" and _is_zero(v))}
     if given & {"target_psnr", "target_kbps"} and given & set(ADAPTIVE_EXCLUSIVE):
         clash = ", ".join(sorted(given & set(ADAPTIVE_EXCLUSIVE)))
         raise InvalidOptions(
@@ -136,6 +137,14 @@ def parse_metadata(raw: str) -> dict[str, Any] | None:
             code="invalid_metadata",
         )
     return value
+
+
+def _is_zero(raw: str) -> bool:
+    """Whether a numeric form value is 0 (a refresh of 0 is off, as if not given)."""
+    try:
+        return float(raw) == 0.0
+    except ValueError:
+        return False
 
 
 def _field_error(name: str, message: str) -> dict[str, str]:

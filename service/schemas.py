@@ -75,6 +75,8 @@ class ReconstructionView(BaseModel):
     height: int | None = None
     seconds: float | None = None
     model_versions: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list, description="What the rebuild could not do as the bundle "
+                                "asks (a refresh layer made for another reconstructor)")
     link: str
 
     @classmethod
@@ -100,6 +102,7 @@ class ReconstructionView(BaseModel):
                     "height",
                     "seconds",
                     "model_versions",
+                    "warnings",
                 }
             ),
             link=reconstruction_link(state),
@@ -144,6 +147,9 @@ class JobView(BaseModel):
     cuts: list[int] = Field(default_factory=list, description="Scene cuts found by the encoder")
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment stride/CRF)"
+    )
+    refresh: dict[str, Any] | None = Field(
+        default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"
     )
     warnings: list[str] = Field(default_factory=list, description="Deliberate changes to the source, "
                                 "e.g. deinterlaced, HDR tone-mapped, alpha flattened, audio dropped")
@@ -190,6 +196,7 @@ class JobView(BaseModel):
             model_versions=record.model_versions,
             cuts=record.cuts,
             adaptive=record.adaptive,
+            refresh=record.refresh,
             warnings=list(record.warnings),
             reconstructions={s.name: ReconstructionView.of(s) for s in reconstructions},
             source_kept=not record.source_deleted,

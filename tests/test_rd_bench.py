@@ -84,7 +84,12 @@ def test_parse_methods(rd: ModuleType) -> None:
     assert methods[0].points[1].kwargs == {"selector": "stride", "stride": 4, "keyframe_crf": 20}
     assert [p.label for p in methods[2].points] == ["t30", "t34.5"]
     assert methods[2].points[1].kwargs == {"target_psnr": 34.5}
-    for bad in ("uniform", "stride0", "stride4+nope", "stride4,stride4", ""):
+    layer = rd.parse_methods("stride4:refresh0.1,stride8+linear:refresh.25", keyframe_crfs=(20,))
+    assert [m.name for m in layer] == ["stride4+framemae:refresh0.1", "stride8+linear:refresh0.25"]
+    assert layer[1].points[0].kwargs == {"selector": "stride", "stride": 8, "keyframe_crf": 20, "refresh": 0.25,
+                                         "refresh_reconstructor": "linear"}
+    for bad in ("uniform", "stride0", "stride4+nope", "stride4,stride4", "", "adaptive:refresh0.1",
+                "stride4:refresh1.5", "stride4:refresh0"):
         with pytest.raises(ValueError):
             rd.parse_methods(bad)
 

@@ -347,6 +347,9 @@ def test_not_multipart_is_rejected(stack: Any) -> None:
         ({"target_kbps": "inf"}, "finite number"),
         ({"target_psnr": "35", "crf": "20"}, "drop crf"),
         ({"target_psnr": "35", "target_kbps": "100"}, "not both"),
+        ({"target_psnr": "35", "refresh": "0.1"}, "drop refresh"),
+        ({"refresh": "1"}, "refresh"),
+        ({"refresh": "-0.1"}, "refresh"),
     ],
 )
 def test_bad_options_are_rejected(stack: Any, clip: Path, options: dict[str, str], needle: str) -> None:
@@ -522,6 +525,33 @@ def test_keep_without_selector_uses_the_learned_selector(
         assert job["options"]["selector"] == "framers" and 10 <= job["kept_frames"] <= 12
         job = wait_job(client, named.json()["id"], wait_for)
         assert job["status"] == "done" and job["options"]["selector"] == "uniform"
+
+
+def test_refresh_field_adds_the_layer_and_the_job_shows_it(
+    stack: Any, make_clip: Callable[..., Path], wait_for: Callable[..., Any]
+) -> None:
+    """Form field refresh (issue 15): alone it runs the fixed default pattern with a refresh layer
+    made for the video's reconstructor; the job record shows the layer, and the default
+    reconstruction uses it (no warning)."""
+    video = make_clip(width=96, height=64, frames=40)
+    with stack.client(KEY_A) as client:
+        response = upload(client, video, refresh="0.2")
+        off = upload(client, video, refresh="0")
+        assert response.status_code == 202 and off.status_code == 202, (response.text, off.text)
+        video_id = response.json()["id"]
+        job = wait_job(client, video_id, wait_for)
+        assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
+        assert job["options"]["refresh"] == 0.2 and job["adaptive"] is None
+        layer = job["refresh"]
+        assert layer["pictures"] == 40 - job["kept_frames"] > 0 and layer["bytes"] > 0
+        assert layer["reconstructor"] == job["options"]["reconstructor"]
+        off_job = wait_job(client, off.json()["id"], wait_for)
+        assert off_job["status"] == "done" and off_job["refresh"] is None
+        rebuilt = wait_reconstruction(client, video_id, wait_for)
+        assert rebuilt.status_code == 200
+        job = wait_for(lambda: (j := client.get(f"/jobs/{video_id}").json())["reconstructions"][
+            layer["reconstructor"]]["status"] == "done" and j, timeout=30, what="record says done")
+        assert job["reconstructions"][layer["reconstructor"]]["warnings"] == []
 
 
 def test_target_psnr_runs_the_adaptive_mode_and_records_its_decisions(

@@ -111,6 +111,8 @@ def compress_video(video_id: str) -> dict[str, Any]:
                 keyframe_crf=opts.crf,
                 target_psnr=opts.target_psnr,
                 target_kbps=opts.target_kbps,
+                refresh=opts.refresh,
+                refresh_reconstructor=opts.reconstructor,
                 progress=_progress(ctx, record, save, job_id),
             )
             _check_not_deleted(ctx.redis, video_id)
@@ -124,6 +126,7 @@ def compress_video(video_id: str) -> dict[str, Any]:
         record.model_versions = dict(result.model_versions)
         record.cuts = list(result.cuts)
         record.adaptive = result.adaptive
+        record.refresh = result.refresh
         record.warnings = list(result.warnings)
         # what the bundle holds, not what the upload's header promised (never claim lost audio)
         record.source.has_audio = bool(result.has_audio)
@@ -229,6 +232,7 @@ def reconstruct_video(video_id: str, variant: str) -> dict[str, Any]:
         state.frames, state.width, state.height = int(result.frames), int(result.width), int(result.height)
         state.seconds = float(result.seconds)
         state.model_versions = dict(result.model_versions)
+        state.warnings = list(result.warnings)
         state.psnr_mean = psnr_mean
         state.last_error = None
         save()

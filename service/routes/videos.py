@@ -85,6 +85,9 @@ _FORM_SCHEMA: dict[str, Any] = {
                                         "description": "Content-adaptive mode: mean PSNR (dB) to reach"},
                         "target_kbps": {"type": "number", "minimum": 1,
                                         "description": "Content-adaptive mode: kept-frame bitrate (kbit/s)"},
+                        "refresh": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                                    "description": "Refresh layer: share of the dropped frames' 16x16 blocks "
+                                    "corrected by a second stream (0 = off; fixed patterns only)"},
                         "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
                                          "description": "http(s) URL that receives signed events "
                                          "(compress.done/failed, reconstruct.done/failed)"},

@@ -1,0 +1,161 @@
+"""Region refresh (issue 15): a second x264 stream that corrects the worst blocks of the rebuilt frames.
+
+The encoder knows exactly what the decoder will rebuild (it runs the same reconstructor on the
+same decoded kept frames), so it can measure where rebuilt frames fail and send the source there.
+This is the spatial half of the Nokia learned P-frame codec's idea (Zou et al.: an importance map
+decides where bits go) and of CARV's chunk refresh (Chhabra & Yang: regions refreshed by
+significance), on the encoder's exact error map (``framers.significance``, method ``exact``):
+
+1. Per clip of ``clip_len`` frames, the MSE of every ``BLOCK``×``BLOCK`` block of every dropped
+   frame against the source; the worst ``share`` of those blocks are refreshed
+   (``choose_blocks``).
+2. Every dropped frame becomes one picture of the refresh stream: ``128 + (source − rebuilt)``
+   inside its refreshed blocks, flat 128 elsewhere (``residual_frame``). x264 codes the flat
+   parts as skipped blocks (almost free) and predicts moving residuals from earlier pictures.
+3. The decoder adds ``decoded − 128`` to every dropped frame it rebuilt (``apply_residual``).
+   No block map is stored: outside the refreshed blocks the decoded residual is 128 up to
+   x264's coding noise, and adding it everywhere measured the same PSNR as adding it inside the
+   map only (cotracker ``cat``, 48 frames: within ±0.03 dB, and 0.0–0.1 dB better at block edges,
+   which x264's deblocking filter blends). That blend is the whole of the "attention" here: a
+   fixed, codec-made feathering, not Nokia's learned per-pixel mixing weights (Eq. 7–8).
+
+Measured gains and losses at equal bytes: BENCHMARKS.md section 8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from framers.significance import frame_error, pool_pixels
+
+#: block side (pixels) of the refresh decision: CARV's chunk and x264's macroblock
+BLOCK = 16
+#: the refresh stream's CRF, relative to the kept frames' (measured with bench/refresh_probe.py:
+#: +4 was best of −4/0/+4 at kept-frame CRF 24 on cotracker cat and small_robot)
+CRF_OFFSET = 4
+#: mid-grey: a residual of 0
+MID = 128
+
+
+def block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """Mean squared RGB error per block: float64 [ceil(H/block), ceil(W/block)] of two uint8
+    [H, W, 3] frames (ValueError when their shapes differ)."""
+    return pool_pixels(frame_error(source, rebuilt), block)
+
+
+def choose_blocks(errors: Sequence[np.ndarray], share: float) -> list[np.ndarray]:
+    """The worst ``share`` of all blocks of a group of frames: bool masks [rows, cols], one per
+    frame of ``errors`` (float [rows, cols] each), ``round(share · total)`` blocks set in all,
+    largest errors first (ties: the earlier block). ValueError for ``share`` outside [0, 1]."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    if not errors:
+        return []
+    flat = np.concatenate([e.ravel() for e in errors])
+    count = round(share * flat.size)
+    chosen = np.zeros(flat.size, dtype=bool)
+    if count > 0:
+        chosen[np.argsort(-flat, kind="stable")[:count]] = True
+    masks, start = [], 0
+    for e in errors:
+        masks.append(chosen[start:start + e.size].reshape(e.shape))
+        start += e.size
+    return masks
+
+
+def expand(mask: np.ndarray, height: int, width: int, block: int = BLOCK) -> np.ndarray:
+    """A block mask [rows, cols] as a pixel mask bool [height, width] (edge blocks cut)."""
+    return np.repeat(np.repeat(mask, block, axis=0), block, axis=1)[:height, :width]
+
+
+def residual_frame(source: np.ndarray, rebuilt: np.ndarray, mask: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """One refresh picture: uint8 [H, W, 3], ``MID + source − rebuilt`` (clipped to 0–255) inside
+    the blocks of ``mask`` (bool [rows, cols]), ``MID`` elsewhere."""
+    h, w = source.shape[:2]
+    inside = expand(mask, h, w, block)
+    out = np.full(source.shape, MID, dtype=np.uint8)
+    diff = source[inside].astype(np.int16) - rebuilt[inside] + MID
+    out[inside] = np.clip(diff, 0, 255).astype(np.uint8)
+    return out
+
+
+def apply_residual(rebuilt: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """The refreshed frame: uint8 [H, W, 3] = clip(rebuilt + residual − MID) for two uint8
+    [H, W, 3] frames (ValueError when their shapes differ)."""
+    if rebuilt.shape != residual.shape:
+        raise ValueError(f"refresh picture {residual.shape} does not match the frame {rebuilt.shape}")
+    out = rebuilt.astype(np.int16) + residual
+    out -= MID
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+class RefreshWriter:
+    """Writes refresh pictures (RGB uint8 [H, W, 3]) as one x264 stream, Annex B, to ``path``
+    at ``crf`` with preset medium (4:2:0 unless the size is odd), through the colour path of the
+    keyframes (``adaptive.coding.to_codec_yuv``). ``close`` returns the stream's bytes."""
+
+    def __init__(self, path: Path, width: int, height: int, crf: int) -> None:
+        from framers.adaptive.coding import x264_context
+
+        self.path = Path(path)
+        self._encoder = x264_context(width, height, crf, "medium")
+        self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+        self.count = 0
+
+    def write(self, picture: np.ndarray) -> None:
+        from framers.adaptive.coding import to_codec_yuv
+
+        frame = to_codec_yuv(picture)
+        frame.pts = self.count
+        self.count += 1
+        for packet in self._encoder.encode(frame):
+            self._file.write(bytes(packet))
+
+    def close(self) -> int:
+        try:
+            for packet in self._encoder.encode(None):
+                self._file.write(bytes(packet))
+        finally:
+            self._file.close()
+        return self.path.stat().st_size
+
+
+def encode_refresh(
+    frames: Iterator[tuple[np.ndarray, np.ndarray]],
+    kept: set[int],
+    n_frames: int,
+    clip_len: int,
+    share: float,
+    write: Callable[[np.ndarray], None],
+) -> tuple[int, int]:
+    """Make the refresh pictures of a video from (source, rebuilt) RGB uint8 [H, W, 3] pairs in
+    frame order (``n_frames`` of them; ``kept``: the kept indices, which get no picture) and hand
+    them to ``write`` in order: per clip of ``clip_len`` frames, the worst ``share`` of the
+    dropped frames' blocks are refreshed. Returns (pictures written, blocks refreshed). Raises
+    ValueError when ``frames`` yields another count than ``n_frames``."""
+    pictures = refreshed = seen = 0
+    group: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        nonlocal pictures, refreshed
+        masks = choose_blocks([block_errors(s, r) for s, r in group], share)
+        for (src, rebuilt), mask in zip(group, masks, strict=True):
+            write(residual_frame(src, rebuilt, mask))
+            pictures += 1
+            refreshed += int(mask.sum())
+        group.clear()
+
+    for index, (src, rebuilt) in enumerate(frames):
+        seen += 1
+        if index not in kept:
+            group.append((src, rebuilt))
+        if (index + 1) % clip_len == 0:
+            flush()
+    flush()
+    if seen != n_frames:
+        raise ValueError(f"refresh pass saw {seen} frames, the bundle holds {n_frames}")
+    return pictures, refreshed

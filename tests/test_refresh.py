@@ -1,0 +1,117 @@
+"""The refresh layer (issue 15): block choice and residual numerics, and through the codec: a video
+whose only unpredictable region is known gets it corrected, the bundle says what it holds, and
+another reconstructor is told the layer is not for it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framers import bundle as fb
+from framers import pipeline, refresh
+from framers.cli import main
+from framers.errors import UnsupportedOptionError
+from framers.metrics import psnr_from_mse
+from framers.registry import get_reconstructor
+from framers.video import FrameReader
+from tests.test_significance import H, W, write_jumping_square
+
+
+def test_choose_blocks_takes_the_worst_share_over_the_group() -> None:
+    a = np.array([[1.0, 9.0], [3.0, 0.0]])
+    b = np.array([[8.0, 2.0], [7.0, 4.0]])
+    masks = refresh.choose_blocks([a, b], 0.25)  # 2 of 8 blocks
+    assert masks[0].tolist() == [[False, True], [False, False]]
+    assert masks[1].tolist() == [[True, False], [False, False]]
+    assert sum(int(m.sum()) for m in refresh.choose_blocks([a, b], 0.5)) == 4
+    assert not any(m.any() for m in refresh.choose_blocks([a, b], 0.0))
+    with pytest.raises(ValueError):
+        refresh.choose_blocks([a], 1.5)
+
+
+def test_residual_round_trip_is_exact_inside_the_blocks_and_neutral_outside() -> None:
+    rng = np.random.default_rng(0)
+    source = rng.integers(60, 200, (40, 50, 3), dtype=np.uint8)  # partial edge blocks on both axes
+    rebuilt = np.clip(source.astype(np.int16) + rng.integers(-50, 50, source.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((3, 4), bool)
+    mask[0, 0] = mask[2, 3] = True
+    picture = refresh.residual_frame(source, rebuilt, mask)
+    assert picture.dtype == np.uint8 and picture.shape == source.shape
+    out = refresh.apply_residual(rebuilt, picture)
+    inside = refresh.expand(mask, 40, 50)
+    assert np.array_equal(out[inside], source[inside])
+    assert np.array_equal(out[~inside], rebuilt[~inside])
+    assert (picture[~inside] == refresh.MID).all()
+    with pytest.raises(ValueError):
+        refresh.apply_residual(rebuilt, picture[:-1])
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return min(60.0, psnr_from_mse(float(np.mean((a.astype(np.float32) - b) ** 2))))
+
+
+def _rebuilt_psnr(bundle: Path, source: list[np.ndarray], reconstructor: str, frames: list[int]) -> float:
+    with fb.open_bundle(bundle) as folder:
+        manifest = fb.read_manifest(folder)
+        out = list(pipeline.iter_reconstructed(folder, manifest, get_reconstructor(reconstructor)))
+    return float(np.mean([_psnr(source[i], out[i]) for i in frames]))
+
+
+@pytest.fixture(scope="module")
+def jumping(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jumping_square(tmp_path_factory.mktemp("refresh") / "jump.mkv")
+
+
+def test_refresh_corrects_what_the_rebuild_cannot_predict(jumping: Path, tmp_path: Path) -> None:
+    """Every 4th frame kept: the jumping square is lost in the rebuilt frames. With --refresh the
+    encoder finds its blocks (they are the worst ones) and sends them: the dropped frames gain
+    many dB for framemae; linear is not given a layer made for framemae, and says so."""
+    source = [f.rgb for f in FrameReader(jumping).frames()]
+    plain, refreshed = tmp_path / "plain.frs", tmp_path / "refreshed.frs"
+    pipeline.compress(jumping, plain, selector="stride", stride=4, keyframe_crf=20)
+    result = pipeline.compress(jumping, refreshed, selector="stride", stride=4, keyframe_crf=20, refresh=0.1)
+    with fb.open_bundle(refreshed) as folder:
+        manifest = fb.read_manifest(folder)
+        kept = set(manifest.kept_indices())
+        raw = json.loads((folder / fb.MANIFEST).read_text())
+        assert (folder / fb.REFRESH).is_file()
+    dropped = [i for i in range(len(source)) if i not in kept]
+    layer = result.refresh
+    assert layer is not None and raw["version"] == 4 and raw["refresh"] == layer
+    assert layer["pictures"] == len(dropped) and layer["reconstructor"] == "framemae" and layer["share"] == 0.1
+    blocks_per_frame = -(-H // 16) * -(-W // 16)
+    assert 0.08 * len(dropped) * blocks_per_frame <= layer["blocks"] <= 0.12 * len(dropped) * blocks_per_frame
+    assert result.bundle_bytes > fb.bundle_bytes(plain)
+    before = _rebuilt_psnr(plain, source, "framemae", dropped)
+    after = _rebuilt_psnr(refreshed, source, "framemae", dropped)
+    assert after > before + 5.0, (before, after)
+    # linear gets no layer: its frames are those of the plain bundle
+    assert _rebuilt_psnr(refreshed, source, "linear", dropped) == pytest.approx(
+        _rebuilt_psnr(plain, source, "linear", dropped))
+    out = pipeline.reconstruct(refreshed, tmp_path / "linear.mp4", reconstructor="linear")
+    assert len(out.warnings) == 1 and "not applied" in out.warnings[0]
+    assert pipeline.reconstruct(refreshed, tmp_path / "mae.mp4").warnings == []
+
+
+def test_refresh_options_are_checked(jumping: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UnsupportedOptionError, match="fixed patterns"):
+        pipeline.compress(jumping, tmp_path / "a.frs", target_psnr=34.0, refresh=0.1)
+    with pytest.raises(UnsupportedOptionError, match=r"\[0, 1\)"):
+        pipeline.compress(jumping, tmp_path / "b.frs", refresh=1.0)
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "c.frs"), "--refresh", "0.1", "--target-psnr", "34",
+                 "-q"]) == 2
+    assert "--refresh" in capsys.readouterr().err
+    # alone, --refresh runs the fixed default pattern (every 4th frame) with the layer
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "d.frs"), "--refresh", "0.1", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "(stride)" in printed and "refresh:" in printed and "for framemae" in printed
+    # 0 is off: the adaptive default runs, no layer
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "e.frs"), "--refresh", "0", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "(adaptive)" in printed and "refresh:" not in printed
+    assert main(["reconstruct", str(tmp_path / "d.frs"), "-o", str(tmp_path / "d.mp4"), "--reconstructor", "linear",
+                 "-q"]) == 0
+    assert "warning: the bundle's refresh layer corrects framemae's frames" in capsys.readouterr().out
