@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections.abc import Sequence
@@ -36,8 +37,8 @@ def _curve(points: Sequence[dict[str, Any]], key: str) -> tuple[list[float], lis
 
 def compare(report: dict[str, Any], rate: str = "bitstream") -> list[dict[str, Any]]:
     """Per (clip, refresh method): the BD-PSNR (dB) and BD-rate (%) of the refresh curve against
-    its plain method, the mean PSNR and bytes of both at each CRF, and the share of the refresh
-    stream in the bytes. Raises KeyError for an unknown ``rate`` basis."""
+    its plain method, both methods' BD-rate against x264, and the median ratio of compression
+    times (refresh / plain, same CRF). Raises KeyError for an unknown ``rate`` basis."""
     key = RATE_KEYS[rate]
     rows = []
     for clip in report.get("clips", []):
@@ -52,6 +53,11 @@ def compare(report: dict[str, Any], rate: str = "bitstream") -> list[dict[str, A
             row: dict[str, Any] = {"video": clip["video"], "method": name, "plain": plain_name,
                                    "bd_rate_vs_x264": method.get("bd_rate"),
                                    "plain_bd_rate_vs_x264": plain.get("bd_rate")}
+            times = [(p.get("compress_seconds"), q.get("compress_seconds"))
+                     for p, q in zip(plain["points"], method["points"], strict=False)]
+            ratios = [b / a for a, b in times if a and b]
+            if ratios:
+                row["compress_time_ratio"] = round(statistics.median(ratios), 2)
             pr, pq = _curve(plain["points"], key)
             rr, rq = _curve(method["points"], key)
             try:
@@ -64,7 +70,8 @@ def compare(report: dict[str, Any], rate: str = "bitstream") -> list[dict[str, A
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per refresh method: clips, mean and median BD-PSNR (dB), median BD-rate (%), clips that gain."""
+    """Per refresh method: clips, mean and median BD-PSNR (dB), median BD-rate (%), clips that
+    gain, median compression-time ratio."""
     out: dict[str, dict[str, float]] = {}
     for name in sorted({r["method"] for r in rows}):
         ok = [r for r in rows if r["method"] == name and "bd_psnr_db" in r]
@@ -74,17 +81,20 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
         out[name] = {"clips": len(ok), "bd_psnr_mean": round(statistics.fmean(gains), 3),
                      "bd_psnr_median": round(statistics.median(gains), 3),
                      "bd_rate_median": round(statistics.median(r["bd_rate_pct"] for r in ok), 2),
-                     "clips_gaining": sum(g > 0 for g in gains)}
+                     "clips_gaining": sum(g > 0 for g in gains),
+                     "compress_time_ratio": round(statistics.median(
+                         [r["compress_time_ratio"] for r in ok if "compress_time_ratio" in r] or [math.nan]), 2)}
     return out
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]], rate: str) -> str:
     lines = [f"# Refresh layer vs the same pattern without it (rate basis: {rate})", "",
-             "| method | clips | BD-PSNR mean (dB, equal bytes) | median | BD-rate median | clips gaining |",
-             "|---|---|---|---|---|---|"]
+             "| method | clips | BD-PSNR mean (dB, equal bytes) | median | BD-rate median | clips gaining "
+             "| compress time / plain |",
+             "|---|---|---|---|---|---|---|"]
     for name, t in totals.items():
         lines.append(f"| {name} | {t['clips']:.0f} | {t['bd_psnr_mean']:+.2f} | {t['bd_psnr_median']:+.2f} | "
-                     f"{t['bd_rate_median']:+.1f} % | {t['clips_gaining']:.0f} |")
+                     f"{t['bd_rate_median']:+.1f} % | {t['clips_gaining']:.0f} | {t['compress_time_ratio']:.2f}x |")
     lines += ["", "| video | method | BD-PSNR vs plain (dB) | BD-rate vs plain | plain vs x264 | refresh vs x264 |",
               "|---|---|---|---|---|---|"]
 

@@ -184,3 +184,29 @@ def test_adaptive_method_when_compress_takes_a_target(
     assert points[0]["achieved_minus_target"] > 0 > points[1]["achieved_minus_target"] + 0.5
     s = report["summary"]["adaptive+linear"]
     assert s["target_points"] == 2 and s["target_met_share"] == 0.5
+
+
+def test_refresh_compare_measures_the_gain_at_equal_bytes() -> None:
+    """bench/refresh_compare.py: a refresh curve 1 dB above its plain curve at every rate gives a
+    BD-PSNR of +1 dB; clips without the plain method are skipped."""
+    spec = importlib.util.spec_from_file_location("bench_refresh_compare", ROOT / "bench" / "refresh_compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rates, psnr = [1000.0, 2000.0, 4000.0, 8000.0], [30.0, 33.0, 36.0, 39.0]
+
+    def points(shift: float, seconds: float) -> list[dict]:
+        return [{"bitstream_bytes": r, "bytes": r + 500, "psnr": q + shift, "compress_seconds": seconds}
+                for r, q in zip(rates, psnr, strict=True)]
+
+    report = {"clips": [
+        {"video": "a.mp4", "methods": {"stride4+framemae": {"points": points(0.0, 1.0), "bd_rate": 10.0},
+                                       "stride4+framemae:refresh0.1": {"points": points(1.0, 3.0), "bd_rate": 0.0}}},
+        {"video": "b.mp4", "methods": {"stride4+framemae:refresh0.1": {"points": points(1.0, 3.0)}}},
+    ]}
+    rows = module.compare(report)
+    assert len(rows) == 1 and rows[0]["video"] == "a.mp4" and rows[0]["compress_time_ratio"] == 3.0
+    assert rows[0]["bd_psnr_db"] == pytest.approx(1.0, abs=1e-3) and rows[0]["bd_rate_pct"] < 0
+    totals = module.summary(rows)
+    assert totals["stride4+framemae:refresh0.1"]["clips_gaining"] == 1
+    assert "+1.00" in module.to_markdown(rows, totals, "bitstream")
