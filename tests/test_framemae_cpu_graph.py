@@ -133,3 +133,14 @@ def test_rebuilt_frames_match_the_stored_graph(mode: str, tmp_path: Path, monkey
     old = np.stack(list(iter_reconstructed(bundle, manifest, FrameMAEReconstructor())))
     assert_within_bound(psnr_gaps(source_frames(src, len(new)), new, old))
     assert int(np.abs(new.astype(np.int16) - old).max()) <= 1
+
+
+def test_the_network_session_does_not_spin() -> None:
+    """The network's pool threads sleep between parallel sections (``runtime.session_options``)."""
+    quiet = runtime.session_options(2, spinning=False)
+    assert quiet.intra_op_num_threads == 2
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError):  # not set: onnxruntime's default (spinning) elsewhere
+        runtime.session_options(1).get_session_config_entry("session.intra_op.allow_spinning")
+    rec = FrameMAEReconstructor()
+    assert rec._session() is runtime.load_model(rec.model_dir, default_threads=2, spinning=False).session
