@@ -135,7 +135,7 @@ def test_rebuilt_frames_match_the_stored_graph(mode: str, tmp_path: Path, monkey
     assert int(np.abs(new.astype(np.int16) - old).max()) <= 1
 
 
-def test_the_network_session_does_not_spin() -> None:
+def test_the_network_session_does_not_spin(monkeypatch: pytest.MonkeyPatch) -> None:
     """The network's pool threads sleep between parallel sections (``runtime.session_options``)."""
     quiet = runtime.session_options(2, spinning=False)
     assert quiet.intra_op_num_threads == 2
@@ -144,3 +144,5 @@ def test_the_network_session_does_not_spin() -> None:
         runtime.session_options(1).get_session_config_entry("session.intra_op.allow_spinning")
     rec = FrameMAEReconstructor()
     assert rec._session() is runtime.load_model(rec.model_dir, default_threads=2, spinning=False).session
+    monkeypatch.setenv("FRAMERS_CODEC_THREADS", "1")  # a service worker's thread budget caps it
+    assert rec._session() is runtime.load_model(rec.model_dir, default_threads=1, spinning=False).session

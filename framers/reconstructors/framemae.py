@@ -144,8 +144,10 @@ class FrameMAEReconstructor(WindowReconstructor):
 
     def _session(self) -> ort.InferenceSession:
         """The model's ONNX Runtime session (``framers.runtime``'s cache): ``NET_THREADS``
-        intra-op threads that sleep instead of spinning (FRAMERS_ORT_THREADS overrides the count)."""
-        return runtime.load_model(self.model_dir, default_threads=NET_THREADS, spinning=False).session
+        intra-op threads that sleep instead of spinning, at most the service's thread budget
+        (``FRAMERS_CODEC_THREADS``); FRAMERS_ORT_THREADS overrides the count."""
+        threads = min(NET_THREADS, codec_threads() or NET_THREADS)
+        return runtime.load_model(self.model_dir, default_threads=threads, spinning=False).session
 
     def reconstruct_window(self, kept: Sequence[KeptFrame], start: int, stop: int,
                            times: Sequence[float] | None = None) -> np.ndarray:
