@@ -6,11 +6,13 @@ under a lock, keyed by folder and thread count. Which execution providers a sess
 logged once per session.
 
 Providers come from an ordered preference list filtered by what this onnxruntime build offers
-(CUDA first when available, CPU always last). ``FRAMERS_ORT_THREADS`` sets the intra- and
-inter-op thread counts (unset or 0: the caller's default, else onnxruntime's). A caller that
-runs a model beside other work (the ``framers`` selector runs while frames are decoded and
-encoded) asks for one thread: onnxruntime's pool would otherwise spin on the cores the decoder
-and encoder need.
+(CUDA first when available, CPU always last). A CPU-only session opens the config's
+``cpu_graph`` file instead of ``model.onnx`` when there is one (the same network with fused
+operators, checksum-verified like the model; ``FRAMERS_CPU_GRAPH=0`` opts out).
+``FRAMERS_ORT_THREADS`` sets the intra- and inter-op thread counts (unset or 0: the caller's
+default, else onnxruntime's). A caller that runs a model beside other work (the ``framers``
+selector runs while frames are decoded and encoded) asks for one thread: onnxruntime's pool
+would otherwise spin on the cores the decoder and encoder need.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 
 PREFERRED_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
 THREADS_ENV = "FRAMERS_ORT_THREADS"
+#: "0" makes CPU sessions open the stored model.onnx even where the config records a faster
+#: ``cpu_graph`` (parity checks, benchmarks of the graph itself)
+CPU_GRAPH_ENV = "FRAMERS_CPU_GRAPH"
 #: config dtype names → onnxruntime's tensor type names
 ORT_DTYPES = {
     "float32": "tensor(float)",
@@ -60,13 +65,21 @@ def thread_count() -> int:
     return max(0, value)
 
 
-def session_options(default_threads: int = 0) -> ort.SessionOptions:
-    """Session options: FRAMERS_ORT_THREADS, else ``default_threads`` (0 = onnxruntime's choice)."""
+def session_options(default_threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
+    """Session options: FRAMERS_ORT_THREADS, else ``default_threads`` (0 = onnxruntime's choice).
+
+    ``spinning=False``: onnxruntime's pool threads sleep between parallel sections instead of
+    spin-waiting, so a session with two threads that shares its cores with other work costs
+    about the CPU time of one thread (with spinning: ~1.5x) and still runs in about half the
+    wall time when a core is free."""
     options = ort.SessionOptions()
     threads = thread_count() or default_threads
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
 
@@ -90,11 +103,13 @@ def _check_io(kind: str, spec: tuple[TensorSpec, ...], actual: list[Any], where:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified stored model: its folder, typed config and open ONNX Runtime session."""
+    """A verified stored model: its folder, typed config and open ONNX Runtime session, and the
+    file the session was opened from (``config.file``, or the ``cpu_graph`` file)."""
 
     directory: Path
     config: StoreConfig
     session: ort.InferenceSession
+    file: Path | None = None
 
     @property
     def version(self) -> str:
@@ -102,38 +117,62 @@ class LoadedModel:
 
 
 _lock = threading.Lock()
-_models: dict[tuple[str, int], LoadedModel] = {}
+_models: dict[tuple[str, int, bool], LoadedModel] = {}
 
 
-def _open(directory: Path, default_threads: int) -> LoadedModel:
+def cpu_graph_file(directory: Path, config: StoreConfig, wanted: list[str]) -> Path | None:
+    """The verified ``cpu_graph`` file of a model folder (issue 17: the same network as
+    ``config.file`` with CPU-friendly fused operators, written by ``training.optimize_onnx``),
+    or None: the config records none, the session may get another provider than the CPU, or
+    ``FRAMERS_CPU_GRAPH=0``.
+
+    Raises ModelError when the entry is malformed, was made from another model file than the
+    one the config names (``source_sha256``), or the file is missing or its sha256 differs."""
+    entry = config.get("cpu_graph")
+    if not entry or wanted != ["CPUExecutionProvider"] or os.environ.get(CPU_GRAPH_ENV, "").strip() == "0":
+        return None
+    try:
+        file, digest, source = str(entry["file"]), str(entry["sha256"]), str(entry["source_sha256"])
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{directory}: malformed cpu_graph entry in the model config: {exc!r}") from exc
+    if source != config.sha256:
+        raise ModelError(f"{directory}: cpu_graph {file} was made from another model (sha256 {source[:12]}, "
+                         f"the config's model is {config.sha256[:12]}): rerun training.optimize_onnx")
+    return verified_model_file(directory, replace(config, file=file, sha256=digest))
+
+
+def _open(directory: Path, default_threads: int, spinning: bool) -> LoadedModel:
     config = read_config(directory)
     path = verified_model_file(directory, config)
     wanted = providers()
+    path = cpu_graph_file(directory, config, wanted) or path
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(default_threads), providers=wanted)
+        options = session_options(default_threads, spinning)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
     _check_io("input", config.inputs, session.get_inputs(), path)
     _check_io("output", config.outputs, session.get_outputs(), path)
-    log.info("model %s %s: execution providers %s (preferred and available: %s; onnxruntime %s)",
-             config.name, config.version, session.get_providers(), wanted, ort.__version__)
-    return LoadedModel(directory, config, session)
+    log.info("model %s %s (%s): execution providers %s (preferred and available: %s; onnxruntime %s)",
+             config.name, config.version, path.name, session.get_providers(), wanted, ort.__version__)
+    return LoadedModel(directory, config, session, path)
 
 
-def load_model(directory: Path, default_threads: int = 0) -> LoadedModel:
+def load_model(directory: Path, default_threads: int = 0, spinning: bool = True) -> LoadedModel:
     """The verified model of a store folder (checksum, IO spec) with its session; one per
-    process, folder and thread default, created on first use under a lock.
+    process, folder, thread default and spinning, created on first use under a lock.
 
     ``default_threads``: onnxruntime threads unless FRAMERS_ORT_THREADS says otherwise
-    (0 = onnxruntime's default). Raises ModelError (missing, corrupt, mismatched, unloadable)."""
-    key = (str(Path(directory).resolve()), default_threads)
+    (0 = onnxruntime's default); ``spinning``: see ``session_options``. Raises ModelError
+    (missing, corrupt, mismatched, unloadable)."""
+    key = (str(Path(directory).resolve()), default_threads, spinning)
     loaded = _models.get(key)
     if loaded is not None:
         return loaded
     with _lock:
         loaded = _models.get(key)
         if loaded is None:
-            loaded = _open(Path(directory), default_threads)
+            loaded = _open(Path(directory), default_threads, spinning)
             _models[key] = loaded
     return loaded
 
