@@ -62,9 +62,12 @@ def compare(report: dict[str, Any], rate: str = "bitstream") -> list[dict[str, A
             rr, rq = _curve(method["points"], key)
             try:
                 row["bd_psnr_db"] = round(bdrate.bd_psnr(pr, pq, rr, rq), 3)
-                row["bd_rate_pct"] = round(bdrate.bd_rate(pr, pq, rr, rq), 2)
             except ValueError as exc:
                 row["error"] = str(exc)
+            try:  # needs overlapping PSNR ranges, which a large gain can leave too short
+                row["bd_rate_pct"] = round(bdrate.bd_rate(pr, pq, rr, rq), 2)
+            except ValueError:
+                row["bd_rate_pct"] = None
             rows.append(row)
     return rows
 
@@ -80,7 +83,8 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
         gains = [r["bd_psnr_db"] for r in ok]
         out[name] = {"clips": len(ok), "bd_psnr_mean": round(statistics.fmean(gains), 3),
                      "bd_psnr_median": round(statistics.median(gains), 3),
-                     "bd_rate_median": round(statistics.median(r["bd_rate_pct"] for r in ok), 2),
+                     "bd_rate_median": round(statistics.median(
+                         [r["bd_rate_pct"] for r in ok if r["bd_rate_pct"] is not None] or [math.nan]), 2),
                      "clips_gaining": sum(g > 0 for g in gains),
                      "compress_time_ratio": round(statistics.median(
                          [r["compress_time_ratio"] for r in ok if "compress_time_ratio" in r] or [math.nan]), 2)}
