@@ -39,6 +39,9 @@ BLOCK = 16
 CRF_OFFSET = 4
 #: mid-grey: a residual of 0
 MID = 128
+#: a block is refreshed only if its error exceeds this many times the clip's kept-frame coding
+#: MSE (0: no floor): below that, the rebuilt block is about as good as a coded one
+FLOOR_FACTOR = 0.0
 
 
 def block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = BLOCK) -> np.ndarray:
@@ -47,10 +50,11 @@ def block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = BLOCK) ->
     return pool_pixels(frame_error(source, rebuilt), block)
 
 
-def choose_blocks(errors: Sequence[np.ndarray], share: float) -> list[np.ndarray]:
+def choose_blocks(errors: Sequence[np.ndarray], share: float, floor: float = 0.0) -> list[np.ndarray]:
     """The worst ``share`` of all blocks of a group of frames: bool masks [rows, cols], one per
     frame of ``errors`` (float [rows, cols] each), ``round(share · total)`` blocks set in all,
-    largest errors first (ties: the earlier block). ValueError for ``share`` outside [0, 1]."""
+    largest errors first (ties: the earlier block), none whose error is ≤ ``floor``.
+    ValueError for ``share`` outside [0, 1]."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share must be in [0, 1], got {share}")
     if not errors:
@@ -60,6 +64,7 @@ def choose_blocks(errors: Sequence[np.ndarray], share: float) -> list[np.ndarray
     chosen = np.zeros(flat.size, dtype=bool)
     if count > 0:
         chosen[np.argsort(-flat, kind="stable")[:count]] = True
+        chosen &= flat > floor
     masks, start = [], 0
     for e in errors:
         masks.append(chosen[start:start + e.size].reshape(e.shape))
@@ -139,20 +144,25 @@ def encode_refresh(
     ValueError when ``frames`` yields another count than ``n_frames``."""
     pictures = refreshed = seen = 0
     group: list[tuple[np.ndarray, np.ndarray]] = []
+    coded: list[float] = []  # the clip's kept frames' MSE: their coding error
 
     def flush() -> None:
         nonlocal pictures, refreshed
-        masks = choose_blocks([block_errors(s, r) for s, r in group], share)
+        floor = FLOOR_FACTOR * float(np.mean(coded)) if coded and FLOOR_FACTOR > 0 else 0.0
+        masks = choose_blocks([block_errors(s, r) for s, r in group], share, floor)
         for (src, rebuilt), mask in zip(group, masks, strict=True):
             write(residual_frame(src, rebuilt, mask))
             pictures += 1
             refreshed += int(mask.sum())
         group.clear()
+        coded.clear()
 
     for index, (src, rebuilt) in enumerate(frames):
         seen += 1
         if index not in kept:
             group.append((src, rebuilt))
+        elif FLOOR_FACTOR > 0:
+            coded.append(float(frame_error(src, rebuilt).mean()))
         if (index + 1) % clip_len == 0:
             flush()
     flush()

@@ -1,0 +1,98 @@
+"""Tune the refresh layer's constants (issue 15): BD-PSNR against plain every-4th-frame at equal bytes
+for variants of ``framers.refresh`` (refresh CRF offset, block criterion, error floor).
+
+Each variant sets module constants of ``framers.refresh`` for its encodes (``CRF_OFFSET``,
+``FLOOR_FACTOR``; criterion ``rel`` divides each frame's block errors by their mean before the choice),
+then compresses the first ``--frames`` frames of each video at every ``--crfs`` with
+``refresh=--share`` through the real pipeline and rebuilds with ``framemae``. Bytes: coded streams
+(``rd_measure.bitstream_bytes``); PSNR: RGB, capped at 60 dB, mean over frames.
+
+    python bench/refresh_tune.py ../shared/data/videos/val/cotracker__gradio_demo_videos_cat.mp4 \\
+        --variants abs:2:0,abs:4:0,abs:6:0,rel:4:0,abs:4:2 --json bench/results/refresh_tune.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a folder of scripts
+
+from rd_measure import bitstream_bytes
+
+from framers import bundle as fb
+from framers import pipeline, refresh
+from framers.bdrate import bd_psnr
+from framers.h264_reference import write_trimmed
+from framers.metrics import psnr_from_mse
+from framers.registry import get_reconstructor
+from framers.video import FrameReader
+
+ABSOLUTE = refresh.block_errors
+
+
+def relative_block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = refresh.BLOCK) -> np.ndarray:
+    """Block errors [rows, cols] divided by their frame's mean (+1): a block's share of its frame's error."""
+    errors = ABSOLUTE(source, rebuilt, block)
+    return errors / (errors.mean() + 1.0)
+
+
+def point(source: Path, reference: list[np.ndarray], bundle: Path, **options: Any) -> tuple[int, float]:
+    """(coded bytes, mean PSNR of the framemae rebuild) of one encode."""
+    pipeline.compress(source, bundle, selector="stride", stride=4, **options)
+    with fb.open_bundle(bundle) as folder:
+        manifest = fb.read_manifest(folder)
+        frames = list(pipeline.iter_reconstructed(folder, manifest, get_reconstructor("framemae")))
+    psnr = [min(60.0, psnr_from_mse(float(np.mean((a.astype(np.float32) - b) ** 2))))
+            for a, b in zip(reference, frames, strict=True)]
+    n_bytes = bitstream_bytes(bundle)
+    bundle.unlink()
+    return n_bytes, float(np.mean(psnr))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("videos", type=Path, nargs="+")
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--crfs", default="20,24,28,32")
+    parser.add_argument("--share", type=float, default=0.1)
+    parser.add_argument("--variants", default="abs:4:0,abs:2:0,abs:6:0,rel:4:0",
+                        help="criterion:crf_offset:floor_factor, comma-separated")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    crfs = [int(c) for c in args.crfs.split(",")]
+    variants = [v.split(":") for v in args.variants.split(",")]
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for video in args.videos:
+            source = Path(tmp) / f"{video.stem}.mkv"
+            write_trimmed(video, args.frames, source)
+            reference = [f.rgb for f in FrameReader(source).frames()]
+            bundle = Path(tmp) / "b.frs"
+            plain = [point(source, reference, bundle, keyframe_crf=c) for c in crfs]
+            gains = {}
+            for criterion, offset, floor in variants:
+                refresh.block_errors = relative_block_errors if criterion == "rel" else ABSOLUTE
+                refresh.CRF_OFFSET, refresh.FLOOR_FACTOR = int(offset), float(floor)
+                points = [point(source, reference, bundle, keyframe_crf=c, refresh=args.share) for c in crfs]
+                gains[f"{criterion}:{offset}:{floor}"] = round(bd_psnr(
+                    [p[0] for p in plain], [p[1] for p in plain], [p[0] for p in points], [p[1] for p in points]), 3)
+            refresh.block_errors = ABSOLUTE
+            results[video.name] = {"plain": plain, "bd_psnr_vs_plain_db": gains}
+            print(video.name, gains, flush=True)
+            if args.json:
+                args.json.write_text(json.dumps({"settings": vars(args) | {"videos": [str(v) for v in args.videos],
+                                                                          "json": str(args.json)},
+                                                 "results": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
