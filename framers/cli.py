@@ -74,12 +74,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
             selector=selector,
             keep=args.keep if args.keep is not None else defaults.KEEP,
             stride=args.stride if args.stride is not None else defaults.STRIDE,
-            oracle_reconstructor=args.reconstructor,
+            oracle_reconstructor=args.reconstructor or defaults.ORACLE_RECONSTRUCTOR,
             keyframe_codec=args.keyframe_codec,
             keyframe_crf=args.crf,
             target_psnr=target_psnr,
             target_kbps=args.target_kbps,
             refresh=args.refresh or 0.0,
+            refresh_reconstructor=args.reconstructor or defaults.RECONSTRUCTOR,
             progress=update,
         )
     finally:
@@ -192,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{defaults.SLOT_SELECTOR}")
     p.add_argument("--stride", type=int, default=None,
                    help=f"for --selector stride: keep every Nth frame (default {defaults.STRIDE})")
-    p.add_argument("--reconstructor", default=defaults.ORACLE_RECONSTRUCTOR,
-                   help="for --selector oracle: the reconstructor it optimises for")
+    p.add_argument("--reconstructor", default=None,
+                   help="for --selector oracle: the reconstructor it optimises for (default "
+                   f"{defaults.ORACLE_RECONSTRUCTOR}); for --refresh: the one the layer is made for (default "
+                   f"{defaults.RECONSTRUCTOR})")
     p.add_argument("--keyframe-codec", choices=["x264", "ffv1"], default=None,
                    help=f"kept-frame codec (default {defaults.KEYFRAME_CODEC}); ffv1 (lossless) has no CRF for "
                    "the adaptive mode to choose, so it keeps the fixed pattern (every "
@@ -208,10 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-kbps", type=float, default=None, metavar="K",
                    help="content-adaptive mode for a bitrate: best predicted PSNR within K kbit/s of kept frames")
     p.add_argument("--refresh", type=float, default=None, metavar="R",
-                   help="refresh layer: the encoder rebuilds the dropped frames as the decoder will (framemae) "
+                   help="refresh layer: the encoder rebuilds the dropped frames as the decoder will "
                    "and corrects their worst R of 16x16 blocks per clip with a second x264 stream (R in "
-                   "[0, 1), 0 = off; fixed patterns only: alone it runs the fixed default). Gains and losses "
-                   "at equal bytes: BENCHMARKS.md section 8")
+                   "[0, 1); 0 = off, as if not given; otherwise fixed patterns only, so --refresh alone runs the "
+                   "fixed default, every 4th frame). Only that reconstructor (--reconstructor, default framemae) "
+                   "uses the layer. Gains and losses at equal bytes: BENCHMARKS.md section 8b")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no info logs (the result and any warnings are still printed)")
     p.set_defaults(func=cmd_compress)

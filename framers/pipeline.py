@@ -327,8 +327,8 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
     """Write the refresh layer (``framers.refresh``) of an opened, complete bundle folder: rebuild
     its frames with ``reconstructor`` exactly as the decoder will, read the source again
     alongside, and code the residual of the worst ``share`` of blocks per clip into
-    ``fb.REFRESH``. Returns the manifest's ``refresh`` entry (None when every frame is kept:
-    nothing to refresh). Raises BundleError when the source
+    ``fb.REFRESH``. Returns the manifest's ``refresh`` entry (None when every frame is kept or
+    the share is too small for one block: nothing to refresh). Raises BundleError when the source
     no longer gives the frames the bundle was made from, ModelError without the model."""
     from framers.refresh import BLOCK, CRF_OFFSET, RefreshWriter, encode_refresh
 
@@ -354,7 +354,7 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
                                           writer.write)
     finally:
         n_bytes = writer.close()
-    if pictures == 0:
+    if pictures == 0 or blocks == 0:  # every frame kept, or a share too small for one block
         (folder / fb.REFRESH).unlink()
         return None
     return {"file": fb.REFRESH, "share": share, "block": BLOCK, "crf": min(crf, 51), "reconstructor": rebuilder.name,
@@ -395,30 +395,38 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
     """All frames of the video rebuilt from an opened bundle folder, in order; with the bundle's
     refresh layer added to the dropped frames when it was made for ``rebuilder``
     (``refresh_applies``)."""
-    from framers.refresh import apply_residual
+    import av.error
+
+    from framers.refresh import apply_residual_yuv, iter_pictures
 
     rebuilder.check_pattern(manifest.kept_indices(), manifest.n_frames, manifest.clip_len)
     count = 0
-    residuals: Iterator[np.ndarray] | None = None
+    residuals: Iterator[Any] | None = None
     kept: set[int] = set()
     if refresh_applies(manifest, rebuilder):
         assert manifest.refresh is not None
         kept = set(manifest.kept_indices())
-        residuals = iter_keyframes(folder / str(manifest.refresh.get("file", fb.REFRESH)),
-                                   int(manifest.refresh["pictures"]))
+        residuals = iter_pictures(folder / str(manifest.refresh.get("file", fb.REFRESH)),
+                                  int(manifest.refresh["pictures"]))
     # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
     for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
                                        manifest.pts):
         if residuals is not None and count not in kept:
-            picture = next(residuals, None)
-            if picture is None:
-                raise BundleError(f"refresh stream ends before frame {count}")
-            frame = apply_residual(frame, picture)
+            try:
+                picture = next(residuals, None)
+                if picture is None:
+                    raise BundleError(f"refresh stream ends before frame {count}")
+                frame = apply_residual_yuv(frame, picture)
+            except (ValueError, av.error.FFmpegError) as exc:
+                raise BundleError(f"refresh stream unusable at frame {count}: {exc}") from exc
         yield frame
         count += 1
     if residuals is not None:
-        for _ in residuals:  # checks the stream holds exactly the pictures the manifest says
-            pass
+        try:
+            for _ in residuals:  # checks the stream holds exactly the pictures the manifest says
+                pass
+        except (ValueError, av.error.FFmpegError) as exc:
+            raise BundleError(f"refresh stream: {exc}") from exc
     if count != manifest.n_frames:
         raise UnsupportedOptionError(f"{rebuilder.name} produced {count} frames, expected {manifest.n_frames}")
 
