@@ -350,7 +350,8 @@ def plan_for(stream: Any, first: av.VideoFrame, alpha_lost: bool = False) -> Dec
         if depth > 8:
             warnings.append(f"{depth}-bit source stored and rebuilt at 8 bits per component")
     finer = re.match(r"^yuv[ja]?(422|444|440)p", fmt)
-    if finer and not is_rgb:
+    # odd sizes are stored and rebuilt as 4:4:4 (video_writer.output_pix_fmt): nothing lost there
+    if finer and not is_rgb and first.width % 2 == 0 and first.height % 2 == 0:
         warnings.append(f"{finer.group(1)[0]}:{finer.group(1)[1]}:{finer.group(1)[2]} chroma source stored and "
                         "rebuilt as 4:2:0 (less colour resolution; 4:4:4 only for odd frame sizes)")
     alpha = _has_alpha(first.format)

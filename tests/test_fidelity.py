@@ -473,3 +473,15 @@ def test_422_source_says_its_chroma_becomes_420(tmp_path: Path, capsys: pytest.C
     assert "4:2:2 chroma source stored and rebuilt as 4:2:0" in said
     assert any("4:2:2" in w for w in manifest["source"]["warnings"])
     assert props(out)["pix_fmt"] == "yuv420p"
+
+
+def test_444_source_of_odd_size_keeps_its_chroma_and_says_nothing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Odd sizes are stored and rebuilt as 4:4:4: no chroma is lost, so no warning (a fresh-user
+    trial found the 4:2:0 warning printed for a 171x97 4:4:4 source)."""
+    source = write_variant(tmp_path / "s444.mkv", source="smptebars", width=129, height=73, frames=6,
+                           codec="libx264", pix_fmt="yuv444p", container_format="matroska", colour=(1, 1, 1, 1))
+    out, manifest, said = roundtrip(source, tmp_path, capsys)
+    assert "chroma source stored" not in said
+    assert not any("chroma" in w for w in manifest["source"].get("warnings", []))
+    assert props(out)["pix_fmt"] == "yuv444p"
