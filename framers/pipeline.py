@@ -265,7 +265,9 @@ def compress(
         seconds=time.perf_counter() - started,
         selector=chooser.name,
         keep=getattr(chooser, "keep", 0),
-        model_versions=manifest.models,
+        # the selector's models, and the one that made the refresh layer (it ran at encode time)
+        model_versions={**manifest.models, **({manifest.refresh["reconstructor"]: manifest.refresh["model"]}
+                                              if manifest.refresh and manifest.refresh.get("model") else {})},
         cuts=manifest.cuts,
         adaptive=chooser.report() if hasattr(chooser, "report") else None,
         warnings=[*facts["warnings"], *_adaptive_warnings(chooser)],

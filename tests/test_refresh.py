@@ -82,6 +82,7 @@ def test_refresh_corrects_what_the_rebuild_cannot_predict(jumping: Path, tmp_pat
     layer = result.refresh
     assert layer is not None and raw["version"] == 4 and raw["refresh"] == layer
     assert layer["pictures"] == len(dropped) and layer["reconstructor"] == "framemae" and layer["share"] == 0.1
+    assert result.model_versions.get("framemae") == layer["model"]  # it ran at encode time
     blocks_per_frame = -(-H // 16) * -(-W // 16)
     assert 0.08 * len(dropped) * blocks_per_frame <= layer["blocks"] <= 0.12 * len(dropped) * blocks_per_frame
     assert result.bundle_bytes > fb.bundle_bytes(plain)
