@@ -104,24 +104,15 @@ def apply_residual(rebuilt: np.ndarray, residual: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
-    """Writable views [h_p, w_p] uint8 of an 8-bit planar picture's planes."""
-    out = []
-    for plane in frame.planes:
-        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
-        out.append(rows[:, : plane.width])
-    return out
-
-
 def mid_grey_yuv(pix_fmt: str) -> tuple[int, ...]:
     """The YUV values (per plane) a mid-grey RGB picture gets through ``to_codec_yuv``: the zero
     of a residual picture in that format."""
-    from framers.adaptive.coding import to_codec_yuv
+    from framers.adaptive.coding import planes_of, to_codec_yuv
 
     grey = to_codec_yuv(np.full((2, 2, 3), MID, np.uint8))
     if grey.format.name != pix_fmt:
         raise ValueError(f"mid-grey came out as {grey.format.name}, not {pix_fmt}")
-    return tuple(int(p[0, 0]) for p in _planes(grey))
+    return tuple(int(p[0, 0]) for p in planes_of(grey))
 
 
 def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame) -> np.ndarray:
@@ -129,14 +120,14 @@ def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame) -> np.ndarr
     YUV format (``to_codec_yuv``, as the encoder converted the residual), plus the decoded
     residual picture's planes less mid-grey's, clipped to 0–255 per plane, back to RGB
     (``rgb.to_rgb``). ValueError when the sizes or formats differ."""
-    from framers.adaptive.coding import to_codec_yuv
+    from framers.adaptive.coding import planes_of, to_codec_yuv
     from framers.rgb import to_rgb
 
     base = to_codec_yuv(rebuilt)
     if (base.width, base.height, base.format.name) != (residual.width, residual.height, residual.format.name):
         raise ValueError(f"refresh picture {residual.width}x{residual.height} {residual.format.name} does not "
                          f"match the frame {base.width}x{base.height} {base.format.name}")
-    for plane, delta, zero in zip(_planes(base), _planes(residual), mid_grey_yuv(base.format.name), strict=True):
+    for plane, delta, zero in zip(planes_of(base), planes_of(residual), mid_grey_yuv(base.format.name), strict=True):
         total = plane.astype(np.int16) + delta
         total -= zero
         plane[...] = np.clip(total, 0, 255)
