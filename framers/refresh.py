@@ -24,7 +24,8 @@ significance), on the encoder's exact error map (``framers.significance``, metho
    which x264's deblocking filter blends). That blend is the whole of the "attention" here: a
    fixed, codec-made feathering, not Nokia's learned per-pixel mixing weights (Eq. 7–8).
 
-Measured gains and losses at equal bytes: BENCHMARKS.md section 8.
+Measured gains and losses at equal bytes: BENCHMARKS.md section 8b (on val: +0.79 dB mean against
+plain every-4th-frame; losses on static cameras; no help against x264).
 """
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ from framers.significance import frame_error, pool_pixels
 
 #: block side (pixels) of the refresh decision: CARV's chunk and x264's macroblock
 BLOCK = 16
-#: the refresh stream's CRF, relative to the kept frames' (measured with bench/refresh_probe.py:
-#: +4 was best of −4/0/+4 at kept-frame CRF 24 on cotracker cat and small_robot)
+#: the refresh stream's CRF, relative to the kept frames' (bench/refresh_probe.py: +4 was best of
+#: −4/0/+4 at kept-frame CRF 24 on cotracker cat and small_robot; bench/refresh_tune.py: of
+#: +2/+4/+6, +2 best on cat by 0.03 dB, +6 on yoga by 0.35 dB: +4 between)
 CRF_OFFSET = 4
 #: mid-grey: a residual of 0
 MID = 128
 #: a block is refreshed only if its error exceeds this many times the clip's kept-frame coding
-#: MSE (0: no floor): below that, the rebuilt block is about as good as a coded one
+#: MSE (0: no floor). Off: a floor of 4 moved the clips it was tried on by −0.0 to +0.09 dB
+#: (bench/refresh_tune.py, BENCHMARKS.md section 8b)
 FLOOR_FACTOR = 0.0
 
 
