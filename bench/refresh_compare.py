@@ -117,10 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("report", type=Path, help="a bench/rd.py --json report")
     parser.add_argument("--rate", choices=sorted(RATE_KEYS), default="bitstream")
     parser.add_argument("--md", type=Path, help="write the tables here")
+    parser.add_argument("--exclude", default="", metavar="NAMES",
+                        help="comma-separated video names left out of the summary (e.g. the clips the constants "
+                        "were chosen on); the per-clip table keeps them")
     args = parser.parse_args(argv)
     rows = compare(json.loads(args.report.read_text()), args.rate)
-    totals = summary(rows)
+    left_out = {name for name in args.exclude.split(",") if name}
+    totals = summary([r for r in rows if r["video"] not in left_out])
     text = to_markdown(rows, totals, args.rate)
+    if left_out:
+        text = text.replace("\n\n", f"\n\nSummary without {', '.join(sorted(left_out))}.\n\n", 1)
     if args.md:
         args.md.write_text(text)
     print(text)

@@ -46,9 +46,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"-o {args.output}: a bundle is a .frs file or a folder, not a video "
             f"(did you mean {Path(args.output).with_suffix('.frs')}? `framers reconstruct` writes videos)")
 
-    if args.refresh is not None and not 0.0 <= args.refresh < 1.0:
-        raise UnsupportedOptionError(f"--refresh must be in [0, 1) (a share of the dropped frames' blocks), "
-                                     f"got {args.refresh:g}")
     if args.refresh == 0:
         args.refresh = None  # off: as if not given
     given = {name for name in defaults.FIXED_PATTERN_OPTIONS if getattr(args, name) is not None}

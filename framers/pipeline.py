@@ -374,7 +374,10 @@ def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
 def refresh_applies(manifest: fb.Manifest, rebuilder: Reconstructor) -> bool:
     """Whether the bundle's refresh layer (if any) corrects frames rebuilt by ``rebuilder``: it
     holds the residual of the reconstructor the encoder ran, and only of that one."""
-    return bool(manifest.refresh) and rebuilder.name == manifest.refresh.get("reconstructor")  # type: ignore[union-attr]
+    layer = manifest.refresh
+    if not layer:
+        return False
+    return bool(rebuilder.name == layer.get("reconstructor"))
 
 
 def refresh_warnings(manifest: fb.Manifest, rebuilder: Reconstructor) -> list[str]:

@@ -15,7 +15,7 @@ significance), on the encoder's exact error map (``framers.significance``, metho
 3. The decoder adds the decoded picture, less mid-grey, to every dropped frame it rebuilt, in the
    stream's YUV (``apply_residual_yuv``): the rebuilt frame goes to YUV as the encoder sent the
    residual (``adaptive.coding.to_codec_yuv``), the planes are added, and the sum comes back to
-   RGB (``rgb.to_rgb``). Adding in RGB instead (``apply_residual``) keeps the rebuilt frame's
+   RGB (``rgb.to_rgb``). Adding in RGB instead keeps the rebuilt frame's
    fine chroma error in the refreshed blocks, which the residual's 4:2:0 chroma cannot cancel:
    on a 4:2:0 source that left those frames ~1.5 dB below what the 4:2:0 output file then
    showed. No block map is stored: outside the refreshed blocks the decoded residual is 128 up to
@@ -30,6 +30,7 @@ plain every-4th-frame; losses on static cameras; no help against x264).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -97,16 +98,7 @@ def residual_frame(source: np.ndarray, rebuilt: np.ndarray, mask: np.ndarray, bl
     return out
 
 
-def apply_residual(rebuilt: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """The refreshed frame: uint8 [H, W, 3] = clip(rebuilt + residual − MID) for two uint8
-    [H, W, 3] frames (ValueError when their shapes differ)."""
-    if rebuilt.shape != residual.shape:
-        raise ValueError(f"refresh picture {residual.shape} does not match the frame {rebuilt.shape}")
-    out = rebuilt.astype(np.int16) + residual
-    out -= MID
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
+@functools.lru_cache(maxsize=8)
 def mid_grey_yuv(pix_fmt: str) -> tuple[int, ...]:
     """The YUV values (per plane) a mid-grey RGB picture gets through ``to_codec_yuv``: the zero
     of a residual picture in that format."""
