@@ -42,15 +42,14 @@ from framers.significance import frame_error, pool_pixels
 
 #: block side (pixels) of the refresh decision: CARV's chunk and x264's macroblock
 BLOCK = 16
-#: the refresh stream's CRF, relative to the kept frames' (bench/refresh_probe.py: +4 was best of
-#: −4/0/+4 at kept-frame CRF 24 on cotracker cat and small_robot; bench/refresh_tune.py: of
-#: +2/+4/+6, +2 best on cat by 0.03 dB, +6 on yoga by 0.35 dB: +4 between)
+#: the refresh stream's CRF, relative to the kept frames' (bench/refresh_tune.py, BENCHMARKS.md
+#: section 8b: of +2/+4/+6, +2 best on cat by 0.03 dB, +6 on yoga by 0.36 dB: +4 between)
 CRF_OFFSET = 4
 #: mid-grey: a residual of 0
 MID = 128
 #: a block is refreshed only if its error exceeds this many times the clip's kept-frame coding
-#: MSE (0: no floor). Off: a floor of 4 moved the clips it was tried on by −0.0 to +0.09 dB
-#: (bench/refresh_tune.py, BENCHMARKS.md section 8b)
+#: MSE (0: no floor). 4 never lost on the 6 clips tried (+0 to +0.25 dB, BENCHMARKS.md section 8b),
+#: but the val table was measured without it, so it stays off until that is re-measured
 FLOOR_FACTOR = 0.0
 
 
