@@ -110,6 +110,10 @@ class CompressOptions(BaseModel):
         default=0.0, ge=0, lt=1, description="Refresh layer: share of the dropped frames' 16x16 blocks corrected "
         "(0 = off; fixed patterns only)"
     )
+    refresh_kbps: float | None = Field(
+        default=None, gt=0, le=1_000_000, description="Refresh layer's byte budget (kbit/s over the video's duration; "
+        "alone it refreshes 0.1 of the blocks; fixed patterns only)"
+    )
 
 
 class SourceInfo(BaseModel):

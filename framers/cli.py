@@ -61,7 +61,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if adaptive and fixed:
         raise UnsupportedOptionError(
             "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "
-            "drop --selector/--keep/--stride/--crf/--refresh (or drop the target for a fixed pattern)"
+            "drop --selector/--keep/--stride/--crf/--refresh/--refresh-kbps (or drop the target for a fixed pattern)"
         )
     update, close = _progress_bar("compress", not args.quiet)
     try:
@@ -78,6 +78,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             target_kbps=args.target_kbps,
             refresh=args.refresh or 0.0,
             refresh_reconstructor=args.reconstructor or defaults.RECONSTRUCTOR,
+            refresh_kbps=args.refresh_kbps,
             progress=update,
         )
     finally:
@@ -94,8 +95,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if result.refresh:
         layer = result.refresh
         print(f"  refresh: {layer['blocks']} blocks of {layer['block']}x{layer['block']} px in {layer['pictures']} "
-              f"rebuilt frames ({layer['share']:.0%} of their blocks), {layer['bytes']} bytes at CRF {layer['crf']}, "
-              f"for {layer['reconstructor']}")
+              f"rebuilt frames ({layer['share']:.0%} of their blocks), {layer['bytes']} bytes "
+              + (f"({layer['bytes'] * 8 / 1000 / max(result.frames / max(result.fps, 1e-3), 1e-3):.0f} kbit/s of "
+                 f"{layer['kbps']:g} asked)" if layer.get("kbps") else f"at CRF {layer['crf']}")
+              + f", for {layer['reconstructor']}")
     if result.cuts:
         print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
     if result.adaptive:
@@ -213,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "[0, 1); 0 = off, as if not given; otherwise fixed patterns only, so --refresh alone runs the "
                    "fixed default, every 4th frame). Only that reconstructor (--reconstructor, default framemae) "
                    "uses the layer. Gains and losses at equal bytes: BENCHMARKS.md section 8b")
+    p.add_argument("--refresh-kbps", type=float, default=None, metavar="K",
+                   help="the refresh layer's byte budget: K kbit/s over the video's duration (x264's average-bitrate "
+                   "control instead of the layer's CRF); alone, refreshes "
+                   f"{defaults.REFRESH_SHARE:g} of the blocks (as --refresh {defaults.REFRESH_SHARE:g})")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no info logs (the result and any warnings are still printed)")
     p.set_defaults(func=cmd_compress)

@@ -32,8 +32,12 @@ KEYFRAME_CRF = 20
 #: x264 CRF of a reconstructed output video (``reconstruct --crf``; 0 = lossless)
 OUTPUT_CRF = 18
 #: options that ask for a fixed pattern, so the adaptive mode is not used by default (a refresh
-#: layer, ``refresh`` > 0, goes with fixed patterns only; a refresh of 0 is off and not counted)
-FIXED_PATTERN_OPTIONS: tuple[str, ...] = ("selector", "keep", "stride", "crf", "refresh")
+#: layer, ``refresh`` > 0 or ``refresh_kbps``, goes with fixed patterns only; a refresh of 0 is
+#: off and not counted)
+FIXED_PATTERN_OPTIONS: tuple[str, ...] = ("selector", "keep", "stride", "crf", "refresh", "refresh_kbps")
+#: share of the dropped frames' blocks a refresh layer corrects when only its byte budget
+#: (``refresh_kbps``) is given: the share the issue's goal names (BENCHMARKS.md section 8b)
+REFRESH_SHARE = 0.1
 
 
 def selector_for(selector: str | None, keep_given: bool, *, fixed: str = SELECTOR,

@@ -95,6 +95,7 @@ def compress(
     target_kbps: float | None = None,
     refresh: float = 0.0,
     refresh_reconstructor: str = defaults.RECONSTRUCTOR,
+    refresh_kbps: float | None = None,
     progress: ProgressFn | None = None,
 ) -> CompressResult:
     """Choose the kept frames of ``source`` and write them as a bundle at ``bundle``.
@@ -112,6 +113,9 @@ def compress(
     only) adds the refresh layer of ``framers.refresh``: the frames are rebuilt by
     ``refresh_reconstructor`` as the decoder will, and the worst blocks corrected by a second
     x264 stream (the source is read once more); the layer applies to that reconstructor only.
+    ``refresh_kbps`` (kbit/s over the video's duration, > 0) is the layer's byte budget: x264's
+    average-bitrate control replaces the layer's CRF (kept CRF + ``refresh.CRF_OFFSET``); alone it
+    refreshes ``defaults.REFRESH_SHARE`` of the blocks.
     Raises InvalidVideoError, UnsupportedOptionError, BundleError.
     """
     started = time.perf_counter()
@@ -120,6 +124,11 @@ def compress(
     if not 0.0 <= refresh < 1.0:
         raise UnsupportedOptionError(f"refresh must be in [0, 1) (a share of the dropped frames' blocks), "
                                      f"got {refresh}")
+    if refresh_kbps is not None:
+        if not 0.0 < refresh_kbps <= MAX_REFRESH_KBPS:
+            raise UnsupportedOptionError(f"refresh_kbps must be in (0, {MAX_REFRESH_KBPS:g}] kbit/s, "
+                                         f"got {refresh_kbps:g}")
+        refresh = refresh or defaults.REFRESH_SHARE
     if refresh and (target_psnr is not None or target_kbps is not None):
         raise UnsupportedOptionError("refresh works with the fixed patterns (--stride/--selector/--keep/--crf); "
                                      "the adaptive mode does not plan for it")
@@ -247,7 +256,8 @@ def compress(
         )
         fb.write_manifest(folder, manifest)
         if refresh:
-            manifest.refresh = add_refresh(folder, manifest, source, refresh, refresh_reconstructor, outer_progress)
+            manifest.refresh = add_refresh(folder, manifest, source, refresh, refresh_reconstructor, outer_progress,
+                                           refresh_kbps)
             fb.write_manifest(folder, manifest)
         audio_file = folder / fb.AUDIO
         audio_bytes = audio_file.stat().st_size if audio_file.is_file() else 0
@@ -320,25 +330,34 @@ def _place(folder: Path, dest: Path) -> None:
     shutil.move(str(folder), str(dest))
 
 
+#: the largest refresh byte budget (kbit/s) taken: x264's rate control tops out near 1 Gbit/s anyway
+MAX_REFRESH_KBPS = 1_000_000.0
 #: share of ``compress``'s progress reached when the refresh pass starts
 REFRESH_PROGRESS_START = 0.5
 
 
 def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float, reconstructor: str,
-                progress: ProgressFn | None = None) -> dict[str, Any] | None:
+                progress: ProgressFn | None = None, kbps: float | None = None) -> dict[str, Any] | None:
     """Write the refresh layer (``framers.refresh``) of an opened, complete bundle folder: rebuild
     its frames with ``reconstructor`` exactly as the decoder will, read the source again
     alongside, and code the residual of the worst ``share`` of blocks per clip into
-    ``fb.REFRESH``. Returns the manifest's ``refresh`` entry (None when every frame is kept or
-    the share is too small for one block: nothing to refresh). Raises BundleError when the source
-    no longer gives the frames the bundle was made from, ModelError without the model."""
+    ``fb.REFRESH``, at the kept frames' CRF + ``CRF_OFFSET`` or, with ``kbps``, at that average
+    bitrate over the video's duration (x264 ABR). Returns the manifest's ``refresh`` entry (None
+    when every frame is kept or the share is too small for one block: nothing to refresh). Raises
+    BundleError when the source no longer gives the frames the bundle was made from, ModelError
+    without the model."""
     from framers.refresh import BLOCK, CRF_OFFSET, RefreshWriter, encode_refresh
 
     rebuilder = get_reconstructor(reconstructor)
     crf = int(manifest.keyframes.get("crf") or defaults.KEYFRAME_CRF) + CRF_OFFSET
     width, height = int(manifest.keyframes["width"]), int(manifest.keyframes["height"])
-    writer = RefreshWriter(folder / fb.REFRESH, width, height, min(crf, 51))
     n = manifest.n_frames
+    bits_per_picture = None
+    if kbps is not None:
+        # the budget over the video's duration, spread over the pictures (one per dropped frame)
+        dropped = max(1, n - len(manifest.kept_indices()))
+        bits_per_picture = kbps * 1000.0 * n / max(manifest.fps, 1e-3) / dropped
+    writer = RefreshWriter(folder / fb.REFRESH, width, height, min(crf, 51), bits_per_picture)
 
     def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         with FrameReader(source) as reader:
@@ -359,7 +378,8 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
     if pictures == 0 or blocks == 0:  # every frame kept, or a share too small for one block
         (folder / fb.REFRESH).unlink()
         return None
-    return {"file": fb.REFRESH, "share": share, "block": BLOCK, "crf": min(crf, 51), "reconstructor": rebuilder.name,
+    budget = {"kbps": kbps} if kbps is not None else {"crf": min(crf, 51)}
+    return {"file": fb.REFRESH, "share": share, "block": BLOCK, **budget, "reconstructor": rebuilder.name,
             "model": rebuilder.model_versions.get(rebuilder.name), "pictures": pictures, "blocks": blocks,
             "bytes": n_bytes}
 

@@ -45,6 +45,8 @@ BLOCK = 16
 #: the refresh stream's CRF, relative to the kept frames' (bench/refresh_tune.py, BENCHMARKS.md
 #: section 8b: of +2/+4/+6, +2 best on cat by 0.03 dB, +6 on yoga by 0.36 dB: +4 between)
 CRF_OFFSET = 4
+#: the VBV buffer of the byte-budget form (``RefreshWriter(bits_per_picture=…)``), in pictures
+VBV_PICTURES = 16
 #: mid-grey: a residual of 0
 MID = 128
 #: a block is refreshed only if its error exceeds this many times the clip's kept-frame coding
@@ -143,13 +145,23 @@ def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
 class RefreshWriter:
     """Writes refresh pictures (RGB uint8 [H, W, 3]) as one x264 stream, Annex B, to ``path``
     at ``crf`` with preset medium (4:2:0 unless the size is odd), through the colour path of the
-    keyframes (``adaptive.coding.to_codec_yuv``). ``close`` returns the stream's bytes."""
+    keyframes (``adaptive.coding.to_codec_yuv``). ``close`` returns the stream's bytes.
 
-    def __init__(self, path: Path, width: int, height: int, crf: int) -> None:
+    ``bits_per_picture`` (> 0) replaces the CRF by x264's one-pass average-bitrate control
+    (ABR) at that many bits per picture on average, with a VBV buffer of ``VBV_PICTURES``
+    pictures at the same rate so that the bytes follow the budget along the stream, not only in
+    total."""
+
+    def __init__(self, path: Path, width: int, height: int, crf: int, bits_per_picture: float | None = None) -> None:
         from framers.adaptive.coding import x264_context
 
         self.path = Path(path)
         self._encoder = x264_context(width, height, crf, "medium")
+        if bits_per_picture is not None:
+            rate = round(bits_per_picture / float(self._encoder.time_base))  # bits per second of the stream
+            self._encoder.options = {"preset": "medium", "maxrate": str(rate),
+                                     "bufsize": str(int(rate * VBV_PICTURES * float(self._encoder.time_base)))}
+            self._encoder.bit_rate = rate
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         self.count = 0
 

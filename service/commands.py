@@ -48,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-psnr", type=float, help="content-adaptive mode: mean PSNR (dB) to reach")
     p.add_argument("--target-kbps", type=float, help="content-adaptive mode: kept-frame bitrate (kbit/s)")
     p.add_argument("--refresh", type=float, help="refresh layer: share of the dropped frames' blocks corrected")
+    p.add_argument("--refresh-kbps", type=float, help="refresh layer's byte budget (kbit/s over the video's duration)")
     p.add_argument("--idempotency-key", help="makes a retried upload safe: the same key returns the same video")
     p.add_argument("--callback-url", help="http(s) URL that receives the video's signed events")
     p.add_argument("--metadata", help="a JSON object (at most 4 KB) stored with the video and echoed back")
@@ -142,6 +143,7 @@ def _remote_compress(args: argparse.Namespace) -> int:
         "target_psnr": args.target_psnr,
         "target_kbps": args.target_kbps,
         "refresh": args.refresh,
+        "refresh_kbps": args.refresh_kbps,
         "keep_source": True if args.keep_source else None,
     }
     try:
@@ -163,7 +165,8 @@ def _remote_compress(args: argparse.Namespace) -> int:
                     job = client.wait(job["id"], on_progress=bar)
     except (FramersClientError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        # an option the service refused (422) is a usage error, as `framers compress` exits 2 for it
+        return 2 if isinstance(exc, FramersClientError) and exc.status_code == 422 else 1
     print(json.dumps(job, indent=2))
     return 0
 

@@ -15,7 +15,7 @@ from service.methods import CatalogUnavailable, MethodCatalog
 from service.problems import name_few, shown_name
 
 OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps",
-                 "refresh")
+                 "refresh", "refresh_kbps")
 #: form fields that are not compression options
 EXTRA_FIELDS = ("callback_url", "metadata", "keep_source")
 MAX_METADATA_BYTES = 4096

@@ -121,6 +121,36 @@ def test_refresh_options_are_checked(jumping: Path, tmp_path: Path, capsys: pyte
     assert "warning: the bundle's refresh layer corrects framemae's frames" in capsys.readouterr().out
 
 
+def test_byte_budget_sets_the_layer_bitrate(jumping: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--refresh-kbps: x264's average-bitrate control spends about the asked kbit/s on the layer
+    (one-pass ABR over a 24-frame stream: within ±40 %; this small video's layer saturates near
+    90 kbit/s, where x264 reaches its finest quantiser), more budget buys more bytes and quality,
+    and alone it refreshes defaults.REFRESH_SHARE of the blocks."""
+    source = [f.rgb for f in FrameReader(jumping).frames()]
+    seconds = len(source) / 25.0
+    results = {}
+    for kbps in (20.0, 60.0):
+        results[kbps] = pipeline.compress(jumping, tmp_path / f"k{kbps:g}.frs", selector="stride", stride=4,
+                                          keyframe_crf=20, refresh_kbps=kbps)
+        layer = results[kbps].refresh
+        assert layer is not None and layer["kbps"] == kbps and "crf" not in layer and layer["share"] == 0.1
+        achieved = layer["bytes"] * 8 / 1000 / seconds
+        assert 0.6 * kbps <= achieved <= 1.4 * kbps, (kbps, achieved)
+    low, high = (results[k].refresh for k in (20.0, 60.0))
+    assert low is not None and high is not None and high["bytes"] > 2 * low["bytes"]
+    assert high["blocks"] == low["blocks"]  # the budget sets the quality of the same blocks
+    dropped = [i for i in range(len(source)) if i % 4 and i != len(source) - 1]
+    assert _rebuilt_psnr(tmp_path / "k60.frs", source, "framemae", dropped) > _rebuilt_psnr(
+        tmp_path / "k20.frs", source, "framemae", dropped)
+    with pytest.raises(UnsupportedOptionError, match="refresh_kbps"):
+        pipeline.compress(jumping, tmp_path / "z.frs", refresh_kbps=0.0)
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "cli.frs"), "--refresh-kbps", "100", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "(stride)" in printed and "of 100 asked" in printed
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "x.frs"), "--refresh-kbps", "100", "--target-psnr",
+                 "34", "-q"]) == 2
+
+
 def test_yuv_residual_restores_the_source_blocks_in_the_stream_format() -> None:
     """The decoder's sum in YUV: a residual picture as the encoder hands it to x264 (no coding
     loss here) brings the refreshed blocks back near the source (the colour path rounds),

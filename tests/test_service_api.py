@@ -350,6 +350,9 @@ def test_not_multipart_is_rejected(stack: Any) -> None:
         ({"target_psnr": "35", "refresh": "0.1"}, "drop refresh"),
         ({"refresh": "1"}, "refresh"),
         ({"refresh": "-0.1"}, "refresh"),
+        ({"refresh_kbps": "0"}, "refresh_kbps"),
+        ({"refresh_kbps": "nan"}, "finite number"),
+        ({"target_psnr": "35", "refresh_kbps": "50"}, "drop refresh_kbps"),
     ],
 )
 def test_bad_options_are_rejected(stack: Any, clip: Path, options: dict[str, str], needle: str) -> None:
@@ -537,7 +540,8 @@ def test_refresh_field_adds_the_layer_and_the_job_shows_it(
     with stack.client(KEY_A) as client:
         response = upload(client, video, refresh="0.2")
         off = upload(client, video, refresh="0")
-        assert response.status_code == 202 and off.status_code == 202, (response.text, off.text)
+        budget = upload(client, video, refresh_kbps="40")
+        assert all(r.status_code == 202 for r in (response, off, budget)), (response.text, off.text, budget.text)
         video_id = response.json()["id"]
         job = wait_job(client, video_id, wait_for)
         assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
@@ -547,6 +551,10 @@ def test_refresh_field_adds_the_layer_and_the_job_shows_it(
         assert layer["reconstructor"] == job["options"]["reconstructor"]
         off_job = wait_job(client, off.json()["id"], wait_for)
         assert off_job["status"] == "done" and off_job["refresh"] is None
+        budget_job = wait_job(client, budget.json()["id"], wait_for)  # the byte-budget form, alone: share 0.1
+        assert budget_job["status"] == "done" and budget_job["options"]["refresh_kbps"] == 40
+        assert budget_job["adaptive"] is None and budget_job["refresh"]["kbps"] == 40
+        assert budget_job["refresh"]["share"] == 0.1 and "crf" not in budget_job["refresh"]
         rebuilt = wait_reconstruction(client, video_id, wait_for)
         assert rebuilt.status_code == 200
         job = wait_for(lambda: (j := client.get(f"/jobs/{video_id}").json())["reconstructions"][

@@ -252,6 +252,9 @@ def test_serve_runs_everything_and_stops_cleanly(
         assert run_verb("remote-fetch", job["id"], "-o", str(bundle), "--bundle", "--url", url) == 0
         assert bundle.stat().st_size == job["sizes"]["bundle_bytes"]
         assert run_verb("remote-status", "0" * 32, "--url", url) == 1  # a 404 is an error exit
+        # a refused option (422) is a usage error, exit 2 as the local CLI's
+        assert run_verb("remote-compress", str(clip), "--url", url, "--refresh-kbps", "0") == 2
+        assert "refresh_kbps" in capsys.readouterr().err
 
         workers = _children_of(proc.pid)
         assert len(workers) == 1

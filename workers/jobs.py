@@ -113,6 +113,7 @@ def compress_video(video_id: str) -> dict[str, Any]:
                 target_kbps=opts.target_kbps,
                 refresh=opts.refresh,
                 refresh_reconstructor=opts.reconstructor,
+                refresh_kbps=opts.refresh_kbps,
                 progress=_progress(ctx, record, save, job_id),
             )
             _check_not_deleted(ctx.redis, video_id)
