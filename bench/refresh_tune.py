@@ -1,8 +1,8 @@
 """Tune the refresh layer's constants (issue 15): BD-PSNR against plain every-4th-frame at equal bytes
-for variants of ``framers.refresh`` (refresh CRF offset, block criterion, error floor).
+for variants of ``framers.refresh`` (refresh CRF offset, block criterion, error floor, attention ramp).
 
 Each variant sets module constants of ``framers.refresh`` for its encodes (``CRF_OFFSET``,
-``FLOOR_FACTOR``; criterion ``rel`` divides each frame's block errors by their mean before the choice),
+``FLOOR_FACTOR``, ``FEATHER``; criterion ``rel`` divides each frame's block errors by their mean before the choice),
 then compresses the first ``--frames`` frames of each video at every ``--crfs`` with
 ``refresh=--share`` through the real pipeline and rebuilds with ``framemae``. Bytes: coded streams
 (``rd_measure.bitstream_bytes``); PSNR: RGB, capped at 60 dB, mean over frames.
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crfs", default="20,24,28,32")
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--variants", default="abs:4:0,abs:2:0,abs:6:0,rel:4:0",
-                        help="criterion:crf_offset:floor_factor, comma-separated")
+                        help="criterion:crf_offset:floor_factor[:feather_px], comma-separated")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     crfs = [int(c) for c in args.crfs.split(",")]
@@ -78,13 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             bundle = Path(tmp) / "b.frs"
             plain = [point(source, reference, bundle, keyframe_crf=c) for c in crfs]
             gains = {}
-            for criterion, offset, floor in variants:
+            for variant in variants:
+                criterion, offset, floor = variant[:3]
                 refresh.block_errors = relative_block_errors if criterion == "rel" else ABSOLUTE
                 refresh.CRF_OFFSET, refresh.FLOOR_FACTOR = int(offset), float(floor)
+                refresh.FEATHER = int(variant[3]) if len(variant) > 3 else 0
                 points = [point(source, reference, bundle, keyframe_crf=c, refresh=args.share) for c in crfs]
-                gains[f"{criterion}:{offset}:{floor}"] = round(bd_psnr(
+                gains[":".join(variant)] = round(bd_psnr(
                     [p[0] for p in plain], [p[1] for p in plain], [p[0] for p in points], [p[1] for p in points]), 3)
             refresh.block_errors = ABSOLUTE
+            refresh.FEATHER = 0
             results[video.name] = {"plain": plain, "bd_psnr_vs_plain_db": gains}
             print(video.name, gains, flush=True)
             if args.json:

@@ -9,7 +9,8 @@ change in background load hits them alike; the median of ``--runs`` runs is repo
 - ``decode+encode``: FrameReader -> VideoWriter (H.264 CRF 18 veryfast, as reconstruct writes):
   the physical floor of any reconstruction, which has to encode every frame.
 - ``compress/<selector>``: ``framers.pipeline.compress`` to a bundle folder (``adaptive``: the
-  default of ``framers compress``, ``target_psnr=defaults.TARGET_PSNR``).
+  default of ``framers compress``, ``target_psnr=defaults.TARGET_PSNR``; ``stride+refresh``: every
+  4th frame with a refresh layer, ``refresh=defaults.REFRESH_SHARE``).
 - ``reconstruct/<reconstructor>``: ``framers.pipeline.reconstruct`` of the first bundle it accepts
   to an mp4 (``--rebuild-from``: of each named bundle, ``reconstruct/<reconstructor> [<selector>]``);
   ``--baseline ROOT`` adds ``… @baseline``, the same by the checkout at ROOT in a child process
@@ -143,8 +144,15 @@ def decode_encode(video: Path, output: Path) -> int:
             return writer.frames_written
 
 
+#: a selector name with this suffix also gets the refresh layer (``compress(refresh=…)``, issue 15)
+REFRESH_SUFFIX = "+refresh"
+
+
 def compress_options(selector: str) -> dict[str, Any]:
-    """``compress`` keyword arguments of a selector name (``adaptive``: the CLI's default mode)."""
+    """``compress`` keyword arguments of a selector name (``adaptive``: the CLI's default mode;
+    ``<selector>+refresh``: that fixed pattern with a refresh layer of ``defaults.REFRESH_SHARE``)."""
+    if selector.endswith(REFRESH_SUFFIX):
+        return {**compress_options(selector.removesuffix(REFRESH_SUFFIX)), "refresh": defaults.REFRESH_SHARE}
     if selector == "adaptive":
         return {"target_psnr": defaults.TARGET_PSNR}
     return {"selector": selector}
@@ -167,8 +175,8 @@ def available_selectors(names: tuple[str, ...] = SELECTORS) -> tuple[list[str], 
     skipped: dict[str, str] = {}
     for name in names:
         try:
-            if name != "adaptive":
-                get_selector(name)
+            if name.removesuffix(REFRESH_SUFFIX) != "adaptive":
+                get_selector(name.removesuffix(REFRESH_SUFFIX))
             ok.append(name)
         except (ImportError, FramersError, OSError) as exc:
             skipped[name] = f"{type(exc).__name__}: {exc}"

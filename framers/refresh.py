@@ -45,6 +45,11 @@ BLOCK = 16
 #: the refresh stream's CRF, relative to the kept frames' (bench/refresh_tune.py, BENCHMARKS.md
 #: section 8b: of +2/+4/+6, +2 best on cat by 0.03 dB, +6 on yoga by 0.36 dB: +4 between)
 CRF_OFFSET = 4
+#: the refresh picture's attention ramp (pixels) outside its blocks: the residual is weighted by
+#: a map that is 1 in the chosen blocks and falls linearly to 0 over this many pixels around
+#: them, so the decoder's sum is ``a·source + (1 − a)·rebuilt`` (the form of Nokia's mixing,
+#: Eq. 7–8, with a fixed map instead of a learned one); 0: a hard block edge
+FEATHER = 0
 #: the VBV buffer of the byte-budget form (``RefreshWriter(bits_per_picture=…)``), in pictures
 VBV_PICTURES = 16
 #: mid-grey: a residual of 0
@@ -88,14 +93,35 @@ def expand(mask: np.ndarray, height: int, width: int, block: int = BLOCK) -> np.
     return np.repeat(np.repeat(mask, block, axis=0), block, axis=1)[:height, :width]
 
 
-def residual_frame(source: np.ndarray, rebuilt: np.ndarray, mask: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """One refresh picture: uint8 [H, W, 3], ``MID + source − rebuilt`` (clipped to 0–255) inside
-    the blocks of ``mask`` (bool [rows, cols]), ``MID`` elsewhere."""
+def attention(inside: np.ndarray, feather: int) -> np.ndarray:
+    """The mixing weight of the refreshed source per pixel: float32 [H, W], 1 where ``inside``
+    (bool [H, W]), ``1 − d / (feather + 1)`` at Euclidean distance ``d`` ≤ ``feather`` pixels
+    from it, 0 beyond."""
+    if feather <= 0 or inside.all() or not inside.any():
+        return inside.astype(np.float32)
+    import cv2
+
+    distance = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.clip(1.0 - distance / (feather + 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def residual_frame(source: np.ndarray, rebuilt: np.ndarray, mask: np.ndarray, block: int = BLOCK,
+                   feather: int | None = None) -> np.ndarray:
+    """One refresh picture: uint8 [H, W, 3], ``MID + a·(source − rebuilt)`` rounded and clipped to
+    0–255, with ``a`` the ``attention`` map of the blocks of ``mask`` (bool [rows, cols]) ramped
+    over ``feather`` pixels (default ``FEATHER``): ``MID`` away from the chosen blocks."""
     h, w = source.shape[:2]
     inside = expand(mask, h, w, block)
+    feather = FEATHER if feather is None else feather
     out = np.full(source.shape, MID, dtype=np.uint8)
-    diff = source[inside].astype(np.int16) - rebuilt[inside] + MID
-    out[inside] = np.clip(diff, 0, 255).astype(np.uint8)
+    if feather <= 0:
+        diff = source[inside].astype(np.int16) - rebuilt[inside] + MID
+        out[inside] = np.clip(diff, 0, 255).astype(np.uint8)
+        return out
+    weight = attention(inside, feather)
+    near = weight > 0
+    diff = (source[near].astype(np.float32) - rebuilt[near]) * weight[near][:, None] + MID
+    out[near] = np.clip(np.rint(diff), 0, 255).astype(np.uint8)
     return out
 
 

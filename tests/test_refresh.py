@@ -52,6 +52,26 @@ def test_residual_round_trip_is_exact_inside_the_blocks_and_neutral_outside() ->
     assert (picture[~inside] == refresh.MID).all()
 
 
+def test_attention_ramps_the_residual_around_the_blocks() -> None:
+    """With a ramp of F pixels the picture is MID + a·(source − rebuilt): the whole residual inside
+    the blocks, a linearly smaller share up to F pixels around them, MID beyond (Nokia Eq. 7–8's
+    form with a fixed map)."""
+    inside = np.zeros((48, 48), bool)
+    inside[16:32, 16:32] = True
+    weight = refresh.attention(inside, 4)
+    assert (weight[inside] == 1).all() and weight[16, 13] == pytest.approx(1 - 3 / 5, abs=0.02)
+    assert weight[16, 11] == 0 and weight[0, 0] == 0
+    assert np.array_equal(refresh.attention(inside, 0), inside.astype(np.float32))
+    source = np.full((48, 48, 3), 200, np.uint8)
+    rebuilt = np.full((48, 48, 3), 100, np.uint8)
+    mask = np.zeros((3, 3), bool)
+    mask[1, 1] = True
+    picture = refresh.residual_frame(source, rebuilt, mask, feather=4)
+    assert (picture[16:32, 16:32] == refresh.MID + 100).all()
+    assert picture[20, 14, 0] == refresh.MID + round(100 * (1 - 2 / 5))
+    assert (picture[:, :10] == refresh.MID).all()
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return min(60.0, psnr_from_mse(float(np.mean((a.astype(np.float32) - b) ** 2))))
 
