@@ -2,7 +2,8 @@
 for variants of ``framers.refresh`` (refresh CRF offset, block criterion, error floor, attention ramp).
 
 Each variant sets module constants of ``framers.refresh`` for its encodes (``CRF_OFFSET``,
-``FLOOR_FACTOR``, ``FEATHER``; criterion ``rel`` divides each frame's block errors by their mean before the choice),
+``FLOOR_FACTOR``, ``FEATHER``; criterion ``rel`` divides each frame's block errors by their mean before the choice,
+``exc`` ranks blocks by their error less the kept frames' coding error there, ``CRITERION = "excess"``),
 then compresses the first ``--frames`` frames of each video at every ``--crfs`` with
 ``refresh=--share`` through the real pipeline and rebuilds with ``framemae``. Bytes: coded streams
 (``rd_measure.bitstream_bytes``); PSNR: RGB, capped at 60 dB, mean over frames.
@@ -81,13 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for variant in variants:
                 criterion, offset, floor = variant[:3]
                 refresh.block_errors = relative_block_errors if criterion == "rel" else ABSOLUTE
+                refresh.CRITERION = "excess" if criterion == "exc" else "error"
                 refresh.CRF_OFFSET, refresh.FLOOR_FACTOR = int(offset), float(floor)
                 refresh.FEATHER = int(variant[3]) if len(variant) > 3 else 0
                 points = [point(source, reference, bundle, keyframe_crf=c, refresh=args.share) for c in crfs]
                 gains[":".join(variant)] = round(bd_psnr(
                     [p[0] for p in plain], [p[1] for p in plain], [p[0] for p in points], [p[1] for p in points]), 3)
             refresh.block_errors = ABSOLUTE
-            refresh.FEATHER = 0
+            refresh.FEATHER, refresh.CRITERION = 0, "error"
             results[video.name] = {"plain": plain, "bd_psnr_vs_plain_db": gains}
             print(video.name, gains, flush=True)
             if args.json:

@@ -54,10 +54,11 @@ FEATHER = 0
 VBV_PICTURES = 16
 #: mid-grey: a residual of 0
 MID = 128
-#: a block is refreshed only if its error exceeds this many times the clip's kept-frame coding
-#: MSE (0: no floor). 4 never lost on the 6 clips tried (+0 to +0.25 dB, BENCHMARKS.md section 8b),
-#: but the val table was measured without it, so it stays off until that is re-measured
+#: a block is refreshed only if its error exceeds this many times the kept frames' coding error
+#: at the same place (``local_coding_error``; 0: no floor)
 FLOOR_FACTOR = 0.0
+#: how blocks are ranked (``block_scores``): ``error`` or ``excess`` over the local coding error
+CRITERION = "error"
 
 
 def block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = BLOCK) -> np.ndarray:
@@ -209,6 +210,42 @@ class RefreshWriter:
         return self.path.stat().st_size
 
 
+def local_coding_error(index: int, kept_errors: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """The kept frames' coding error where dropped frame ``index`` is rebuilt from: the block
+    errors (float64 [rows, cols]) of the kept frames around it, ``(index, map)`` in increasing
+    index, mixed by position like a linear interpolation (the previous one alone when no later
+    one is known yet). ValueError when no kept frame precedes ``index``."""
+    before = [(k, e) for k, e in kept_errors if k < index]
+    if not before:
+        raise ValueError(f"no kept frame before frame {index}")
+    a, left = before[-1]
+    after = [(k, e) for k, e in kept_errors if k > index]
+    if not after:
+        return left
+    b, right = after[0]
+    t = (index - a) / (b - a)
+    return (1.0 - t) * left + t * right
+
+
+def block_scores(errors: np.ndarray, local: np.ndarray | None, criterion: str, floor_factor: float) -> np.ndarray:
+    """How much a dropped frame's blocks deserve a refresh: float64 [rows, cols] from their errors
+    and the ``local`` coding error of the kept frames (``local_coding_error``; needed for the
+    ``excess`` criterion and a floor): ``error`` ranks by the block's MSE, ``excess`` by its MSE
+    less the local coding error (what interpolation lost; the coding loss is cheaper to buy back
+    with a lower kept-frame CRF). With ``floor_factor`` > 0 a block whose error is at most that many
+    times its local coding error scores 0 (never chosen). ValueError for another criterion."""
+    if criterion not in ("error", "excess"):
+        raise ValueError(f"unknown refresh criterion {criterion!r}")
+    if local is None:
+        if criterion == "excess" or floor_factor > 0:
+            raise ValueError("the excess criterion and a floor need the local coding error")
+        return errors
+    scores = errors - local if criterion == "excess" else errors.copy()
+    if floor_factor > 0:
+        scores[errors <= floor_factor * local] = 0.0
+    return scores
+
+
 def encode_refresh(
     frames: Iterator[tuple[np.ndarray, np.ndarray]],
     kept: set[int],
@@ -219,30 +256,33 @@ def encode_refresh(
 ) -> tuple[int, int]:
     """Make the refresh pictures of a video from (source, rebuilt) RGB uint8 [H, W, 3] pairs in
     frame order (``n_frames`` of them; ``kept``: the kept indices, which get no picture) and hand
-    them to ``write`` in order: per clip of ``clip_len`` frames, the worst ``share`` of the
-    dropped frames' blocks are refreshed. Returns (pictures written, blocks refreshed). Raises
-    ValueError when ``frames`` yields another count than ``n_frames``."""
+    them to ``write`` in order: per clip of ``clip_len`` frames, the ``share`` of the dropped
+    frames' blocks with the highest ``block_scores`` (``CRITERION``, ``FLOOR_FACTOR``) are
+    refreshed. Returns (pictures written, blocks refreshed). Raises ValueError when ``frames``
+    yields another count than ``n_frames``."""
     pictures = refreshed = seen = 0
-    group: list[tuple[np.ndarray, np.ndarray]] = []
-    coded: list[float] = []  # the clip's kept frames' MSE: their coding error
+    group: list[tuple[int, np.ndarray, np.ndarray]] = []
+    kept_errors: list[tuple[int, np.ndarray]] = []  # (index, block coding errors) of kept frames
+    local_needed = CRITERION != "error" or FLOOR_FACTOR > 0
 
     def flush() -> None:
-        nonlocal pictures, refreshed
-        floor = FLOOR_FACTOR * float(np.mean(coded)) if coded and FLOOR_FACTOR > 0 else 0.0
-        masks = choose_blocks([block_errors(s, r) for s, r in group], share, floor)
-        for (src, rebuilt), mask in zip(group, masks, strict=True):
+        nonlocal pictures, refreshed, kept_errors
+        scores = [block_scores(block_errors(s, r), local_coding_error(i, kept_errors) if local_needed else None,
+                               CRITERION, FLOOR_FACTOR) for i, s, r in group]
+        masks = choose_blocks(scores, share)
+        for (_, src, rebuilt), mask in zip(group, masks, strict=True):
             write(residual_frame(src, rebuilt, mask))
             pictures += 1
             refreshed += int(mask.sum())
         group.clear()
-        coded.clear()
+        kept_errors = kept_errors[-1:]  # the next clip's frames are rebuilt from the last one on
 
     for index, (src, rebuilt) in enumerate(frames):
         seen += 1
         if index not in kept:
-            group.append((src, rebuilt))
-        elif FLOOR_FACTOR > 0:
-            coded.append(float(frame_error(src, rebuilt).mean()))
+            group.append((index, src, rebuilt))
+        elif local_needed:
+            kept_errors.append((index, block_errors(src, rebuilt)))
         if (index + 1) % clip_len == 0:
             flush()
     flush()
