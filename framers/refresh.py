@@ -48,8 +48,10 @@ CRF_OFFSET = 4
 #: the refresh picture's attention ramp (pixels) outside its blocks: the residual is weighted by
 #: a map that is 1 in the chosen blocks and falls linearly to 0 over this many pixels around
 #: them, so the decoder's sum is ``a·source + (1 − a)·rebuilt`` (the form of Nokia's mixing,
-#: Eq. 7–8, with a fixed map instead of a learned one); 0: a hard block edge
-FEATHER = 0
+#: Eq. 7–8, with a fixed map instead of a learned one); 0: a hard block edge. Chosen on 6 train
+#: clips (bench/refresh_tune.py, BENCHMARKS.md section 8b): 4 px gained on all 6 against a hard
+#: edge (+0.01 to +0.33 dB, mean +0.15), 8 px was no better
+FEATHER = 4
 #: the VBV buffer of the byte-budget form (``RefreshWriter(bits_per_picture=…)``), in pictures
 VBV_PICTURES = 16
 #: mid-grey: a residual of 0

@@ -32,6 +32,26 @@ def test_choose_blocks_takes_the_worst_share_over_the_group() -> None:
         refresh.choose_blocks([a], 1.5)
 
 
+def test_excess_scores_rank_what_interpolation_lost_over_what_coding_lost() -> None:
+    """A textured block that coding already loses (high error in the kept frames too) ranks below
+    a block the interpolation got wrong; the floor drops blocks not worse than the kept frames'
+    coding error there; the local coding error follows the position between the kept frames."""
+    left, right = np.array([[30.0, 1.0]]), np.array([[10.0, 3.0]])
+    local = refresh.local_coding_error(3, [(0, left), (4, right)])
+    assert local.tolist() == [[15.0, 2.5]]
+    assert refresh.local_coding_error(5, [(0, left), (4, right)]).tolist() == right.tolist()
+    with pytest.raises(ValueError):
+        refresh.local_coding_error(0, [(0, left)])
+    errors = np.array([[40.0, 20.0]])  # the textured block has the larger error, the other the larger excess
+    assert refresh.block_scores(errors, local, "error", 0.0).tolist() == [[40.0, 20.0]]
+    assert refresh.block_scores(errors, local, "excess", 0.0).tolist() == [[25.0, 17.5]]
+    assert refresh.block_scores(errors, local, "excess", 3.0).tolist() == [[0.0, 17.5]]
+    assert refresh.choose_blocks([refresh.block_scores(errors, local, "excess", 3.0)], 1.0)[0].tolist() == [
+        [False, True]]
+    with pytest.raises(ValueError):
+        refresh.block_scores(errors, None, "excess", 0.0)
+
+
 def rgb_sum(rebuilt: np.ndarray, residual: np.ndarray) -> np.ndarray:
     """The residual added in RGB (the first decoder's way, kept as the reference the YUV sum beats)."""
     return np.clip(rebuilt.astype(np.int16) + residual - refresh.MID, 0, 255).astype(np.uint8)
