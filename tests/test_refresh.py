@@ -63,13 +63,18 @@ def test_residual_round_trip_is_exact_inside_the_blocks_and_neutral_outside() ->
     rebuilt = np.clip(source.astype(np.int16) + rng.integers(-50, 50, source.shape), 0, 255).astype(np.uint8)
     mask = np.zeros((3, 4), bool)
     mask[0, 0] = mask[2, 3] = True
-    picture = refresh.residual_frame(source, rebuilt, mask)
+    picture = refresh.residual_frame(source, rebuilt, mask, feather=0)
     assert picture.dtype == np.uint8 and picture.shape == source.shape
     out = rgb_sum(rebuilt, picture)
     inside = refresh.expand(mask, 40, 50)
     assert np.array_equal(out[inside], source[inside])
     assert np.array_equal(out[~inside], rebuilt[~inside])
     assert (picture[~inside] == refresh.MID).all()
+    # with the default attention ramp: still exact inside, untouched beyond the ramp
+    ramped = rgb_sum(rebuilt, refresh.residual_frame(source, rebuilt, mask))
+    beyond = refresh.attention(inside, refresh.FEATHER) == 0
+    assert np.array_equal(ramped[inside], source[inside])
+    assert np.array_equal(ramped[beyond], rebuilt[beyond]) and beyond.sum() < (~inside).sum()
 
 
 def test_attention_ramps_the_residual_around_the_blocks() -> None:
