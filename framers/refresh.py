@@ -9,9 +9,11 @@ significance), on the encoder's exact error map (``framers.significance``, metho
 1. Per clip of ``clip_len`` frames, the MSE of every ``BLOCK``×``BLOCK`` block of every dropped
    frame against the source; the worst ``share`` of those blocks are refreshed
    (``choose_blocks``).
-2. Every dropped frame becomes one picture of the refresh stream: ``128 + (source − rebuilt)``
-   inside its refreshed blocks, flat 128 elsewhere (``residual_frame``). x264 codes the flat
-   parts as skipped blocks (almost free) and predicts moving residuals from earlier pictures.
+2. Every dropped frame becomes one picture of the refresh stream: ``128 + a·(source − rebuilt)``
+   with ``a`` an attention map, 1 in its refreshed blocks and falling linearly to 0 over
+   ``FEATHER`` pixels around them, flat 128 elsewhere (``attention``, ``residual_frame``). x264
+   codes the flat parts as skipped blocks (almost free) and predicts moving residuals from earlier
+   pictures.
 3. The decoder adds the decoded picture, less mid-grey, to every dropped frame it rebuilt, in the
    stream's YUV (``apply_residual_yuv``): the rebuilt frame goes to YUV as the encoder sent the
    residual (``adaptive.coding.to_codec_yuv``), the planes are added, and the sum comes back to
@@ -20,9 +22,11 @@ significance), on the encoder's exact error map (``framers.significance``, metho
    on a 4:2:0 source that left those frames ~1.5 dB below what the 4:2:0 output file then
    showed. No block map is stored: outside the refreshed blocks the decoded residual is 128 up to
    x264's coding noise, and adding it everywhere measured the same PSNR as adding it inside the
-   map only (cotracker ``cat``, 48 frames: within ±0.03 dB, and 0.0–0.1 dB better at block edges,
-   which x264's deblocking filter blends). That blend is the whole of the "attention" here: a
-   fixed, codec-made feathering, not Nokia's learned per-pixel mixing weights (Eq. 7–8).
+   map only (cotracker ``cat``, 48 frames: within ±0.03 dB). The sum is
+   ``a·source + (1 − a)·rebuilt`` up to coding: the form of the Nokia codec's mixing of a refreshed
+   and a predicted frame (Eq. 7–8), with a fixed map that removes the hard seam at block edges
+   instead of a learned one. Its 4-pixel ramp gained on each of 6 train clips against a hard edge
+   (BENCHMARKS.md section 8b).
 
 Measured gains and losses at equal bytes: BENCHMARKS.md section 8b (on val: +0.79 dB mean against
 plain every-4th-frame; losses on static cameras; no help against x264).
