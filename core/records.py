@@ -111,7 +111,7 @@ class CompressOptions(BaseModel):
         "(0 = off; fixed patterns only)"
     )
     refresh_kbps: float | None = Field(
-        default=None, gt=0, le=1_000_000, description="Refresh layer's byte budget (kbit/s over the video's duration; "
+        default=None, ge=1, le=1_000_000, description="Refresh layer's byte budget (kbit/s over the video's duration; "
         "alone it refreshes 0.1 of the blocks; fixed patterns only)"
     )
 

@@ -189,6 +189,18 @@ class Manifest:
     def kept_indices(self) -> list[int]:
         return [c * self.clip_len + p for c, positions in enumerate(self.kept) for p in positions]
 
+    def duration_seconds(self) -> float:
+        """Seconds the video plays: from the first frame's pts to the end of the last frame (the
+        source's ``end_pts`` when known, else one nominal frame after the last pts); ``n_frames /
+        fps`` without timestamps. A held frame of a variable-rate video counts as long as it shows."""
+        step = 1.0 / self.fps if self.fps > 0 else 0.04
+        if not self.pts:
+            return self.n_frames * step
+        end = self.source.get("end_pts")
+        last = float((int(end) - self.pts[0]) * self.time_base) if end is not None and int(end) > self.pts[-1] \
+            else float((self.pts[-1] - self.pts[0]) * self.time_base) + step
+        return max(last, step)
+
     def to_json(self) -> dict[str, Any]:
         timestamps = encode_timestamps(self.pts, frame_step_of(self.fps, self.time_base))
         return without_empty({

@@ -47,6 +47,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"(did you mean {Path(args.output).with_suffix('.frs')}? `framers reconstruct` writes videos)")
 
     if args.refresh == 0:
+        if args.refresh_kbps is not None:
+            raise UnsupportedOptionError("--refresh 0 turns the refresh layer off; --refresh-kbps asks for one "
+                                         "(drop one of them)")
         args.refresh = None  # off: as if not given
     given = {name for name in defaults.FIXED_PATTERN_OPTIONS if getattr(args, name) is not None}
     selector = defaults.selector_for(args.selector, args.keep is not None)
@@ -96,7 +99,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         layer = result.refresh
         print(f"  refresh: {layer['blocks']} blocks of {layer['block']}x{layer['block']} px in {layer['pictures']} "
               f"rebuilt frames ({layer['share']:.0%} of their blocks), {layer['bytes']} bytes "
-              + (f"({layer['bytes'] * 8 / 1000 / max(result.frames / max(result.fps, 1e-3), 1e-3):.0f} kbit/s of "
+              + (f"({layer['bytes'] * 8 / 1000 / max(result.duration, 1e-3):.0f} kbit/s of "
                  f"{layer['kbps']:g} asked)" if layer.get("kbps") else f"at CRF {layer['crf']}")
               + f", for {layer['reconstructor']}")
     if result.cuts:

@@ -55,6 +55,7 @@ class CompressResult:
     has_audio: bool = False  # the bundle holds audio (not only: the source had an audio stream)
     audio_bytes: int = 0  # of bundle_bytes, the audio track's (AAC): on short clips often most of it
     refresh: dict[str, Any] | None = None  # the manifest's refresh entry (``compress(refresh=…)``)
+    duration: float = 0.0  # seconds the video plays (``Manifest.duration_seconds``)
 
 
 @dataclass
@@ -125,9 +126,9 @@ def compress(
         raise UnsupportedOptionError(f"refresh must be in [0, 1) (a share of the dropped frames' blocks), "
                                      f"got {refresh}")
     if refresh_kbps is not None:
-        if not 0.0 < refresh_kbps <= MAX_REFRESH_KBPS:
-            raise UnsupportedOptionError(f"refresh_kbps must be in (0, {MAX_REFRESH_KBPS:g}] kbit/s, "
-                                         f"got {refresh_kbps:g}")
+        if not MIN_REFRESH_KBPS <= refresh_kbps <= MAX_REFRESH_KBPS:
+            raise UnsupportedOptionError(f"refresh_kbps must be in [{MIN_REFRESH_KBPS:g}, {MAX_REFRESH_KBPS:g}] "
+                                         f"kbit/s, got {refresh_kbps:g}")
         refresh = refresh or defaults.REFRESH_SHARE
     if refresh and (target_psnr is not None or target_kbps is not None):
         raise UnsupportedOptionError("refresh works with the fixed patterns (--stride/--selector/--keep/--crf); "
@@ -284,6 +285,7 @@ def compress(
         has_audio=bool(facts["has_audio"]),
         audio_bytes=audio_bytes,
         refresh=manifest.refresh,
+        duration=manifest.duration_seconds(),
     )
 
 
@@ -330,7 +332,9 @@ def _place(folder: Path, dest: Path) -> None:
     shutil.move(str(folder), str(dest))
 
 
-#: the largest refresh byte budget (kbit/s) taken: x264's rate control tops out near 1 Gbit/s anyway
+#: the refresh byte budget's range (kbit/s): x264's rate control works in whole kbit/s (and a
+#: layer's pictures cost ~10 kbit/s at its coarsest quantiser anyway); its top is near 1 Gbit/s
+MIN_REFRESH_KBPS = 1.0
 MAX_REFRESH_KBPS = 1_000_000.0
 #: share of ``compress``'s progress reached when the refresh pass starts
 REFRESH_PROGRESS_START = 0.5
@@ -346,7 +350,7 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
     when every frame is kept or the share is too small for one block: nothing to refresh). Raises
     BundleError when the source no longer gives the frames the bundle was made from, ModelError
     without the model."""
-    from framers.refresh import BLOCK, CRF_OFFSET, RefreshWriter, encode_refresh
+    from framers.refresh import BLOCK, CRF_OFFSET, YUV_RESIDUAL, RefreshWriter, encode_refresh
 
     rebuilder = get_reconstructor(reconstructor)
     crf = int(manifest.keyframes.get("crf") or defaults.KEYFRAME_CRF) + CRF_OFFSET
@@ -354,9 +358,10 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
     n = manifest.n_frames
     bits_per_picture = None
     if kbps is not None:
-        # the budget over the video's duration, spread over the pictures (one per dropped frame)
+        # the budget over the video's duration (by its timestamps: a held frame of a variable-rate
+        # video counts as long as it shows), spread over the pictures (one per dropped frame)
         dropped = max(1, n - len(manifest.kept_indices()))
-        bits_per_picture = kbps * 1000.0 * n / max(manifest.fps, 1e-3) / dropped
+        bits_per_picture = kbps * 1000.0 * manifest.duration_seconds() / dropped
     writer = RefreshWriter(folder / fb.REFRESH, width, height, min(crf, 51), bits_per_picture)
 
     def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -379,7 +384,8 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
         (folder / fb.REFRESH).unlink()
         return None
     budget = {"kbps": kbps} if kbps is not None else {"crf": min(crf, 51)}
-    return {"file": fb.REFRESH, "share": share, "block": BLOCK, **budget, "reconstructor": rebuilder.name,
+    return {"file": fb.REFRESH, "residual": YUV_RESIDUAL, "share": share, "block": BLOCK, **budget,
+            "reconstructor": rebuilder.name,
             "model": rebuilder.model_versions.get(rebuilder.name), "pictures": pictures, "blocks": blocks,
             "bytes": n_bytes}
 
@@ -422,14 +428,16 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
     (``refresh_applies``)."""
     import av.error
 
-    from framers.refresh import apply_residual_yuv, iter_pictures
+    from framers.refresh import YUV_RESIDUAL, apply_residual_yuv, iter_pictures, mid_grey_yuv
 
     rebuilder.check_pattern(manifest.kept_indices(), manifest.n_frames, manifest.clip_len)
     count = 0
     residuals: Iterator[Any] | None = None
     kept: set[int] = set()
+    legacy = False  # the first layers coded an RGB residual around mid-grey (its YUV is the zero)
     if refresh_applies(manifest, rebuilder):
         assert manifest.refresh is not None
+        legacy = manifest.refresh.get("residual") != YUV_RESIDUAL
         kept = set(manifest.kept_indices())
         residuals = iter_pictures(folder / str(manifest.refresh.get("file", fb.REFRESH)),
                                   int(manifest.refresh["pictures"]))
@@ -441,7 +449,7 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
                 picture = next(residuals, None)
                 if picture is None:
                     raise BundleError(f"refresh stream ends before frame {count}")
-                frame = apply_residual_yuv(frame, picture)
+                frame = apply_residual_yuv(frame, picture, mid_grey_yuv(picture.format.name) if legacy else None)
             except (ValueError, av.error.FFmpegError) as exc:
                 raise BundleError(f"refresh stream unusable at frame {count}: {exc}") from exc
         yield frame

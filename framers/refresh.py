@@ -9,16 +9,20 @@ significance), on the encoder's exact error map (``framers.significance``, metho
 1. Per clip of ``clip_len`` frames, the MSE of every ``BLOCK``×``BLOCK`` block of every dropped
    frame against the source; the worst ``share`` of those blocks are refreshed
    (``choose_blocks``).
-2. Every dropped frame becomes one picture of the refresh stream: ``128 + a·(source − rebuilt)``
-   with ``a`` an attention map, 1 in its refreshed blocks and falling linearly to 0 over
-   ``FEATHER`` pixels around them, flat 128 elsewhere (``attention``, ``residual_frame``). x264
-   codes the flat parts as skipped blocks (almost free) and predicts moving residuals from earlier
-   pictures.
-3. The decoder adds the decoded picture, less mid-grey, to every dropped frame it rebuilt, in the
-   stream's YUV (``apply_residual_yuv``): the rebuilt frame goes to YUV as the encoder sent the
-   residual (``adaptive.coding.to_codec_yuv``), the planes are added, and the sum comes back to
-   RGB (``rgb.to_rgb``). Adding in RGB instead keeps the rebuilt frame's
-   fine chroma error in the refreshed blocks, which the residual's 4:2:0 chroma cannot cancel:
+2. Every dropped frame becomes one picture of the refresh stream, in the codec's YUV: per plane
+   ``128 + a·(source − rebuilt)`` of the two frames' YUV planes, with ``a`` an attention map, 1
+   in its refreshed blocks and falling linearly to 0 over ``FEATHER`` pixels around them, exactly
+   128 elsewhere (``attention``, ``residual_picture``). x264 codes the flat parts as skipped
+   blocks (almost free; 128 is its prediction where nothing precedes, so they decode exactly at
+   any quantiser) and predicts moving residuals from earlier pictures.
+3. The decoder adds the decoded picture, less 128, to every dropped frame it rebuilt, in the
+   stream's YUV (``apply_residual_yuv``): the rebuilt frame goes to YUV as the encoder's
+   (``adaptive.coding.to_codec_yuv``), the planes are added, and the sum comes back to RGB
+   (``rgb.to_rgb``). (The first layers coded an RGB residual around mid-grey, whose YUV is not
+   128 in every plane: at a starved bitrate its flat parts decoded to 128 and shifted whole
+   frames; those layers, without ``"residual": "yuv"`` in the manifest, still decode.) Adding in
+   RGB instead keeps the rebuilt frame's fine chroma error in the refreshed blocks, which the
+   residual's 4:2:0 chroma cannot cancel:
    on a 4:2:0 source that left those frames ~1.5 dB below what the 4:2:0 output file then
    showed. No block map is stored: outside the refreshed blocks the decoded residual is 128 up to
    x264's coding noise, and adding it everywhere measured the same PSNR as adding it inside the
@@ -58,8 +62,18 @@ CRF_OFFSET = 4
 FEATHER = 4
 #: the VBV buffer of the byte-budget form (``RefreshWriter(bits_per_picture=…)``), in pictures
 VBV_PICTURES = 16
-#: mid-grey: a residual of 0
+#: the smallest VBV rate and buffer (bits): x264 takes them in whole kbit
+MIN_VBV_BITS = 1000
+#: the zero of a residual plane: x264's DC prediction where no neighbour exists, so a picture
+#: that is NEUTRAL away from its blocks decodes to exactly NEUTRAL there at any quantiser (the
+#: first layers coded an RGB residual around mid-grey, MID, whose YUV is not 128 in every
+#: plane: a starved stream drifted to 128 and offset whole frames)
+NEUTRAL = 128
+#: mid-grey: the zero of those first (RGB-residual) layers, ``mid_grey_yuv``
 MID = 128
+#: the manifest's ``residual`` value of a layer coded in YUV around NEUTRAL (absent: the first,
+#: RGB-residual layers)
+YUV_RESIDUAL = "yuv"
 #: a block is refreshed only if its error exceeds this many times the kept frames' coding error
 #: at the same place (``local_coding_error``; 0: no floor)
 FLOOR_FACTOR = 0.0
@@ -112,24 +126,26 @@ def attention(inside: np.ndarray, feather: int) -> np.ndarray:
     return np.clip(1.0 - distance / (feather + 1.0), 0.0, 1.0).astype(np.float32)
 
 
-def residual_frame(source: np.ndarray, rebuilt: np.ndarray, mask: np.ndarray, block: int = BLOCK,
-                   feather: int | None = None) -> np.ndarray:
-    """One refresh picture: uint8 [H, W, 3], ``MID + a·(source − rebuilt)`` rounded and clipped to
-    0–255, with ``a`` the ``attention`` map of the blocks of ``mask`` (bool [rows, cols]) ramped
-    over ``feather`` pixels (default ``FEATHER``): ``MID`` away from the chosen blocks."""
+def residual_picture(source: np.ndarray, rebuilt: np.ndarray, mask: np.ndarray, block: int = BLOCK,
+                     feather: int | None = None) -> av.VideoFrame:
+    """One refresh picture in the codec's YUV (``to_codec_yuv``: 4:2:0 for even sizes, else
+    4:4:4) of two RGB uint8 [H, W, 3] frames: per plane ``NEUTRAL + a·(source − rebuilt)`` of
+    their YUV planes, rounded and clipped to 0–255, with ``a`` the ``attention`` map of the blocks
+    of ``mask`` (bool [rows, cols]) ramped over ``feather`` pixels (default ``FEATHER``; averaged
+    over each chroma sample's pixels): exactly ``NEUTRAL`` away from the chosen blocks."""
+    import cv2
+
+    from framers.adaptive.coding import planes_of, to_codec_yuv
+
     h, w = source.shape[:2]
-    inside = expand(mask, h, w, block)
-    feather = FEATHER if feather is None else feather
-    out = np.full(source.shape, MID, dtype=np.uint8)
-    if feather <= 0:
-        diff = source[inside].astype(np.int16) - rebuilt[inside] + MID
-        out[inside] = np.clip(diff, 0, 255).astype(np.uint8)
-        return out
-    weight = attention(inside, feather)
-    near = weight > 0
-    diff = (source[near].astype(np.float32) - rebuilt[near]) * weight[near][:, None] + MID
-    out[near] = np.clip(np.rint(diff), 0, 255).astype(np.uint8)
-    return out
+    weight = attention(expand(mask, h, w, block), FEATHER if feather is None else feather)
+    picture = to_codec_yuv(rebuilt)
+    for plane, target in zip(planes_of(picture), planes_of(to_codec_yuv(source)), strict=True):
+        ph, pw = plane.shape
+        a = weight if (ph, pw) == (h, w) else cv2.resize(weight, (pw, ph), interpolation=cv2.INTER_AREA)
+        delta = (target.astype(np.float32) - plane) * a
+        plane[...] = np.clip(np.rint(delta + NEUTRAL), 0, 255)
+    return picture
 
 
 @functools.lru_cache(maxsize=8)
@@ -144,11 +160,12 @@ def mid_grey_yuv(pix_fmt: str) -> tuple[int, ...]:
     return tuple(int(p[0, 0]) for p in planes_of(grey))
 
 
-def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame) -> np.ndarray:
+def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame, zero: Sequence[int] | None = None) -> np.ndarray:
     """The refreshed frame, uint8 [H, W, 3]: ``rebuilt`` (RGB uint8 [H, W, 3]) in the residual's
-    YUV format (``to_codec_yuv``, as the encoder converted the residual), plus the decoded
-    residual picture's planes less mid-grey's, clipped to 0–255 per plane, back to RGB
-    (``rgb.to_rgb``). ValueError when the sizes or formats differ."""
+    YUV format (``to_codec_yuv``, as the encoder converted it), plus the decoded residual
+    picture's planes less ``zero`` per plane (default ``NEUTRAL`` in each; the first layers'
+    ``mid_grey_yuv``), clipped to 0–255 per plane, back to RGB (``rgb.to_rgb``). ValueError when
+    the sizes or formats differ."""
     from framers.adaptive.coding import planes_of, to_codec_yuv
     from framers.rgb import to_rgb
 
@@ -156,9 +173,10 @@ def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame) -> np.ndarr
     if (base.width, base.height, base.format.name) != (residual.width, residual.height, residual.format.name):
         raise ValueError(f"refresh picture {residual.width}x{residual.height} {residual.format.name} does not "
                          f"match the frame {base.width}x{base.height} {base.format.name}")
-    for plane, delta, zero in zip(planes_of(base), planes_of(residual), mid_grey_yuv(base.format.name), strict=True):
+    planes = planes_of(base)
+    for plane, delta, level in zip(planes, planes_of(residual), zero or (NEUTRAL,) * len(planes), strict=True):
         total = plane.astype(np.int16) + delta
-        total -= zero
+        total -= level
         plane[...] = np.clip(total, 0, 255)
     return to_rgb(base)
 
@@ -176,9 +194,9 @@ def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
 
 
 class RefreshWriter:
-    """Writes refresh pictures (RGB uint8 [H, W, 3]) as one x264 stream, Annex B, to ``path``
-    at ``crf`` with preset medium (4:2:0 unless the size is odd), through the colour path of the
-    keyframes (``adaptive.coding.to_codec_yuv``). ``close`` returns the stream's bytes.
+    """Writes refresh pictures (``residual_picture``: the codec's YUV, 4:2:0 unless the size is
+    odd) as one x264 stream, Annex B, to ``path`` at ``crf`` with preset medium. ``close``
+    returns the stream's bytes.
 
     ``bits_per_picture`` (> 0) replaces the CRF by x264's one-pass average-bitrate control
     (ABR) at that many bits per picture on average, with a VBV buffer of ``VBV_PICTURES``
@@ -191,17 +209,16 @@ class RefreshWriter:
         self.path = Path(path)
         self._encoder = x264_context(width, height, crf, "medium")
         if bits_per_picture is not None:
-            rate = round(bits_per_picture / float(self._encoder.time_base))  # bits per second of the stream
-            self._encoder.options = {"preset": "medium", "maxrate": str(rate),
-                                     "bufsize": str(int(rate * VBV_PICTURES * float(self._encoder.time_base)))}
+            # bits per second of the stream; x264 takes its VBV in whole kbit (0 fails to open)
+            rate = max(MIN_VBV_BITS, round(bits_per_picture / float(self._encoder.time_base)))
+            buffer = max(MIN_VBV_BITS, int(rate * VBV_PICTURES * float(self._encoder.time_base)))
+            self._encoder.options = {"preset": "medium", "maxrate": str(rate), "bufsize": str(buffer)}
             self._encoder.bit_rate = rate
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         self.count = 0
 
-    def write(self, picture: np.ndarray) -> None:
-        from framers.adaptive.coding import to_codec_yuv
-
-        frame = to_codec_yuv(picture)
+    def write(self, frame: av.VideoFrame) -> None:
+        """Code one picture in the codec's YUV (``residual_picture``)."""
         frame.pts = self.count
         self.count += 1
         for packet in self._encoder.encode(frame):
@@ -258,7 +275,7 @@ def encode_refresh(
     n_frames: int,
     clip_len: int,
     share: float,
-    write: Callable[[np.ndarray], None],
+    write: Callable[[av.VideoFrame], None],
 ) -> tuple[int, int]:
     """Make the refresh pictures of a video from (source, rebuilt) RGB uint8 [H, W, 3] pairs in
     frame order (``n_frames`` of them; ``kept``: the kept indices, which get no picture) and hand
@@ -277,7 +294,7 @@ def encode_refresh(
                                CRITERION, FLOOR_FACTOR) for i, s, r in group]
         masks = choose_blocks(scores, share)
         for (_, src, rebuilt), mask in zip(group, masks, strict=True):
-            write(residual_frame(src, rebuilt, mask))
+            write(residual_picture(src, rebuilt, mask))
             pictures += 1
             refreshed += int(mask.sum())
         group.clear()

@@ -51,6 +51,9 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
         )
     if {"target_psnr", "target_kbps"} <= given:
         raise InvalidOptions("give target_psnr or target_kbps, not both")
+    if "refresh_kbps" in given and _is_zero(fields.get("refresh", "")):
+        raise InvalidOptions("refresh=0 turns the refresh layer off and refresh_kbps asks for one; drop one of them",
+                             [_field_error("refresh", "0 (off) with refresh_kbps")])
     codec = fields.get("keyframe_codec", "").strip()
     if codec not in ("", "x264") and given & {"target_psnr", "target_kbps"}:
         raise InvalidOptions(
@@ -76,6 +79,8 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     if adaptive_default:
         raw["target_psnr"] = settings.default_target_psnr
     raw.update({k: v.strip() for k, v in fields.items() if v.strip() != ""})
+    if "refresh_kbps" in given:  # a budget alone refreshes the codec's default share: the record says which
+        raw.setdefault("refresh", codec_defaults.REFRESH_SHARE)
     try:
         options = CompressOptions.model_validate(raw)
     except ValidationError as exc:

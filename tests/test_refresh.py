@@ -52,35 +52,49 @@ def test_excess_scores_rank_what_interpolation_lost_over_what_coding_lost() -> N
         refresh.block_scores(errors, None, "excess", 0.0)
 
 
-def rgb_sum(rebuilt: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """The residual added in RGB (the first decoder's way, kept as the reference the YUV sum beats)."""
-    return np.clip(rebuilt.astype(np.int16) + residual - refresh.MID, 0, 255).astype(np.uint8)
+def _yuv(rgb: np.ndarray) -> list[np.ndarray]:
+    """The planes of ``to_codec_yuv(rgb)`` (copies)."""
+    from framers.adaptive.coding import planes_of, to_codec_yuv
+
+    return [p.copy() for p in planes_of(to_codec_yuv(rgb))]
 
 
 def test_residual_round_trip_is_exact_inside_the_blocks_and_neutral_outside() -> None:
+    """Without coding, the YUV residual brings the chosen blocks back to the source's planes and
+    leaves the rest the rebuilt frame's; the picture is exactly NEUTRAL there."""
+    from framers.adaptive.coding import planes_of
+
     rng = np.random.default_rng(0)
     source = rng.integers(60, 200, (40, 50, 3), dtype=np.uint8)  # partial edge blocks on both axes
     rebuilt = np.clip(source.astype(np.int16) + rng.integers(-50, 50, source.shape), 0, 255).astype(np.uint8)
     mask = np.zeros((3, 4), bool)
     mask[0, 0] = mask[2, 3] = True
-    picture = refresh.residual_frame(source, rebuilt, mask, feather=0)
-    assert picture.dtype == np.uint8 and picture.shape == source.shape
-    out = rgb_sum(rebuilt, picture)
+    picture = refresh.residual_picture(source, rebuilt, mask, feather=0)
+    assert (picture.width, picture.height, picture.format.name) == (50, 40, "yuv420p")
     inside = refresh.expand(mask, 40, 50)
-    assert np.array_equal(out[inside], source[inside])
-    assert np.array_equal(out[~inside], rebuilt[~inside])
-    assert (picture[~inside] == refresh.MID).all()
-    # with the default attention ramp: still exact inside, untouched beyond the ramp
-    ramped = rgb_sum(rebuilt, refresh.residual_frame(source, rebuilt, mask))
+    summed = refresh.apply_residual_yuv(rebuilt, picture)
+    # the sum's planes are the source's inside and the rebuilt frame's outside, so its RGB is
+    # what the colour path makes of each (to_rgb is per pixel: chroma repeated, no filter)
+    from framers.adaptive.coding import to_codec_yuv
+    from framers.rgb import to_rgb
+
+    assert np.array_equal(summed[inside], to_rgb(to_codec_yuv(source))[inside])
+    assert np.array_equal(summed[~inside], to_rgb(to_codec_yuv(rebuilt))[~inside])
+    for res in planes_of(picture):
+        scale = 40 // res.shape[0]
+        assert (res[~inside[::scale, ::scale]] == refresh.NEUTRAL).all()
+    # with the default attention ramp: pixels beyond it are NEUTRAL in the picture
+    ramped = planes_of(refresh.residual_picture(source, rebuilt, mask))[0]
     beyond = refresh.attention(inside, refresh.FEATHER) == 0
-    assert np.array_equal(ramped[inside], source[inside])
-    assert np.array_equal(ramped[beyond], rebuilt[beyond]) and beyond.sum() < (~inside).sum()
+    assert (ramped[beyond] == refresh.NEUTRAL).all() and beyond.sum() < (~inside).sum()
 
 
 def test_attention_ramps_the_residual_around_the_blocks() -> None:
-    """With a ramp of F pixels the picture is MID + a·(source − rebuilt): the whole residual inside
-    the blocks, a linearly smaller share up to F pixels around them, MID beyond (Nokia Eq. 7–8's
-    form with a fixed map)."""
+    """With a ramp of F pixels the picture is NEUTRAL + a·(source − rebuilt): the whole residual
+    inside the blocks, a linearly smaller share up to F pixels around them, NEUTRAL beyond (Nokia
+    Eq. 7–8's form with a fixed map)."""
+    from framers.adaptive.coding import planes_of
+
     inside = np.zeros((48, 48), bool)
     inside[16:32, 16:32] = True
     weight = refresh.attention(inside, 4)
@@ -91,10 +105,32 @@ def test_attention_ramps_the_residual_around_the_blocks() -> None:
     rebuilt = np.full((48, 48, 3), 100, np.uint8)
     mask = np.zeros((3, 3), bool)
     mask[1, 1] = True
-    picture = refresh.residual_frame(source, rebuilt, mask, feather=4)
-    assert (picture[16:32, 16:32] == refresh.MID + 100).all()
-    assert picture[20, 14, 0] == refresh.MID + round(100 * (1 - 2 / 5))
-    assert (picture[:, :10] == refresh.MID).all()
+    luma = planes_of(refresh.residual_picture(source, rebuilt, mask, feather=4))[0]
+    step = int(_yuv(source)[0][0, 0]) - int(_yuv(rebuilt)[0][0, 0])  # the luma difference
+    assert (luma[16:32, 16:32] == refresh.NEUTRAL + step).all()
+    assert luma[20, 14] == refresh.NEUTRAL + round(step * (1 - 2 / 5))
+    assert (luma[:, :10] == refresh.NEUTRAL).all()
+
+
+def test_a_starved_layer_stays_neutral_away_from_its_blocks(tmp_path: Path) -> None:
+    """Far below the bitrate its blocks need, x264 still decodes the flat parts of the pictures
+    to NEUTRAL (its prediction where nothing precedes), so a starved layer cannot shift whole
+    frames: the first layers' RGB mid-grey residual is not 128 in every YUV plane, and decoded
+    2 gray levels off in luma at 10 kbit/s."""
+    from framers.adaptive.coding import planes_of
+
+    rng = np.random.default_rng(5)
+    writer = refresh.RefreshWriter(tmp_path / "r.h264", 64, 48, 24, bits_per_picture=400)
+    mask = np.zeros((3, 4), bool)
+    mask[2, 2] = True  # rows 32-47: the top 32 rows are far from it
+    for _ in range(12):
+        source = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        writer.write(refresh.residual_picture(source, np.full_like(source, 90), mask, feather=0))
+    writer.close()
+    for picture in refresh.iter_pictures(tmp_path / "r.h264", 12):
+        top = [plane[: plane.shape[0] * 2 // 3 - 4] for plane in planes_of(picture)]
+        assert all(np.abs(p.astype(int) - refresh.NEUTRAL).max() <= 1 for p in top), [p.min() for p in top]
+    assert refresh.mid_grey_yuv("yuv420p") != (refresh.NEUTRAL,) * 3  # why the zero changed
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -187,8 +223,11 @@ def test_byte_budget_sets_the_layer_bitrate(jumping: Path, tmp_path: Path, capsy
     dropped = [i for i in range(len(source)) if i % 4 and i != len(source) - 1]
     assert _rebuilt_psnr(tmp_path / "k60.frs", source, "framemae", dropped) > _rebuilt_psnr(
         tmp_path / "k20.frs", source, "framemae", dropped)
-    with pytest.raises(UnsupportedOptionError, match="refresh_kbps"):
-        pipeline.compress(jumping, tmp_path / "z.frs", refresh_kbps=0.0)
+    for refused in (0.0, 0.5, float("nan")):  # x264's rate control works in whole kbit/s
+        with pytest.raises(UnsupportedOptionError, match="refresh_kbps"):
+            pipeline.compress(jumping, tmp_path / "z.frs", refresh_kbps=refused)
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "y.frs"), "--refresh-kbps", "50", "--refresh", "0",
+                 "-q"]) == 2
     assert main(["compress", str(jumping), "-o", str(tmp_path / "cli.frs"), "--refresh-kbps", "100", "-q"]) == 0
     printed = capsys.readouterr().out
     assert "(stride)" in printed and "of 100 asked" in printed
@@ -198,9 +237,10 @@ def test_byte_budget_sets_the_layer_bitrate(jumping: Path, tmp_path: Path, capsy
 
 def test_yuv_residual_restores_the_source_blocks_in_the_stream_format() -> None:
     """The decoder's sum in YUV: a residual picture as the encoder hands it to x264 (no coding
-    loss here) brings the refreshed blocks back near the source (the colour path rounds),
-    including the fine chroma the RGB sum would keep from the rebuilt frame."""
-    from framers.adaptive.coding import to_codec_yuv
+    loss here) brings the refreshed blocks back to the source, fine chroma included (the first
+    layers' RGB sum left 14.3 gray levels mean abs there); a picture of another size is refused;
+    the first layers' zero (mid-grey's YUV) is still applied when given."""
+    from framers.adaptive.coding import planes_of, to_codec_yuv
     from framers.rgb import to_rgb
 
     rng = np.random.default_rng(1)
@@ -208,12 +248,27 @@ def test_yuv_residual_restores_the_source_blocks_in_the_stream_format() -> None:
     rebuilt = np.clip(source.astype(np.int16) + rng.integers(-40, 40, source.shape), 0, 255).astype(np.uint8)
     mask = np.zeros((2, 3), bool)
     mask[1, 1] = True
-    picture = to_codec_yuv(refresh.residual_frame(source, rebuilt, mask))
+    picture = refresh.residual_picture(source, rebuilt, mask)
     out = refresh.apply_residual_yuv(rebuilt, picture)
     inside = refresh.expand(mask, 32, 48)
-    yuv_sum = np.abs(out[inside].astype(int) - source[inside]).mean()
-    in_rgb = np.abs(rgb_sum(rebuilt, to_rgb(picture))[inside].astype(int) - source[inside]).mean()
-    # measured 2.8 against 14.3 gray levels (mean abs): swscale's default RGB -> YUV rounds per step
-    assert yuv_sum < 4.0 and yuv_sum < in_rgb / 3, (yuv_sum, in_rgb)
+    assert np.abs(out[inside].astype(int) - source[inside]).mean() < 4.0  # measured 2.8: the colour path rounds
     with pytest.raises(ValueError):
         refresh.apply_residual_yuv(rebuilt[:16], picture)
+    zero = refresh.mid_grey_yuv("yuv420p")
+    legacy = to_codec_yuv(np.full((32, 48, 3), refresh.MID, np.uint8))  # an all-zero first-layer picture
+    assert [int(p[0, 0]) for p in planes_of(legacy)] == list(zero)
+    assert np.array_equal(refresh.apply_residual_yuv(rebuilt, legacy, zero), to_rgb(to_codec_yuv(rebuilt)))
+
+
+def test_the_budget_counts_a_variable_rate_video_by_its_timestamps() -> None:
+    """A frame held for 5 s counts 5 s in the layer's budget: duration from the timestamps and
+    the source's end of the last frame, not frames / fps."""
+    from fractions import Fraction
+
+    manifest = fb.Manifest(source={"end_pts": 153}, clip_len=16, slot_len=2, n_frames=4, kept=[[0, 3]],
+                           time_base=Fraction(1, 30), pts=[0, 1, 2, 152], fps=30.0, keyframes={}, selection={})
+    assert manifest.duration_seconds() == pytest.approx(153 / 30)
+    manifest.source = {}  # no end known: one nominal frame after the last
+    assert manifest.duration_seconds() == pytest.approx(153 / 30)
+    manifest.pts = []
+    assert manifest.duration_seconds() == pytest.approx(4 / 30)

@@ -351,6 +351,8 @@ def test_not_multipart_is_rejected(stack: Any) -> None:
         ({"refresh": "1"}, "refresh"),
         ({"refresh": "-0.1"}, "refresh"),
         ({"refresh_kbps": "0"}, "refresh_kbps"),
+        ({"refresh_kbps": "0.5"}, "refresh_kbps"),
+        ({"refresh_kbps": "50", "refresh": "0"}, "drop one of them"),
         ({"refresh_kbps": "nan"}, "finite number"),
         ({"target_psnr": "35", "refresh_kbps": "50"}, "drop refresh_kbps"),
     ],
@@ -553,6 +555,7 @@ def test_refresh_field_adds_the_layer_and_the_job_shows_it(
         assert off_job["status"] == "done" and off_job["refresh"] is None
         budget_job = wait_job(client, budget.json()["id"], wait_for)  # the byte-budget form, alone: share 0.1
         assert budget_job["status"] == "done" and budget_job["options"]["refresh_kbps"] == 40
+        assert budget_job["options"]["refresh"] == 0.1  # the share a budget alone refreshes
         assert budget_job["adaptive"] is None and budget_job["refresh"]["kbps"] == 40
         assert budget_job["refresh"]["share"] == 0.1 and "crf" not in budget_job["refresh"]
         rebuilt = wait_reconstruction(client, video_id, wait_for)

@@ -88,7 +88,7 @@ _FORM_SCHEMA: dict[str, Any] = {
                         "refresh": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
                                     "description": "Refresh layer: share of the dropped frames' 16x16 blocks "
                                     "corrected by a second stream (0 = off; fixed patterns only)"},
-                        "refresh_kbps": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000,
+                        "refresh_kbps": {"type": "number", "minimum": 1, "maximum": 1000000,
                                          "description": "Refresh layer's byte budget: kbit/s over the video's "
                                          "duration (alone: 0.1 of the blocks; fixed patterns only)"},
                         "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
