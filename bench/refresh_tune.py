@@ -2,7 +2,8 @@
 for variants of ``framers.refresh`` (refresh CRF offset, block criterion, error floor, attention ramp).
 
 Each variant sets module constants of ``framers.refresh`` for its encodes (``CRF_OFFSET``,
-``FLOOR_FACTOR``, ``FEATHER``; criterion ``rel`` divides each frame's block errors by their mean before the choice,
+``FLOOR_FACTOR``, ``FEATHER``, ``BLOCK``; criterion ``rel`` divides each frame's block errors by their
+mean before the choice,
 ``exc`` ranks blocks by their error less the kept frames' coding error there, ``CRITERION = "excess"``),
 then compresses the first ``--frames`` frames of each video at every ``--crfs`` with
 ``refresh=--share`` through the real pipeline and rebuilds with ``framemae``. Bytes: coded streams
@@ -37,6 +38,7 @@ from framers.registry import get_reconstructor
 from framers.video import FrameReader
 
 ABSOLUTE = refresh.block_errors
+FEATHER, BLOCK = refresh.FEATHER, refresh.BLOCK
 
 
 def relative_block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = refresh.BLOCK) -> np.ndarray:
@@ -65,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crfs", default="20,24,28,32")
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--variants", default="abs:4:0,abs:2:0,abs:6:0,rel:4:0",
-                        help="criterion:crf_offset:floor_factor[:feather_px], comma-separated")
+                        help="criterion:crf_offset:floor_factor[:feather_px[:block_px]], comma-separated "
+                        "(feather 0 and the shipped block when left out)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     crfs = [int(c) for c in args.crfs.split(",")]
@@ -85,11 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 refresh.CRITERION = "excess" if criterion == "exc" else "error"
                 refresh.CRF_OFFSET, refresh.FLOOR_FACTOR = int(offset), float(floor)
                 refresh.FEATHER = int(variant[3]) if len(variant) > 3 else 0
+                refresh.BLOCK = int(variant[4]) if len(variant) > 4 else BLOCK
                 points = [point(source, reference, bundle, keyframe_crf=c, refresh=args.share) for c in crfs]
                 gains[":".join(variant)] = round(bd_psnr(
                     [p[0] for p in plain], [p[1] for p in plain], [p[0] for p in points], [p[1] for p in points]), 3)
             refresh.block_errors = ABSOLUTE
-            refresh.FEATHER, refresh.CRITERION = 0, "error"
+            refresh.FEATHER, refresh.CRITERION, refresh.BLOCK = FEATHER, "error", BLOCK
             results[video.name] = {"plain": plain, "bd_psnr_vs_plain_db": gains}
             print(video.name, gains, flush=True)
             if args.json:

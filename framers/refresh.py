@@ -290,11 +290,11 @@ def encode_refresh(
 
     def flush() -> None:
         nonlocal pictures, refreshed, kept_errors
-        scores = [block_scores(block_errors(s, r), local_coding_error(i, kept_errors) if local_needed else None,
+        scores = [block_scores(block_errors(s, r, BLOCK), local_coding_error(i, kept_errors) if local_needed else None,
                                CRITERION, FLOOR_FACTOR) for i, s, r in group]
         masks = choose_blocks(scores, share)
         for (_, src, rebuilt), mask in zip(group, masks, strict=True):
-            write(residual_picture(src, rebuilt, mask))
+            write(residual_picture(src, rebuilt, mask, BLOCK))
             pictures += 1
             refreshed += int(mask.sum())
         group.clear()
@@ -305,7 +305,7 @@ def encode_refresh(
         if index not in kept:
             group.append((index, src, rebuilt))
         elif local_needed:
-            kept_errors.append((index, block_errors(src, rebuilt)))
+            kept_errors.append((index, block_errors(src, rebuilt, BLOCK)))
         if (index + 1) % clip_len == 0:
             flush()
     flush()
