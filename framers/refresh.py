@@ -51,8 +51,9 @@ from framers.significance import frame_error, pool_pixels
 #: block side (pixels) of the refresh decision: CARV's chunk and x264's macroblock
 BLOCK = 16
 #: the refresh stream's CRF, relative to the kept frames' (bench/refresh_tune.py, BENCHMARKS.md
-#: section 8b: of +2/+4/+6, +2 best on cat by 0.03 dB, +6 on yoga by 0.36 dB: +4 between)
-CRF_OFFSET = 4
+#: section 8b: on 6 train clips with the 4-pixel ramp and the YUV residual, +6 gained 0.05 dB on
+#: +4 in the mean (4 of 6 clips), +2 lost 0.10)
+CRF_OFFSET = 6
 #: the refresh picture's attention ramp (pixels) outside its blocks: the residual is weighted by
 #: a map that is 1 in the chosen blocks and falls linearly to 0 over this many pixels around
 #: them, so the decoder's sum is ``a·source + (1 − a)·rebuilt`` (the form of Nokia's mixing,
