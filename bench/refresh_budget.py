@@ -28,7 +28,7 @@ import numpy as np
 
 from framers import bundle as fb
 from framers import pipeline
-from framers.evaluate_inputs import VIDEO_SUFFIXES
+from framers.evaluate_inputs import find_videos
 from framers.h264_reference import write_trimmed
 from framers.metrics import psnr_from_mse
 from framers.registry import get_reconstructor
@@ -47,13 +47,6 @@ def layer_point(source: Path, reference: list[np.ndarray], bundle: Path, seconds
     layer_bytes = result.refresh["bytes"] if result.refresh else 0
     bundle.unlink()
     return {"layer_kbps": round(layer_bytes * 8 / 1000 / seconds, 2), "psnr": round(float(np.mean(psnr)), 3)}
-
-
-def videos_of(paths: Sequence[Path], limit: int | None) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        found += sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES) if path.is_dir() else [path]
-    return found[:limit] if limit else found
 
 
 def markdown(rows: list[dict[str, Any]], factors: list[float]) -> str:
@@ -91,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     factors = [float(f) for f in args.factors.split(",")]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for video in videos_of(args.videos, args.max_videos):
+        for video in find_videos(args.videos)[: args.max_videos]:
             source = Path(tmp) / f"{video.stem}.mkv"
             write_trimmed(video, args.frames, source)
             reference = [f.rgb for f in FrameReader(source).frames()]
