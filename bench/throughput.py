@@ -367,7 +367,8 @@ def training_running() -> bool:
 def model_versions(reconstructors: list[str], selectors: list[str]) -> dict[str, dict[str, str]]:
     """Versions of the learned models behind the methods benchmarked ({} for classical ones)."""
     out = {f"reconstruct/{r}": get_reconstructor(r).model_versions for r in reconstructors}
-    out |= {f"compress/{s}": get_selector(s).model_versions for s in selectors if s != "adaptive"}
+    out |= {f"compress/{s}": get_selector(s.removesuffix(REFRESH_SUFFIX)).model_versions for s in selectors
+            if s.removesuffix(REFRESH_SUFFIX) != "adaptive"}
     return {k: v for k, v in out.items() if v}
 
 
