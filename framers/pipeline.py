@@ -281,12 +281,30 @@ def compress(
                                               if manifest.refresh and manifest.refresh.get("model") else {})},
         cuts=manifest.cuts,
         adaptive=chooser.report() if hasattr(chooser, "report") else None,
-        warnings=[*facts["warnings"], *_adaptive_warnings(chooser)],
+        warnings=[*facts["warnings"], *_adaptive_warnings(chooser), *refresh_budget_warnings(manifest.refresh)],
         has_audio=bool(facts["has_audio"]),
         audio_bytes=audio_bytes,
         refresh=manifest.refresh,
         duration=manifest.duration_seconds(),
     )
+
+
+#: bits per refreshed block below which a byte budget's blocks come out too coarse to help: on a
+#: 2 s val cut (small_robot, 560x320, share 0.1) 6.5 bits per block lost 0.3 dB against no layer,
+#: 28 gained 0.4 dB (BENCHMARKS.md section 8b)
+MIN_BITS_PER_BLOCK = 16.0
+
+
+def refresh_budget_warnings(layer: dict[str, Any] | None) -> list[str]:
+    """What the user must be told about a byte-budget refresh layer too small for its blocks."""
+    if not layer or not layer.get("kbps") or not layer.get("blocks"):
+        return []
+    per_block = 8.0 * int(layer["bytes"]) / int(layer["blocks"])
+    if per_block >= MIN_BITS_PER_BLOCK:
+        return []
+    return [f"refresh_kbps {layer['kbps']:g} leaves {per_block:.1f} bits per refreshed block (under "
+            f"{MIN_BITS_PER_BLOCK:g}): blocks that coarse can make the video worse than no layer; raise "
+            "refresh_kbps or lower the share (refresh)"]
 
 
 def _adaptive_warnings(chooser: Selector) -> list[str]:
@@ -350,7 +368,7 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
     when every frame is kept or the share is too small for one block: nothing to refresh). Raises
     BundleError when the source no longer gives the frames the bundle was made from, ModelError
     without the model."""
-    from framers.refresh import BLOCK, CRF_OFFSET, YUV_RESIDUAL, RefreshWriter, encode_refresh
+    from framers.refresh import BLOCK, CRF_OFFSET, FEATHER, YUV_RESIDUAL, BlockMapWriter, RefreshWriter, encode_refresh
 
     rebuilder = get_reconstructor(reconstructor)
     crf = int(manifest.keyframes.get("crf") or defaults.KEYFRAME_CRF) + CRF_OFFSET
@@ -363,6 +381,7 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
         dropped = max(1, n - len(manifest.kept_indices()))
         bits_per_picture = kbps * 1000.0 * manifest.duration_seconds() / dropped
     writer = RefreshWriter(folder / fb.REFRESH, width, height, min(crf, 51), bits_per_picture)
+    block_map = BlockMapWriter(folder / fb.REFRESH_MAP)
 
     def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         with FrameReader(source) as reader:
@@ -377,17 +396,20 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
 
     try:
         pictures, blocks = encode_refresh(pairs(), set(manifest.kept_indices()), n, manifest.clip_len, share,
-                                          writer.write)
+                                          writer.write, block_map.write)
     finally:
         n_bytes = writer.close()
+        map_bytes = block_map.close()
     if pictures == 0 or blocks == 0:  # every frame kept, or a share too small for one block
         (folder / fb.REFRESH).unlink()
+        (folder / fb.REFRESH_MAP).unlink()
         return None
     budget = {"kbps": kbps} if kbps is not None else {"crf": min(crf, 51)}
-    return {"file": fb.REFRESH, "residual": YUV_RESIDUAL, "share": share, "block": BLOCK, **budget,
-            "reconstructor": rebuilder.name,
+    # the map lets the decoder add the residual only at the blocks and their ramp (v5)
+    return {"file": fb.REFRESH, "map": fb.REFRESH_MAP, "residual": YUV_RESIDUAL, "share": share, "block": BLOCK,
+            "feather": FEATHER, **budget, "reconstructor": rebuilder.name,
             "model": rebuilder.model_versions.get(rebuilder.name), "pictures": pictures, "blocks": blocks,
-            "bytes": n_bytes}
+            "bytes": n_bytes, "map_bytes": map_bytes}
 
 
 def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
@@ -428,19 +450,27 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
     (``refresh_applies``)."""
     import av.error
 
-    from framers.refresh import YUV_RESIDUAL, apply_residual_yuv, iter_pictures, mid_grey_yuv
+    from framers.refresh import YUV_RESIDUAL, apply_residual_yuv, iter_block_maps, iter_pictures, mid_grey_yuv, support
 
     rebuilder.check_pattern(manifest.kept_indices(), manifest.n_frames, manifest.clip_len)
     count = 0
     residuals: Iterator[Any] | None = None
     kept: set[int] = set()
     legacy = False  # the first layers coded an RGB residual around mid-grey (its YUV is the zero)
+    maps: Iterator[np.ndarray] | None = None
+    block = feather = 0
     if refresh_applies(manifest, rebuilder):
         assert manifest.refresh is not None
         legacy = manifest.refresh.get("residual") != YUV_RESIDUAL
         kept = set(manifest.kept_indices())
         residuals = iter_pictures(folder / str(manifest.refresh.get("file", fb.REFRESH)),
                                   int(manifest.refresh["pictures"]))
+        if manifest.refresh.get("map"):  # v5: add only at the chosen blocks and their ramp
+            block = int(manifest.refresh.get("block", 16))
+            feather = int(manifest.refresh.get("feather", 0))
+            height, width = int(manifest.keyframes["height"]), int(manifest.keyframes["width"])
+            maps = iter_block_maps(folder / str(manifest.refresh["map"]), -(-height // block), -(-width // block),
+                                   int(manifest.refresh["pictures"]))
     # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
     for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
                                        manifest.pts):
@@ -449,7 +479,14 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
                 picture = next(residuals, None)
                 if picture is None:
                     raise BundleError(f"refresh stream ends before frame {count}")
-                frame = apply_residual_yuv(frame, picture, mid_grey_yuv(picture.format.name) if legacy else None)
+                inside = None
+                if maps is not None:
+                    mask = next(maps, None)
+                    if mask is None:
+                        raise BundleError(f"refresh map ends before frame {count}")
+                    inside = support(mask, frame.shape[0], frame.shape[1], feather, block)
+                frame = apply_residual_yuv(frame, picture, mid_grey_yuv(picture.format.name) if legacy else None,
+                                           inside)
             except (ValueError, av.error.FFmpegError) as exc:
                 raise BundleError(f"refresh stream unusable at frame {count}: {exc}") from exc
         yield frame
@@ -457,6 +494,8 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
     if residuals is not None:
         try:
             for _ in residuals:  # checks the stream holds exactly the pictures the manifest says
+                pass
+            for _ in maps or ():  # and the map
                 pass
         except (ValueError, av.error.FFmpegError) as exc:
             raise BundleError(f"refresh stream: {exc}") from exc

@@ -161,12 +161,23 @@ def mid_grey_yuv(pix_fmt: str) -> tuple[int, ...]:
     return tuple(int(p[0, 0]) for p in planes_of(grey))
 
 
-def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame, zero: Sequence[int] | None = None) -> np.ndarray:
+def support(mask: np.ndarray, height: int, width: int, feather: int, block: int = BLOCK) -> np.ndarray:
+    """Where a refresh picture may differ from NEUTRAL: bool [height, width], the blocks of
+    ``mask`` (bool [rows, cols]) and their ``feather``-pixel ramp (``attention`` > 0)."""
+    return attention(expand(mask, height, width, block), feather) > 0
+
+
+def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame, zero: Sequence[int] | None = None,
+                       inside: np.ndarray | None = None) -> np.ndarray:
     """The refreshed frame, uint8 [H, W, 3]: ``rebuilt`` (RGB uint8 [H, W, 3]) in the residual's
     YUV format (``to_codec_yuv``, as the encoder converted it), plus the decoded residual
     picture's planes less ``zero`` per plane (default ``NEUTRAL`` in each; the first layers'
-    ``mid_grey_yuv``), clipped to 0–255 per plane, back to RGB (``rgb.to_rgb``). ValueError when
-    the sizes or formats differ."""
+    ``mid_grey_yuv``), clipped to 0–255 per plane, back to RGB (``rgb.to_rgb``). ``inside``
+    (bool [H, W], ``support``): add only there (a chroma sample where any of its pixels is), so
+    what x264 carries over from earlier pictures elsewhere (a starved stream skips blocks) is
+    not added, and return ``rebuilt`` itself outside those chroma samples; None: everywhere, the
+    whole frame through the YUV (layers without a block map). ValueError when the sizes or
+    formats differ."""
     from framers.adaptive.coding import planes_of, to_codec_yuv
     from framers.rgb import to_rgb
 
@@ -175,11 +186,86 @@ def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame, zero: Seque
         raise ValueError(f"refresh picture {residual.width}x{residual.height} {residual.format.name} does not "
                          f"match the frame {base.width}x{base.height} {base.format.name}")
     planes = planes_of(base)
+    h, w = rebuilt.shape[:2]
     for plane, delta, level in zip(planes, planes_of(residual), zero or (NEUTRAL,) * len(planes), strict=True):
         total = plane.astype(np.int16) + delta
         total -= level
-        plane[...] = np.clip(total, 0, 255)
-    return to_rgb(base)
+        if inside is None:
+            plane[...] = np.clip(total, 0, 255)
+            continue
+        here = inside if plane.shape == (h, w) else _subsampled(inside, plane.shape)
+        plane[here] = np.clip(total[here], 0, 255)
+    if inside is None:
+        return to_rgb(base)
+    # elsewhere the rebuilt frame as it was: a trip through 4:2:0 and back would cost it fine
+    # colour (measured: -0.5 dB on a 2 s val cut at 10 kbit/s, where the layer itself gained)
+    out = rebuilt.copy()
+    touched = inside
+    if planes[-1].shape != (h, w):  # whole chroma samples of the touched pixels
+        ph, pw = planes[-1].shape
+        sy, sx = -(-h // ph), -(-w // pw)
+        touched = np.repeat(np.repeat(_subsampled(inside, (ph, pw)), sy, 0), sx, 1)[:h, :w]
+    out[touched] = to_rgb(base)[touched]
+    return out
+
+
+def _subsampled(inside: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A pixel mask [H, W] on a chroma plane of ``shape``: a sample is in when any pixel it covers is."""
+    import cv2
+
+    ph, pw = shape[:2]
+    return np.asarray(cv2.resize(inside.astype(np.float32), (pw, ph), interpolation=cv2.INTER_AREA)) > 0
+
+
+class BlockMapWriter:
+    """Writes the refresh layer's block map: per picture its mask (bool [rows, cols]) as packed
+    bits (``numpy.packbits``, row-major), all pictures one zlib (deflate) stream, to ``path``.
+    ``close`` returns the file's bytes. A map costs ~0.1 bit per block once deflated at a 0.1 share."""
+
+    def __init__(self, path: Path) -> None:
+        import zlib
+
+        self.path = Path(path)
+        self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+        self._deflate = zlib.compressobj(9)
+
+    def write(self, mask: np.ndarray) -> None:
+        self._file.write(self._deflate.compress(np.packbits(mask.astype(bool).ravel()).tobytes()))
+
+    def close(self) -> int:
+        try:
+            self._file.write(self._deflate.flush())
+        finally:
+            self._file.close()
+        return self.path.stat().st_size
+
+
+def iter_block_maps(path: Path, rows: int, cols: int, expected: int) -> Iterator[np.ndarray]:
+    """The masks a ``BlockMapWriter`` wrote, bool [rows, cols] each, in order. ValueError when the
+    file is not a deflate stream or holds another number than ``expected``."""
+    import zlib
+
+    size = -(-rows * cols // 8)
+    inflate = zlib.decompressobj()
+    pending = b""
+    count = 0
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 16):
+                pending += inflate.decompress(chunk)
+                whole = len(pending) // size
+                for k in range(whole):
+                    count += 1
+                    if count > expected:
+                        raise ValueError(f"refresh map holds more than {expected} pictures")
+                    bits = np.unpackbits(np.frombuffer(pending, np.uint8, size, k * size))[: rows * cols]
+                    yield bits.reshape(rows, cols).astype(bool)
+                pending = pending[whole * size:]
+        pending += inflate.flush()
+    except zlib.error as exc:
+        raise ValueError(f"refresh map is not a deflate stream: {exc}") from exc
+    if pending or count != expected:
+        raise ValueError(f"refresh map holds {count} pictures (+{len(pending)} bytes), the manifest says {expected}")
 
 
 def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
@@ -277,13 +363,15 @@ def encode_refresh(
     clip_len: int,
     share: float,
     write: Callable[[av.VideoFrame], None],
+    write_map: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[int, int]:
     """Make the refresh pictures of a video from (source, rebuilt) RGB uint8 [H, W, 3] pairs in
     frame order (``n_frames`` of them; ``kept``: the kept indices, which get no picture) and hand
     them to ``write`` in order: per clip of ``clip_len`` frames, the ``share`` of the dropped
     frames' blocks with the highest ``block_scores`` (``CRITERION``, ``FLOOR_FACTOR``) are
-    refreshed. Returns (pictures written, blocks refreshed). Raises ValueError when ``frames``
-    yields another count than ``n_frames``."""
+    refreshed; ``write_map`` gets each picture's block mask (bool [rows, cols]). Returns (pictures
+    written, blocks refreshed). Raises ValueError when ``frames`` yields another count than
+    ``n_frames``."""
     pictures = refreshed = seen = 0
     group: list[tuple[int, np.ndarray, np.ndarray]] = []
     kept_errors: list[tuple[int, np.ndarray]] = []  # (index, block coding errors) of kept frames
@@ -296,6 +384,8 @@ def encode_refresh(
         masks = choose_blocks(scores, share)
         for (_, src, rebuilt), mask in zip(group, masks, strict=True):
             write(residual_picture(src, rebuilt, mask, BLOCK))
+            if write_map is not None:
+                write_map(mask)
             pictures += 1
             refreshed += int(mask.sum())
         group.clear()
