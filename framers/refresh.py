@@ -32,7 +32,7 @@ significance), on the encoder's exact error map (``framers.significance``, metho
    instead of a learned one. Its 4-pixel ramp gained on each of 6 train clips against a hard edge
    (BENCHMARKS.md section 8b).
 
-Measured gains and losses at equal bytes: BENCHMARKS.md section 8b (on val: +0.93 dB mean against
+Measured gains and losses at equal bytes: BENCHMARKS.md section 8b (on val: +0.87 dB mean against
 plain every-4th-frame; losses on static cameras; no help against x264).
 """
 
@@ -220,7 +220,7 @@ def _subsampled(inside: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class BlockMapWriter:
     """Writes the refresh layer's block map: per picture its mask (bool [rows, cols]) as packed
     bits (``numpy.packbits``, row-major), all pictures one zlib (deflate) stream, to ``path``.
-    ``close`` returns the file's bytes. A map costs ~0.1 bit per block once deflated at a 0.1 share."""
+    ``close`` returns the file's bytes. On val (share 0.1) the map is ~2 % of a bundle's coded bytes."""
 
     def __init__(self, path: Path) -> None:
         import zlib
