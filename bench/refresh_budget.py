@@ -7,7 +7,8 @@ share 0.1 at the layer's CRF (kept CRF + ``refresh.CRF_OFFSET``) gives the layer
 bytes × 8 over the cut's duration); then the same with ``refresh_kbps`` = f × K0 for each
 ``--factors`` f. Reported: the layer's achieved kbit/s against the asked, and the mean PSNR of the
 ``framemae`` rebuild (RGB, capped at 60 dB) of each. A factor of 1 compares the two forms at about
-equal bytes.
+equal bytes. ``--kbps`` adds budgets in kbit/s against the same pattern without a layer, with the
+bits each refreshed block got (where ``pipeline.MIN_BITS_PER_BLOCK`` comes from).
 
     python bench/refresh_budget.py ../shared/data/videos/val --max-videos 8 \\
         --json bench/results/refresh_budget.json --md bench/results/refresh_budget.md
@@ -45,8 +46,10 @@ def layer_point(source: Path, reference: list[np.ndarray], bundle: Path, seconds
     psnr = [min(60.0, psnr_from_mse(float(np.mean((a.astype(np.float32) - b) ** 2))))
             for a, b in zip(reference, frames, strict=True)]
     layer_bytes = result.refresh["bytes"] if result.refresh else 0
+    blocks = result.refresh["blocks"] if result.refresh else 0
     bundle.unlink()
-    return {"layer_kbps": round(layer_bytes * 8 / 1000 / seconds, 2), "psnr": round(float(np.mean(psnr)), 3)}
+    return {"layer_kbps": round(layer_bytes * 8 / 1000 / seconds, 2), "psnr": round(float(np.mean(psnr)), 3),
+            "bits_per_block": round(8 * layer_bytes / blocks, 1) if blocks else 0.0}
 
 
 def markdown(rows: list[dict[str, Any]], factors: list[float]) -> str:
@@ -78,10 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--crf", type=int, default=22, help="kept-frame CRF (default %(default)s)")
     parser.add_argument("--factors", default="0.5,1,2", help="budgets as multiples of the CRF form's layer rate")
+    parser.add_argument("--kbps", default="", help="also these budgets (kbit/s), against no layer")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args(argv)
-    factors = [float(f) for f in args.factors.split(",")]
+    factors = [float(f) for f in args.factors.split(",") if f]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for video in find_videos(args.videos)[: args.max_videos]:
@@ -101,7 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 point = layer_point(source, reference, bundle, seconds, keyframe_crf=args.crf, refresh=0.1,
                                     refresh_kbps=asked)
                 budget[f"{f:g}"] = {"asked_kbps": asked, **point}
-            rows.append({"video": video.name, "crf_form": crf_form, "budget": budget})
+            absolute: dict[str, Any] = {}
+            if args.kbps:
+                absolute["none"] = layer_point(source, reference, bundle, seconds, keyframe_crf=args.crf)
+                for kbps in (float(k) for k in args.kbps.split(",")):
+                    absolute[f"{kbps:g}"] = layer_point(source, reference, bundle, seconds, keyframe_crf=args.crf,
+                                                        refresh=0.1, refresh_kbps=kbps)
+                print(video.name, "absolute budgets:", absolute, flush=True)
+            rows.append({"video": video.name, "crf_form": crf_form, "budget": budget, "absolute": absolute})
             print(video.name, crf_form, budget, flush=True)
             if args.json:
                 args.json.write_text(json.dumps({"settings": {"frames": args.frames, "crf": args.crf,

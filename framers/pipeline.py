@@ -289,9 +289,10 @@ def compress(
     )
 
 
-#: bits per refreshed block below which a byte budget's blocks come out too coarse to help: on a
-#: 2 s val cut (small_robot, 560x320, share 0.1) 6.5 bits per block lost 0.3 dB against no layer,
-#: 28 gained 0.4 dB (BENCHMARKS.md section 8b)
+#: bits per refreshed block below which a byte budget's blocks come out too coarse to help: on
+#: small_robot's first 60 frames (share 0.1, kept CRF 20; bench/refresh_budget.py --kbps,
+#: BENCHMARKS.md section 8b) 6.4 bits per block lost 0.45 dB against no layer, 11.5 broke even,
+#: 17.2 gained 0.25 dB and 28.4 gained 0.56 dB
 MIN_BITS_PER_BLOCK = 16.0
 
 
