@@ -38,7 +38,7 @@ from framers.registry import get_reconstructor
 from framers.video import FrameReader
 
 ABSOLUTE = refresh.block_errors
-FEATHER, BLOCK = refresh.FEATHER, refresh.BLOCK
+FEATHER, BLOCK, TUNE, PRESET = refresh.FEATHER, refresh.BLOCK, refresh.TUNE, refresh.PRESET
 
 
 def relative_block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = refresh.BLOCK) -> np.ndarray:
@@ -67,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crfs", default="20,24,28,32")
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--variants", default="abs:4:0,abs:2:0,abs:6:0,rel:4:0",
-                        help="criterion:crf_offset:floor_factor[:feather_px[:block_px]], comma-separated "
-                        "(feather 0 and the shipped block when left out)")
+                        help="criterion:crf_offset:floor_factor[:feather_px[:block_px[:x264_tune[:x264_preset"
+                        "[:x264_params with / for :[:clips per block choice]]]]]]], comma-separated (feather 0, "
+                        "the shipped block, no tune, the shipped preset, no params and one clip when left out)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     crfs = [int(c) for c in args.crfs.split(",")]
@@ -89,11 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 refresh.CRF_OFFSET, refresh.FLOOR_FACTOR = int(offset), float(floor)
                 refresh.FEATHER = int(variant[3]) if len(variant) > 3 else 0
                 refresh.BLOCK = int(variant[4]) if len(variant) > 4 else BLOCK
+                refresh.TUNE = variant[5] if len(variant) > 5 and variant[5] else None
+                refresh.PRESET = variant[6] if len(variant) > 6 and variant[6] else PRESET
+                refresh.X264_PARAMS = variant[7].replace("/", ":") if len(variant) > 7 and variant[7] else None
+                refresh.GROUP_CLIPS = int(variant[8]) if len(variant) > 8 else 1
                 points = [point(source, reference, bundle, keyframe_crf=c, refresh=args.share) for c in crfs]
                 gains[":".join(variant)] = round(bd_psnr(
                     [p[0] for p in plain], [p[1] for p in plain], [p[0] for p in points], [p[1] for p in points]), 3)
             refresh.block_errors = ABSOLUTE
-            refresh.FEATHER, refresh.CRITERION, refresh.BLOCK = FEATHER, "error", BLOCK
+            refresh.FEATHER, refresh.CRITERION, refresh.BLOCK, refresh.TUNE = FEATHER, "error", BLOCK, TUNE
+            refresh.PRESET, refresh.X264_PARAMS, refresh.GROUP_CLIPS = PRESET, None, 1
             results[video.name] = {"plain": plain, "bd_psnr_vs_plain_db": gains}
             print(video.name, gains, flush=True)
             if args.json:

@@ -34,14 +34,14 @@ from framers.errors import BundleError
 from framers.hashing import sha256_file
 
 FORMAT_NAME = "framers-bundle"
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 MANIFEST = "manifest.json"
 KEYFRAMES = "keyframes.mkv"
 KEYFRAMES_H264 = "keyframes.h264"
 AUDIO = "audio.m4a"
 REFRESH = "refresh.h264"
-#: v5: the refresh layer's block map (``framers.refresh.BlockMapWriter``)
+#: v5: the refresh layer's block map (``framers.refresh_map.BlockMapWriter``; range-coded in v6)
 REFRESH_MAP = "refresh_map.bin"
 SINGLE_FILE_SUFFIX = ".frs"
 BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO, REFRESH, REFRESH_MAP)
@@ -207,9 +207,10 @@ class Manifest:
         timestamps = encode_timestamps(self.pts, frame_step_of(self.fps, self.time_base))
         return without_empty({
             "format": FORMAT_NAME,
-            # the lowest version that reads it: a refresh layer's block map needs v5, a layer v4,
-            # rounded-rate timestamps v3
-            "version": 5 if self.refresh and self.refresh.get("map") else 4 if self.refresh
+            # the lowest version that reads it: a range-coded block map needs v6, a block map v5,
+            # a refresh layer v4, rounded-rate timestamps v3
+            "version": 6 if self.refresh and self.refresh.get("map_coding")
+            else 5 if self.refresh and self.refresh.get("map") else 4 if self.refresh
             else 3 if isinstance(timestamps.get("step"), list) else 2,
             "source": self.source,
             "layout": {"clip_len": self.clip_len, "slot_len": self.slot_len, "n_frames": self.n_frames},

@@ -369,7 +369,8 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
     when every frame is kept or the share is too small for one block: nothing to refresh). Raises
     BundleError when the source no longer gives the frames the bundle was made from, ModelError
     without the model."""
-    from framers.refresh import BLOCK, CRF_OFFSET, FEATHER, YUV_RESIDUAL, BlockMapWriter, RefreshWriter, encode_refresh
+    from framers.refresh import BLOCK, CRF_OFFSET, FEATHER, YUV_RESIDUAL, RefreshWriter, encode_refresh
+    from framers.refresh_map import RANGE, BlockMapWriter
 
     rebuilder = get_reconstructor(reconstructor)
     crf = int(manifest.keyframes.get("crf") or defaults.KEYFRAME_CRF) + CRF_OFFSET
@@ -382,7 +383,7 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
         dropped = max(1, n - len(manifest.kept_indices()))
         bits_per_picture = kbps * 1000.0 * manifest.duration_seconds() / dropped
     writer = RefreshWriter(folder / fb.REFRESH, width, height, min(crf, 51), bits_per_picture)
-    block_map = BlockMapWriter(folder / fb.REFRESH_MAP)
+    block_map = BlockMapWriter(folder / fb.REFRESH_MAP, RANGE)
 
     def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         with FrameReader(source) as reader:
@@ -406,8 +407,9 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
         (folder / fb.REFRESH_MAP).unlink()
         return None
     budget = {"kbps": kbps} if kbps is not None else {"crf": min(crf, 51)}
-    # the map lets the decoder add the residual only at the blocks and their ramp (v5)
-    return {"file": fb.REFRESH, "map": fb.REFRESH_MAP, "residual": YUV_RESIDUAL, "share": share, "block": BLOCK,
+    # the map lets the decoder add the residual only at the blocks and their ramp (v5; range-coded: v6)
+    return {"file": fb.REFRESH, "map": fb.REFRESH_MAP, "map_coding": RANGE, "residual": YUV_RESIDUAL,
+            "share": share, "block": BLOCK,
             "feather": FEATHER, **budget, "reconstructor": rebuilder.name,
             "model": rebuilder.model_versions.get(rebuilder.name), "pictures": pictures, "blocks": blocks,
             "bytes": n_bytes, "map_bytes": map_bytes}
@@ -451,7 +453,8 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
     (``refresh_applies``)."""
     import av.error
 
-    from framers.refresh import YUV_RESIDUAL, apply_residual_yuv, iter_block_maps, iter_pictures, mid_grey_yuv, support
+    from framers.refresh import YUV_RESIDUAL, apply_residual_yuv, iter_pictures, mid_grey_yuv, support
+    from framers.refresh_map import DEFLATE, iter_block_maps
 
     rebuilder.check_pattern(manifest.kept_indices(), manifest.n_frames, manifest.clip_len)
     count = 0
@@ -471,7 +474,7 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
             feather = int(manifest.refresh.get("feather", 0))
             height, width = int(manifest.keyframes["height"]), int(manifest.keyframes["width"])
             maps = iter_block_maps(folder / str(manifest.refresh["map"]), -(-height // block), -(-width // block),
-                                   int(manifest.refresh["pictures"]))
+                                   int(manifest.refresh["pictures"]), str(manifest.refresh.get("map_coding", DEFLATE)))
     # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
     for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
                                        manifest.pts):

@@ -24,13 +24,14 @@ significance), on the encoder's exact error map (``framers.significance``, metho
    RGB instead keeps the rebuilt frame's fine chroma error in the refreshed blocks, which the
    residual's 4:2:0 chroma cannot cancel:
    on a 4:2:0 source that left those frames ~1.5 dB below what the 4:2:0 output file then
-   showed. No block map is stored: outside the refreshed blocks the decoded residual is 128 up to
-   x264's coding noise, and adding it everywhere measured the same PSNR as adding it inside the
-   map only (cotracker ``cat``, 48 frames: within ±0.03 dB). The sum is
+   showed. Since bundle v5 a block map (``framers.refresh_map``: which blocks each picture
+   refreshes) is stored and the sum is taken only in those blocks and their ramp (``support``),
+   the rest of the frame left as rebuilt: a starved stream skips blocks and carries earlier
+   pictures' residual over, which added everywhere made a small budget worse than no layer. The sum is
    ``a·source + (1 − a)·rebuilt`` up to coding: the form of the Nokia codec's mixing of a refreshed
    and a predicted frame (Eq. 7–8), with a fixed map that removes the hard seam at block edges
    instead of a learned one. Its 4-pixel ramp gained on each of 6 train clips against a hard edge
-   (BENCHMARKS.md section 8b).
+   (BENCHMARKS.md section 8b). The stream is x264 ``tune=psnr`` (``TUNE``).
 
 Measured gains and losses at equal bytes: BENCHMARKS.md section 8b (on val: +0.87 dB mean against
 plain every-4th-frame; losses on static cameras; no help against x264).
@@ -80,6 +81,18 @@ YUV_RESIDUAL = "yuv"
 FLOOR_FACTOR = 0.0
 #: how blocks are ranked (``block_scores``): ``error`` or ``excess`` over the local coding error
 CRITERION = "error"
+#: x264's ``tune`` of the refresh stream (None: x264's defaults). ``psnr`` turns off adaptive
+#: quantisation and psychovisual RD, which weigh the residual picture's own texture, not the
+#: texture of the frame it corrects; on 6 train clips it gained on all 6, +0.03 to +0.53 dB, mean
+#: +0.20 (bench/refresh_tune.py, BENCHMARKS.md section 8b). The kept frames keep x264's defaults.
+TUNE: str | None = "psnr"
+#: x264's preset of the refresh stream
+PRESET = "medium"
+#: how many clips of ``clip_len`` frames share one choice of blocks (``encode_refresh``): the
+#: encoder holds that many clips' source and rebuilt frames
+GROUP_CLIPS = 1
+#: more x264 options of the refresh stream (``x264-params``, "key=value:…"; None: none)
+X264_PARAMS: str | None = None
 
 
 def block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = BLOCK) -> np.ndarray:
@@ -217,57 +230,6 @@ def _subsampled(inside: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(cv2.resize(inside.astype(np.float32), (pw, ph), interpolation=cv2.INTER_AREA)) > 0
 
 
-class BlockMapWriter:
-    """Writes the refresh layer's block map: per picture its mask (bool [rows, cols]) as packed
-    bits (``numpy.packbits``, row-major), all pictures one zlib (deflate) stream, to ``path``.
-    ``close`` returns the file's bytes. On val (share 0.1) the map is ~2 % of a bundle's coded bytes."""
-
-    def __init__(self, path: Path) -> None:
-        import zlib
-
-        self.path = Path(path)
-        self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
-        self._deflate = zlib.compressobj(9)
-
-    def write(self, mask: np.ndarray) -> None:
-        self._file.write(self._deflate.compress(np.packbits(mask.astype(bool).ravel()).tobytes()))
-
-    def close(self) -> int:
-        try:
-            self._file.write(self._deflate.flush())
-        finally:
-            self._file.close()
-        return self.path.stat().st_size
-
-
-def iter_block_maps(path: Path, rows: int, cols: int, expected: int) -> Iterator[np.ndarray]:
-    """The masks a ``BlockMapWriter`` wrote, bool [rows, cols] each, in order. ValueError when the
-    file is not a deflate stream or holds another number than ``expected``."""
-    import zlib
-
-    size = -(-rows * cols // 8)
-    inflate = zlib.decompressobj()
-    pending = b""
-    count = 0
-    try:
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 16):
-                pending += inflate.decompress(chunk)
-                whole = len(pending) // size
-                for k in range(whole):
-                    count += 1
-                    if count > expected:
-                        raise ValueError(f"refresh map holds more than {expected} pictures")
-                    bits = np.unpackbits(np.frombuffer(pending, np.uint8, size, k * size))[: rows * cols]
-                    yield bits.reshape(rows, cols).astype(bool)
-                pending = pending[whole * size:]
-        pending += inflate.flush()
-    except zlib.error as exc:
-        raise ValueError(f"refresh map is not a deflate stream: {exc}") from exc
-    if pending or count != expected:
-        raise ValueError(f"refresh map holds {count} pictures (+{len(pending)} bytes), the manifest says {expected}")
-
-
 def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
     """The decoded pictures of a refresh stream (Annex B H.264), in order; ValueError when it
     holds another number than ``expected``, av.error.FFmpegError when it does not decode."""
@@ -282,24 +244,27 @@ def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
 
 class RefreshWriter:
     """Writes refresh pictures (``residual_picture``: the codec's YUV, 4:2:0 unless the size is
-    odd) as one x264 stream, Annex B, to ``path`` at ``crf`` with preset medium. ``close``
+    odd) as one x264 stream, Annex B, to ``path`` at ``crf`` with preset ``PRESET``. ``close``
     returns the stream's bytes.
 
     ``bits_per_picture`` (> 0) replaces the CRF by x264's one-pass average-bitrate control
     (ABR) at that many bits per picture on average, with a VBV buffer of ``VBV_PICTURES``
     pictures at the same rate so that the bytes follow the budget along the stream, not only in
-    total."""
+    total (a VBV capped at the average rate: x264's SEI says ``rc=cbr``, without filler data).
+    The stream is x264 ``tune=TUNE`` in both forms."""
 
     def __init__(self, path: Path, width: int, height: int, crf: int, bits_per_picture: float | None = None) -> None:
         from framers.adaptive.coding import x264_context
 
         self.path = Path(path)
-        self._encoder = x264_context(width, height, crf, "medium")
+        self._encoder = x264_context(width, height, crf, PRESET)
+        tune = ({"tune": TUNE} if TUNE else {}) | ({"x264-params": X264_PARAMS} if X264_PARAMS else {})
+        self._encoder.options = self._encoder.options | tune
         if bits_per_picture is not None:
             # bits per second of the stream; x264 takes its VBV in whole kbit (0 fails to open)
             rate = max(MIN_VBV_BITS, round(bits_per_picture / float(self._encoder.time_base)))
             buffer = max(MIN_VBV_BITS, int(rate * VBV_PICTURES * float(self._encoder.time_base)))
-            self._encoder.options = {"preset": "medium", "maxrate": str(rate), "bufsize": str(buffer)}
+            self._encoder.options = {"preset": PRESET, "maxrate": str(rate), "bufsize": str(buffer)} | tune
             self._encoder.bit_rate = rate
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         self.count = 0
@@ -397,7 +362,7 @@ def encode_refresh(
             group.append((index, src, rebuilt))
         elif local_needed:
             kept_errors.append((index, block_errors(src, rebuilt, BLOCK)))
-        if (index + 1) % clip_len == 0:
+        if (index + 1) % (clip_len * GROUP_CLIPS) == 0:
             flush()
     flush()
     if seen != n_frames:
