@@ -101,6 +101,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
               f"rebuilt frames ({layer['share']:.0%} of their blocks), {layer['bytes']} bytes "
               + (f"({layer['bytes'] * 8 / 1000 / max(result.duration, 1e-3):.0f} kbit/s of "
                  f"{layer['kbps']:g} asked)" if layer.get("kbps") else f"at CRF {layer['crf']}")
+              + (f" + a {layer['map_bytes']}-byte block map" if layer.get("map_bytes") else "")
               + f", for {layer['reconstructor']}")
     if result.cuts:
         print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")

@@ -281,7 +281,8 @@ def compress(
                                               if manifest.refresh and manifest.refresh.get("model") else {})},
         cuts=manifest.cuts,
         adaptive=chooser.report() if hasattr(chooser, "report") else None,
-        warnings=[*facts["warnings"], *_adaptive_warnings(chooser), *refresh_budget_warnings(manifest.refresh)],
+        warnings=[*facts["warnings"], *_adaptive_warnings(chooser),
+                  *refresh_layer_warnings(manifest.refresh, bool(refresh))],
         has_audio=bool(facts["has_audio"]),
         audio_bytes=audio_bytes,
         refresh=manifest.refresh,
@@ -296,16 +297,23 @@ def compress(
 MIN_BITS_PER_BLOCK = 16.0
 
 
-def refresh_budget_warnings(layer: dict[str, Any] | None) -> list[str]:
-    """What the user must be told about a byte-budget refresh layer too small for its blocks."""
-    if not layer or not layer.get("kbps") or not layer.get("blocks"):
+def refresh_layer_warnings(layer: dict[str, Any] | None, asked: bool) -> list[str]:
+    """What the user must be told about the refresh layer: none was made though one was
+    ``asked`` (every frame kept, or a share too small for one block), or its stream leaves
+    under ``MIN_BITS_PER_BLOCK`` bits per refreshed block (too coarse to help, in either form)."""
+    if not layer:
+        return ["no refresh layer was made: no frame is rebuilt (every frame kept) or the share (refresh) is "
+                "too small for one block"] if asked else []
+    if not layer.get("blocks"):
         return []
     per_block = 8.0 * int(layer["bytes"]) / int(layer["blocks"])
     if per_block >= MIN_BITS_PER_BLOCK:
         return []
-    return [f"refresh_kbps {layer['kbps']:g} leaves {per_block:.1f} bits per refreshed block (under "
-            f"{MIN_BITS_PER_BLOCK:g}): blocks that coarse can make the video worse than no layer; raise "
-            "refresh_kbps or lower the share (refresh)"]
+    head = (f"refresh_kbps {layer['kbps']:g}" if layer.get("kbps") else f"the refresh layer's CRF {layer.get('crf')}")
+    fix = ("raise refresh_kbps or lower the share (refresh)" if layer.get("kbps") else
+           "lower crf (the layer follows the kept frames' CRF) or the share (refresh)")
+    return [f"{head} leaves {per_block:.1f} bits per refreshed block (under {MIN_BITS_PER_BLOCK:g}): blocks that "
+            f"coarse can make the video worse than no layer; {fix}"]
 
 
 def _adaptive_warnings(chooser: Selector) -> list[str]:

@@ -88,9 +88,12 @@ CRITERION = "error"
 TUNE: str | None = "psnr"
 #: x264's preset of the refresh stream
 PRESET = "medium"
-#: how many clips of ``clip_len`` frames share one choice of blocks (``encode_refresh``): the
-#: encoder holds that many clips' source and rebuilt frames
-GROUP_CLIPS = 1
+#: at most this many clips of ``clip_len`` frames share one choice of blocks (``encode_refresh``,
+#: ``clips_per_group``), so a clip whose rebuild fails more gets more of the group's blocks
+GROUP_CLIPS = 4
+#: the encoder holds a group's dropped frames (source and rebuilt, RGB): fewer clips per group
+#: where their frames would pass this many bytes (1080p: 4 clips of every-4th ~0.6 GiB; 4K: 1)
+GROUP_MAX_BYTES = 1 << 30
 #: more x264 options of the refresh stream (``x264-params``, "key=value:…"; None: none)
 X264_PARAMS: str | None = None
 
@@ -242,44 +245,64 @@ def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
         raise ValueError(f"refresh stream holds {count} pictures, the manifest says {expected}")
 
 
+#: FFmpeg's bitstream filter that drops SEI NAL units (type 6) from the refresh stream: x264's
+#: ~0.7 kB plain-text version and options message, which no decoder needs (a fresh-user trial: 32 %
+#: of a 10 kbit/s layer on a 2 s clip, and it hid a starved layer from the bits-per-block warning)
+DROP_SEI = "filter_units=remove_types=6"
+
+
+def layer_encoder(width: int, height: int, crf: int, bits_per_picture: float | None = None) -> av.VideoCodecContext:
+    """The refresh stream's x264 encoder (opened on its first picture): preset ``PRESET``, tune
+    ``TUNE``, ``X264_PARAMS``; at ``crf`` or, with ``bits_per_picture`` (> 0), x264's one-pass
+    average-bitrate control at that many bits per picture on average with a VBV buffer of
+    ``VBV_PICTURES`` pictures at the same rate, so that the bytes follow the budget along the
+    stream, not only in total (a VBV capped at the average rate: x264 reports it as ``rc=cbr``,
+    without filler data)."""
+    from framers.adaptive.coding import x264_context
+
+    encoder = x264_context(width, height, crf, PRESET)
+    extra = ({"tune": TUNE} if TUNE else {}) | ({"x264-params": X264_PARAMS} if X264_PARAMS else {})
+    encoder.options = encoder.options | extra
+    if bits_per_picture is not None:
+        # bits per second of the stream; x264 takes its VBV in whole kbit (0 fails to open)
+        rate = max(MIN_VBV_BITS, round(bits_per_picture / float(encoder.time_base)))
+        buffer = max(MIN_VBV_BITS, int(rate * VBV_PICTURES * float(encoder.time_base)))
+        encoder.options = {"preset": PRESET, "maxrate": str(rate), "bufsize": str(buffer)} | extra
+        encoder.bit_rate = rate
+    return encoder
+
+
 class RefreshWriter:
     """Writes refresh pictures (``residual_picture``: the codec's YUV, 4:2:0 unless the size is
-    odd) as one x264 stream, Annex B, to ``path`` at ``crf`` with preset ``PRESET``. ``close``
-    returns the stream's bytes.
-
-    ``bits_per_picture`` (> 0) replaces the CRF by x264's one-pass average-bitrate control
-    (ABR) at that many bits per picture on average, with a VBV buffer of ``VBV_PICTURES``
-    pictures at the same rate so that the bytes follow the budget along the stream, not only in
-    total (a VBV capped at the average rate: x264's SEI says ``rc=cbr``, without filler data).
-    The stream is x264 ``tune=TUNE`` in both forms."""
+    odd) as one x264 stream (``layer_encoder``: at ``crf``, or at ``bits_per_picture`` on
+    average), Annex B, without SEI messages (``DROP_SEI``), to ``path``. ``close`` returns the
+    stream's bytes."""
 
     def __init__(self, path: Path, width: int, height: int, crf: int, bits_per_picture: float | None = None) -> None:
-        from framers.adaptive.coding import x264_context
+        from av.bitstream import BitStreamFilterContext
 
         self.path = Path(path)
-        self._encoder = x264_context(width, height, crf, PRESET)
-        tune = ({"tune": TUNE} if TUNE else {}) | ({"x264-params": X264_PARAMS} if X264_PARAMS else {})
-        self._encoder.options = self._encoder.options | tune
-        if bits_per_picture is not None:
-            # bits per second of the stream; x264 takes its VBV in whole kbit (0 fails to open)
-            rate = max(MIN_VBV_BITS, round(bits_per_picture / float(self._encoder.time_base)))
-            buffer = max(MIN_VBV_BITS, int(rate * VBV_PICTURES * float(self._encoder.time_base)))
-            self._encoder.options = {"preset": PRESET, "maxrate": str(rate), "bufsize": str(buffer)} | tune
-            self._encoder.bit_rate = rate
+        self._encoder = layer_encoder(width, height, crf, bits_per_picture)
+        self._filter = BitStreamFilterContext(DROP_SEI, "h264")
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         self.count = 0
+
+    def _put(self, packets: Sequence[av.Packet]) -> None:
+        for packet in packets:
+            for kept in self._filter.filter(packet):
+                self._file.write(bytes(kept))
 
     def write(self, frame: av.VideoFrame) -> None:
         """Code one picture in the codec's YUV (``residual_picture``)."""
         frame.pts = self.count
         self.count += 1
-        for packet in self._encoder.encode(frame):
-            self._file.write(bytes(packet))
+        self._put(self._encoder.encode(frame))
 
     def close(self) -> int:
         try:
-            for packet in self._encoder.encode(None):
-                self._file.write(bytes(packet))
+            self._put(self._encoder.encode(None))
+            for kept in self._filter.filter(None):
+                self._file.write(bytes(kept))
         finally:
             self._file.close()
         return self.path.stat().st_size
@@ -321,6 +344,14 @@ def block_scores(errors: np.ndarray, local: np.ndarray | None, criterion: str, f
     return scores
 
 
+def clips_per_group(height: int, width: int, clip_len: int) -> int:
+    """How many clips share one choice of blocks for a video of ``height`` × ``width`` pixels:
+    ``GROUP_CLIPS``, fewer where a group's frames (every frame of it held as source and rebuilt
+    RGB uint8, the worst case) would pass ``GROUP_MAX_BYTES``; at least 1."""
+    per_clip = clip_len * 2 * height * width * 3
+    return max(1, min(GROUP_CLIPS, GROUP_MAX_BYTES // max(1, per_clip)))
+
+
 def encode_refresh(
     frames: Iterator[tuple[np.ndarray, np.ndarray]],
     kept: set[int],
@@ -332,12 +363,13 @@ def encode_refresh(
 ) -> tuple[int, int]:
     """Make the refresh pictures of a video from (source, rebuilt) RGB uint8 [H, W, 3] pairs in
     frame order (``n_frames`` of them; ``kept``: the kept indices, which get no picture) and hand
-    them to ``write`` in order: per clip of ``clip_len`` frames, the ``share`` of the dropped
-    frames' blocks with the highest ``block_scores`` (``CRITERION``, ``FLOOR_FACTOR``) are
-    refreshed; ``write_map`` gets each picture's block mask (bool [rows, cols]). Returns (pictures
+    them to ``write`` in order: per group of ``clips_per_group`` clips of ``clip_len`` frames, the
+    ``share`` of the dropped frames' blocks with the highest ``block_scores`` (``CRITERION``,
+    ``FLOOR_FACTOR``) are refreshed; ``write_map`` gets each picture's block mask (bool [rows, cols]). Returns (pictures
     written, blocks refreshed). Raises ValueError when ``frames`` yields another count than
     ``n_frames``."""
     pictures = refreshed = seen = 0
+    group_len = clip_len  # frames per block choice, set from the first frame's size
     group: list[tuple[int, np.ndarray, np.ndarray]] = []
     kept_errors: list[tuple[int, np.ndarray]] = []  # (index, block coding errors) of kept frames
     local_needed = CRITERION != "error" or FLOOR_FACTOR > 0
@@ -358,11 +390,13 @@ def encode_refresh(
 
     for index, (src, rebuilt) in enumerate(frames):
         seen += 1
+        if index == 0:
+            group_len = clip_len * clips_per_group(src.shape[0], src.shape[1], clip_len)
         if index not in kept:
             group.append((index, src, rebuilt))
         elif local_needed:
             kept_errors.append((index, block_errors(src, rebuilt, BLOCK)))
-        if (index + 1) % (clip_len * GROUP_CLIPS) == 0:
+        if (index + 1) % group_len == 0:
             flush()
     flush()
     if seen != n_frames:

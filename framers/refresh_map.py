@@ -159,12 +159,15 @@ def _iter_range(path: Path, rows: int, cols: int, expected: int) -> Iterator[np.
         for r in range(rows):  # a row's contexts need only the rows above it
             above = mask[r - 1] if r else np.zeros(cols, bool)
             row_ctx = from_previous[r] | above_context(above)
-            mask[r] = decoder.decode(model, counts.p_one(row_ctx)) != 0
+            try:
+                mask[r] = decoder.decode(model, counts.p_one(row_ctx)) != 0
+            except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's word on invalid data
+                raise ValueError(f"refresh map is not a valid range code: {exc}") from exc
         counts.update(contexts(previous, mask), mask)
         previous = mask
         yield mask
     if not decoder.maybe_exhausted():
-        raise ValueError(f"refresh map holds more than {expected} pictures")
+        raise ValueError(f"refresh map does not end after {expected} pictures (damaged, or more pictures)")
 
 
 def _iter_deflate(path: Path, rows: int, cols: int, expected: int) -> Iterator[np.ndarray]:

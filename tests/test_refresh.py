@@ -33,6 +33,26 @@ def test_choose_blocks_takes_the_worst_share_over_the_group() -> None:
         refresh.choose_blocks([a], 1.5)
 
 
+def test_clips_that_fail_more_get_more_of_the_group_s_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks are chosen over a group of clips (``GROUP_CLIPS``), so where the rebuild fails in
+    one clip only, that clip gets the group's whole share; a group is smaller where its frames
+    would not fit ``GROUP_MAX_BYTES`` (4K), and never less than one clip."""
+    assert refresh.clips_per_group(1080, 1920, 16) == refresh.GROUP_CLIPS == 4
+    assert refresh.clips_per_group(2160, 3840, 16) == 1 and refresh.clips_per_group(8640, 15360, 16) == 1
+    height, width, clip_len = 32, 64, 4
+    source = np.full((height, width, 3), 100, np.uint8)
+    near, far = source + 1, source + 3  # the second clip's rebuild fails more, everywhere
+    frames = [(source, near)] * clip_len + [(source, far)] * clip_len
+    kept = {0, 4}  # frames 1-3 and 5-7 are dropped: 3 pictures of 8 blocks per clip
+    for clips, per_clip in ((1, [6, 6]), (2, [0, 12])):
+        monkeypatch.setattr(refresh, "GROUP_CLIPS", clips)
+        masks: list[np.ndarray] = []
+        pictures, blocks = refresh.encode_refresh(iter(frames), kept, len(frames), clip_len, 0.25,
+                                                  lambda _: None, masks.append)
+        assert pictures == 6 and blocks == 12
+        assert [sum(int(m.sum()) for m in masks[:3]), sum(int(m.sum()) for m in masks[3:])] == per_clip, clips
+
+
 def test_excess_scores_rank_what_interpolation_lost_over_what_coding_lost() -> None:
     """A textured block that coding already loses (high error in the kept frames too) ranks below
     a block the interpolation got wrong; the floor drops blocks not worse than the kept frames'
@@ -384,21 +404,43 @@ def test_the_budget_counts_a_variable_rate_video_by_its_timestamps() -> None:
 
 
 def test_the_layer_is_coded_for_psnr_in_both_forms(tmp_path: Path) -> None:
-    """The layer's stream is x264 ``tune=psnr`` (no adaptive quantisation, no psychovisual RD:
+    """The layer's encoder is x264 ``tune=psnr`` (no adaptive quantisation, no psychovisual RD:
     they weigh the residual picture's texture, not the shown frame's) with a CRF and with a byte
-    budget alike; x264 writes the options it ran with into the stream (its SEI), read here."""
+    budget alike: x264 states the options it ran with in an SEI message, read here from the
+    encoder's own packets; the stream in the bundle leaves that message out and decodes the same."""
     assert refresh.TUNE == "psnr"
     rng = np.random.default_rng(3)
     mask = np.zeros((3, 4), bool)
     mask[1, 1] = True
+    pictures = [refresh.residual_picture(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
+                                         np.full((48, 64, 3), 90, np.uint8), mask) for _ in range(4)]
     for name, budget in (("crf", None), ("abr", 4000.0)):
-        path = tmp_path / f"{name}.h264"
-        writer = refresh.RefreshWriter(path, 64, 48, 24, bits_per_picture=budget)
-        for _ in range(4):
-            source = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-            writer.write(refresh.residual_picture(source, np.full_like(source, 90), mask))
-        writer.close()
-        stream = path.read_bytes()
-        options = stream[stream.index(b"options: "):].split(b"\x00")[0].decode()
+        encoder = refresh.layer_encoder(64, 48, 24, budget)
+        raw = b"".join(bytes(p) for picture in [*pictures, None] for p in encoder.encode(picture))
+        options = raw[raw.index(b"options: "):].split(b"\x00")[0].decode()
         assert " psy=0 " in options and re.search(r" aq=\d:0\.00( |$)", options), options  # AQ strength 0
         assert ("rc=crf" in options) == (budget is None), options  # x264 names a budget capped at its own rate "cbr"
+        writer = refresh.RefreshWriter(tmp_path / f"{name}.h264", 64, 48, 24, budget)
+        for picture in pictures:
+            writer.write(picture)
+        stored = writer.close()
+        assert b"x264" not in (tmp_path / f"{name}.h264").read_bytes() and stored < len(raw) - 500
+        (tmp_path / "raw.h264").write_bytes(raw)
+        decoded = [[p.to_ndarray() for p in refresh.iter_pictures(tmp_path / f, 4)]
+                   for f in ("raw.h264", f"{name}.h264")]
+        assert all(np.array_equal(a, b) for a, b in zip(*decoded, strict=True))
+
+
+def test_compress_says_when_the_layer_cannot_help(jumping: Path, tmp_path: Path) -> None:
+    """No layer though one was asked (every frame kept) is said; so is a layer, in either form,
+    whose stream leaves under MIN_BITS_PER_BLOCK bits per refreshed block."""
+    result = pipeline.compress(jumping, tmp_path / "all.frs", selector="stride", stride=1, refresh=0.1)
+    assert result.refresh is None and any("no refresh layer" in w for w in result.warnings)
+    plain = pipeline.compress(jumping, tmp_path / "plain.frs", selector="stride", stride=4)
+    assert not any("refresh" in w for w in plain.warnings)
+    coarse = {"blocks": 100, "bytes": 150, "crf": 46}  # 12 bits per block
+    (said,) = pipeline.refresh_layer_warnings(coarse, True)
+    assert "CRF 46 leaves 12.0 bits" in said and "lower crf" in said
+    (said,) = pipeline.refresh_layer_warnings({**coarse, "kbps": 10.0}, True)
+    assert "refresh_kbps 10 leaves 12.0 bits" in said and "raise refresh_kbps" in said
+    assert pipeline.refresh_layer_warnings({**coarse, "bytes": 200}, True) == []  # 16 bits: enough
