@@ -33,7 +33,7 @@ significance), on the encoder's exact error map (``framers.significance``, metho
    instead of a learned one. Its 4-pixel ramp gained on each of 6 train clips against a hard edge
    (BENCHMARKS.md section 8b). The stream is x264 ``tune=psnr`` (``TUNE``).
 
-Measured gains and losses at equal bytes: BENCHMARKS.md section 8b (on val: +0.87 dB mean against
+Measured gains and losses at equal bytes: BENCHMARKS.md section 8b (on val: +1.06 dB mean against
 plain every-4th-frame; losses on static cameras; no help against x264).
 """
 

@@ -416,6 +416,8 @@ def test_the_layer_is_coded_for_psnr_in_both_forms(tmp_path: Path) -> None:
                                          np.full((48, 64, 3), 90, np.uint8), mask) for _ in range(4)]
     for name, budget in (("crf", None), ("abr", 4000.0)):
         encoder = refresh.layer_encoder(64, 48, 24, budget)
+        for pts, picture in enumerate(pictures):
+            picture.pts = pts  # as RefreshWriter numbers them: x264's rate control follows timestamps
         raw = b"".join(bytes(p) for picture in [*pictures, None] for p in encoder.encode(picture))
         options = raw[raw.index(b"options: "):].split(b"\x00")[0].decode()
         assert " psy=0 " in options and re.search(r" aq=\d:0\.00( |$)", options), options  # AQ strength 0
