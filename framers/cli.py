@@ -61,6 +61,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if not adaptive and not fixed and args.keyframe_codec not in (None, defaults.KEYFRAME_CODEC):
         print(f"note: {args.keyframe_codec} kept frames have no CRF for the adaptive mode to choose: "
               f"the fixed pattern runs (every {defaults.STRIDE}th frame)")
+    if args.reconstructor and not (args.refresh or args.refresh_kbps is not None) and selector != "oracle":
+        print(f"note: --reconstructor {args.reconstructor} is ignored: compress uses it only for --selector oracle "
+              "or a refresh layer (--refresh/--refresh-kbps); choose the reconstructor at `framers reconstruct`")
     if adaptive and fixed:
         raise UnsupportedOptionError(
             "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "

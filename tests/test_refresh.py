@@ -446,3 +446,15 @@ def test_compress_says_when_the_layer_cannot_help(jumping: Path, tmp_path: Path)
     (said,) = pipeline.refresh_layer_warnings({**coarse, "kbps": 10.0}, True)
     assert "refresh_kbps 10 leaves 12.0 bits" in said and "raise refresh_kbps" in said
     assert pipeline.refresh_layer_warnings({**coarse, "bytes": 200}, True) == []  # 16 bits: enough
+
+
+def test_compress_says_when_its_reconstructor_is_ignored(jumping: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """compress uses --reconstructor only for a refresh layer or the oracle selector; elsewhere it
+    says the flag is ignored (a fresh-user trial found it silently dropped)."""
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "a.frs"), "--stride", "4", "--reconstructor",
+                 "linear", "-q"]) == 0
+    assert "--reconstructor linear is ignored" in capsys.readouterr().out
+    assert main(["compress", str(jumping), "-o", str(tmp_path / "b.frs"), "--stride", "4", "--refresh", "0.1",
+                 "--reconstructor", "linear", "-q"]) == 0
+    assert "is ignored" not in capsys.readouterr().out
