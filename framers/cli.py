@@ -224,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "fixed default, every 4th frame). Only that reconstructor (--reconstructor, default framemae) "
                    "uses the layer. Gains and losses at equal bytes: BENCHMARKS.md section 8b")
     p.add_argument("--refresh-kbps", type=float, default=None, metavar="K",
-                   help="the refresh layer's byte budget: K kbit/s over the video's duration (x264's average-bitrate "
-                   "control instead of the layer's CRF); alone, refreshes "
+                   help="the refresh layer's byte budget: K kbit/s over the video's duration for its stream (x264's "
+                   "average-bitrate control instead of the layer's CRF; its block map, printed apart, comes on top); "
+                   "alone, refreshes "
                    f"{defaults.REFRESH_SHARE:g} of the blocks (as --refresh {defaults.REFRESH_SHARE:g})")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no info logs (the result and any warnings are still printed)")
