@@ -38,7 +38,7 @@ from framers.registry import get_reconstructor
 from framers.video import FrameReader
 
 ABSOLUTE = refresh.block_errors
-FEATHER, BLOCK, TUNE, PRESET = refresh.FEATHER, refresh.BLOCK, refresh.TUNE, refresh.PRESET
+FEATHER, BLOCK, TUNE, PRESET, GROUP = refresh.FEATHER, refresh.BLOCK, refresh.TUNE, refresh.PRESET, refresh.GROUP_CLIPS
 
 
 def relative_block_errors(source: np.ndarray, rebuilt: np.ndarray, block: int = refresh.BLOCK) -> np.ndarray:
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     [p[0] for p in plain], [p[1] for p in plain], [p[0] for p in points], [p[1] for p in points]), 3)
             refresh.block_errors = ABSOLUTE
             refresh.FEATHER, refresh.CRITERION, refresh.BLOCK, refresh.TUNE = FEATHER, "error", BLOCK, TUNE
-            refresh.PRESET, refresh.X264_PARAMS, refresh.GROUP_CLIPS = PRESET, None, 1
+            refresh.PRESET, refresh.X264_PARAMS, refresh.GROUP_CLIPS = PRESET, None, GROUP
             results[video.name] = {"plain": plain, "bd_psnr_vs_plain_db": gains}
             print(video.name, gains, flush=True)
             if args.json:

@@ -215,13 +215,16 @@ def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame, zero: Seque
                          f"match the frame {base.width}x{base.height} {base.format.name}")
     planes = planes_of(base)
     h, w = rebuilt.shape[:2]
+    chroma = None  # the chroma planes' mask, once for both
+    if inside is not None and planes[-1].shape != (h, w):
+        chroma = _subsampled(inside, planes[-1].shape)
     for plane, delta, level in zip(planes, planes_of(residual), zero or (NEUTRAL,) * len(planes), strict=True):
         total = plane.astype(np.int16) + delta
         total -= level
         if inside is None:
             plane[...] = np.clip(total, 0, 255)
             continue
-        here = inside if plane.shape == (h, w) else _subsampled(inside, plane.shape)
+        here = inside if plane.shape == (h, w) else chroma
         plane[here] = np.clip(total[here], 0, 255)
     if inside is None:
         return to_rgb(base)
@@ -229,10 +232,9 @@ def apply_residual_yuv(rebuilt: np.ndarray, residual: av.VideoFrame, zero: Seque
     # colour (measured: -0.5 dB on a 2 s val cut at 10 kbit/s, where the layer itself gained)
     out = rebuilt.copy()
     touched = inside
-    if planes[-1].shape != (h, w):  # whole chroma samples of the touched pixels
-        ph, pw = planes[-1].shape
-        sy, sx = -(-h // ph), -(-w // pw)
-        touched = np.repeat(np.repeat(_subsampled(inside, (ph, pw)), sy, 0), sx, 1)[:h, :w]
+    if chroma is not None:  # whole chroma samples of the touched pixels
+        ph, pw = chroma.shape
+        touched = np.repeat(np.repeat(chroma, -(-h // ph), 0), -(-w // pw), 1)[:h, :w]
     np.copyto(out, to_rgb(base), where=touched[..., None])
     return out
 

@@ -37,14 +37,11 @@ def previous_context(previous: np.ndarray) -> np.ndarray:
     """Context bits 0–1 of each block, int64 [rows, cols]: bit 0 the same block in the previous
     picture's mask (bool [rows, cols]; all False before the first picture), bit 1 any block of its
     3×3 neighbourhood there."""
-    rows, cols = previous.shape
-    prev = previous.astype(np.int64)
-    padded = np.pad(prev, 1)
-    near = np.zeros_like(prev)
-    for dy in range(3):
-        for dx in range(3):
-            near |= padded[dy:dy + rows, dx:dx + cols]
-    return prev | near << 1
+    import cv2
+
+    prev = previous.astype(np.uint8)
+    near = cv2.dilate(prev, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return prev.astype(np.int64) | np.asarray(near, np.int64) << 1
 
 
 def above_context(above: np.ndarray) -> np.ndarray:
@@ -98,14 +95,15 @@ class BlockMapWriter:
         self.path = Path(path)
         self.coding = coding
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
-        self._deflate = zlib.compressobj(9)
-        self._previous: np.ndarray | None = None
-        self._counts = _Counts()
-        if coding == RANGE:
+        if coding == DEFLATE:
+            self._deflate = zlib.compressobj(9)
+        else:
             import constriction
 
             self._encoder = constriction.stream.queue.RangeEncoder()
             self._model = _bernoulli()
+            self._previous: np.ndarray | None = None
+            self._counts = _Counts()
 
     def write(self, mask: np.ndarray) -> None:
         """Code one picture's mask, bool [rows, cols] (every picture the same shape)."""
