@@ -20,7 +20,8 @@ from framers.evaluate_report import round_opt
 from framers.metrics import mse, psnr_from_mse
 from framers.rgb import to_rgb
 from framers.video import FrameReader
-from framers.video_writer import mux_rgb, output_pix_fmt
+from framers.h264_sei import SeiDropper
+from framers.video_writer import output_pix_fmt
 
 ANCHOR_PRESET = "medium"
 #: how a method point's ``bytes`` are counted (part of a method's settings: a change re-measures)
@@ -93,22 +94,37 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
     the SPS/PPS that Matroska keeps in its header).
 
     RGB frames enter as ``rgb24`` and PyAV converts them to the stream's pixel format (yuv420p, or
-    yuv444p for odd sizes) — the keyframe encoder's colour path.
+    yuv444p for odd sizes) — the keyframe encoder's colour path. x264's SEI text is dropped from the
+    packets before they are muxed and counted, as our side's keyframe stream drops it
+    (``framers.h264_sei``): the same stream either side would store.
     """
     total = 0
     rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
     with av.open(str(dest), mode="w", format="matroska") as out:
         stream: Any = None
+        sei: SeiDropper | None = None
+
+        def mux(frame: av.VideoFrame | None) -> int:
+            assert sei is not None
+            packets = sei.filter(stream.encode(frame)) + (sei.flush() if frame is None else [])
+            for packet in packets:
+                packet.stream = stream
+                out.mux(packet)
+            return sum(packet.size for packet in packets)
+
         for index, rgb in enumerate(source_frames(source)):
             if stream is None:
                 stream = out.add_stream("libx264", rate=rate)
                 stream.height, stream.width = rgb.shape[:2]
                 stream.pix_fmt = output_pix_fmt(stream.width, stream.height)
                 stream.options = {"crf": str(crf), "preset": preset}
-            total += mux_rgb(out, stream, rgb, index)
+                sei = SeiDropper(stream)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = index
+            total += mux(frame)
         if stream is None:
             raise ValueError(f"{source.name}: no frames to encode")
-        total += mux_rgb(out, stream, None)
+        total += mux(None)
         extradata = len(stream.codec_context.extradata or b"")
     return total, extradata
 

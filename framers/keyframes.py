@@ -15,6 +15,7 @@ import numpy as np
 
 from framers.bundle import KEYFRAME_CODECS, KEYFRAMES, KEYFRAMES_H264
 from framers.errors import BundleError
+from framers.h264_sei import SeiDropper
 from framers.rgb import to_rgb
 from framers.threads import limit_codec_context
 from framers.video_writer import output_pix_fmt
@@ -23,9 +24,9 @@ from framers.video_writer import output_pix_fmt
 class KeyframeEncoder:
     """Writes kept frames, in order, into the bundle's keyframe file.
 
-    x264 writes ``keyframes.h264`` (Annex B). ``write(rgb, crf)`` with a CRF other than the
-    current run's ends that run and starts a new x264 run (own headers, IDR picture) in the same
-    file; ``settings["runs"]`` records [frames, crf] per run, and after ``close`` ``settings["crf"]``
+    x264 writes ``keyframes.h264`` (Annex B, without x264's SEI text: ``framers.h264_sei``).
+    ``write(rgb, crf)`` with a CRF other than the current run's ends that run and starts a new x264
+    run (own headers, IDR picture) in the same file; ``settings["runs"]`` records [frames, crf] per run, and after ``close`` ``settings["crf"]``
     is the CRF of the most frames. ffv1 writes ``keyframes.mkv``.
 
     Encoding runs on a background thread fed through a short bounded queue: PyAV releases the
@@ -61,6 +62,7 @@ class KeyframeEncoder:
         self._container: Any = None
         self._file: BinaryIO | None = None
         self._encoder: Any = None
+        self._sei = SeiDropper()
         self._run_crf: int | None = None
         if self._x264:
             self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
@@ -80,7 +82,7 @@ class KeyframeEncoder:
     def _flush_x264(self) -> None:
         if self._encoder is not None:
             assert self._file is not None
-            for packet in self._encoder.encode(None):
+            for packet in self._sei.filter(self._encoder.encode(None)) + self._sei.flush():
                 self._file.write(bytes(packet))
             self._encoder = None
 
@@ -89,6 +91,7 @@ class KeyframeEncoder:
 
         self._flush_x264()
         self._encoder = x264_context(self._width, self._height, crf, str(self.settings["preset"]))
+        self._sei = SeiDropper()
         self._run_crf = crf
         self._encoded = 0
 
@@ -101,7 +104,7 @@ class KeyframeEncoder:
             frame.pts = self._encoded
             self._encoded += 1
             assert self._file is not None
-            for packet in self._encoder.encode(frame):
+            for packet in self._sei.filter(self._encoder.encode(frame)):
                 self._file.write(bytes(packet))
             return
         frame.pts = self._encoded

@@ -47,6 +47,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from framers.h264_sei import SeiDropper
 from framers.significance import frame_error, pool_pixels
 
 #: block side (pixels) of the refresh decision: CARV's chunk and x264's macroblock
@@ -259,10 +260,6 @@ def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
         raise ValueError(f"refresh stream holds {count} pictures, the manifest says {expected}")
 
 
-#: FFmpeg's bitstream filter that drops SEI NAL units (type 6) from the refresh stream: x264's
-#: ~0.7 kB plain-text version and options message, which no decoder needs (a fresh-user trial: 32 %
-#: of a 10 kbit/s layer on a 2 s clip, and it hid a starved layer from the bits-per-block warning)
-DROP_SEI = "filter_units=remove_types=6"
 
 
 def layer_encoder(width: int, height: int, crf: int, bits_per_picture: float | None = None) -> av.VideoCodecContext:
@@ -289,22 +286,21 @@ def layer_encoder(width: int, height: int, crf: int, bits_per_picture: float | N
 class RefreshWriter:
     """Writes refresh pictures (``residual_picture``: the codec's YUV, 4:2:0 unless the size is
     odd) as one x264 stream (``layer_encoder``: at ``crf``, or at ``bits_per_picture`` on
-    average), Annex B, without SEI messages (``DROP_SEI``), to ``path``. ``close`` returns the
+    average), Annex B, without x264's SEI text (``framers.h264_sei``: a fresh-user trial found it
+    was 32 % of a 10 kbit/s layer on a 2 s clip, and it hid a starved layer from the bits-per-block
+    warning), to ``path``. ``close`` returns the
     stream's bytes."""
 
     def __init__(self, path: Path, width: int, height: int, crf: int, bits_per_picture: float | None = None) -> None:
-        from av.bitstream import BitStreamFilterContext
-
         self.path = Path(path)
         self._encoder = layer_encoder(width, height, crf, bits_per_picture)
-        self._filter = BitStreamFilterContext(DROP_SEI, "h264")
+        self._sei = SeiDropper()
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         self.count = 0
 
     def _put(self, packets: Sequence[av.Packet]) -> None:
-        for packet in packets:
-            for kept in self._filter.filter(packet):
-                self._file.write(bytes(kept))
+        for kept in self._sei.filter(packets):
+            self._file.write(bytes(kept))
 
     def write(self, frame: av.VideoFrame) -> None:
         """Code one picture in the codec's YUV (``residual_picture``)."""
@@ -315,7 +311,7 @@ class RefreshWriter:
     def close(self) -> int:
         try:
             self._put(self._encoder.encode(None))
-            for kept in self._filter.filter(None):
+            for kept in self._sei.flush():
                 self._file.write(bytes(kept))
         finally:
             self._file.close()

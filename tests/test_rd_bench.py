@@ -53,8 +53,8 @@ def test_smoke_run_on_a_tiny_clip(rd: ModuleType, make_clip: Callable[..., Path]
     assert all("error" not in p for p in points), points
     assert all(p["kept_frames"] == 9 for p in points)  # every 4th of 32, + the last frame
     assert points[0]["bytes"] > points[1]["bytes"] > 0
-    # without the Matroska overhead, manifest included
-    assert all(300 < p["bytes"] - p["bitstream_bytes"] < p["bytes"] / 2 for p in points), points
+    # the bundle less its coded video: the manifest and the ZIP headers (~0.5-1 kB)
+    assert all(300 < p["bytes"] - p["bitstream_bytes"] < 1500 for p in points), points
     assert 15.0 < points[1]["psnr"] <= points[0]["psnr"] <= 60.0
     # two anchor points: no Bjøntegaard fit, and the report says why
     assert method["bd_rate"] is None and "at least 4" in method["bd_error"]

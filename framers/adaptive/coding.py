@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 
+from framers.h264_sei import SeiDropper
 from framers.metrics import mse, psnr_of_mses
 from framers.rgb import to_rgb
 from framers.threads import limit_codec_context
@@ -97,6 +98,7 @@ class ProbeEncoder:
 
     def __init__(self, width: int, height: int, crf: int, preset: str) -> None:
         self._enc = x264_context(width, height, crf, preset)
+        self._sei = SeiDropper()  # the bytes a bundle's stream holds
         self._dec = av.CodecContext.create("h264", "r")
         self._pending: deque[tuple[int, list[np.ndarray]]] = deque()
         self._bytes: dict[int, int] = {}
@@ -105,7 +107,7 @@ class ProbeEncoder:
         self._count = 0
 
     def _take(self, packets: Sequence[av.Packet]) -> None:
-        for packet in packets:
+        for packet in self._sei.filter(packets):
             position = int(packet.pts or 0)
             self._bytes[self._order[position]] = packet.size
             for frame in self._dec.decode(av.Packet(bytes(packet))):
@@ -132,6 +134,7 @@ class ProbeEncoder:
     def finish(self) -> Coded:
         """Flush encoder and decoder; per-frame bytes and MSE in input order."""
         self._take(self._enc.encode(None))
+        self._take(self._sei.flush())
         for frame in self._dec.decode(None):
             self._compare(frame)
         order = np.array(self._order, dtype=np.int64)
@@ -155,16 +158,18 @@ def x264_round_trip(frames: Sequence[np.ndarray], crf: int, preset: str) -> tupl
     """RGB frames [H, W, 3] uint8 through one x264 stream (``x264_context``: 4:2:0 unless the size
     is odd) and back to RGB, as a decoder of a bundle's keyframes sees them; with the stream's
     bytes (packets + extradata). For calibration and probes that need the decoded pictures
-    themselves, where ``code_frames`` keeps only bytes and error. Raises RuntimeError when the
+    themselves, where ``code_frames`` keeps only bytes and error. Both count the stream without
+    x264's SEI text, as a bundle stores it (``framers.h264_sei``). Raises RuntimeError when the
     decoder returns another number of frames."""
     h, w = frames[0].shape[:2]
     enc = x264_context(w, h, crf, preset)
+    sei = SeiDropper()
     packets: list[av.Packet] = []
     for i, rgb in enumerate(frames):
         yuv = to_codec_yuv(rgb)
         yuv.pts = i
-        packets.extend(enc.encode(yuv))
-    packets.extend(enc.encode(None))
+        packets.extend(sei.filter(enc.encode(yuv)))
+    packets.extend(sei.filter(enc.encode(None)) + sei.flush())
     dec = av.CodecContext.create("h264", "r")
     dec.extradata = enc.extradata
     out = [to_rgb(f) for p in packets for f in dec.decode(p)]
