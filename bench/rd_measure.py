@@ -17,10 +17,10 @@ import numpy as np
 from framers import pipeline
 from framers.evaluate import _rebuilt_frames, _video_bytes
 from framers.evaluate_report import round_opt
+from framers.h264_sei import SeiDropper
 from framers.metrics import mse, psnr_from_mse
 from framers.rgb import to_rgb
 from framers.video import FrameReader
-from framers.h264_sei import SeiDropper
 from framers.video_writer import output_pix_fmt
 
 ANCHOR_PRESET = "medium"

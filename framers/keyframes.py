@@ -26,8 +26,8 @@ class KeyframeEncoder:
 
     x264 writes ``keyframes.h264`` (Annex B, without x264's SEI text: ``framers.h264_sei``).
     ``write(rgb, crf)`` with a CRF other than the current run's ends that run and starts a new x264
-    run (own headers, IDR picture) in the same file; ``settings["runs"]`` records [frames, crf] per run, and after ``close`` ``settings["crf"]``
-    is the CRF of the most frames. ffv1 writes ``keyframes.mkv``.
+    run (own headers, IDR picture) in the same file; ``settings["runs"]`` records [frames, crf]
+    per run, and after ``close`` ``settings["crf"]`` is the CRF of the most frames. ffv1 writes ``keyframes.mkv``.
 
     Encoding runs on a background thread fed through a short bounded queue: PyAV releases the
     GIL inside FFmpeg, so x264 works while the caller decodes the next frames (480p compress

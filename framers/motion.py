@@ -7,7 +7,8 @@ For every frame of a clip the FrameMAE ``flowmix`` reconstructor mixes ``K`` can
 * ``next_warp`` – the next kept frame ``b`` backward-warped with ``(1-t)·F(a→b)``,
 
 where ``t = (i - a) / (b - a)`` and ``F`` is OpenCV's DIS optical flow computed at a reduced
-resolution (``flow_scale``). Kept frames and frames outside the span of kept frames get the
+resolution (``flow_scale``) with the preset the model was trained with (``FLOW_PRESETS``).
+Kept frames and frames outside the span of kept frames get the
 same image in every candidate, so any mixing of them returns the kept / held frame exactly.
 
 The network sees the candidates of all frames downscaled by ``net_scale`` (``net_input``) and
@@ -48,15 +49,25 @@ def flow_scale(height: int, width: int) -> int:
     return max(1, min(height, width) // 240)
 
 
-def _dis() -> cv2.DISOpticalFlow:
+#: OpenCV DIS presets a model's config may name (``prior.flow_preset``); a model without one was
+#: trained with ``fast`` (FrameMAE 1.0.0).
+FLOW_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+DEFAULT_FLOW_PRESET = "fast"
+
+
+def _dis(preset: str = DEFAULT_FLOW_PRESET) -> cv2.DISOpticalFlow:
     """A fresh DIS object per call: a reused one keeps state between frame sizes (its results
-    then depend on earlier calls); creating one costs ~0.1 ms."""
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)  # type: ignore[attr-defined]
+    then depend on earlier calls); creating one costs ~0.1 ms. KeyError for an unknown preset."""
+    return cv2.DISOpticalFlow_create(FLOW_PRESETS[preset])  # type: ignore[attr-defined]
 
 
-def _calc(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def _calc(src: np.ndarray, dst: np.ndarray, preset: str = DEFAULT_FLOW_PRESET) -> np.ndarray:
     """DIS flow F with src(x) ≈ dst(x + F(x)) at the size of the (gray uint8) inputs."""
-    return np.asarray(_dis().calc(src, dst, None))  # type: ignore[call-overload]
+    return np.asarray(_dis(preset).calc(src, dst, None))  # type: ignore[call-overload]
 
 
 def _gray_small(rgb: np.ndarray, scale: int) -> np.ndarray:
@@ -155,15 +166,19 @@ class WindowFlows:
     scale, and candidates of any frame at full resolution or downscaled by ``scale``."""
 
     def __init__(self, kept: Sequence[KeptFrame], scale_of_flow: int | None = None,
-                 cache: FrameCache | None = None):
+                 cache: FrameCache | None = None, preset: str = DEFAULT_FLOW_PRESET):
         """``scale_of_flow``: the flow scale of the whole frame when ``kept`` holds crops of it
         (training); by default ``flow_scale`` of the kept frames' size. ``cache``: shared by the
         windows of one video (``FrameMAEReconstructor.reconstruct``), so that what two
         neighbouring windows both need (the flow between the last kept frame of one and the
-        first of the next, their images) is computed once; by default the window's own."""
+        first of the next, their images) is computed once; by default the window's own.
+        ``preset``: the DIS preset of the flows (``FLOW_PRESETS``; the model's config names the
+        one it was trained with). KeyError for an unknown preset."""
         self.kept = kept
         self.height, self.width = kept[0].rgb.shape[:2]
         self.flow_scale = scale_of_flow or flow_scale(self.height, self.width)
+        self.preset = preset
+        FLOW_PRESETS[preset]
         self._cache = FrameCache() if cache is None else cache
 
     def _get(self, kind: str, positions: tuple[int, ...], extra: tuple[Any, ...], make: Any) -> Any:
@@ -190,9 +205,9 @@ class WindowFlows:
 
         def flows() -> tuple[np.ndarray, np.ndarray]:
             ga, gb = self.gray(a), self.gray(b)
-            return _calc(gb, ga), _calc(ga, gb)
+            return _calc(gb, ga, self.preset), _calc(ga, gb, self.preset)
 
-        return self._get("flow", (a, b), (self.flow_scale,), flows)
+        return self._get("flow", (a, b), (self.flow_scale, self.preset), flows)
 
     def flow_explains(self, a: int, b: int, ratio: float = 0.8, min_diff: float = 4.0) -> bool:
         """False when the flow does not explain the change between kept frames a and b (a scene
@@ -209,7 +224,7 @@ class WindowFlows:
             diff = float(np.abs(ga - gb).mean())
             return not (diff >= min_diff and err >= ratio * diff)
 
-        return bool(self._get("gate", (a, b), (self.flow_scale, ratio, min_diff), explains))
+        return bool(self._get("gate", (a, b), (self.flow_scale, self.preset, ratio, min_diff), explains))
 
     def resized_pair(self, a: int, b: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """The pair's flows resized to [h, w] (pixels of that size), cached."""
@@ -217,7 +232,7 @@ class WindowFlows:
             f_ba, f_ab = self.pair(a, b)
             return self._resize_flow(f_ba, h, w), self._resize_flow(f_ab, h, w)
 
-        return self._get("resized", (a, b), (self.flow_scale, h, w), resized)
+        return self._get("resized", (a, b), (self.flow_scale, self.preset, h, w), resized)
 
     def _resize_flow(self, flow: np.ndarray, h: int, w: int) -> np.ndarray:
         fh, fw = flow.shape[:2]

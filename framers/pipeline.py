@@ -455,6 +455,20 @@ def refresh_warnings(manifest: fb.Manifest, rebuilder: Reconstructor) -> list[st
     return []
 
 
+def rebuilder_for(manifest: fb.Manifest, name: str) -> Reconstructor:
+    """The reconstructor ``name`` for this bundle: the model version its refresh layer was made
+    with, when the layer was made by ``name`` and the store still holds that version (the layer
+    corrects that model's frames; another version's frames would get the wrong corrections), else
+    the newest. Raises UnsupportedOptionError for an unknown name, ModelError without the model."""
+    from framers.model_store import list_versions
+
+    layer = manifest.refresh or {}
+    version = layer.get("model")
+    if layer.get("reconstructor") == name and version and str(version) in list_versions(name):
+        return get_reconstructor(name, str(version))
+    return get_reconstructor(name)
+
+
 def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstructor) -> Iterator[np.ndarray]:
     """All frames of the video rebuilt from an opened bundle folder, in order; with the bundle's
     refresh layer added to the dropped frames when it was made for ``rebuilder``
@@ -538,12 +552,13 @@ def reconstruct(
     from framers.metrics import psnr_from_mse
 
     started = time.perf_counter()
-    rebuilder = reconstructor if isinstance(reconstructor, Reconstructor) else get_reconstructor(reconstructor)
     output = Path(output)
     scores: list[float] | None = None
     chunks: ChunkAccumulator | None = None
     with fb.open_bundle(Path(bundle)) as folder, contextlib.ExitStack() as stack:
         manifest = fb.read_manifest(folder)
+        rebuilder = (reconstructor if isinstance(reconstructor, Reconstructor)
+                     else rebuilder_for(manifest, reconstructor))
         width, height = int(manifest.source["width"]), int(manifest.source["height"])
         audio = folder / fb.AUDIO if manifest.audio else None
         originals: Iterator[np.ndarray] | None = None

@@ -15,8 +15,12 @@ RECONSTRUCTORS = ("framemae", "linear", "hold", "mci")
 
 
 @cache
-def get_reconstructor(name: str) -> Reconstructor:
-    """One instance per process and name (learned ones keep their ONNX sessions)."""
+def get_reconstructor(name: str, version: str | None = None) -> Reconstructor:
+    """One instance per process, name and model version (learned ones keep their ONNX sessions).
+    ``version``: a stored version of the learned model (``framemae``; None: the newest); ModelError
+    when it is not in the store, UnsupportedOptionError for a version of a classical method."""
+    if version is not None and name != "framemae":
+        raise UnsupportedOptionError(f"reconstructor {name!r} has no model versions")
     if name == "linear":
         from framers.reconstructors.classical import LinearReconstructor
 
@@ -30,9 +34,10 @@ def get_reconstructor(name: str) -> Reconstructor:
 
         return MCIReconstructor()
     if name == "framemae":
+        from framers.model_store import model_dir
         from framers.reconstructors.framemae import FrameMAEReconstructor
 
-        return FrameMAEReconstructor()
+        return FrameMAEReconstructor(model_dir("framemae", version) if version else None)
     raise UnsupportedOptionError(f"unknown reconstructor {name!r} (choose from {', '.join(RECONSTRUCTORS)})")
 
 

@@ -252,3 +252,81 @@ def test_tiny_frames_fall_back_to_the_linear_prior() -> None:
     kept = [_Kept(0, np.zeros((2, 2, 3), np.uint8)), _Kept(4, np.full((2, 2, 3), 200, np.uint8))]
     got = FrameMAEReconstructor().reconstruct_window(kept, 0, 8)
     assert np.array_equal(got, LinearReconstructor().reconstruct_window(kept, 0, 8))
+
+
+# ------------------------------------------------------------------ flow preset, model versions
+def _store_with(tmp_path: Path, versions: dict[str, str | None]) -> Path:
+    """A model store holding the shipped FrameMAE weights under each version, with that version's
+    ``prior.flow_preset`` (None: not named, as in 1.0.0)."""
+    for version, preset in versions.items():
+        target = tmp_path / "framemae" / version
+        shutil.copytree(shipped_dir(), target)
+        cfg = json.loads((target / "config.json").read_text())
+        cfg["version"] = version
+        cfg["prior"].pop("flow_preset", None)
+        if preset is not None:
+            cfg["prior"]["flow_preset"] = preset
+        (target / "config.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+def test_the_flow_preset_comes_from_the_model_config(tmp_path: Path) -> None:
+    """A model names the DIS preset it was trained with; one that names none gets ``fast`` (what
+    1.0.0 was trained with); the flows and the frames follow the preset; an unknown one is a
+    ModelError."""
+    store = _store_with(tmp_path, {"1.0.0": None, "1.1.0": "medium", "9.9.9": "turbo"})
+    old = FrameMAEReconstructor(store / "framemae" / "1.0.0")
+    new = FrameMAEReconstructor(store / "framemae" / "1.1.0")
+    assert (old.flow_preset, new.flow_preset) == ("fast", "medium")
+    frames = moving_video(n=17)
+    kept = kept_of(frames, [0, 8, 16])
+    flows_old, _ = old.plan(kept, 0, 16)
+    flows_new, _ = new.plan(kept, 0, 16)
+    assert flows_new.preset == "medium"
+    assert not np.array_equal(flows_old.pair(0, 1)[0], flows_new.pair(0, 1)[0])
+    a = old.reconstruct_window(kept, 0, 16)
+    b = new.reconstruct_window(kept, 0, 16)
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    assert np.array_equal(b[8], frames[8])  # kept frames unchanged either way
+    with pytest.raises(ModelError, match="flow preset"):
+        FrameMAEReconstructor(store / "framemae" / "9.9.9")
+    with pytest.raises(KeyError):
+        motion.WindowFlows(kept, preset="turbo")
+
+
+def test_reconstructor_by_version_and_a_refresh_layer_keeps_its_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get_reconstructor(name, version)`` loads that stored version; a bundle whose refresh layer
+    was made with an older FrameMAE that the store still holds is rebuilt with it (the layer
+    corrects that model's frames), any other bundle with the newest."""
+    from fractions import Fraction
+
+    from framers import bundle as fb
+    from framers.errors import UnsupportedOptionError
+    from framers.pipeline import rebuilder_for
+    from framers.registry import get_reconstructor
+
+    store = _store_with(tmp_path, {"1.0.0": None, "1.1.0": "medium"})
+    monkeypatch.setenv("FRAMERS_MODEL_STORE", str(store))
+    get_reconstructor.cache_clear()
+    try:
+        assert get_reconstructor("framemae").model_versions == {"framemae": "1.1.0"}
+        assert get_reconstructor("framemae", "1.0.0").model_versions == {"framemae": "1.0.0"}
+        with pytest.raises(ModelError):
+            get_reconstructor("framemae", "0.5.0")
+        with pytest.raises(UnsupportedOptionError):
+            get_reconstructor("linear", "1.0.0")
+
+        def manifest(refresh: dict[str, str] | None) -> fb.Manifest:
+            return fb.Manifest(source={}, clip_len=16, slot_len=2, n_frames=4, kept=[[0, 3]],
+                               time_base=Fraction(1, 30), pts=[], fps=30.0, keyframes={}, selection={},
+                               refresh=refresh)
+
+        layer_old = {"reconstructor": "framemae", "model": "1.0.0"}
+        assert rebuilder_for(manifest(layer_old), "framemae").model_versions == {"framemae": "1.0.0"}
+        assert rebuilder_for(manifest(None), "framemae").model_versions == {"framemae": "1.1.0"}
+        gone = {"reconstructor": "framemae", "model": "0.5.0"}  # not in the store: the newest
+        assert rebuilder_for(manifest(gone), "framemae").model_versions == {"framemae": "1.1.0"}
+        assert rebuilder_for(manifest(layer_old), "linear").name == "linear"
+    finally:
+        get_reconstructor.cache_clear()

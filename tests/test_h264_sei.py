@@ -14,7 +14,7 @@ from framers.h264_sei import SeiDropper
 from framers.keyframes import KeyframeEncoder, iter_keyframes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import rd_measure  # noqa: E402
+import rd_measure
 
 
 def _pictures(n: int = 6) -> list[np.ndarray]:

@@ -100,3 +100,29 @@ def test_shipped_model_parity_on_a_real_window() -> None:
     tile = model.cfg.tile
     batch = torch.from_numpy(np.ascontiguousarray(x[None, :, :, :tile, :tile]))
     assert parity(model, directory / "model.onnx", (batch,)) < 1e-4
+
+
+def test_gap_patterns_and_coded_kept_frames() -> None:
+    """FrameMAE 1.1's training windows: every 2nd/8th/16th frame kept (the next clip's first kept
+    frame closes the last gap), candidates from the named DIS preset, kept frames through x264."""
+    from training.data import GAP_PATTERNS, Video, pattern_offsets, sample_window
+
+    rng = np.random.default_rng(0)
+    assert pattern_offsets(rng, "stride2") == list(range(0, 16, 2))
+    assert pattern_offsets(rng, "stride8") == [0, 8]
+    assert pattern_offsets(rng, "stride16") == [0]
+    assert {"stride2", "stride8", "stride16"} <= set(GAP_PATTERNS)
+    y, x = np.mgrid[0:128, 0:160]
+    frames = np.stack([np.stack([(x + 3 * i) % 256, (y * 2) % 256, (x + y + i) % 256], -1)
+                       for i in range(48)]).astype(np.uint8)
+    videos = [Video("synthetic", frames)]
+    clean = sample_window(videos, np.random.default_rng(1), 64, 64, ("stride16",), "medium", coded=0.0)
+    coded = sample_window(videos, np.random.default_rng(1), 64, 64, ("stride16",), "medium", coded=1.0)
+    assert clean["net_in"].shape == coded["net_in"].shape == (motion.IN_CHANNELS, 16, 64, 64)
+    assert clean["loss_mask"].sum() == 15  # one kept frame in the window
+    kept_at = int(np.argmax(1 - clean["loss_mask"]))
+    # the kept frame's candidates: the source crop as is, or decoded from x264 (close, not equal)
+    a = clean["cands"][0, kept_at].astype(np.float32)
+    b = coded["cands"][0, kept_at].astype(np.float32)
+    assert np.array_equal(clean["target"][kept_at].astype(np.float32), a)
+    assert 0 < float(np.abs(a - b).mean()) < 8

@@ -1,6 +1,8 @@
 """Training windows from the decoded train clips (``training.cache``): random 16-frame windows
 of consecutive frames, random crops at native scale, flips, time reversal, random keep patterns
-(codec ``uniform`` slots (1, 5), ``stride`` 4, any slot pair, the paper's 3-of-8 slots)."""
+(codec ``uniform`` slots (1, 5), ``stride`` 4, any slot pair, the paper's 3-of-8 slots, and every
+2nd, 8th and 16th frame: gaps the content-adaptive mode uses), optionally with the kept frames
+coded by x264 as a bundle stores them (``coded``)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from framers.reconstructors.base import KeptFrame
 from training.cache import CACHE_ROOT
 
 PATTERNS = ("uniform", "stride", "pair")
+#: FrameMAE 1.1's patterns: the adaptive mode keeps every 2nd to 16th frame
+GAP_PATTERNS = ("uniform", "stride", "pair", "stride2", "stride8", "stride16")
 
 
 def slot_frames(slots: tuple[int, ...] | list[int]) -> list[int]:
@@ -29,6 +33,8 @@ def pattern_offsets(rng: np.random.Generator, pattern: str) -> list[int]:
         return slot_frames((1, 5))
     if pattern == "stride":
         return [0, 4, 8, 12]
+    if pattern.startswith("stride"):  # every Nth frame: stride2, stride8, stride16
+        return list(range(0, CLIP_LEN, int(pattern[len("stride"):])))
     if pattern == "pair":
         return slot_frames(sorted(rng.choice(8, size=2, replace=False).tolist()))
     if pattern == "three":
@@ -54,9 +60,15 @@ def load_videos(split: str = "train") -> list[Video]:
 
 
 def sample_window(
-    videos: list[Video], rng: np.random.Generator, tile: int, loss_crop: int = 128, patterns: tuple[str, ...] = PATTERNS
+    videos: list[Video], rng: np.random.Generator, tile: int, loss_crop: int = 128,
+    patterns: tuple[str, ...] = PATTERNS, flow_preset: str = motion.DEFAULT_FLOW_PRESET, coded: float = 0.0,
+    crfs: tuple[int, int] = (18, 34),
 ) -> dict[str, np.ndarray]:
-    """One flowmix training sample (numpy): net input, candidates and target of a loss crop."""
+    """One flowmix training sample (numpy): net input, candidates and target of a loss crop.
+
+    ``flow_preset``: the DIS preset of the candidates' flows; ``coded``: the probability that the
+    kept frames (crops) go through x264 (``framers.adaptive.coding.x264_round_trip``, preset
+    medium) at a CRF drawn uniformly from ``crfs`` (inclusive), as the codec's kept frames do."""
     weights = np.array([1.0 / v.scale for v in videos])
     video = videos[rng.choice(len(videos), p=weights / weights.sum())]
     frames = video.frames
@@ -82,8 +94,13 @@ def sample_window(
     nxt = start + CLIP_LEN + pattern_offsets(rng, pattern)[0]
     if nxt < n:
         kept_idx.append(nxt)
-    kept = [KeptFrame(i, get(i)) for i in kept_idx]
-    flows = motion.WindowFlows(kept, motion.flow_scale(hh, ww))
+    images = [get(i) for i in kept_idx]
+    if coded > 0 and rng.random() < coded:
+        from framers.adaptive.coding import x264_round_trip
+
+        images, _ = x264_round_trip(images, int(rng.integers(crfs[0], crfs[1] + 1)), "medium")
+    kept = [KeptFrame(i, img) for i, img in zip(kept_idx, images, strict=True)]
+    flows = motion.WindowFlows(kept, motion.flow_scale(hh, ww), preset=flow_preset)
     plans = motion.plan_window(kept_idx, start, start + CLIP_LEN)
     net_in = motion.net_input_window(flows, plans, s)
     lc = min(crop, loss_crop)
@@ -110,10 +127,16 @@ def sample_window(
 
 
 class FlowMixWindows(IterableDataset):
-    def __init__(self, tile: int, seed: int, loss_crop: int = 128):
+    """Endless ``sample_window`` draws from the cached train clips (one generator per worker)."""
+
+    def __init__(self, tile: int, seed: int, loss_crop: int = 128, patterns: tuple[str, ...] = PATTERNS,
+                 flow_preset: str = motion.DEFAULT_FLOW_PRESET, coded: float = 0.0):
         self.tile = tile
         self.seed = seed
         self.loss_crop = loss_crop
+        self.patterns = patterns
+        self.flow_preset = flow_preset
+        self.coded = coded
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         import cv2
@@ -124,7 +147,7 @@ class FlowMixWindows(IterableDataset):
         rng = np.random.default_rng([self.seed, wid, int(torch.initial_seed() % 2**31)])
         videos = load_videos("train")
         while True:
-            yield sample_window(videos, rng, self.tile, self.loss_crop)
+            yield sample_window(videos, rng, self.tile, self.loss_crop, self.patterns, self.flow_preset, self.coded)
 
 
 def collate_flowmix(batch: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -176,4 +199,5 @@ class PlainWindows(IterableDataset):
             yield sample_plain(videos, rng, self.tile, self.n_keep)
 
 
-__all__ = ["FlowMixWindows", "PlainWindows", "collate_flowmix", "load_videos", "sample_window"]
+__all__ = ["GAP_PATTERNS", "PATTERNS", "FlowMixWindows", "PlainWindows", "collate_flowmix", "load_videos",
+           "sample_window"]

@@ -150,6 +150,8 @@ def main() -> None:
     weights_path = out / "weights.npz"
     np.savez(weights_path, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     inputs, outputs = io_spec(model)
+    flow_preset = str(state.get("flow_preset") or "fast")
+    fine_tune = {k: state[k] for k in ("init", "patterns", "coded", "lr") if state.get(k) is not None}
     config = StoreConfig.for_model_file(
         onnx_path,
         name="framemae",
@@ -168,7 +170,8 @@ def main() -> None:
         prior={
             "module": "framers.motion",
             "candidates": ["linear", "prev_warp", "next_warp"],
-            "flow": "OpenCV DIS (PRESET_FAST) at framers.motion.flow_scale",
+            "flow": f"OpenCV DIS (PRESET_{flow_preset.upper()}) at framers.motion.flow_scale",
+            "flow_preset": flow_preset,
             "net_scale": "framers.motion.net_scale(H, W) = max(1, min(H, W) // 96)",
         }
         if cfg.variant == "flowmix"
@@ -182,6 +185,7 @@ def main() -> None:
             "seed": state["seed"],
             "batch": state.get("batch"),
             "precision": "fp32",
+            **fine_tune,
         },
         onnx_parity_rel_err=err,
         metrics=json.loads(args.metrics.read_text()) if args.metrics else None,

@@ -3,6 +3,9 @@
     python -m training.train --variant flowmix --size fm-tiny --minutes 55 --seed 0 --out runs/fm1
     python -m training.train --variant plain --size tiny --minutes 20 --seed 0 --out runs/plain1
     ... --resume   # continue from <out>/ckpt.pt (the time budget counts the earlier minutes)
+    # FrameMAE 1.1: fine-tune 1.0.0 on DIS-medium flows, gaps of 2-16 frames, x264-coded kept frames
+    python -m training.train --variant flowmix --size fm-tiny --init model_store/framemae/1.0.0/weights.npz \
+        --flow-preset medium --patterns gaps --coded 0.5 --lr 2e-4 --minutes 50 --seed 1 --out runs/fm11
 
 Writes <out>/ckpt.pt (every --ckpt-minutes), <out>/history.json, <out>/loss.png. fp32 only
 (docs/DESIGN.md, training notes: bf16-trained weights behaved badly in fp32).
@@ -24,7 +27,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.data import FlowMixWindows, PlainWindows, collate_flowmix
+from framers import motion
+from training.data import GAP_PATTERNS, PATTERNS, FlowMixWindows, PlainWindows, collate_flowmix
 from training.model import FlowMixNet, FrameMAE, ModelConfig, build_model, count_params, make_config
 
 LOG_EPS = 1e-5  # per-frame log-MSE floor (≈ 50 dB)
@@ -113,7 +117,8 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str) -> Non
 
 def batches(args: argparse.Namespace, cfg: ModelConfig) -> Iterator[dict[str, torch.Tensor]]:
     if cfg.variant == "flowmix":
-        ds = FlowMixWindows(cfg.tile, args.seed)
+        patterns = GAP_PATTERNS if args.patterns == "gaps" else PATTERNS
+        ds = FlowMixWindows(cfg.tile, args.seed, patterns=patterns, flow_preset=args.flow_preset, coded=args.coded)
         yield from DataLoader(
             ds,
             batch_size=args.batch,
@@ -146,6 +151,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-keep", type=int, default=0, help="plain: kept slots (0 = alternate 2 and 3)")
     parser.add_argument("--ckpt-minutes", type=float, default=3.0)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="flowmix: start from these weights (a model store's weights.npz), not at random")
+    parser.add_argument("--flow-preset", choices=sorted(motion.FLOW_PRESETS), default=motion.DEFAULT_FLOW_PRESET,
+                        help="flowmix: DIS preset of the candidates' flows (recorded in the export's config)")
+    parser.add_argument("--patterns", choices=["paper", "gaps"], default="paper",
+                        help="flowmix keep patterns: paper = uniform/stride 4/slot pairs; "
+                        "gaps = also every 2nd, 8th, 16th")
+    parser.add_argument("--coded", type=float, default=0.0,
+                        help="flowmix: probability that a sample's kept frames are x264-coded (CRF 18-34)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -155,6 +169,10 @@ def main() -> None:
     size = args.size or ("fm-tiny" if args.variant == "flowmix" else "tiny")
     cfg = make_config(args.variant, size)
     model = build_model(cfg)
+    if args.init is not None:
+        with np.load(args.init) as weights:
+            model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
+        print(f"initialised from {args.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.out / "ckpt.pt"
@@ -179,6 +197,11 @@ def main() -> None:
             "seed": args.seed,
             "batch": args.batch,
             "minutes_budget": args.minutes,
+            "flow_preset": args.flow_preset,
+            "patterns": args.patterns,
+            "coded": args.coded,
+            "init": str(args.init) if args.init else None,
+            "lr": args.lr,
         }
         torch.save(state, args.out / "ckpt.tmp")
         (args.out / "ckpt.tmp").replace(ckpt_path)

@@ -137,6 +137,10 @@ class FrameMAEReconstructor(WindowReconstructor):
         if self.variant not in ("flowmix", "plain"):
             raise ModelError(f"{self.model_dir}: unknown framemae variant {self.variant!r}")
         self.tile = int(self.config.inputs[0].dims[-1])
+        # the DIS preset the network was trained with (FrameMAE 1.0.0 names none: ``fast``)
+        self.flow_preset = str((self.config.get("prior") or {}).get("flow_preset") or motion.DEFAULT_FLOW_PRESET)
+        if self.flow_preset not in motion.FLOW_PRESETS:
+            raise ModelError(f"{self.model_dir}: unknown flow preset {self.flow_preset!r}")
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -269,7 +273,8 @@ class FrameMAEReconstructor(WindowReconstructor):
              times: Sequence[float] | None = None) -> tuple[motion.WindowFlows, list[motion.FramePlan]]:
         """Flows (lazily computed, in ``cache`` if given) and frame plans of a window; no frame
         needs the network when none is interpolated."""
-        return motion.WindowFlows(kept, cache=cache), motion.plan_window([k.index for k in kept], start, stop, times)
+        flows = motion.WindowFlows(kept, cache=cache, preset=self.flow_preset)
+        return flows, motion.plan_window([k.index for k in kept], start, stop, times)
 
     def compose(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plans: Sequence[motion.FramePlan],
                 weights: np.ndarray | None) -> np.ndarray:
