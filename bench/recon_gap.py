@@ -11,6 +11,12 @@ the issue's goals (+1.0 dB and +1.5 dB), and the clips where ``framemae`` gains 
         --no-h264-reference --json bench/results/recon_val_stride$s.json; done
     python bench/recon_gap.py bench/results/recon_val_stride4.json bench/results/recon_val_stride8.json \\
         --md bench/results/recon_gap.md
+
+A new FrameMAE is measured alone (``--methods stride+framemae``, same command) and set beside the
+classical methods of the earlier reports with ``--framemae NEW_STRIDE4.json NEW_STRIDE8.json``: its
+entry replaces ``stride+framemae`` per video, by stride. The bundles are made again in that run:
+the same kept frames up to x264's own run-to-run variation (CRF mode is not always
+byte-identical; the kept frames' PSNR is in both reports).
 """
 
 from __future__ import annotations
@@ -53,6 +59,24 @@ def gap_table(report: dict[str, Any]) -> dict[str, Any]:
             "stride": report.get("settings", {}).get("stride")}
 
 
+def with_framemae_of(report: dict[str, Any], others: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``report`` with each video's ``stride+framemae`` taken from the report in ``others`` of the
+    same stride (the report unchanged when none has it; a video the other lacks loses its entry,
+    so that ``gap_table`` leaves it out). Also names the replacement's FrameMAE version."""
+    stride = report.get("settings", {}).get("stride")
+    other = next((o for o in others if o.get("settings", {}).get("stride") == stride), None)
+    if other is None:
+        return report
+    new = {v["video"]: v.get("methods", {}).get("stride+framemae") for v in other.get("videos", [])}
+    videos = []
+    for video in report.get("videos", []):
+        methods = {k: v for k, v in video.get("methods", {}).items() if k != "stride+framemae"}
+        if new.get(video["video"]) is not None:
+            methods["stride+framemae"] = new[video["video"]]
+        videos.append({**video, "methods": methods})
+    return {**report, "videos": videos}
+
+
 def to_markdown(tables: Sequence[tuple[str, dict[str, Any]]], worst: int = 5) -> str:
     lines = ["# framemae vs mci vs linear on the same bundles", "",
              "| report | stride | videos | linear | mci | framemae | framemae − mci (goal +1.0) "
@@ -83,8 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("reports", type=Path, nargs="+", help="framers evaluate --json reports")
     parser.add_argument("--md", type=Path)
+    parser.add_argument("--framemae", type=Path, nargs="*", default=[],
+                        help="reports of stride+framemae alone, replacing it in the reports of the same stride")
     args = parser.parse_args(argv)
-    tables = [(p.stem, gap_table(json.loads(p.read_text()))) for p in args.reports]
+    replacements = [json.loads(p.read_text()) for p in args.framemae]
+    tables = [(p.stem, gap_table(with_framemae_of(json.loads(p.read_text()), replacements))) for p in args.reports]
     text = to_markdown(tables)
     if args.md:
         args.md.write_text(text)
