@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from framers import pipeline
+from framers.adaptive.coding import x264_threads
 from framers.evaluate import _rebuilt_frames, _video_bytes
 from framers.evaluate_report import round_opt
 from framers.h264_sei import SeiDropper
@@ -96,7 +97,8 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
     RGB frames enter as ``rgb24`` and PyAV converts them to the stream's pixel format (yuv420p, or
     yuv444p for odd sizes) — the keyframe encoder's colour path. x264's SEI text is dropped from the
     packets before they are muxed and counted, as our side's keyframe stream drops it
-    (``framers.h264_sei``): the same stream either side would store.
+    (``framers.h264_sei``): the same stream either side would store; and x264 runs on the same fixed
+    thread count as ours (``framers.adaptive.coding.X264_THREADS``: its bytes depend on it).
     """
     total = 0
     rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
@@ -118,6 +120,7 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
                 stream.height, stream.width = rgb.shape[:2]
                 stream.pix_fmt = output_pix_fmt(stream.width, stream.height)
                 stream.options = {"crf": str(crf), "preset": preset}
+                stream.codec_context.thread_count = x264_threads()  # as our side's streams
                 sei = SeiDropper(stream)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = index

@@ -5,8 +5,9 @@ is fastest for one job. Several service workers on one machine would then run co
 threads and starve the gateway (issue 18), so a service worker sets ``FRAMERS_CODEC_THREADS``
 (and ONNX Runtime's ``FRAMERS_ORT_THREADS``, read by ``framers.runtime``) from its setting
 ``worker_threads``, which ``framers serve`` makes cores / workers.
-x264's output depends slightly on its thread count (frame threads share look-ahead), so a
-bundle made under a budget can differ in a few bytes from the CLI's; quality is the same.
+x264's output depends on its thread count (frame threads share look-ahead), so the streams a
+bundle holds are coded on a fixed count (``framers.adaptive.coding.X264_THREADS``), lowered only by
+a smaller budget: a bundle's bytes then do not depend on the machine.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from framers.h264_sei import SeiDropper
 from framers.keyframes import KeyframeEncoder, iter_keyframes
@@ -98,3 +99,35 @@ def test_anchor_is_counted_and_stored_without_sei(tmp_path: Path) -> None:
     assert sum(stored) == n_bytes and extradata > 0
     with av.open(str(dest)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 6
+
+
+def test_bundle_streams_are_byte_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept frames coded three times give the same bytes: x264 runs on a fixed thread count
+    (``X264_THREADS``; x264's own choice follows the machine's cores and was not always
+    reproducible), lowered, never raised, by the process's thread budget."""
+    from framers.adaptive import coding
+    from framers.video import FrameReader
+
+    monkeypatch.delenv("FRAMERS_CODEC_THREADS", raising=False)
+    frames = []
+    with FrameReader(Path(__file__).parent / "data" / "mmaction2_test.avi") as reader:
+        for frame in reader.frames():
+            frames.append(frame.rgb)
+            if len(frames) == 20:
+                break
+    h, w = frames[0].shape[:2]
+    streams = set()
+    for run in range(3):
+        folder = tmp_path / f"run{run}"
+        folder.mkdir()
+        writer = KeyframeEncoder(folder, w, h, "x264", 24)
+        for i, rgb in enumerate(frames):
+            writer.write(rgb, 24 if i < 10 else 30)
+        writer.close()
+        streams.add((folder / "keyframes.h264").read_bytes())
+    assert len(streams) == 1
+    assert coding.x264_context(w, h, 24, "medium").thread_count == coding.X264_THREADS == 2
+    monkeypatch.setenv("FRAMERS_CODEC_THREADS", "1")
+    assert coding.x264_context(w, h, 24, "medium").thread_count == 1
+    monkeypatch.setenv("FRAMERS_CODEC_THREADS", "8")
+    assert coding.x264_context(w, h, 24, "medium").thread_count == 2
