@@ -111,6 +111,17 @@ class Clip:
             return self._decoded
         return tuple(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24") for f in self.frames)
 
+    def shown_pictures(self) -> tuple[av.VideoFrame, ...]:
+        """Pictures of what the codec keeps and shows, for analysis: the decoded pictures
+        (``pictures``), except where the shown frame is not the decoded picture's colour (HDR:
+        tone-mapped; alpha: composited), which get RGB pictures of ``frame``: the colour under a
+        transparent pixel or a PQ code value would otherwise be measured as content (a fresh-user
+        trial: an alpha video's target missed by 5 dB)."""
+        if self._decoded and self._plan is not None and self._plan.special:
+            return tuple(av.VideoFrame.from_ndarray(np.ascontiguousarray(self.frame(i)), format="rgb24")
+                         for i in range(len(self)))
+        return self.pictures()
+
     def view(self, size: int) -> np.ndarray:
         """[n, size, size, 3] uint8: every whole frame area-resized to a square (``global_view``)."""
         if not self._decoded or (self._plan is not None and self._plan.special):

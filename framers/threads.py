@@ -6,8 +6,8 @@ threads and starve the gateway (issue 18), so a service worker sets ``FRAMERS_CO
 (and ONNX Runtime's ``FRAMERS_ORT_THREADS``, read by ``framers.runtime``) from its setting
 ``worker_threads``, which ``framers serve`` makes cores / workers.
 x264's output depends on its thread count (frame threads share look-ahead), so the streams a
-bundle holds are coded on a fixed count (``framers.adaptive.coding.X264_THREADS``), lowered only by
-a smaller budget: a bundle's bytes then do not depend on the machine.
+bundle holds are coded on a fixed count whatever the budget (``framers.adaptive.coding.X264_THREADS``):
+a bundle's bytes then do not depend on the machine or the worker.
 """
 
 from __future__ import annotations

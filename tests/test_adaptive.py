@@ -346,3 +346,22 @@ def test_short_video_dropping_frames_is_measured_through_the_rebuild(tmp_path: P
     achieved = float(psnr_per_frame(list(iter_frames_rgb(source)), rebuild(tmp_path / "b.frs")).mean())
     assert achieved == pytest.approx(verified["measured_psnr"], abs=0.15)
     assert verified["reached"] and achieved >= 36.0
+
+
+def test_a_bundle_larger_than_its_source_is_said() -> None:
+    """Larger than the source: said, with why (audio, or a source coded more coarsely) and what
+    to change (the target in the adaptive mode, the CRF or the kept share otherwise)."""
+    from fractions import Fraction
+
+    from framers import bundle as fb
+    from framers.pipeline import size_warnings
+
+    def manifest(adaptive: dict | None) -> fb.Manifest:
+        return fb.Manifest(source={}, clip_len=16, slot_len=2, n_frames=4, kept=[[0, 3]], time_base=Fraction(1, 30),
+                           pts=[], fps=30.0, keyframes={}, selection={}, adaptive=adaptive)
+
+    assert size_warnings(900, 1000, 0, manifest(None)) == []
+    (said,) = size_warnings(2000, 1000, 1500, manifest({"target_psnr": 35}))
+    assert "2000 bytes" in said and "audio track alone is 1500 bytes" in said and "--target-psnr" in said
+    (said,) = size_warnings(2000, 1000, 100, manifest(None))
+    assert "coded more coarsely" in said and "--crf" in said

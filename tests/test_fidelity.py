@@ -424,7 +424,8 @@ def test_service_job_records_warnings_and_real_audio(service_stacks: Any, wait_f
     assert any("alpha" in w and "background" in w for w in job["warnings"])
     assert job["source"]["has_audio"] is True and props(out)["audio"] == [("aac", 1)]
     job, out = _service_roundtrip(stack, case("c09"), wait_for, tmp_path)
-    assert job["warnings"] == []
+    # a 1-s clip whose bundle is mostly its audio track: only the size is said
+    assert [w for w in job["warnings"] if "larger than the source" not in w] == []
     assert abs(beep_onset(out) - beep_onset(case("c09"))) < 0.01
     job, out = _service_roundtrip(stack, case("c02"), wait_for, tmp_path)
     assert any("bwdif" in w for w in job["warnings"]) and not props(out)["interlaced"]
@@ -485,3 +486,23 @@ def test_444_source_of_odd_size_keeps_its_chroma_and_says_nothing(tmp_path: Path
     assert "chroma source stored" not in said
     assert not any("chroma" in w for w in manifest["source"].get("warnings", []))
     assert props(out)["pix_fmt"] == "yuv444p"
+
+
+@pytest.mark.parametrize("kind", ["c20", "generated"])
+def test_alpha_source_meets_its_adaptive_target(kind: str, tmp_path: Path) -> None:
+    """The adaptive mode predicts the rebuilt PSNR of what is shown (composited on black), not of
+    the colour hidden under transparent pixels (nor, for HDR, of the PQ code values before tone
+    mapping): a fresh-user trial saw c20 at 30.4 dB for a 35 dB target when the analysis read the
+    raw pictures. The generated variant hides moving testsrc2 content under its transparent half."""
+    from framers import pipeline
+
+    if kind == "c20":
+        source = case(kind)
+    else:
+        source = write_variant(tmp_path / "alpha.webm", width=160, height=96, frames=40, codec="libvpx-vp9",
+                               pix_fmt="yuva420p", container_format="webm", alpha=True)
+    pipeline.compress(source, tmp_path / "b.frs", target_psnr=35.0)
+    result = pipeline.reconstruct(tmp_path / "b.frs", tmp_path / "out.mp4", reference=source)
+    assert result.psnr is not None
+    # c20: 29.8 dB when the analysis read the raw pictures, 34.3 dB since (the rate model's own error)
+    assert float(np.mean(result.psnr)) >= 35.0 - 1.0

@@ -21,7 +21,6 @@ import numpy as np
 from framers.h264_sei import SeiDropper
 from framers.metrics import mse, psnr_of_mses
 from framers.rgb import to_rgb
-from framers.threads import codec_threads
 from framers.video_writer import output_pix_fmt
 
 
@@ -80,19 +79,20 @@ def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:
 
 
 #: x264's threads for every stream a bundle holds (kept frames, refresh layer) and for the probes
-#: that predict them: a fixed count, so that a bundle's bytes do not depend on the machine or the
-#: run. x264's own choice (1.5 × cores, capped by the picture height) measured here: 4 threads
-#: +3.8 % bytes against 2 on 24 frames of 480p; at 560×320 on 2 cores (3 threads) 2 distinct streams
-#: in 30 runs of the same pictures, against 1 in 30 at 1 or 2 threads (``tests/test_h264_sei.py``
-#: checks that two runs are byte-identical). A smaller thread budget (``FRAMERS_CODEC_THREADS``)
-#: still wins.
+#: that predict them: a fixed count, whatever the machine and the worker's thread budget
+#: (``FRAMERS_CODEC_THREADS``), so that a bundle's bytes and the adaptive mode's decisions do not
+#: depend on where it was made (a fresh-user trial: the CLI and a service worker with a budget of 1
+#: chose different strides for the same file). x264's own choice (1.5 × cores, capped by the
+#: picture height) measured here: 4 threads +3.8 % bytes against 2 on 24 frames of 480p; at 560×320
+#: on 2 cores (3 threads) 2 distinct streams in 30 runs of the same pictures, against 1 in 30 at 1 or
+#: 2 threads (``tests/test_h264_sei.py`` checks that runs are byte-identical). Two threads under a
+#: budget of one cost a context switch, not a core each.
 X264_THREADS = 2
 
 
 def x264_threads() -> int:
-    """``X264_THREADS``, or the process's codec thread budget when that is smaller."""
-    budget = codec_threads()
-    return min(budget, X264_THREADS) if budget else X264_THREADS
+    """Threads of every x264 encoder of a bundle's streams: ``X264_THREADS``."""
+    return X264_THREADS
 
 
 def x264_context(width: int, height: int, crf: int, preset: str) -> av.VideoCodecContext:

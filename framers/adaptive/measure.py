@@ -104,7 +104,7 @@ def measure(open_clips: ClipSource, probe_crf: int) -> Measurements:
     for clip in open_clips():
         breaks = {clip.start + i for i in timing_breaks(clip.pts, last_pts)}
         last_pts = clip.pts[-1]
-        for i, picture in enumerate(clip.pictures()):
+        for i, picture in enumerate(clip.shown_pictures()):  # HDR / alpha: what is shown
             index = clip.start + i
             view = scenes.feed(picture)
             if index > 0 and (view.is_cut or index in breaks):
