@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from framers import pipeline
-from framers.adaptive.coding import x264_threads
+from framers.adaptive.coding import X264_THREADS
 from framers.evaluate import _rebuilt_frames, _video_bytes
 from framers.evaluate_report import round_opt
 from framers.h264_sei import SeiDropper
@@ -120,7 +120,7 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
                 stream.height, stream.width = rgb.shape[:2]
                 stream.pix_fmt = output_pix_fmt(stream.width, stream.height)
                 stream.options = {"crf": str(crf), "preset": preset}
-                stream.codec_context.thread_count = x264_threads()  # as our side's streams
+                stream.codec_context.thread_count = X264_THREADS  # as our side's streams
                 sei = SeiDropper(stream)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = index

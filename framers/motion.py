@@ -177,8 +177,9 @@ class WindowFlows:
         self.kept = kept
         self.height, self.width = kept[0].rgb.shape[:2]
         self.flow_scale = scale_of_flow or flow_scale(self.height, self.width)
+        if preset not in FLOW_PRESETS:  # here, not later in a worker thread
+            raise KeyError(f"unknown DIS preset {preset!r} (choose from {', '.join(FLOW_PRESETS)})")
         self.preset = preset
-        FLOW_PRESETS[preset]
         self._cache = FrameCache() if cache is None else cache
 
     def _get(self, kind: str, positions: tuple[int, ...], extra: tuple[Any, ...], make: Any) -> Any:

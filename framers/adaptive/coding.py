@@ -90,21 +90,16 @@ def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:
 X264_THREADS = 2
 
 
-def x264_threads() -> int:
-    """Threads of every x264 encoder of a bundle's streams: ``X264_THREADS``."""
-    return X264_THREADS
-
-
 def x264_context(width: int, height: int, crf: int, preset: str) -> av.VideoCodecContext:
     """An opened-on-first-frame libx264 encoder writing Annex B (headers in band), default
     GOP and look-ahead of ``preset``, 4:2:0 unless the size is odd (then 4:4:4), on
-    ``x264_threads()`` threads."""
+    ``X264_THREADS`` threads."""
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height = width, height
     ctx.pix_fmt = output_pix_fmt(width, height)
     ctx.time_base = Fraction(1, 25)
     ctx.options = {"crf": str(crf), "preset": preset}
-    ctx.thread_count = x264_threads()
+    ctx.thread_count = X264_THREADS
     return ctx
 
 
