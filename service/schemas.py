@@ -138,6 +138,8 @@ class JobView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     options: CompressOptions
+    mode: str = Field(default="fixed", description="adaptive (target_psnr / target_kbps chose the kept frames and "
+                      "their CRF per segment: selector, keep and stride in options are unused defaults) or fixed")
     source: SourceInfo
     sizes: Sizes
     frames: int | None
@@ -184,6 +186,8 @@ class JobView(BaseModel):
             started_at=record.started_at,
             finished_at=record.finished_at,
             options=record.options,
+            mode="adaptive" if record.options.target_psnr is not None or record.options.target_kbps is not None
+            else "fixed",
             source=record.source,
             sizes=Sizes(
                 source_bytes=record.source.bytes,

@@ -498,8 +498,10 @@ def test_shipped_defaults_adaptive_and_framemae_end_to_end(
         job = wait_job(client, video_id, wait_for)
         assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
         assert job["options"]["target_psnr"] == 35.0 and job["adaptive"]["target_psnr"] == 35.0
+        assert job["mode"] == "adaptive"  # its options' selector/stride are unused defaults
         fixed_job = wait_job(client, fixed.json()["id"], wait_for)
         assert fixed_job["options"]["target_psnr"] is None and fixed_job["adaptive"] is None
+        assert fixed_job["mode"] == "fixed"
         assert fixed_job["options"]["selector"] == "stride" and fixed_job["kept_frames"] == 11  # every 4th + last
         rebuilt = wait_reconstruction(client, video_id, wait_for)
         # the video is stored before the worker writes "done" into the record: the record follows
