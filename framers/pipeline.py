@@ -299,12 +299,13 @@ def size_warnings(bundle_bytes: int, source_bytes: int, audio_bytes: int, manife
     129 % and 195 % of two small sources, unsaid)."""
     if bundle_bytes <= source_bytes:
         return []
-    why = (f"its audio track alone is {audio_bytes} bytes" if audio_bytes >= bundle_bytes // 2 else
-           "the source is already coded more coarsely than the kept frames")
+    if audio_bytes >= bundle_bytes // 2:  # the kept frames are not what to change
+        return [f"the bundle ({bundle_bytes} bytes) is larger than the source ({source_bytes} bytes): its audio "
+                f"track alone, re-encoded as AAC for the output, is {audio_bytes} bytes"]
     fix = ("lower --target-psnr (the service's target_psnr)" if manifest.adaptive else
            "raise --crf or keep fewer frames")
-    return [f"the bundle ({bundle_bytes} bytes) is larger than the source ({source_bytes} bytes): {why}; "
-            f"{fix} for a smaller bundle"]
+    return [f"the bundle ({bundle_bytes} bytes) is larger than the source ({source_bytes} bytes): the source is "
+            f"already coded more coarsely than the kept frames; {fix} for a smaller bundle"]
 
 
 #: bits per refreshed block below which a byte budget's blocks come out too coarse to help: on
@@ -622,7 +623,9 @@ def reconstruct(
         kept=manifest.kept_indices(),
         times=[round(float(p * manifest.time_base), 6) for p in manifest.pts],
         psnr=scores,
-        target_psnr=manifest.selection.get("target_psnr"),
+        # an unreachable target was aimed lower (said at compress): the rebuilt frames reach that
+        target_psnr=((manifest.selection.get("unreachable") or {}).get("aimed_at")
+                     or manifest.selection.get("target_psnr")),
         significance=Significance(
             str(manifest.source.get("filename") or Path(bundle).name), "exact", chunks.result(), manifest.n_frames,
             chunks.pixel_shape[1], chunks.pixel_shape[0],

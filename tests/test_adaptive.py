@@ -260,7 +260,7 @@ def test_cli_target_psnr_prints_decisions_and_refuses_mixed_options(clips: dict[
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "d"), "--target-kbps", "200", "-q"]) == 0
     # reconstruct says what the output's own encode costs against the target, unless --crf was chosen
     assert cli_main(["reconstruct", str(tmp_path / "b.frs"), "-o", str(tmp_path / "o.mp4"), "-q"]) == 0
-    assert "note: --target-psnr 35 dB is what the rebuilt frames reach" in capsys.readouterr().out
+    assert "note: the bundle's target (35 dB) is what the rebuilt frames reach" in capsys.readouterr().out
     assert cli_main(["reconstruct", str(tmp_path / "b.frs"), "-o", str(tmp_path / "o.mp4"), "--crf", "8", "-q"]) == 0
     assert "note:" not in capsys.readouterr().out
 
@@ -362,6 +362,8 @@ def test_a_bundle_larger_than_its_source_is_said() -> None:
 
     assert size_warnings(900, 1000, 0, manifest(None)) == []
     (said,) = size_warnings(2000, 1000, 1500, manifest({"target_psnr": 35}))
-    assert "2000 bytes" in said and "audio track alone is 1500 bytes" in said and "--target-psnr" in said
+    assert "2000 bytes" in said and "is 1500 bytes" in said and "AAC" in said and "--target-psnr" not in said
+    (said,) = size_warnings(2000, 1000, 100, manifest({"target_psnr": 35}))
+    assert "coded more coarsely" in said and "--target-psnr" in said
     (said,) = size_warnings(2000, 1000, 100, manifest(None))
     assert "coded more coarsely" in said and "--crf" in said

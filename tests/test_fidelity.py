@@ -506,3 +506,18 @@ def test_alpha_source_meets_its_adaptive_target(kind: str, tmp_path: Path) -> No
     assert result.psnr is not None
     # c20: 29.8 dB when the analysis read the raw pictures, 34.3 dB since (the rate model's own error)
     assert float(np.mean(result.psnr)) >= 35.0 - 1.0
+
+
+def test_an_unreachable_target_is_reported_as_the_one_aimed_at(tmp_path: Path) -> None:
+    """c03's colour bars cannot reach 35 dB in 4:2:0: compress says so and aims lower, and the
+    reconstruction reports that aim as the bundle's target (not the 35 dB it cannot reach)."""
+    from framers import pipeline
+
+    made = pipeline.compress(case("c03"), tmp_path / "b.frs", target_psnr=35.0)
+    assert any("out of reach" in w for w in made.warnings)
+    assert made.adaptive is not None
+    aimed = made.adaptive["unreachable"]["aimed_at"]
+    assert aimed < 35.0
+    result = pipeline.reconstruct(tmp_path / "b.frs", tmp_path / "out.mp4", reference=case("c03"))
+    assert result.target_psnr == aimed
+    assert result.psnr is not None and float(np.mean(result.psnr)) >= aimed - 0.5
