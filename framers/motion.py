@@ -7,9 +7,9 @@ For every frame of a clip the FrameMAE ``flowmix`` reconstructor mixes ``K`` can
 * ``next_warp`` – the next kept frame ``b`` backward-warped with ``(1-t)·F(a→b)``,
 
 where ``t = (i - a) / (b - a)`` and ``F`` is OpenCV's DIS optical flow computed at a reduced
-resolution (``flow_scale``) with the preset the model was trained with (``FLOW_PRESETS``).
-Kept frames and frames outside the span of kept frames get the
-same image in every candidate, so any mixing of them returns the kept / held frame exactly.
+resolution (``flow_scale``) with the preset the model was trained with (``FLOW_PRESETS``). Kept
+frames and frames outside the span of kept frames get the same image in every candidate, so any
+mixing of them returns the kept / held frame exactly.
 
 The network sees the candidates of all frames downscaled by ``net_scale`` (``net_input``) and
 predicts per-pixel mixing weights; ``mix`` applies them at full resolution. Training

@@ -260,8 +260,6 @@ def iter_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
         raise ValueError(f"refresh stream holds {count} pictures, the manifest says {expected}")
 
 
-
-
 def layer_encoder(width: int, height: int, crf: int, bits_per_picture: float | None = None) -> av.VideoCodecContext:
     """The refresh stream's x264 encoder (opened on its first picture): preset ``PRESET``, tune
     ``TUNE``, ``X264_PARAMS``; at ``crf`` or, with ``bits_per_picture`` (> 0), x264's one-pass
@@ -288,8 +286,7 @@ class RefreshWriter:
     odd) as one x264 stream (``layer_encoder``: at ``crf``, or at ``bits_per_picture`` on
     average), Annex B, without x264's SEI text (``framers.h264_sei``: a fresh-user trial found it
     was 32 % of a 10 kbit/s layer on a 2 s clip, and it hid a starved layer from the bits-per-block
-    warning), to ``path``. ``close`` returns the
-    stream's bytes."""
+    warning), to ``path``. ``close`` returns the stream's bytes."""
 
     def __init__(self, path: Path, width: int, height: int, crf: int, bits_per_picture: float | None = None) -> None:
         self.path = Path(path)
@@ -311,7 +308,7 @@ class RefreshWriter:
     def close(self) -> int:
         try:
             self._put(self._encoder.encode(None))
-            for kept in self._sei.flush():
+            for kept in self._sei.flush():  # already through the filter
                 self._file.write(bytes(kept))
         finally:
             self._file.close()

@@ -7,7 +7,7 @@ threads and starve the gateway (issue 18), so a service worker sets ``FRAMERS_CO
 ``worker_threads``, which ``framers serve`` makes cores / workers.
 x264's output depends on its thread count (frame threads share look-ahead), so the streams a
 bundle holds are coded on a fixed count whatever the budget (``framers.adaptive.coding.X264_THREADS``):
-a bundle's bytes then do not depend on the machine or the worker.
+a bundle's size and the adaptive mode's choices then do not depend on the machine or the worker.
 """
 
 from __future__ import annotations

@@ -101,10 +101,10 @@ def test_anchor_is_counted_and_stored_without_sei(tmp_path: Path) -> None:
         assert sum(1 for _ in container.decode(video=0)) == 6
 
 
-def test_bundle_streams_are_byte_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kept frames coded three times give the same bytes: x264 runs on a fixed thread count
-    (``X264_THREADS``; x264's own choice follows the machine's cores and was not always
-    reproducible), whatever the process's thread budget."""
+def test_bundle_streams_use_a_fixed_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """x264 runs on ``X264_THREADS`` whatever the process's thread budget (its bytes depend on the
+    count), and on this 320×240 clip three runs give the same bytes (not so on every size:
+    BENCHMARKS.md section 0)."""
     from framers.adaptive import coding
     from framers.video import FrameReader
 

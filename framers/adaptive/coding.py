@@ -80,13 +80,13 @@ def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:
 
 #: x264's threads for every stream a bundle holds (kept frames, refresh layer) and for the probes
 #: that predict them: a fixed count, whatever the machine and the worker's thread budget
-#: (``FRAMERS_CODEC_THREADS``), so that a bundle's bytes and the adaptive mode's decisions do not
+#: (``FRAMERS_CODEC_THREADS``), so that a bundle's size and the adaptive mode's decisions do not
 #: depend on where it was made (a fresh-user trial: the CLI and a service worker with a budget of 1
-#: chose different strides for the same file). x264's own choice (1.5 × cores, capped by the
-#: picture height) measured here: 4 threads +3.8 % bytes against 2 on 24 frames of 480p; at 560×320
-#: on 2 cores (3 threads) 2 distinct streams in 30 runs of the same pictures, against 1 in 30 at 1 or
-#: 2 threads (``tests/test_h264_sei.py`` checks that runs are byte-identical). Two threads under a
-#: budget of one cost a context switch, not a core each.
+#: chose different strides for the same file). x264's bytes grow with its threads: 16766, 17202,
+#: 17665, 18111 bytes at 1–4 threads on 24 frames of 560×320 (``bench/x264_threads.py``), and its own
+#: choice follows the cores. (It is still not byte-reproducible run to run on some sizes, at any
+#: thread count: BENCHMARKS.md section 0.) Two threads under a budget of one cost a context switch,
+#: not a core each.
 X264_THREADS = 2
 
 
