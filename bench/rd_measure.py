@@ -22,7 +22,7 @@ from framers.h264_sei import SeiDropper
 from framers.metrics import mse, psnr_from_mse
 from framers.rgb import to_rgb
 from framers.video import FrameReader
-from framers.video_writer import output_pix_fmt
+from framers.video_writer import mux_rgb, output_pix_fmt
 
 ANCHOR_PRESET = "medium"
 #: how a method point's ``bytes`` are counted (part of a method's settings: a change re-measures)
@@ -105,15 +105,6 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
     with av.open(str(dest), mode="w", format="matroska") as out:
         stream: Any = None
         sei: SeiDropper | None = None
-
-        def mux(frame: av.VideoFrame | None) -> int:
-            assert sei is not None
-            packets = sei.filter(stream.encode(frame)) + (sei.flush() if frame is None else [])
-            for packet in packets:
-                packet.stream = stream
-                out.mux(packet)
-            return sum(packet.size for packet in packets)
-
         for index, rgb in enumerate(source_frames(source)):
             if stream is None:
                 stream = out.add_stream("libx264", rate=rate)
@@ -122,12 +113,10 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
                 stream.options = {"crf": str(crf), "preset": preset}
                 stream.codec_context.thread_count = X264_THREADS  # as our side's streams
                 sei = SeiDropper(stream)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = index
-            total += mux(frame)
+            total += mux_rgb(out, stream, rgb, index, sei)
         if stream is None:
             raise ValueError(f"{source.name}: no frames to encode")
-        total += mux(None)
+        total += mux_rgb(out, stream, None, sei=sei)
         extradata = len(stream.codec_context.extradata or b"")
     return total, extradata
 

@@ -26,7 +26,9 @@ def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Ca
 
     def update(fraction: float) -> None:
         if not bars:
-            bars.append(tqdm(total=100, desc=desc, unit="%", disable=not enabled, leave=False))
+            # percent done, no rate: a "%/s" rate reads as nonsense
+            bars.append(tqdm(total=100, desc=desc, unit="%", disable=not enabled, leave=False,
+                             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} % [{elapsed}<{remaining}]"))
         bars[0].update(int(fraction * 100) - bars[0].n)
 
     def close() -> None:
@@ -107,7 +109,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
               + (f" + a {layer['map_bytes']}-byte block map" if layer.get("map_bytes") else "")
               + f", for {layer['reconstructor']}")
     if result.cuts:
-        print(f"  scene cuts at frames {', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
+        print(f"  scene cut{'s' if len(result.cuts) > 1 else ''} at frame{'s' if len(result.cuts) > 1 else ''} "
+              f"{', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
     if result.adaptive:
         report = result.adaptive
         target = f"{report['target_psnr']} dB" if report["target_psnr"] else f"{report['target_kbps']} kbps"

@@ -8,7 +8,7 @@ describes (for the bundle manifest) what the output must carry so it looks like 
   BT.709 from 720 lines up, BT.601 below, what players assume); the output is encoded with the
   same matrix and range and tagged with the source's primaries, transfer, matrix and range.
   HDR (PQ / HLG transfer) is tone-mapped to SDR BT.709 with a documented operator
-  (:data:`TONEMAP_OPERATOR`) and the manifest, CLI and job record say so.
+  (:func:`tonemap_operator`) and the manifest, CLI and job record say so.
 - geometry: the display matrix (rotations *and* mirror flips, as FFmpeg's own ``autorotate``
   reads it) is applied to the pixels; the sample aspect ratio is carried to the output
   (inverted when a quarter turn swaps the axes).
@@ -50,11 +50,19 @@ PQ, HLG = 16, 18
 #: matrices swscale converts with; anything else (ycgco, bt2020c, ...) falls back to the size guess
 _SWS_MATRICES = {1, 4, 5, 6, 7, 9}
 #: the deliberate HDR -> SDR mapping, stated in the manifest, CLI output and job record
+#: (``tonemap_operator`` names the source's own transfer in place of "{curve}")
 TONEMAP_OPERATOR = (
-    "HDR tone-mapped to SDR BT.709: ST 2084 (PQ) or ARIB B67 (HLG, 1000 nit system gamma 1.2) to "
+    "HDR tone-mapped to SDR BT.709: {curve} to "
     "linear light, BT.2020 -> BT.709 primaries, Hable curve on max(R,G,B) (FFmpeg tonemap=hable) "
     "with a 1000 nit peak and 203 nit reference white (BT.2408), BT.1886 (gamma 2.4) encoding"
 )
+_CURVES = {PQ: "ST 2084 (PQ)", HLG: "ARIB STD-B67 (HLG, 1000 nit system gamma 1.2)"}
+
+
+def tonemap_operator(transfer: int) -> str:
+    """``TONEMAP_OPERATOR`` for a source of FFmpeg transfer id ``transfer`` (16 PQ, 18 HLG): the
+    text says only the curve the source uses. Raises KeyError for another transfer."""
+    return TONEMAP_OPERATOR.format(curve=_CURVES[transfer])
 #: the colour transparent pixels are composited on when a source has an alpha channel
 ALPHA_BACKGROUND = (0, 0, 0)
 _REF_WHITE_NITS = 203.0
@@ -91,7 +99,7 @@ def tonemap_to_sdr(rgb48: np.ndarray, transfer: int) -> np.ndarray:
     """HDR RGB (BT.2020 primaries) [H, W, 3] uint16 code values -> SDR BT.709 RGB [H, W, 3] uint8.
 
     ``transfer`` is FFmpeg's transfer id: 16 (PQ) or 18 (HLG). The operator is
-    :data:`TONEMAP_OPERATOR`; it is deterministic and needs nothing but the pixels.
+    ``tonemap_operator(transfer)``; it is deterministic and needs nothing but the pixels.
     """
     if transfer not in (PQ, HLG):
         raise ValueError(f"tone-mapping needs a PQ or HLG transfer, not {transfer}")
@@ -290,7 +298,7 @@ class DecodePlan:
         """The per-video facts stored in the bundle manifest's ``source`` dict (JSON-ready)."""
         colour = {**self.source_colour, "output": dict(self.output_colour)}
         if self.tonemap is not None:
-            colour["tonemap"] = TONEMAP_OPERATOR
+            colour["tonemap"] = tonemap_operator(self.tonemap)
         facts: dict[str, Any] = {
             "colour": colour,
             "orientation": list(self.ops),
@@ -340,7 +348,7 @@ def plan_for(stream: Any, first: av.VideoFrame, alpha_lost: bool = False) -> Dec
         output = {"primaries": 1, "transfer": 1, "matrix": 1, "range": 1}
         if mat not in (9, 10):
             decode_matrix = 9 if mat == UNSPECIFIED else decode_matrix
-        warnings.append(f"{TRANSFERS[tonemap]} {depth}-bit HDR source: {TONEMAP_OPERATOR}")
+        warnings.append(f"{TRANSFERS[tonemap]} {depth}-bit HDR source: {tonemap_operator(tonemap)}")
     else:
         out_matrix = guess if is_rgb else decode_matrix
         output = {

@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from framers import bundle as fb
+from framers.h264_sei import SeiDropper
 from framers.metrics import VideoQuality
 from framers.video import FrameReader
 from framers.video_writer import mux_rgb, output_pix_fmt
@@ -62,7 +63,8 @@ def write_trimmed(source: Path, max_frames: int, dest: Path) -> int:
 def encode_h264(
     frames: Callable[[], Iterator[np.ndarray]], dest: Path, width: int, height: int, fps: float, bitrate: float
 ) -> int:
-    """Encode a frame stream with libx264 in single-pass ABR at ``bitrate`` bit/s; return the file bytes."""
+    """Encode a frame stream with libx264 in single-pass ABR at ``bitrate`` bit/s, without x264's
+    SEI text (``framers.h264_sei``); return the file bytes."""
     rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
     with av.open(str(dest), mode="w", format="matroska") as out:
         stream = out.add_stream("libx264", rate=rate)
@@ -70,9 +72,10 @@ def encode_h264(
         stream.pix_fmt = output_pix_fmt(width, height)
         stream.bit_rate = max(1000, int(bitrate))
         stream.options = {"preset": H264_PRESET}
+        sei = SeiDropper(stream)  # x264's text left out, as the bundle's own streams leave it out
         for index, rgb in enumerate(frames()):
-            mux_rgb(out, stream, rgb, index)
-        mux_rgb(out, stream, None)
+            mux_rgb(out, stream, rgb, index, sei)
+        mux_rgb(out, stream, None, sei=sei)
     return dest.stat().st_size
 
 

@@ -17,19 +17,26 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from framers import defaults
+from framers.h264_sei import SeiDropper
 from framers.rgb import to_yuv
 from framers.threads import limit_codec_context
 
 
-def mux_rgb(out: Any, stream: Any, rgb: np.ndarray | None, pts: int = 0) -> int:
+def mux_rgb(out: Any, stream: Any, rgb: np.ndarray | None, pts: int = 0, sei: SeiDropper | None = None) -> int:
     """Encode one RGB uint8 [H, W, 3] frame at ``pts`` (None: flush the encoder) on ``stream`` and
-    mux the packets into the output container ``out``; returns the bytes of those packets."""
+    mux the packets into the output container ``out``; returns the bytes of those packets.
+    ``sei``: the stream's ``SeiDropper`` (H.264 from x264: its SEI text is left out, as a bundle's
+    streams leave it out), created once per stream."""
     frame = None
     if rgb is not None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = pts
+    packets = stream.encode(frame)
+    if sei is not None:
+        packets = sei.filter(packets) + (sei.flush() if rgb is None else [])
     total = 0
-    for packet in stream.encode(frame):
+    for packet in packets:
+        packet.stream = stream
         total += packet.size
         out.mux(packet)
     return total

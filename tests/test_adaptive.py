@@ -168,6 +168,87 @@ def test_transfer_fit_recovers_kappa_and_1_0_configs_keep_the_additive_form() ->
     assert model.rebuilt_mse(np.array(10.0), np.array(0.5), np.array(4.0), np.array(8.0)) == pytest.approx(16.0)
 
 
+def _moving_texture(frames: int, width: int = 96, height: int = 64) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    texture = rng.integers(0, 256, (height, width * 2, 3), dtype=np.uint8)
+    return [np.ascontiguousarray(texture[:, 3 * i : 3 * i + width]) for i in range(frames)]
+
+
+@pytest.mark.parametrize("size", [(96, 64), (95, 63)])  # 4:2:0 and (odd size) 4:4:4
+def test_probe_error_reported_by_x264_matches_the_decoded_pictures(size: tuple[int, int]) -> None:
+    """x264's own per-plane SSE (the packet's quality statistics) gives the same bytes and, on
+    I and P pictures, the same error as decoding the stream; on non-reference B pictures, which
+    x264 measures before deblocking, a little more (within 10 %)."""
+    from framers.adaptive.coding import PROBE_ERRORS, ProbeEncoder, code_frames
+
+    frames = [cv_blur(f.astype(np.float32)).astype(np.uint8) for f in _moving_texture(12, *size)]
+    reported = code_frames(frames, 26, "superfast", "x264")
+    decoded = code_frames(frames, 26, "superfast", "decoded")
+    assert reported.index.tolist() == decoded.index.tolist() == list(range(12))
+    assert reported.bytes.tolist() == decoded.bytes.tolist() and reported.bytes.min() > 0
+    ratio = reported.mse / decoded.mse
+    assert np.all(ratio >= 1.0 - 1e-9) and np.all(ratio < 1.10)
+    assert np.sum(np.isclose(ratio, 1.0)) >= 4  # the I and P pictures exactly
+    with pytest.raises(ValueError, match="probe error"):
+        ProbeEncoder(size[0], size[1], 26, "superfast", "psnr")
+    assert PROBE_ERRORS == ("x264", "decoded")
+
+
+def test_probe_set_on_its_thread_codes_as_the_probes_themselves() -> None:
+    """The analysis's probes on their worker thread give the records of the same probes run
+    inline (superfast: the same bytes every run), and a failure on the thread reaches the
+    caller."""
+    from framers.adaptive.coding import ProbeEncoder, ProbeSet, to_codec_yuv
+
+    frames = [cv_blur(f.astype(np.float32)).astype(np.uint8) for f in _moving_texture(20)]
+    pool = ProbeSet(26, "superfast", "x264")
+    inline = {n: ProbeEncoder(96, 64, 26, "superfast", "x264") for n in (1, 4)}
+    for i, rgb in enumerate(frames):
+        keys = [n for n in (1, 4) if i % n == 0]
+        pool.write(keys, i, to_codec_yuv(rgb))
+        for n in keys:
+            inline[n].write_yuv(i, to_codec_yuv(rgb))
+    threaded = pool.finish()
+    for n, probe in inline.items():
+        alone = probe.finish()
+        assert threaded[n].index.tolist() == alone.index.tolist() == list(range(0, 20, n))
+        assert threaded[n].bytes.tolist() == alone.bytes.tolist()
+        assert np.allclose(threaded[n].mse, alone.mse)
+    broken = ProbeSet(26, "no-such-preset", "x264")
+    broken.write([1], 0, to_codec_yuv(frames[0]))
+    with pytest.raises(av.error.FFmpegError, match="preset"):
+        broken.finish()
+
+
+def test_coding_refit_keeps_the_base_model_and_states_its_probe() -> None:
+    """``refit_coding`` replaces only the probe → final corrections: the base's interpolation and
+    transfer coefficients stay, the probe preset and error measure are stated and in the checksum;
+    rows of two probes are refused; 1.0/1.1 configs load as veryfast probes measured decoded."""
+    root = Path(__file__).resolve().parents[1] / "model_store" / "ratemodel"
+    base = json.loads((root / "1.1.0" / "config.json").read_text())
+    legacy = ratemodel.RateModel.from_config(base)
+    assert (legacy.probe_preset, legacy.probe_error) == ratemodel.LEGACY_PROBE == ("veryfast", "decoded")
+    rng = np.random.default_rng(2)
+    rows = []
+    for _ in range(200):
+        stride, probe_crf = int(rng.choice([1, 2, 4, 8, 16])), int(rng.choice(ratemodel.PROBE_CRFS))
+        crf = probe_crf + int(rng.integers(-8, 9))
+        rows.append({"stride": stride, "probe_crf": probe_crf, "crf": crf, "probe_bytes": 1000.0,
+                     "bytes": 1000.0 * np.exp(-0.11 * (crf - probe_crf) + 0.2), "probe_mse": 10.0,
+                     "mse": 10.0 * np.exp(0.12 * (crf - probe_crf) - 0.3), "floor": 0.0, "measure": "yuv",
+                     "probe_preset": "superfast", "probe_error": "x264"})
+    config = ratemodel.refit_coding(base, rows, "9.9.9")
+    assert config["interp_coef"] == base["interp_coef"] and config["transfer_coef"] == base["transfer_coef"]
+    assert (config["probe_preset"], config["probe_error"], config["based_on"]) == ("superfast", "x264", "1.1.0")
+    assert config["metrics"]["rate_log_rmse"] < 1e-6 and config["metrics"]["coding_rows"] == 200
+    model = ratemodel.RateModel.from_config(config)
+    assert model.rate_factor(np.array([4.0]), 26, 4)[0] == pytest.approx(np.exp(-0.44 + 0.2), rel=1e-6)
+    assert ratemodel.coefficients_sha256(config) == config["sha256"]
+    assert ratemodel.coefficients_sha256({**config, "probe_preset": "veryfast"}) != config["sha256"]
+    with pytest.raises(ValueError, match="mix probe"):
+        ratemodel.fit_coding([*rows, {**rows[0], "probe_preset": "veryfast"}])
+
+
 def test_stride_one_at_one_crf_is_plain_x264() -> None:
     """When only keeping everything is on offer, the choice is one CRF for the whole video: the
     kept-frame stream is then exactly an x264 encode of every frame."""

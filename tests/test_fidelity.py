@@ -141,6 +141,7 @@ def test_c03_hdr10_is_tone_mapped_and_said(tmp_path: Path, capsys: pytest.Captur
     assert (colour["primaries"], colour["transfer"], colour["matrix"], colour["bit_depth"]) == (
         "bt2020", "smpte2084", "bt2020nc", 10)
     assert "tonemap" in colour and "tone-mapped" in said
+    assert "ST 2084 (PQ)" in colour["tonemap"] and "HLG" not in colour["tonemap"] and "HLG" not in said
     with av.open(str(source)) as c:
         frame = next(c.decode(video=0))
         rgb48 = frame.reformat(format="rgb48le", src_colorspace=9, src_color_range=1).to_ndarray()
@@ -252,6 +253,7 @@ def test_hlg_variant_is_tone_mapped(tmp_path: Path, capsys: pytest.CaptureFixtur
     out, manifest, said = roundtrip(source, tmp_path, capsys)
     assert props(out)["colour"] == (1, 1, 1, 1)
     assert manifest["source"]["colour"]["transfer"] == "arib-std-b67" and "tone-mapped" in said
+    assert "HLG" in manifest["source"]["colour"]["tonemap"] and "PQ" not in manifest["source"]["colour"]["tonemap"]
 
 
 def _displayed(picture: np.ndarray, matrix: tuple[int, ...]) -> np.ndarray:

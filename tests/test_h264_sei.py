@@ -101,6 +101,19 @@ def test_anchor_is_counted_and_stored_without_sei(tmp_path: Path) -> None:
         assert sum(1 for _ in container.decode(video=0)) == 6
 
 
+def test_evaluate_h264_reference_drops_the_sei(tmp_path: Path) -> None:
+    """``framers evaluate``'s H.264 reference (ABR, whole source) is stored without x264's SEI
+    text too, and still decodes to every frame."""
+    from framers.h264_reference import encode_h264
+
+    dest = tmp_path / "reference.mkv"
+    size = encode_h264(lambda: iter(_pictures()), dest, 64, 48, 25.0, 200_000)
+    data = dest.read_bytes()
+    assert size == len(data) and b"x264 - core" not in data and b"x264" not in data
+    with av.open(str(dest)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+
+
 def test_bundle_streams_use_a_fixed_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """x264 runs on ``X264_THREADS`` whatever the process's thread budget (its bytes depend on the
     count), and on this 320×240 clip three runs give the same bytes (not so on every size:

@@ -21,6 +21,14 @@ frames of each:
     python -m training.rd_calibrate transfer --json out/rd_transfer.jsonl
     python -m training.rd_calibrate fit --interp out/rd_interp.jsonl --coding out/rd_coding.jsonl \
         --transfer out/rd_transfer.jsonl --out model_store/ratemodel/1.1.0
+
+A new probe (preset or error measure, ``--probe-preset``/``--probe-error``) needs new ``coding``
+rows only; ``fit --base`` keeps a model's interp and transfer coefficients and fits the coding rows
+of the videos that model was fitted on (model 1.2.0):
+
+    python -m training.rd_calibrate coding --json out/rd_coding_sf_0.jsonl --shard 0/2   # and 1/2
+    python -m training.rd_calibrate fit --base model_store/ratemodel/1.1.0 \
+        --coding out/rd_coding_sf_0.jsonl,out/rd_coding_sf_1.jsonl --out model_store/ratemodel/1.2.0
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import numpy as np
 
 from framers.adaptive import analysis
 from framers.adaptive import ratemodel as rm
-from framers.adaptive.coding import code_frames, conversion_mse, x264_round_trip
+from framers.adaptive.coding import PROBE_ERRORS, code_frames, conversion_mse, x264_round_trip
 from framers.reconstructors.base import KeptFrame
 from framers.rgb import to_rgb
 from framers.scenes import SceneAnalyser
@@ -129,11 +137,13 @@ def run_coding(args: argparse.Namespace) -> int:
             frames = [rgb[i] for i in segment.kept(stride)]
             floor = float(np.mean([floors[i] for i in segment.kept(stride)]))
             for probe_crf in rm.PROBE_CRFS:
-                probe = code_frames(frames, probe_crf, rm.PROBE_PRESET)
-                for crf in range(probe_crf - 8, probe_crf + 9, 4):
-                    final = code_frames(frames, crf, rm.FINAL_PRESET)
+                probe = code_frames(frames, probe_crf, args.probe_preset, args.probe_error)
+                finals = {crf: code_frames(frames, crf, rm.FINAL_PRESET, "decoded")  # what a reader sees
+                          for crf in range(probe_crf - 8, probe_crf + 9, 4)}
+                for crf, final in finals.items():
                     rows.append({
                         "video": path.name, "stride": stride, "probe_crf": probe_crf, "crf": crf,
+                        "probe_preset": args.probe_preset, "probe_error": args.probe_error,
                         "probe_bytes": int(probe.bytes.sum()), "bytes": int(final.bytes.sum()),
                         "probe_mse": float(probe.mse.mean()), "mse": float(final.mse.mean()),
                         "frames": len(frames), "floor": floor, "measure": "yuv",
@@ -203,21 +213,36 @@ def _rows(paths: str) -> list[dict]:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    interp = _rows(args.interp)
     coding = _rows(args.coding)
-    transfer = _rows(args.transfer) if args.transfer else []
-    config = rm.fit(interp, coding, transfer)
+    if args.base:
+        # a new probe: only the probe -> final corrections change (interp and transfer rows do not
+        # involve the probe), the rest comes from the base model with its training record
+        base = json.loads((Path(args.base) / "config.json").read_text())
+        # only videos the base model was fitted on: clips no fit used stay held out (BENCHMARKS.md
+        # section 0 measures the rate model on them)
+        fitted = set(base["training"]["videos"])
+        coding = [r for r in coding if r["video"] in fitted]
+        config = rm.refit_coding(base, coding, args.version or Path(args.out).name)
+        training = {**base["training"], "coding_rows": len(coding),
+                    "coding_videos": sorted({r["video"] for r in coding}),
+                    "base_command": base["training"]["command"]}
+    else:
+        if not args.interp:
+            raise SystemExit("fit needs --interp (or --base)")
+        interp = _rows(args.interp)
+        transfer = _rows(args.transfer) if args.transfer else []
+        config = rm.fit(interp, coding, transfer)
+        training = {
+            "data": f"{args.split} clips of ../shared/data/videos (train split only)",
+            "interp_rows": len(interp),
+            "coding_rows": len(coding),
+            "videos": sorted({r["video"] for r in interp}),
+            "coding_videos": sorted({r["video"] for r in coding}),
+            "transfer_videos": sorted({r["video"] for r in transfer}),
+        }
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    config["training"] = {
-        "data": f"{args.split} clips of ../shared/data/videos (train split only)",
-        "interp_rows": len(interp),
-        "coding_rows": len(coding),
-        "videos": sorted({r["video"] for r in interp}),
-        "coding_videos": sorted({r["video"] for r in coding}),
-        "transfer_videos": sorted({r["video"] for r in transfer}),
-        "command": " ".join(sys.argv),
-    }
+    config["training"] = {**training, "command": " ".join(sys.argv)}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(json.dumps(config["metrics"], indent=2))
     return 0
@@ -233,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--frames", type=int, default=48)
         p.add_argument("--max-videos", type=int, default=1000)
         p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th video from the i-th")
+        if name == "coding":
+            p.add_argument("--probe-preset", default=rm.PROBE_PRESET, help="x264 preset of the probe encodes")
+            p.add_argument("--probe-error", default=rm.PROBE_ERROR, choices=PROBE_ERRORS,
+                           help="how the probe measures its error (framers.adaptive.coding.PROBE_ERRORS)")
     p = sub.add_parser("fit")
-    p.add_argument("--interp", required=True)
+    p.add_argument("--interp", help="rows of `interp` (comma-separated files); not with --base")
+    p.add_argument("--base", help="a model folder whose interp/transfer coefficients are kept; only the "
+                                  "coding rows are fitted (a new probe preset or error measure)")
+    p.add_argument("--version", help="version of the --base refit (default: the --out folder's name)")
     p.add_argument("--coding", required=True)
     p.add_argument("--transfer", help="rows of `transfer` (comma-separated files): fits κ (model 1.1)")
     p.add_argument("--split", default="train")

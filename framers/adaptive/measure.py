@@ -3,13 +3,16 @@
 While decoding, per frame: scene-cut detection on a small gray view (``framers.scenes``) and the
 timing breaks of the clip's timestamps; every ``DETAIL_EVERY``-th frame the detail energy of the
 picture beyond its view; every ``FLOOR_EVERY``-th frame the colour path's own error; and probe
-encodes (x264 ``ratemodel.PROBE_PRESET`` at one CRF) of each stride's kept frames. Segments are
+encodes (x264 at one CRF, the preset and error measure the rate model was calibrated with) of
+each stride's kept frames. Segments are
 only cut after the pass (``analysis.split_segments``), but they start at multiples of
 ``analysis.BLOCK`` frames from their shot's start, so the kept frames of stride N are known while
 streaming: the shot's grid start + k·N, plus the shot's last frame, coded one frame late, when the
 next frame turns out to start a new shot (or the video ends). The interpolation features of the
 dropped frames are measured per block of ``BLOCK`` frames, whose gaps never cross a segment
-boundary. Memory: the views of one block and one full-size frame, whatever the video's length.
+boundary. The probes code on a worker thread (``coding.ProbeSet``) while this pass goes on.
+Memory: the views of one block, one full-size frame and the probes' queue (``ProbeSet.QUEUE_FRAMES``
+frames), whatever the video's length.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import av
 import numpy as np
 
 from framers.adaptive import analysis
-from framers.adaptive.coding import Coded, ProbeEncoder, conversion_mse, to_codec_yuv
-from framers.adaptive.ratemodel import PROBE_PRESET
+from framers.adaptive.coding import Coded, ProbeSet, conversion_mse, to_codec_yuv
+from framers.adaptive.ratemodel import PROBE_ERROR, PROBE_PRESET
 from framers.scenes import SceneAnalyser, timing_breaks
 from framers.selectors import ClipSource
 
@@ -71,8 +74,11 @@ class _Block:
         return out
 
 
-def measure(open_clips: ClipSource, probe_crf: int) -> Measurements:
-    """Decode the source once (``open_clips``) and measure it; see the module docstring.
+def measure(open_clips: ClipSource, probe_crf: int, probe_preset: str = PROBE_PRESET,
+            probe_error: str = PROBE_ERROR) -> Measurements:
+    """Decode the source once (``open_clips``) and measure it; see the module docstring. The probes
+    code at ``probe_crf`` with x264 ``probe_preset``, their error measured as ``probe_error``
+    (``coding.PROBE_ERRORS``): those the rate model was calibrated with.
 
     Raises whatever decoding raises (``framers.errors``); a video without frames gives
     ``n_frames`` 0 and empty measurements."""
@@ -80,7 +86,7 @@ def measure(open_clips: ClipSource, probe_crf: int) -> Measurements:
     cuts: list[int] = []
     detail: dict[int, float] = {}
     floors: dict[int, float] = {}
-    probes: dict[int, ProbeEncoder] = {}
+    probes = ProbeSet(probe_crf, probe_preset, probe_error)
     parts: dict[int, list[analysis.GapFeatures]] = {n: [] for n in analysis.STRIDES[1:]}
     block: _Block | None = None
     held: tuple[int, av.VideoFrame] | None = None  # the previous frame, coded late if it ends a shot
@@ -88,11 +94,7 @@ def measure(open_clips: ClipSource, probe_crf: int) -> Measurements:
     last_pts: int | None = None
 
     def code(index: int, yuv: av.VideoFrame, shot_start: int, shot_end: bool) -> None:
-        for stride in analysis.STRIDES:
-            if analysis.on_grid(index, shot_start, stride) != shot_end:
-                if stride not in probes:
-                    probes[stride] = ProbeEncoder(yuv.width, yuv.height, probe_crf, PROBE_PRESET)
-                probes[stride].write_yuv(index, yuv)
+        probes.write([s for s in analysis.STRIDES if analysis.on_grid(index, shot_start, s) != shot_end], index, yuv)
 
     def close_shot() -> None:
         """The held frame is its shot's last: code it where the grid missed it, measure the block."""
@@ -101,34 +103,38 @@ def measure(open_clips: ClipSource, probe_crf: int) -> Measurements:
         for stride, feats in block.features(held[0]).items():
             parts[stride].append(feats)
 
-    for clip in open_clips():
-        breaks = {clip.start + i for i in timing_breaks(clip.pts, last_pts)}
-        last_pts = clip.pts[-1]
-        for i, picture in enumerate(clip.shown_pictures()):  # HDR / alpha: what is shown
-            index = clip.start + i
-            view = scenes.feed(picture)
-            if index > 0 and (view.is_cut or index in breaks):
-                cuts.append(index)
-                close_shot()
-                block = None
-            if block is None:
-                block = _Block(index, index)
-            elif index - block.start == analysis.BLOCK:
+    try:
+        for clip in open_clips():
+            breaks = {clip.start + i for i in timing_breaks(clip.pts, last_pts)}
+            last_pts = clip.pts[-1]
+            for i, picture in enumerate(clip.shown_pictures()):  # HDR / alpha: what is shown
+                index = clip.start + i
+                view = scenes.feed(picture)
+                if index > 0 and (view.is_cut or index in breaks):
+                    cuts.append(index)
+                    close_shot()
+                    block = None
+                if block is None:
+                    block = _Block(index, index)
+                elif index - block.start == analysis.BLOCK:
+                    block.views[index] = view.gray
+                    for stride, feats in block.features(index).items():
+                        parts[stride].append(feats)
+                    block = _Block(index, block.shot_start)
                 block.views[index] = view.gray
-                for stride, feats in block.features(index).items():
-                    parts[stride].append(feats)
-                block = _Block(index, block.shot_start)
-            block.views[index] = view.gray
-            if index % DETAIL_EVERY == 0:
-                detail[index] = analysis.detail_energy(picture.to_ndarray(format="gray"), view.gray)
-            rgb = clip.frame(i)
-            yuv = to_codec_yuv(rgb)  # converted once for every probe that codes it
-            code(index, yuv, block.shot_start, shot_end=False)
-            if index % FLOOR_EVERY == 0:
-                floors[index] = conversion_mse(rgb, yuv)
-            held = (index, yuv)
-            n = index + 1
-    if held is not None:
-        close_shot()
-    return Measurements(n, cuts, detail, floors, {s: p.finish() for s, p in probes.items()},
+                if index % DETAIL_EVERY == 0:
+                    detail[index] = analysis.detail_energy(picture.to_ndarray(format="gray"), view.gray)
+                rgb = clip.frame(i)
+                yuv = to_codec_yuv(rgb)  # converted once for every probe that codes it
+                if index % FLOOR_EVERY == 0:
+                    floors[index] = conversion_mse(rgb, yuv)  # before the probes' thread gets it
+                code(index, yuv, block.shot_start, shot_end=False)
+                held = (index, yuv)
+                n = index + 1
+        if held is not None:
+            close_shot()
+        coded = probes.finish()
+    finally:
+        probes.close()  # a decoding error: stop the probes' thread
+    return Measurements(n, cuts, detail, floors, coded,
                         {s: analysis.GapFeatures.concat(f) for s, f in parts.items()})

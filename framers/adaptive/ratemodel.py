@@ -40,8 +40,15 @@ import numpy as np
 
 from framers.metrics import psnr_of_mses
 
-#: probe encodes: one fast x264 preset at one of these CRFs (the one nearest the target's)
-PROBE_PRESET = "veryfast"
+#: probe encodes: one fast x264 preset at one of these CRFs (the one nearest the target's), their
+#: error as x264 reports it (``coding.PROBE_ERRORS``). What calibration uses; a fitted model states
+#: its own (``RateModel.probe_preset``/``probe_error``), which the analysis then runs. Superfast
+#: since model 1.2 (veryfast before): about a third less analysis time at 480p (issue 12's 2×
+#: budget), and its bytes repeat run to run, which veryfast's did not (BENCHMARKS.md section 0c).
+PROBE_PRESET = "superfast"
+PROBE_ERROR = "x264"
+#: what models that do not state their probe (1.0, 1.1) were calibrated with
+LEGACY_PROBE = ("veryfast", "decoded")
 PROBE_CRFS: tuple[int, ...] = (18, 26, 34, 42)
 #: the final encode of kept frames (x264 medium: the anchor users compare with)
 FINAL_PRESET = "medium"
@@ -86,8 +93,10 @@ ADDITIVE_TRANSFER = (1.0, 0.0)
 
 def coefficients_sha256(config: dict[str, Any]) -> str:
     """sha256 of the coefficient arrays as canonical JSON (the model's checksum in its config;
-    ``transfer_coef`` only where present, so 1.0 configs keep their checksum)."""
-    payload = json.dumps({k: config[k] for k in COEFFICIENTS if k in config}, sort_keys=True, separators=(",", ":"))
+    ``transfer_coef`` only where present, so 1.0 configs keep their checksum; from 1.2 the probe
+    settings too, which the coefficients hold only for)."""
+    keys = [*COEFFICIENTS, *(("probe_preset", "probe_error") if "probe_error" in config else ())]
+    payload = json.dumps({k: config[k] for k in keys if k in config}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -127,12 +136,39 @@ def fit_transfer(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, dict[str, 
     return kappa, metrics
 
 
+def fit_coding(coding_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The probe → final corrections from ``rd_calibrate coding`` rows: {"probe_preset",
+    "probe_error", "rate_coef", "mse_coef", "metrics"}. Raises ValueError on no rows or rows of
+    more than one probe setting."""
+    rows = [r for r in coding_rows if "floor" in r]
+    if not rows:
+        raise ValueError("calibration needs coding rows")
+    probes = {(r.get("probe_preset", LEGACY_PROBE[0]), r.get("probe_error", LEGACY_PROBE[1])) for r in rows}
+    if len(probes) != 1:
+        raise ValueError(f"coding rows mix probe settings {sorted(probes)}")
+    ((probe_preset, probe_error),) = probes
+    cod = {k: np.array([r[k] for r in rows], dtype=np.float64)
+           for k in ("stride", "probe_crf", "crf", "probe_bytes", "bytes", "probe_mse", "mse", "floor")}
+    xc = np.concatenate([coding_features(np.array([d]), p, s)
+                         for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
+                                            strict=True)])
+    rate_coef, rate_rmse = _lstsq(xc, np.log(cod["bytes"] / cod["probe_bytes"]))
+    # rows measured in RGB include the colour path's error (subtract it); rows measured on the
+    # YUV planes ("measure": "yuv", coding.rgb_mse_of_planes) hold the coding error alone
+    floor = np.array([0.0 if r.get("measure") == "yuv" else r["floor"] for r in rows])
+    above = np.maximum(cod["mse"] - floor, 1e-3) / np.maximum(cod["probe_mse"] - floor, 1e-3)
+    mse_coef, mse_rmse = _lstsq(xc, np.log(above))
+    return {"probe_preset": probe_preset, "probe_error": probe_error, "rate_coef": rate_coef.tolist(),
+            "mse_coef": mse_coef.tolist(),
+            "metrics": {"rate_log_rmse": rate_rmse, "coding_log_mse_rmse": mse_rmse, "coding_rows": len(rows)}}
+
+
 def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, Any]],
         transfer_rows: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Fit the corrections from calibration rows (``training/rd_calibrate.py``); returns the
     config dict (coefficients + fit metrics; version 1.1.0 with ``transfer_rows``, else 1.0.0
     with the additive transfer). Raises ValueError on empty interp or coding rows."""
-    if not interp_rows or not coding_rows:
+    if not interp_rows:
         raise ValueError("calibration needs interp and coding rows")
     col = {k: np.array([r[k] for r in interp_rows], dtype=np.float64)
            for k in ("linear", "motion", "detail", "gap", "t", "mse")}
@@ -149,41 +185,43 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
             held[test] = xi[test] @ coef
     interp_cv_rmse = float(np.sqrt(np.mean((yi - held) ** 2)))
     baseline = np.log1p(col["linear"])  # naive: view error as is
-    rows = [r for r in coding_rows if "floor" in r]
-    cod = {k: np.array([r[k] for r in rows], dtype=np.float64)
-           for k in ("stride", "probe_crf", "crf", "probe_bytes", "bytes", "probe_mse", "mse", "floor")}
-    xc = np.concatenate([coding_features(np.array([d]), p, s)
-                         for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
-                                            strict=True)])
-    rate_coef, rate_rmse = _lstsq(xc, np.log(cod["bytes"] / cod["probe_bytes"]))
-    # rows measured in RGB include the colour path's error (subtract it); rows measured on the
-    # YUV planes ("measure": "yuv", coding.rgb_mse_of_planes) hold the coding error alone
-    floor = np.array([0.0 if r.get("measure") == "yuv" else r["floor"] for r in rows])
-    above = np.maximum(cod["mse"] - floor, 1e-3) / np.maximum(cod["probe_mse"] - floor, 1e-3)
-    mse_coef, mse_rmse = _lstsq(xc, np.log(above))
+    coding = fit_coding(coding_rows)
     config: dict[str, Any] = {
         "name": "ratemodel",
         "version": "1.1.0" if transfer_rows else "1.0.0",
-        "probe_preset": PROBE_PRESET,
+        "probe_preset": coding["probe_preset"],
+        "probe_error": coding["probe_error"],
         "final_preset": FINAL_PRESET,
         "probe_crfs": list(PROBE_CRFS),
         "interp_coef": interp_coef.tolist(),
-        "rate_coef": rate_coef.tolist(),
-        "mse_coef": mse_coef.tolist(),
+        "rate_coef": coding["rate_coef"],
+        "mse_coef": coding["mse_coef"],
         "metrics": {
             "interp_log_mse_rmse": interp_rmse,
             "interp_log_mse_rmse_heldout_videos": interp_cv_rmse,
             "interp_log_mse_rmse_naive": float(np.sqrt(np.mean((yi - baseline) ** 2))),
             "interp_rows": len(yi),
-            "rate_log_rmse": rate_rmse,
-            "coding_log_mse_rmse": mse_rmse,
-            "coding_rows": len(cod["crf"]),
+            **coding["metrics"],
         },
     }
     if transfer_rows:
         kappa, transfer_metrics = fit_transfer(transfer_rows)
         config["transfer_coef"] = kappa.tolist()
         config["metrics"].update(transfer_metrics)
+    config["sha256"] = coefficients_sha256(config)
+    return config
+
+
+def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str) -> dict[str, Any]:
+    """A new config ``version`` that keeps ``base``'s interpolation and transfer coefficients (and
+    their metrics) and replaces the probe → final corrections by a fit of ``coding_rows`` (a new
+    probe preset or error measure changes only those). Raises ValueError as ``fit_coding``."""
+    coding = fit_coding(coding_rows)
+    config = {k: v for k, v in base.items() if k not in ("sha256", "training")}
+    config.update(version=version, probe_preset=coding["probe_preset"], probe_error=coding["probe_error"],
+                  final_preset=FINAL_PRESET, rate_coef=coding["rate_coef"], mse_coef=coding["mse_coef"],
+                  based_on=base["version"])
+    config["metrics"] = {**base["metrics"], **coding["metrics"]}
     config["sha256"] = coefficients_sha256(config)
     return config
 
@@ -196,11 +234,15 @@ class RateModel:
     rate_coef: np.ndarray
     mse_coef: np.ndarray
     transfer_coef: np.ndarray = field(default_factory=lambda: np.array(ADDITIVE_TRANSFER))
+    #: the probe the coefficients were calibrated with: x264 preset and ``coding.PROBE_ERRORS`` entry
+    probe_preset: str = LEGACY_PROBE[0]
+    probe_error: str = LEGACY_PROBE[1]
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RateModel:
         return cls(np.array(config["interp_coef"]), np.array(config["rate_coef"]), np.array(config["mse_coef"]),
-                   np.array(config.get("transfer_coef", ADDITIVE_TRANSFER), dtype=np.float64))
+                   np.array(config.get("transfer_coef", ADDITIVE_TRANSFER), dtype=np.float64),
+                   str(config.get("probe_preset", LEGACY_PROBE[0])), str(config.get("probe_error", LEGACY_PROBE[1])))
 
     def rebuilt_mse(self, interp_mse: np.ndarray, t: np.ndarray, left_mse: np.ndarray,
                     right_mse: np.ndarray) -> np.ndarray:

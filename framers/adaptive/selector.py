@@ -196,7 +196,7 @@ class AdaptiveSelector(Selector):
         if self.plan is None:
             return None
         return {**self.describe(), "margin_db": TARGET_MARGIN_DB, "probe_crf": self.plan.probe_crf,
-                "probe_preset": ratemodel.PROBE_PRESET, "strides": list(analysis.STRIDES),
+                "probe_preset": self.model.probe_preset, "strides": list(analysis.STRIDES),
                 "segments": self.plan.describe()}
 
     def _options(self, segments: list[analysis.Segment], m: Measurements,
@@ -236,7 +236,7 @@ class AdaptiveSelector(Selector):
         """The analysis pass (``measure``) and the choice."""
         target = self.target_psnr if self.target_psnr is not None else 36.0
         probe_crf = ratemodel.probe_crf_for(target)
-        m = measure(open_clips, probe_crf)
+        m = measure(open_clips, probe_crf, self.model.probe_preset, self.model.probe_error)
         n, cuts = m.n_frames, m.cuts
         segments = analysis.split_segments(cuts, n)
         options = self._options(segments, m, probe_crf)
