@@ -201,7 +201,7 @@ def test_probe_set_on_its_thread_codes_as_the_probes_themselves() -> None:
     from framers.adaptive.coding import ProbeEncoder, ProbeSet, to_codec_yuv
 
     frames = [cv_blur(f.astype(np.float32)).astype(np.uint8) for f in _moving_texture(20)]
-    pool = ProbeSet(26, "superfast", "x264")
+    pool = ProbeSet(26, ratemodel.Probe("superfast", "", "x264"))
     inline = {n: ProbeEncoder(96, 64, 26, "superfast", "x264") for n in (1, 4)}
     for i, rgb in enumerate(frames):
         keys = [n for n in (1, 4) if i % n == 0]
@@ -214,7 +214,7 @@ def test_probe_set_on_its_thread_codes_as_the_probes_themselves() -> None:
         assert threaded[n].index.tolist() == alone.index.tolist() == list(range(0, 20, n))
         assert threaded[n].bytes.tolist() == alone.bytes.tolist()
         assert np.allclose(threaded[n].mse, alone.mse)
-    broken = ProbeSet(26, "no-such-preset", "x264")
+    broken = ProbeSet(26, ratemodel.Probe("no-such-preset", "", "x264"))
     broken.write([1], 0, to_codec_yuv(frames[0]))
     with pytest.raises(av.error.FFmpegError, match="preset"):
         broken.finish()
@@ -227,7 +227,7 @@ def test_coding_refit_keeps_the_base_model_and_states_its_probe() -> None:
     root = Path(__file__).resolve().parents[1] / "model_store" / "ratemodel"
     base = json.loads((root / "1.1.0" / "config.json").read_text())
     legacy = ratemodel.RateModel.from_config(base)
-    assert (legacy.probe_preset, legacy.probe_error) == ratemodel.LEGACY_PROBE == ("veryfast", "decoded")
+    assert legacy.probe == ratemodel.LEGACY_PROBE == ratemodel.Probe("veryfast", "", "decoded")
     rng = np.random.default_rng(2)
     rows = []
     for _ in range(200):
@@ -236,15 +236,20 @@ def test_coding_refit_keeps_the_base_model_and_states_its_probe() -> None:
         rows.append({"stride": stride, "probe_crf": probe_crf, "crf": crf, "probe_bytes": 1000.0,
                      "bytes": 1000.0 * np.exp(-0.11 * (crf - probe_crf) + 0.2), "probe_mse": 10.0,
                      "mse": 10.0 * np.exp(0.12 * (crf - probe_crf) - 0.3), "floor": 0.0, "measure": "yuv",
-                     "probe_preset": "superfast", "probe_error": "x264"})
+                     "probe_preset": "superfast", "probe_x264_params": "mbtree=1", "probe_error": "x264"})
     config = ratemodel.refit_coding(base, rows, "9.9.9")
     assert config["interp_coef"] == base["interp_coef"] and config["transfer_coef"] == base["transfer_coef"]
-    assert (config["probe_preset"], config["probe_error"], config["based_on"]) == ("superfast", "x264", "1.1.0")
+    assert config["based_on"] == "1.1.0"
+    assert ratemodel.RateModel.from_config(config).probe == ratemodel.Probe("superfast", "mbtree=1", "x264")
     assert config["metrics"]["rate_log_rmse"] < 1e-6 and config["metrics"]["coding_rows"] == 200
     model = ratemodel.RateModel.from_config(config)
     assert model.rate_factor(np.array([4.0]), 26, 4)[0] == pytest.approx(np.exp(-0.44 + 0.2), rel=1e-6)
     assert ratemodel.coefficients_sha256(config) == config["sha256"]
     assert ratemodel.coefficients_sha256({**config, "probe_preset": "veryfast"}) != config["sha256"]
+    assert ratemodel.coefficients_sha256({**config, "probe_x264_params": ""}) != config["sha256"]
+    content = ratemodel.refit_coding(base, [{**r, "frames": 16, "pixels": 6144} for r in rows], "9.9.9", content=True)
+    assert len(content["rate_coef"]) == ratemodel.CONTENT_CODING_FEATURES
+    assert ratemodel.RateModel.from_config(content).uses_content and not model.uses_content
     with pytest.raises(ValueError, match="mix probe"):
         ratemodel.fit_coding([*rows, {**rows[0], "probe_preset": "veryfast"}])
 

@@ -26,9 +26,10 @@ A new probe (preset or error measure, ``--probe-preset``/``--probe-error``) need
 rows only; ``fit --base`` keeps a model's interp and transfer coefficients and fits the coding rows
 of the videos that model was fitted on (model 1.2.0):
 
-    python -m training.rd_calibrate coding --json out/rd_coding_sf_0.jsonl --shard 0/2   # and 1/2
+    python -m training.rd_calibrate coding --base model_store/ratemodel/1.1.0 \
+        --json out/rd_coding_12_0.jsonl --shard 0/2   # and --shard 1/2 into out/rd_coding_12_1.jsonl
     python -m training.rd_calibrate fit --base model_store/ratemodel/1.1.0 \
-        --coding out/rd_coding_sf_0.jsonl,out/rd_coding_sf_1.jsonl --out model_store/ratemodel/1.2.0
+        --coding out/rd_coding_12_0.jsonl,out/rd_coding_12_1.jsonl --out model_store/ratemodel/1.2.0
 """
 
 from __future__ import annotations
@@ -117,11 +118,18 @@ def run_interp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fitted_videos(model_dir: str) -> set[str]:
+    """The train videos a model's fits used (its config's ``training.videos``)."""
+    return set(json.loads((Path(model_dir) / "config.json").read_text())["training"]["videos"])
+
+
 def run_coding(args: argparse.Namespace) -> int:
     out = Path(args.json)
     done = _done_videos(out)
     shard, shards = (int(x) for x in args.shard.split("/"))
-    for k, path in enumerate(_videos(args.split)[: args.max_videos]):
+    settings = rm.Probe(args.probe_preset, args.probe_x264_params, args.probe_error)
+    videos = [p for p in _videos(args.split) if not args.base or p.name in _fitted_videos(args.base)]
+    for k, path in enumerate(videos[: args.max_videos]):
         if k % shards != shard:
             continue
         if path.name in done:
@@ -137,13 +145,13 @@ def run_coding(args: argparse.Namespace) -> int:
             frames = [rgb[i] for i in segment.kept(stride)]
             floor = float(np.mean([floors[i] for i in segment.kept(stride)]))
             for probe_crf in rm.PROBE_CRFS:
-                probe = code_frames(frames, probe_crf, args.probe_preset, args.probe_error)
+                probe = code_frames(frames, probe_crf, settings.preset, settings.error, settings.params)
                 finals = {crf: code_frames(frames, crf, rm.FINAL_PRESET, "decoded")  # what a reader sees
                           for crf in range(probe_crf - 8, probe_crf + 9, 4)}
                 for crf, final in finals.items():
                     rows.append({
                         "video": path.name, "stride": stride, "probe_crf": probe_crf, "crf": crf,
-                        "probe_preset": args.probe_preset, "probe_error": args.probe_error,
+                        **settings.fields(),
                         "probe_bytes": int(probe.bytes.sum()), "bytes": int(final.bytes.sum()),
                         "probe_mse": float(probe.mse.mean()), "mse": float(final.mse.mean()),
                         "frames": len(frames), "floor": floor, "measure": "yuv",
@@ -220,9 +228,9 @@ def run_fit(args: argparse.Namespace) -> int:
         base = json.loads((Path(args.base) / "config.json").read_text())
         # only videos the base model was fitted on: clips no fit used stay held out (BENCHMARKS.md
         # section 0 measures the rate model on them)
-        fitted = set(base["training"]["videos"])
+        fitted = _fitted_videos(args.base)
         coding = [r for r in coding if r["video"] in fitted]
-        config = rm.refit_coding(base, coding, args.version or Path(args.out).name)
+        config = rm.refit_coding(base, coding, args.version or Path(args.out).name, args.content)
         training = {**base["training"], "coding_rows": len(coding),
                     "coding_videos": sorted({r["video"] for r in coding}),
                     "base_command": base["training"]["command"]}
@@ -260,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th video from the i-th")
         if name == "coding":
             p.add_argument("--probe-preset", default=rm.PROBE_PRESET, help="x264 preset of the probe encodes")
+            p.add_argument("--probe-x264-params", default=rm.PROBE_X264_PARAMS,
+                           help="x264's own options on top of the preset (key=value:...; '' for none)")
+            p.add_argument("--base", help="only the videos this model folder was fitted on (clips no fit "
+                                          "used stay held out)")
             p.add_argument("--probe-error", default=rm.PROBE_ERROR, choices=PROBE_ERRORS,
                            help="how the probe measures its error (framers.adaptive.coding.PROBE_ERRORS)")
     p = sub.add_parser("fit")
@@ -267,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="a model folder whose interp/transfer coefficients are kept; only the "
                                   "coding rows are fitted (a new probe preset or error measure)")
     p.add_argument("--version", help="version of the --base refit (default: the --out folder's name)")
+    p.add_argument("--content", action="store_true",
+                   help="--base refit: the coding corrections take the probe's bits per pixel and error too")
     p.add_argument("--coding", required=True)
     p.add_argument("--transfer", help="rows of `transfer` (comma-separated files): fits κ (model 1.1)")
     p.add_argument("--split", default="train")

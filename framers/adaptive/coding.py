@@ -21,6 +21,7 @@ import av
 import cv2
 import numpy as np
 
+from framers.adaptive.ratemodel import Probe
 from framers.h264_sei import SeiDropper
 from framers.metrics import mse, psnr_of_mses
 from framers.rgb import to_rgb
@@ -93,15 +94,15 @@ def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:
 X264_THREADS = 2
 
 
-def x264_context(width: int, height: int, crf: int, preset: str) -> av.VideoCodecContext:
+def x264_context(width: int, height: int, crf: int, preset: str, params: str = "") -> av.VideoCodecContext:
     """An opened-on-first-frame libx264 encoder writing Annex B (headers in band), default
-    GOP and look-ahead of ``preset``, 4:2:0 unless the size is odd (then 4:4:4), on
-    ``X264_THREADS`` threads."""
+    GOP and look-ahead of ``preset`` (``params``: x264's own options on top, ``key=value:...``),
+    4:2:0 unless the size is odd (then 4:4:4), on ``X264_THREADS`` threads."""
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height = width, height
     ctx.pix_fmt = output_pix_fmt(width, height)
     ctx.time_base = Fraction(1, 25)
-    ctx.options = {"crf": str(crf), "preset": preset}
+    ctx.options = {"crf": str(crf), "preset": preset, **({"x264-params": params} if params else {})}
     ctx.thread_count = X264_THREADS
     return ctx
 
@@ -119,14 +120,16 @@ PROBE_ERRORS = ("x264", "decoded")
 class ProbeEncoder:
     """Streams frames (with their video index) through x264; ``finish`` returns the per-frame
     ``Coded`` record: each packet's bytes (x264's SEI text dropped, as a bundle stores it) and the
-    coding error measured as ``error`` says (``PROBE_ERRORS``). Holds only the frames x264 has not
-    yet given back (its look-ahead), never the whole stream. Raises ValueError for an unknown
-    ``error``, RuntimeError when x264 gives a packet without its quality statistics."""
+    coding error measured as ``error`` says (``PROBE_ERRORS``); x264 at ``preset`` and ``params``
+    (``x264_context``). Holds only the frames x264 has not yet given back (its look-ahead), never
+    the whole stream. Raises ValueError for an unknown ``error``, RuntimeError when x264 gives a
+    packet without its quality statistics."""
 
-    def __init__(self, width: int, height: int, crf: int, preset: str, error: str = "x264") -> None:
+    def __init__(self, width: int, height: int, crf: int, preset: str, error: str = "x264",
+                 params: str = "") -> None:
         if error not in PROBE_ERRORS:
             raise ValueError(f"probe error {error!r} is not one of {PROBE_ERRORS}")
-        self._enc = x264_context(width, height, crf, preset)
+        self._enc = x264_context(width, height, crf, preset, params)
         self._decoded = error == "decoded"
         if not self._decoded:
             self._enc.flags |= av.codec.context.Flags.psnr
@@ -204,17 +207,17 @@ class ProbeSet:
     core while the caller decodes, converts and measures the next frames on the other.
 
     ``write(keys, index, yuv)`` queues frame ``index`` (the codec's YUV, ``to_codec_yuv``) for the
-    probes of ``keys`` (created on first use at ``crf``/``preset``/``error``); at most
+    probes of ``keys`` (created on first use at ``crf`` with the settings of ``probe``); at most
     ``QUEUE_FRAMES`` frames wait, so memory stays bounded whatever the video's length.
     ``finish()`` returns key -> ``Coded``. The worker's first error is raised by the next
     ``write`` or by ``finish``."""
 
     QUEUE_FRAMES = 16
 
-    def __init__(self, crf: int, preset: str, error: str = "x264") -> None:
-        if error not in PROBE_ERRORS:
-            raise ValueError(f"probe error {error!r} is not one of {PROBE_ERRORS}")
-        self._settings = (crf, preset, error)
+    def __init__(self, crf: int, probe: Probe) -> None:
+        if probe.error not in PROBE_ERRORS:
+            raise ValueError(f"probe error {probe.error!r} is not one of {PROBE_ERRORS}")
+        self._settings = (crf, probe.preset, probe.error, probe.params)
         self._probes: dict[int, ProbeEncoder] = {}
         self._queue: queue.Queue[tuple[tuple[int, ...], int, av.VideoFrame] | None] = queue.Queue(self.QUEUE_FRAMES)
         self._error: BaseException | None = None
@@ -256,11 +259,12 @@ class ProbeSet:
         return {key: probe.finish() for key, probe in self._probes.items()}
 
 
-def code_frames(frames: Sequence[np.ndarray], crf: int, preset: str, error: str = "decoded") -> Coded:
-    """Encode a list of RGB frames [H, W, 3] uint8 as one x264 stream; the error measured as
-    ``error`` says (``PROBE_ERRORS``; default: decoded, the pictures a reader gets)."""
+def code_frames(frames: Sequence[np.ndarray], crf: int, preset: str, error: str = "decoded",
+                params: str = "") -> Coded:
+    """Encode a list of RGB frames [H, W, 3] uint8 as one x264 stream (``preset``, ``params``); the
+    error measured as ``error`` says (``PROBE_ERRORS``; default: decoded, the pictures a reader gets)."""
     h, w = frames[0].shape[:2]
-    probe = ProbeEncoder(w, h, crf, preset, error)
+    probe = ProbeEncoder(w, h, crf, preset, error, params)
     for i, rgb in enumerate(frames):
         probe.write(i, rgb)
     return probe.finish()

@@ -24,7 +24,7 @@ import numpy as np
 
 from framers.adaptive import analysis
 from framers.adaptive.coding import Coded, ProbeSet, conversion_mse, to_codec_yuv
-from framers.adaptive.ratemodel import PROBE_ERROR, PROBE_PRESET
+from framers.adaptive.ratemodel import Probe
 from framers.scenes import SceneAnalyser, timing_breaks
 from framers.selectors import ClipSource
 
@@ -44,6 +44,7 @@ class Measurements:
     ``coded``: stride → probe encode of that stride's kept frames (every segmentation of
     ``split_segments(cuts, n_frames)`` keeps exactly these).
     ``features``: stride (> 1) → interpolation features of every frame that stride drops.
+    ``pixels``: pixels per picture (0 without frames).
     """
 
     n_frames: int
@@ -52,6 +53,7 @@ class Measurements:
     floors: dict[int, float]
     coded: dict[int, Coded]
     features: dict[int, analysis.GapFeatures]
+    pixels: int = 0
 
 
 class _Block:
@@ -74,11 +76,10 @@ class _Block:
         return out
 
 
-def measure(open_clips: ClipSource, probe_crf: int, probe_preset: str = PROBE_PRESET,
-            probe_error: str = PROBE_ERROR) -> Measurements:
+def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None) -> Measurements:
     """Decode the source once (``open_clips``) and measure it; see the module docstring. The probes
-    code at ``probe_crf`` with x264 ``probe_preset``, their error measured as ``probe_error``
-    (``coding.PROBE_ERRORS``): those the rate model was calibrated with.
+    code at ``probe_crf`` with the settings of ``probe`` (default ``Probe()``), which must be those
+    the rate model was calibrated with.
 
     Raises whatever decoding raises (``framers.errors``); a video without frames gives
     ``n_frames`` 0 and empty measurements."""
@@ -86,7 +87,7 @@ def measure(open_clips: ClipSource, probe_crf: int, probe_preset: str = PROBE_PR
     cuts: list[int] = []
     detail: dict[int, float] = {}
     floors: dict[int, float] = {}
-    probes = ProbeSet(probe_crf, probe_preset, probe_error)
+    probes = ProbeSet(probe_crf, probe or Probe())
     parts: dict[int, list[analysis.GapFeatures]] = {n: [] for n in analysis.STRIDES[1:]}
     block: _Block | None = None
     held: tuple[int, av.VideoFrame] | None = None  # the previous frame, coded late if it ends a shot
@@ -136,5 +137,6 @@ def measure(open_clips: ClipSource, probe_crf: int, probe_preset: str = PROBE_PR
         coded = probes.finish()
     finally:
         probes.close()  # a decoding error: stop the probes' thread
+    pixels = held[1].width * held[1].height if held is not None else 0
     return Measurements(n, cuts, detail, floors, coded,
-                        {s: analysis.GapFeatures.concat(f) for s, f in parts.items()})
+                        {s: analysis.GapFeatures.concat(f) for s, f in parts.items()}, pixels)

@@ -8,7 +8,9 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
 
 * final bytes of a segment's kept frames at CRF c = probe bytes · exp(a · f(c − c₀, c₀, N))
 * coding MSE of a kept frame at CRF c = floor + (probe MSE − floor) · exp(b · f(c − c₀, c₀, N)),
-  the floor being the colour path's own error (``coding.conversion_mse``: 4:2:0 chroma)
+  the floor being the colour path's own error (``coding.conversion_mse``: 4:2:0 chroma); models
+  fitted with content terms add the probe's bits per pixel and mean error to f
+  (``coding_features``); every model holds for the probe it states (``Probe``)
 * rebuilt MSE of a dropped frame = exp(g · features) + the coding MSE of its two kept
   neighbours carried through the rebuild: κ₁·((1 − t)·m_L + t·m_R) + κ₂·((1 − t)²·m_L + t²·m_R)
   (model 1.1: κ fitted on frames rebuilt from x264-coded kept frames, ``fit_transfer``; a
@@ -42,13 +44,41 @@ from framers.metrics import psnr_of_mses
 
 #: probe encodes: one fast x264 preset at one of these CRFs (the one nearest the target's), their
 #: error as x264 reports it (``coding.PROBE_ERRORS``). What calibration uses; a fitted model states
-#: its own (``RateModel.probe_preset``/``probe_error``), which the analysis then runs. Superfast
-#: since model 1.2 (veryfast before): about a third less analysis time at 480p (issue 12's 2×
-#: budget), and its bytes repeat run to run, which veryfast's did not (BENCHMARKS.md section 0c).
+#: its own (``RateModel.probe``), which the analysis then runs. Since model 1.2 (veryfast before):
+#: superfast with x264's macroblock tree turned back on (a 10-frame look-ahead), ~25 % less
+#: analysis time at 480p (issue 12's 2× budget). Without the tree, superfast tracks x264 medium
+#: (which has it) badly where the tree moves the quantisers most: on a noisy pan the plain
+#: superfast probe predicted 1.7 dB more than medium gave (BENCHMARKS.md section 0c).
 PROBE_PRESET = "superfast"
+PROBE_X264_PARAMS = "mbtree=1:rc-lookahead=10"
 PROBE_ERROR = "x264"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The probe encodes' settings: x264 ``preset``, x264's own options ``params`` (its
+    ``key=value:...`` string, "" for none) and how the error is measured (``error``, one of
+    ``coding.PROBE_ERRORS``). A rate model holds only for the probe it was calibrated with."""
+
+    preset: str = PROBE_PRESET
+    params: str = PROBE_X264_PARAMS
+    error: str = PROBE_ERROR
+
+    @staticmethod
+    def of(record: dict[str, Any]) -> Probe:
+        """The probe of a config or calibration row (keys ``probe_preset``, ``probe_x264_params``,
+        ``probe_error``); records before model 1.2 state none of the last two: ``LEGACY_PROBE``."""
+        if "probe_error" not in record:
+            return LEGACY_PROBE
+        return Probe(str(record["probe_preset"]), str(record.get("probe_x264_params", "")), str(record["probe_error"]))
+
+    def fields(self) -> dict[str, str]:
+        """The record keys of ``of``."""
+        return {"probe_preset": self.preset, "probe_x264_params": self.params, "probe_error": self.error}
+
+
 #: what models that do not state their probe (1.0, 1.1) were calibrated with
-LEGACY_PROBE = ("veryfast", "decoded")
+LEGACY_PROBE = Probe("veryfast", "", "decoded")
 PROBE_CRFS: tuple[int, ...] = (18, 26, 34, 42)
 #: the final encode of kept frames (x264 medium: the anchor users compare with)
 FINAL_PRESET = "medium"
@@ -66,13 +96,36 @@ def probe_crf_for(target_psnr: float) -> int:
     return min(PROBE_CRFS, key=lambda c: abs(c - guess))
 
 
-def coding_features(delta: np.ndarray, probe_crf: float, stride: np.ndarray | float) -> np.ndarray:
+def coding_features(delta: np.ndarray, probe_crf: float, stride: np.ndarray | float,
+                    content: tuple[float, float] | None = None) -> np.ndarray:
     """Regressors of the probe → final correction: [..., 6] float64 for CRF offset ``delta``
-    (c − c₀), probe CRF c₀ and stride N."""
+    (c − c₀), probe CRF c₀ and stride N; with ``content`` (the probe's log bits per pixel and log
+    mean coding MSE, ``probe_content``) 4 more, [..., 10]: how much a slower preset saves over the
+    probe's depends on the content (static pictures gain most from x264 medium's macroblock tree,
+    which superfast lacks), not on the CRF alone (model 1.2: cross-validated log error 0.17 → 0.15
+    for bytes and for MSE on 41 train videos, BENCHMARKS.md section 0c)."""
     delta = np.asarray(delta, dtype=np.float64)
     log_stride = np.log2(np.broadcast_to(np.asarray(stride, dtype=np.float64), delta.shape))
     c0 = np.full(delta.shape, (probe_crf - 30.0) / 10.0)
-    return np.stack([np.ones_like(delta), delta, delta**2 / 10.0, log_stride, c0, c0 * delta], axis=-1)
+    columns = [np.ones_like(delta), delta, delta**2 / 10.0, log_stride, c0, c0 * delta]
+    if content is not None:
+        bpp, log_mse = (np.full(delta.shape, float(v)) for v in content)
+        columns += [bpp, bpp * delta / 10.0, log_mse, log_mse * delta / 10.0]
+    return np.stack(columns, axis=-1)
+
+
+#: regressors of ``coding_features`` without and with the content terms
+CODING_FEATURES = 6
+CONTENT_CODING_FEATURES = 10
+
+
+def probe_content(probe_bytes: float, frames: int, pixels: int, probe_mse: float) -> tuple[float, float]:
+    """The content terms of ``coding_features``: log bits per pixel of a probe stream of ``frames``
+    pictures of ``pixels`` pixels holding ``probe_bytes`` bytes, and log of its mean coding MSE
+    (gray levels², above the colour path's floor). Both floored so that an empty or lossless probe
+    stays finite."""
+    bpp = max(probe_bytes, 1.0) * 8.0 / max(frames * pixels, 1)
+    return math.log(bpp), math.log(max(probe_mse, 1e-3))
 
 
 def interp_features(linear: np.ndarray, motion: np.ndarray, detail: np.ndarray, gap: np.ndarray,
@@ -95,7 +148,7 @@ def coefficients_sha256(config: dict[str, Any]) -> str:
     """sha256 of the coefficient arrays as canonical JSON (the model's checksum in its config;
     ``transfer_coef`` only where present, so 1.0 configs keep their checksum; from 1.2 the probe
     settings too, which the coefficients hold only for)."""
-    keys = [*COEFFICIENTS, *(("probe_preset", "probe_error") if "probe_error" in config else ())]
+    keys = [*COEFFICIENTS, *(Probe().fields() if "probe_error" in config else ())]
     payload = json.dumps({k: config[k] for k in keys if k in config}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -136,31 +189,51 @@ def fit_transfer(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, dict[str, 
     return kappa, metrics
 
 
-def fit_coding(coding_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The probe → final corrections from ``rd_calibrate coding`` rows: {"probe_preset",
-    "probe_error", "rate_coef", "mse_coef", "metrics"}. Raises ValueError on no rows or rows of
-    more than one probe setting."""
+def fit_coding(coding_rows: Sequence[dict[str, Any]], content: bool = False) -> dict[str, Any]:
+    """The probe → final corrections from ``rd_calibrate coding`` rows: {"probe" (``Probe``),
+    "rate_coef", "mse_coef", "metrics"}; ``content``: with the content terms of
+    ``coding_features`` (10 coefficients each, else 6). Metrics include the error of a 5-fold
+    cross-validation over whole videos. Raises ValueError on no rows or rows of more than one
+    probe setting."""
     rows = [r for r in coding_rows if "floor" in r]
     if not rows:
         raise ValueError("calibration needs coding rows")
-    probes = {(r.get("probe_preset", LEGACY_PROBE[0]), r.get("probe_error", LEGACY_PROBE[1])) for r in rows}
+    probes = {Probe.of(r) for r in rows}
     if len(probes) != 1:
-        raise ValueError(f"coding rows mix probe settings {sorted(probes)}")
-    ((probe_preset, probe_error),) = probes
+        raise ValueError(f"coding rows mix probe settings {sorted(map(str, probes))}")
+    (probe,) = probes
     cod = {k: np.array([r[k] for r in rows], dtype=np.float64)
            for k in ("stride", "probe_crf", "crf", "probe_bytes", "bytes", "probe_mse", "mse", "floor")}
-    xc = np.concatenate([coding_features(np.array([d]), p, s)
-                         for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
-                                            strict=True)])
-    rate_coef, rate_rmse = _lstsq(xc, np.log(cod["bytes"] / cod["probe_bytes"]))
     # rows measured in RGB include the colour path's error (subtract it); rows measured on the
     # YUV planes ("measure": "yuv", coding.rgb_mse_of_planes) hold the coding error alone
     floor = np.array([0.0 if r.get("measure") == "yuv" else r["floor"] for r in rows])
-    above = np.maximum(cod["mse"] - floor, 1e-3) / np.maximum(cod["probe_mse"] - floor, 1e-3)
-    mse_coef, mse_rmse = _lstsq(xc, np.log(above))
-    return {"probe_preset": probe_preset, "probe_error": probe_error, "rate_coef": rate_coef.tolist(),
+    probe_above = np.maximum(cod["probe_mse"] - floor, 1e-3)
+    xc = np.concatenate([
+        coding_features(np.array([cod["crf"][i] - cod["probe_crf"][i]]), cod["probe_crf"][i], cod["stride"][i],
+                        probe_content(cod["probe_bytes"][i], int(r["frames"]), int(r["pixels"]), probe_above[i])
+                        if content else None)
+        for i, r in enumerate(rows)])
+    rate_y = np.log(cod["bytes"] / cod["probe_bytes"])
+    mse_y = np.log(np.maximum(cod["mse"] - floor, 1e-3) / probe_above)
+    rate_coef, rate_rmse = _lstsq(xc, rate_y)
+    mse_coef, mse_rmse = _lstsq(xc, mse_y)
+    videos = np.array([zlib.crc32(str(r.get("video", "")).encode()) % 5 for r in rows])
+    return {"probe": probe, "rate_coef": rate_coef.tolist(),
             "mse_coef": mse_coef.tolist(),
-            "metrics": {"rate_log_rmse": rate_rmse, "coding_log_mse_rmse": mse_rmse, "coding_rows": len(rows)}}
+            "metrics": {"rate_log_rmse": rate_rmse, "coding_log_mse_rmse": mse_rmse, "coding_rows": len(rows),
+                        "rate_log_rmse_heldout_videos": _cv_rmse(xc, rate_y, videos),
+                        "coding_log_mse_rmse_heldout_videos": _cv_rmse(xc, mse_y, videos)}}
+
+
+def _cv_rmse(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float:
+    """RMS error of least-squares predictions of each fold from the others (whole videos per fold)."""
+    held = np.zeros_like(y)
+    for fold in np.unique(folds):
+        test = folds == fold
+        if (~test).any():
+            coef, *_ = np.linalg.lstsq(x[~test], y[~test], rcond=None)
+            held[test] = x[test] @ coef
+    return float(np.sqrt(np.mean((y - held) ** 2)))
 
 
 def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, Any]],
@@ -189,8 +262,7 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     config: dict[str, Any] = {
         "name": "ratemodel",
         "version": "1.1.0" if transfer_rows else "1.0.0",
-        "probe_preset": coding["probe_preset"],
-        "probe_error": coding["probe_error"],
+        **coding["probe"].fields(),
         "final_preset": FINAL_PRESET,
         "probe_crfs": list(PROBE_CRFS),
         "interp_coef": interp_coef.tolist(),
@@ -212,14 +284,16 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     return config
 
 
-def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str) -> dict[str, Any]:
+def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str,
+                 content: bool = False) -> dict[str, Any]:
     """A new config ``version`` that keeps ``base``'s interpolation and transfer coefficients (and
     their metrics) and replaces the probe → final corrections by a fit of ``coding_rows`` (a new
-    probe preset or error measure changes only those). Raises ValueError as ``fit_coding``."""
-    coding = fit_coding(coding_rows)
+    probe preset or error measure changes only those); ``content`` as ``fit_coding``. Raises
+    ValueError as ``fit_coding``."""
+    coding = fit_coding(coding_rows, content)
     config = {k: v for k, v in base.items() if k not in ("sha256", "training")}
-    config.update(version=version, probe_preset=coding["probe_preset"], probe_error=coding["probe_error"],
-                  final_preset=FINAL_PRESET, rate_coef=coding["rate_coef"], mse_coef=coding["mse_coef"],
+    config.update(version=version, **coding["probe"].fields(), final_preset=FINAL_PRESET,
+                  rate_coef=coding["rate_coef"], mse_coef=coding["mse_coef"],
                   based_on=base["version"])
     config["metrics"] = {**base["metrics"], **coding["metrics"]}
     config["sha256"] = coefficients_sha256(config)
@@ -234,15 +308,13 @@ class RateModel:
     rate_coef: np.ndarray
     mse_coef: np.ndarray
     transfer_coef: np.ndarray = field(default_factory=lambda: np.array(ADDITIVE_TRANSFER))
-    #: the probe the coefficients were calibrated with: x264 preset and ``coding.PROBE_ERRORS`` entry
-    probe_preset: str = LEGACY_PROBE[0]
-    probe_error: str = LEGACY_PROBE[1]
+    #: the probe the coefficients were calibrated with
+    probe: Probe = LEGACY_PROBE
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RateModel:
         return cls(np.array(config["interp_coef"]), np.array(config["rate_coef"]), np.array(config["mse_coef"]),
-                   np.array(config.get("transfer_coef", ADDITIVE_TRANSFER), dtype=np.float64),
-                   str(config.get("probe_preset", LEGACY_PROBE[0])), str(config.get("probe_error", LEGACY_PROBE[1])))
+                   np.array(config.get("transfer_coef", ADDITIVE_TRANSFER), dtype=np.float64), Probe.of(config))
 
     def rebuilt_mse(self, interp_mse: np.ndarray, t: np.ndarray, left_mse: np.ndarray,
                     right_mse: np.ndarray) -> np.ndarray:
@@ -255,11 +327,23 @@ class RateModel:
         """Predicted full-resolution RGB MSE of dropped frames from ``interp_features`` [n, 7]."""
         return np.expm1(features @ self.interp_coef).clip(min=0.0)
 
-    def rate_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
-        return np.exp(coding_features(delta, probe_crf, stride) @ self.rate_coef)
+    @property
+    def uses_content(self) -> bool:
+        """Whether the coding corrections take the probe's content terms (``coding_features``)."""
+        return len(self.rate_coef) == CONTENT_CODING_FEATURES
 
-    def mse_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
-        return np.exp(coding_features(delta, probe_crf, stride) @ self.mse_coef)
+    def rate_factor(self, delta: np.ndarray, probe_crf: int, stride: int,
+                    content: tuple[float, float] | None = None) -> np.ndarray:
+        """Final bytes / probe bytes at CRF offsets ``delta`` [C]; ``content`` (``probe_content``)
+        is used by models fitted with it and ignored by the others."""
+        return np.exp(coding_features(delta, probe_crf, stride, content if self.uses_content else None)
+                      @ self.rate_coef)
+
+    def mse_factor(self, delta: np.ndarray, probe_crf: int, stride: int,
+                   content: tuple[float, float] | None = None) -> np.ndarray:
+        """Final coding MSE / probe coding MSE (both above the floor) at CRF offsets ``delta`` [C]."""
+        return np.exp(coding_features(delta, probe_crf, stride, content if self.uses_content else None)
+                      @ self.mse_coef)
 
 
 def psnr_of(mse: np.ndarray) -> np.ndarray:
@@ -282,6 +366,7 @@ class StrideMeasure:
     right: np.ndarray
     t: np.ndarray
     floor: float = 0.0
+    pixels: int = 0  # per picture (the content terms of models that use them need it)
 
 
 @dataclass
@@ -306,9 +391,11 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
     n_bytes = np.zeros((len(measures), len(grid)))
     psnr_sum = np.zeros((len(measures), len(grid)))
     for k, m in enumerate(measures):
-        n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride)
         above = np.maximum(m.kept_mse - m.floor, 0.0)
-        coded = m.floor + above[:, None] * model.mse_factor(delta, probe_crf, m.stride)[None, :]  # [k, C]
+        content = (probe_content(float(m.kept_bytes.sum()), len(m.kept_bytes), m.pixels, float(above.mean()))
+                   if model.uses_content else None)
+        n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride, content)
+        coded = m.floor + above[:, None] * model.mse_factor(delta, probe_crf, m.stride, content)[None, :]  # [k, C]
         total = psnr_of(coded).sum(axis=0)
         if len(m.interp_mse):
             ext = np.concatenate([coded, coded.mean(axis=0, keepdims=True)], axis=0)

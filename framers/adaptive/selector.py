@@ -196,7 +196,8 @@ class AdaptiveSelector(Selector):
         if self.plan is None:
             return None
         return {**self.describe(), "margin_db": TARGET_MARGIN_DB, "probe_crf": self.plan.probe_crf,
-                "probe_preset": self.model.probe_preset, "strides": list(analysis.STRIDES),
+                "probe_preset": self.model.probe.preset, "probe_x264_params": self.model.probe.params,
+                "strides": list(analysis.STRIDES),
                 "segments": self.plan.describe()}
 
     def _options(self, segments: list[analysis.Segment], m: Measurements,
@@ -220,7 +221,7 @@ class AdaptiveSelector(Selector):
                 if n == 1:
                     empty = np.zeros(0)
                     measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, empty, empty.astype(int),
-                                                            empty.astype(int), empty, floor))
+                                                            empty.astype(int), empty, floor, m.pixels))
                     continue
                 f = m.features[n].within(seg.start, seg.stop)
                 near = np.clip(np.searchsorted(detail_keys, f.index), 0, len(detail_keys) - 1)
@@ -228,7 +229,7 @@ class AdaptiveSelector(Selector):
                 anchors = seg.anchors(n)
                 left = np.searchsorted(np.array(anchors), f.index) - 1
                 measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, self.model.interp_mse(x),
-                                                        left, left + 1, f.t, floor))
+                                                        left, left + 1, f.t, floor, m.pixels))
             options.append(ratemodel.segment_options(measures, len(seg), self.model, probe_crf))
         return options
 
@@ -236,7 +237,7 @@ class AdaptiveSelector(Selector):
         """The analysis pass (``measure``) and the choice."""
         target = self.target_psnr if self.target_psnr is not None else 36.0
         probe_crf = ratemodel.probe_crf_for(target)
-        m = measure(open_clips, probe_crf, self.model.probe_preset, self.model.probe_error)
+        m = measure(open_clips, probe_crf, self.model.probe)
         n, cuts = m.n_frames, m.cuts
         segments = analysis.split_segments(cuts, n)
         options = self._options(segments, m, probe_crf)
