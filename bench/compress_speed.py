@@ -19,11 +19,13 @@ of all threads) beside the wall-clock fps.
   default (every 4th frame, kept frames x264 CRF 20 veryfast).
 * ``adaptive``: ``compress(src, bundle, target_psnr=--target)`` (default 34 dB), only when
   ``compress`` has that keyword (issue 12; skipped with a note otherwise).
+* ``analysis V`` (``--analysis``): the adaptive mode's analysis pass alone with the probe of rate
+  model V (``analysis_only``), to compare probes in the same run.
 
 Reported per resolution: fps and CPU ms/frame of each, and ``adaptive / x264_medium`` and
 ``fixed / x264_medium`` time ratios (≤ 2 is the issue's goal for adaptive).
 
-    .venv/bin/python bench/compress_speed.py --repeats 3 \\
+    .venv/bin/python bench/compress_speed.py --repeats 3 --analysis 1.1.0,1.2.0 \\
         --json bench/results/compress_speed.json --md bench/results/compress_speed.md
 """
 
@@ -131,13 +133,33 @@ def _compress(video: Path, workdir: Path, **kwargs: Any) -> int:
         shutil.rmtree(bundle, ignore_errors=True)
 
 
+def analysis_only(video: Path, workdir: Path, version: str, target: float) -> int:
+    """The adaptive mode's analysis pass alone (``framers.adaptive.measure``: decode, scene cuts,
+    views and interpolation features, probe encodes) with the probe of rate model ``version``, at
+    the probe CRF of ``target``; returns the frame count. Isolates what a probe costs."""
+    from framers.adaptive import ratemodel
+    from framers.adaptive.measure import measure
+    from framers.adaptive.selector import load_rate_model
+    from framers.geometry import CLIP_LEN
+
+    model, _ = load_rate_model(version)
+
+    def clips() -> Iterator[Any]:
+        with FrameReader(video) as reader:
+            yield from reader.clips(CLIP_LEN)
+
+    return measure(clips, ratemodel.probe_crf_for(target), model.probe).n_frames
+
+
 def adaptive_available() -> bool:
     """True when ``framers.pipeline.compress`` accepts ``target_psnr``."""
     return "target_psnr" in inspect.signature(pipeline.compress).parameters
 
 
-def plan(x264_crf: int, target: float) -> tuple[dict[str, Callable[[Path, Path], int]], list[str]]:
-    """The methods to time, and notes on what is skipped."""
+def plan(x264_crf: int, target: float, analysis: Sequence[str] = ()) -> tuple[dict[str, Callable[[Path, Path], int]],
+                                                                            list[str]]:
+    """The methods to time, and notes on what is skipped; ``analysis``: rate model versions whose
+    analysis pass is timed alone too (``analysis_only``)."""
     methods: dict[str, Callable[[Path, Path], int]] = {
         "decode": decode_only,
         "x264_medium": lambda v, w: x264_medium(v, w, x264_crf),
@@ -148,6 +170,8 @@ def plan(x264_crf: int, target: float) -> tuple[dict[str, Callable[[Path, Path],
         methods["adaptive"] = lambda v, w: _compress(v, w, target_psnr=target)
     else:
         notes.append("adaptive skipped: framers.pipeline.compress has no target_psnr keyword yet (issue 12)")
+    for version in analysis:
+        methods[f"analysis {version}"] = functools.partial(analysis_only, version=version, target=target)
     return methods, notes
 
 
@@ -192,7 +216,7 @@ def bench_resolution(video: Path, methods: dict[str, Callable[[Path, Path], int]
             rows[name]["error"] = errors[name]
     base = rows.get("x264_medium", {}).get("wall_s")
     ratios = {f"{name}_over_x264_medium": round(rows[name]["wall_s"] / base, 3)
-              for name in ("fixed", "adaptive", "decode") if base and "wall_s" in rows.get(name, {})}
+              for name in rows if name != "x264_medium" and base and "wall_s" in rows[name]}
     return {"video": str(video), "methods": rows, "ratios": ratios}
 
 
@@ -232,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "compress_speed.json")
     parser.add_argument("--md", type=Path)
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
+    parser.add_argument("--analysis", default="", help="rate model versions (comma-separated) whose analysis "
+                                                        "pass alone is timed too, e.g. 1.1.0,1.2.0")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(None if argv is None else list(argv))
     resolutions = [r.strip() for r in args.resolutions.split(",") if r.strip()]
@@ -241,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.source.is_file():
         print(f"compress_speed: {args.source}: no such file", file=sys.stderr)
         return 2
-    methods, notes = plan(args.x264_crf, args.target)
+    methods, notes = plan(args.x264_crf, args.target, [v.strip() for v in args.analysis.split(",") if v.strip()])
     for note in notes:
         print(f"compress_speed: note: {note}", flush=True)
     load_start = os.getloadavg()

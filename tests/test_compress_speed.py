@@ -37,7 +37,8 @@ def test_smoke_run(speed: ModuleType, make_clip: Callable[..., Path], tmp_path: 
     source = make_clip(width=64, height=48, frames=6)
     out = tmp_path / "speed.json"
     argv = ["--source", str(source), "--resolutions", "480p", "--frames", "8", "--repeats", "1",
-            "--json", str(out), "--md", str(tmp_path / "speed.md"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+            "--json", str(out), "--md", str(tmp_path / "speed.md"), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+            "--analysis", "1.1.0"]
     assert speed.main(argv) == 0
     report = json.loads(out.read_text())
     result = report["results"]["480p"]
@@ -52,4 +53,5 @@ def test_smoke_run(speed: ModuleType, make_clip: Callable[..., Path], tmp_path: 
     assert result["ratios"]["fixed_over_x264_medium"] == pytest.approx(
         rows["fixed"]["wall_s"] / rows["x264_medium"]["wall_s"], rel=1e-2)
     assert ("adaptive" in rows) == speed.adaptive_available()
+    assert rows["analysis 1.1.0"]["frames"] == 8 and "analysis 1.1.0_over_x264_medium" in result["ratios"]
     assert "| 480p | x264_medium |" in (tmp_path / "speed.md").read_text()
