@@ -151,8 +151,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(f"warning: {note}")
     if result.target_psnr is not None and args.crf == defaults.OUTPUT_CRF:
         print(f"note: the bundle's target ({result.target_psnr:g} dB) is what the rebuilt frames reach; this file's "
-              f"own x264 encode at CRF {defaults.OUTPUT_CRF} costs more (measured 0.3-1.4 dB at 34 dB, 1.8-4.3 dB "
-              "at 40 dB; at --crf 10: 0.1-0.7 and 0.5-2.3 dB, in a larger file: BENCHMARKS.md section 0b)")
+              f"own x264 encode at CRF {defaults.OUTPUT_CRF} costs more (on 4 natural clips 0.3-1.4 dB at 34 dB, "
+              "1.8-4.3 dB at 40 dB, more on fine synthetic detail; at --crf 10: 0.1-0.7 and 0.5-2.3 dB, in a "
+              "larger file: BENCHMARKS.md section 0b)")
     return 0
 
 

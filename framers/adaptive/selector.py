@@ -32,9 +32,6 @@ PSNR_RANGE = (20.0, 60.0)
 TARGET_MARGIN_DB = 0.3
 #: frames a CRF holds at least before it may change (at a shot start): ~5 s at 30 fps
 CRF_GROUP_FRAMES = 150
-#: an unreachable PSNR target (colour detail 4:2:0 cannot hold, sensor noise) is aimed this far
-#: below the best predicted PSNR: the finest CRFs cost the most bytes per dB
-UNREACHABLE_BACKOFF_DB = 1.0
 #: a video of at most this many frames gets its CRF measured, not predicted: its kept frames are
 #: coded at the final preset (and the dropped ones rebuilt by framemae) and the CRF corrected by
 #: the PSNR that comes out (at most VERIFY_ENCODES trials of a handful of frames). On the held-out
@@ -146,7 +143,8 @@ class AdaptiveSelector(Selector):
         self.target_psnr = target_psnr
         self.target_kbps = target_kbps
         self.fps = fps  # frames per second, for target_kbps (the pipeline sets the source's)
-        self.capped = False  # the target is unreachable: aimed UNREACHABLE_BACKOFF_DB below the best
+        self.capped = False  # the target is unreachable: aimed at the best predicted PSNR instead
+        self.over_budget_kbps: float | None = None  # target_kbps below the smallest plan: its prediction
         self.verified: dict[str, Any] | None = None  # a short video's CRF set by measurement (_verified)
         self.best_psnr = 0.0
         self.keep = 0
@@ -176,7 +174,9 @@ class AdaptiveSelector(Selector):
             out["predicted_bytes"] = round(self.plan.predicted_bytes())
         if self.capped:
             out["unreachable"] = {"best_predicted_psnr": round(self.best_psnr, 2),
-                                  "aimed_at": round(self.best_psnr - UNREACHABLE_BACKOFF_DB, 2)}
+                                  "aimed_at": round(self.best_psnr, 2)}
+        if self.over_budget_kbps is not None:
+            out["over_budget"] = {"smallest_predicted_kbps": round(self.over_budget_kbps, 1)}
         if self.verified is not None:
             out["verified"] = dict(self.verified)
         return out
@@ -191,8 +191,8 @@ class AdaptiveSelector(Selector):
                              for s, c in zip(self.plan.segments, self.plan.choices, strict=True)]}
 
     def report(self) -> dict[str, Any] | None:
-        """The decisions for the job record and the CLI: the manifest's, plus the probe settings
-        and each segment's predicted PSNR and bytes."""
+        """The decisions for the job record (the CLI prints the segments and predictions): the
+        manifest's, plus the probe settings and each segment's predicted PSNR and bytes."""
         if self.plan is None:
             return None
         return {**self.describe(), "margin_db": TARGET_MARGIN_DB, "probe_crf": self.plan.probe_crf,
@@ -250,18 +250,22 @@ class AdaptiveSelector(Selector):
                 # the target itself is within reach, its margin is not: aim at the target
                 choices = ratemodel.choose(options, groups, target_psnr=self.target_psnr)
             elif best < aim - 0.01:
-                # unreachable (choose returned its best quality, the finest CRF): the last dB costs
-                # the most bytes for the least gain, so aim one dB below the best instead
+                # unreachable: choose returned its best quality (the finest CRF), which is kept.
+                # Aiming lower (the ninth session aimed 1 dB under it, where the last dB costs the
+                # most bytes) made a higher target give a lower quality than a reachable one.
                 self.capped = True
                 self.best_psnr = best
-                choices = ratemodel.choose(options, groups, target_psnr=best - UNREACHABLE_BACKOFF_DB)
             if n <= VERIFY_MAX_FRAMES and len({c.crf for c in choices}) == 1:
                 # measured, the target itself is aimed at, even one the model called unreachable
                 choices = self._verified(open_clips, segments, choices, cuts, self.target_psnr + VERIFIED_MARGIN_DB)
         else:
             assert self.target_kbps is not None
             seconds = n / self.fps if self.fps > 0 else n / 25.0
-            choices = ratemodel.choose(options, groups, target_bytes=self.target_kbps * 1000 / 8 * seconds)
+            budget = self.target_kbps * 1000 / 8 * seconds
+            choices = ratemodel.choose(options, groups, target_bytes=budget)
+            predicted = sum(c.bytes for c in choices)
+            if predicted > budget * 1.01:  # even the coarsest plan is over: it is kept, and said
+                self.over_budget_kbps = predicted * 8 / 1000 / seconds
         return Plan(n, cuts, segments, choices, probe_crf)
 
     def _verified(self, open_clips: ClipSource, segments: list[analysis.Segment],
