@@ -115,13 +115,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
         report = result.adaptive
         target = f"{report['target_psnr']} dB" if report["target_psnr"] else f"{report['target_kbps']} kbps"
         verified = report.get("verified")
+        # what was made next to the prediction: the rate model's bytes can be far off (2-3x on
+        # synthetic clips in a fresh-user trial)
+        made = f"{(result.bundle_bytes - result.audio_bytes) / 1000:.1f} kB made (bundle less audio)"
         if verified:  # a short video: measured by trial encodes, not predicted
             print(f"  adaptive: measured mean PSNR {verified['measured_psnr']:.2f} dB at CRF {verified['crf']} "
                   f"({verified['encodes']} trial encodes; the model planned CRF {verified['planned_crf']}), "
-                  f"kept frames ~{report['predicted_bytes'] / 1000:.0f} kB (target {target})")
+                  f"kept frames ~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
         else:
             print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB, kept frames "
-                  f"~{report['predicted_bytes'] / 1000:.0f} kB predicted (target {target})")
+                  f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
         for seg in report["segments"][:12]:
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
                   f"~{seg['predicted_psnr']:.1f} dB")

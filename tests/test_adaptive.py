@@ -355,6 +355,8 @@ def test_cli_target_psnr_prints_decisions_and_refuses_mixed_options(clips: dict[
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "b.frs"), "--target-psnr", "35"]) == 0
     out = capsys.readouterr().out
     assert "adaptive: predicted mean PSNR" in out and "every " in out
+    made = fb.bundle_bytes(tmp_path / "b.frs") / 1000  # no audio in the generated clip
+    assert f"{made:.1f} kB made (bundle less audio)" in out
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "c"), "--target-psnr", "35",
                      "--crf", "20", "-q"]) == 2
     assert "drop --selector/--keep/--stride/--crf" in capsys.readouterr().err
