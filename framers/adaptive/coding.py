@@ -109,7 +109,7 @@ def x264_context(width: int, height: int, crf: int, preset: str, params: str = "
 
 #: how a probe measures its coding error. "x264": the error x264 reports for its own reconstruction
 #: (``AV_CODEC_FLAG_PSNR``: per-plane SSE in each packet's ``quality_stats`` side data), no decoder
-#: run, ~0.3 s of a 64-frame 480p analysis saved. x264 takes it before the deblocking filter on
+#: run. x264 takes it before the deblocking filter on
 #: the pictures no other refers to (non-reference B pictures, deblocked only by a decoder), so
 #: there it reads a few % more error than a reader sees; the rate model is calibrated on what the
 #: probe reports. "decoded": decode the stream and compare planes (the pictures a reader gets; the
@@ -143,10 +143,15 @@ class ProbeEncoder:
         self._count = 0
 
     def _take(self, packets: Sequence[av.Packet]) -> None:
+        """x264's packets: their error statistics (read before the SEI filter), then ``_store``."""
         if not self._decoded:
             for packet in packets:
                 self._mse[self._order[int(packet.pts or 0)]] = self._reported_mse(packet)
-        for packet in self._sei.filter(packets):
+        self._store(self._sei.filter(packets))
+
+    def _store(self, packets: Sequence[av.Packet]) -> None:
+        """The stored packets (SEI dropped): their bytes, and their pictures when decoding."""
+        for packet in packets:
             self._bytes[self._order[int(packet.pts or 0)]] = packet.size
             if self._decoded:
                 for frame in self._dec.decode(av.Packet(bytes(packet))):
@@ -185,11 +190,7 @@ class ProbeEncoder:
     def finish(self) -> Coded:
         """Flush encoder (and decoder); per-frame bytes and MSE in input order."""
         self._take(self._enc.encode(None))
-        for packet in self._sei.flush():
-            self._bytes[self._order[int(packet.pts or 0)]] = packet.size
-            if self._decoded:
-                for frame in self._dec.decode(av.Packet(bytes(packet))):
-                    self._compare(frame)
+        self._store(self._sei.flush())
         if self._decoded:
             for frame in self._dec.decode(None):
                 self._compare(frame)

@@ -45,8 +45,9 @@ from framers.metrics import psnr_of_mses
 #: probe encodes: one fast x264 preset at one of these CRFs (the one nearest the target's), their
 #: error as x264 reports it (``coding.PROBE_ERRORS``). What calibration uses; a fitted model states
 #: its own (``RateModel.probe``), which the analysis then runs. Since model 1.2 (veryfast before):
-#: superfast with x264's macroblock tree turned back on (a 10-frame look-ahead), ~25 % less
-#: analysis time at 480p (issue 12's 2× budget). Without the tree, superfast tracks x264 medium
+#: superfast with x264's macroblock tree turned back on (a 10-frame look-ahead): the analysis pass
+#: took 0.59× instead of 0.94× x264 medium's time at 480p (issue 12's 2× budget; BENCHMARKS.md
+#: section 0, ``bench/compress_speed.py --analysis``). Without the tree, superfast tracks x264 medium
 #: (which has it) badly where the tree moves the quantisers most: on a noisy pan the plain
 #: superfast probe predicted 1.7 dB more than medium gave (BENCHMARKS.md section 0c).
 PROBE_PRESET = "superfast"
