@@ -49,7 +49,7 @@ from framers.metrics import psnr_of_mses
 #: took 0.59× instead of 0.94× x264 medium's time at 480p (issue 12's 2× budget; BENCHMARKS.md
 #: section 0, ``bench/compress_speed.py --analysis``). Without the tree, superfast tracks x264 medium
 #: (which has it) badly where the tree moves the quantisers most: on a noisy pan the plain
-#: superfast probe predicted 1.7 dB more than medium gave (BENCHMARKS.md section 0c).
+#: superfast probe predicted 1.3 dB more than medium gave (BENCHMARKS.md section 0c).
 PROBE_PRESET = "superfast"
 PROBE_X264_PARAMS = "mbtree=1:rc-lookahead=10"
 PROBE_ERROR = "x264"
