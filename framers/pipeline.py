@@ -358,10 +358,6 @@ def refresh_layer_warnings(layer: dict[str, Any] | None, asked: bool) -> list[st
 
 def _adaptive_warnings(chooser: Selector) -> list[str]:
     """What the adaptive mode could not do as asked (said in the CLI output and the job record)."""
-    over = getattr(chooser, "over_budget_kbps", None)
-    if over is not None:
-        return [f"target_kbps {getattr(chooser, 'target_kbps', 0.0):g} is below what this video needs even at the "
-                f"coarsest CRF with the fewest kept frames: predicted {over:.1f} kbit/s (kept frames only)"]
     if not getattr(chooser, "capped", False):
         return []
     target, best = getattr(chooser, "target_psnr", 0.0), getattr(chooser, "best_psnr", 0.0)

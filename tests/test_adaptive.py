@@ -430,21 +430,19 @@ def test_unreachable_target_gets_the_best_and_says_so(tmp_path: Path) -> None:
     assert lower.adaptive is not None and lower.adaptive["predicted_psnr"] <= best + 0.01
 
 
-def test_a_kbps_budget_below_the_smallest_plan_is_said(tmp_path: Path) -> None:
-    """--target-kbps under what the coarsest plan needs is said: by the plan when the model sees it,
-    by the result when the bundle's video comes out over (a fresh-user trial: 5 kbit/s on c00 came
-    out at 1.85× the budget without a word); a budget that fits says nothing."""
+def test_a_kbps_budget_overshot_is_said(tmp_path: Path) -> None:
+    """A --target-kbps budget the kept frames come out over (by more than 10 %) is said, with the
+    kbit/s made (a fresh-user trial: 5 kbit/s on c00 came out at 1.85× the budget without a word);
+    a budget that fits says nothing."""
     result = compress(CASES / "c00_baseline.mp4", tmp_path / "b", target_kbps=5.0)
     assert result.adaptive is not None
     with fb.open_bundle(tmp_path / "b") as folder:
         made = (folder / fb.KEYFRAMES_H264).stat().st_size * 8 / 1000 / result.duration
     assert made > 5.0 * 1.1 and any(f"kept frames came out at {made:.1f} kbit/s" in w and "over target_kbps 5" in w
                                     for w in result.warnings), (made, result.warnings)
-    if "over_budget" in result.adaptive:  # the model itself may already see it
-        assert any("target_kbps 5 is below" in w for w in result.warnings)
     fits = compress(CASES / "c00_baseline.mp4", tmp_path / "fits", target_kbps=400.0)
-    assert fits.adaptive is not None and "over_budget" not in fits.adaptive
-    assert not any("over target_kbps" in w or "is below" in w for w in fits.warnings), fits.warnings
+    assert fits.adaptive is not None
+    assert not any("over target_kbps" in w for w in fits.warnings), fits.warnings
     with fb.open_bundle(tmp_path / "fits") as folder:
         assert (folder / fb.KEYFRAMES_H264).stat().st_size * 8 / 1000 / fits.duration <= 400.0 * 1.1
     assert not any("lower --target-psnr" in w for w in fits.warnings)  # a bitrate run is told of --target-kbps

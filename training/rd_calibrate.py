@@ -128,7 +128,8 @@ def run_coding(args: argparse.Namespace) -> int:
     done = _done_videos(out)
     shard, shards = (int(x) for x in args.shard.split("/"))
     settings = rm.Probe(args.probe_preset, args.probe_x264_params, args.probe_error)
-    videos = [p for p in _videos(args.split) if not args.base or p.name in _fitted_videos(args.base)]
+    fitted = _fitted_videos(args.base) if args.base else None
+    videos = [p for p in _videos(args.split) if fitted is None or p.name in fitted]
     for k, path in enumerate(videos[: args.max_videos]):
         if k % shards != shard:
             continue

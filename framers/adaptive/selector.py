@@ -144,7 +144,6 @@ class AdaptiveSelector(Selector):
         self.target_kbps = target_kbps
         self.fps = fps  # frames per second, for target_kbps (the pipeline sets the source's)
         self.capped = False  # the target is unreachable: aimed at the best predicted PSNR instead
-        self.over_budget_kbps: float | None = None  # target_kbps below the smallest plan: its prediction
         self.verified: dict[str, Any] | None = None  # a short video's CRF set by measurement (_verified)
         self.best_psnr = 0.0
         self.keep = 0
@@ -175,8 +174,6 @@ class AdaptiveSelector(Selector):
         if self.capped:
             out["unreachable"] = {"best_predicted_psnr": round(self.best_psnr, 2),
                                   "aimed_at": round(self.best_psnr, 2)}
-        if self.over_budget_kbps is not None:
-            out["over_budget"] = {"smallest_predicted_kbps": round(self.over_budget_kbps, 1)}
         if self.verified is not None:
             out["verified"] = dict(self.verified)
         return out
@@ -261,11 +258,9 @@ class AdaptiveSelector(Selector):
         else:
             assert self.target_kbps is not None
             seconds = n / self.fps if self.fps > 0 else n / 25.0
-            budget = self.target_kbps * 1000 / 8 * seconds
-            choices = ratemodel.choose(options, groups, target_bytes=budget)
-            predicted = sum(c.bytes for c in choices)
-            if predicted > budget * 1.01:  # even the coarsest plan is over: it is kept, and said
-                self.over_budget_kbps = predicted * 8 / 1000 / seconds
+            # a budget below what even the coarsest plan needs keeps that plan; the pipeline says
+            # when the kept frames come out over (``pipeline.budget_warnings``, measured, not predicted)
+            choices = ratemodel.choose(options, groups, target_bytes=self.target_kbps * 1000 / 8 * seconds)
         return Plan(n, cuts, segments, choices, probe_crf)
 
     def _verified(self, open_clips: ClipSource, segments: list[analysis.Segment],
