@@ -262,9 +262,6 @@ def test_coding_refit_keeps_the_base_model_and_states_its_probe() -> None:
     assert ratemodel.coefficients_sha256(config) == config["sha256"]
     assert ratemodel.coefficients_sha256({**config, "probe_preset": "veryfast"}) != config["sha256"]
     assert ratemodel.coefficients_sha256({**config, "probe_x264_params": ""}) != config["sha256"]
-    content = ratemodel.refit_coding(base, [{**r, "frames": 16, "pixels": 6144} for r in rows], "9.9.9", content=True)
-    assert len(content["rate_coef"]) == ratemodel.CONTENT_CODING_FEATURES
-    assert ratemodel.RateModel.from_config(content).uses_content and not model.uses_content
     with pytest.raises(ValueError, match="mix probe"):
         ratemodel.fit_coding([*rows, {**rows[0], "probe_preset": "veryfast"}])
 

@@ -231,7 +231,7 @@ def run_fit(args: argparse.Namespace) -> int:
         # section 0 measures the rate model on them)
         fitted = _fitted_videos(args.base)
         coding = [r for r in coding if r["video"] in fitted]
-        config = rm.refit_coding(base, coding, args.version or Path(args.out).name, args.content)
+        config = rm.refit_coding(base, coding, args.version or Path(args.out).name)
         training = {**base["training"], "coding_rows": len(coding),
                     "coding_videos": sorted({r["video"] for r in coding}),
                     "base_command": base["training"]["command"]}
@@ -280,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="a model folder whose interp/transfer coefficients are kept; only the "
                                   "coding rows are fitted (a new probe preset or error measure)")
     p.add_argument("--version", help="version of the --base refit (default: the --out folder's name)")
-    p.add_argument("--content", action="store_true",
-                   help="--base refit: the coding corrections take the probe's bits per pixel and error too")
     p.add_argument("--coding", required=True)
     p.add_argument("--transfer", help="rows of `transfer` (comma-separated files): fits κ (model 1.1)")
     p.add_argument("--split", default="train")

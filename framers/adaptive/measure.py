@@ -44,7 +44,6 @@ class Measurements:
     ``coded``: stride → probe encode of that stride's kept frames (every segmentation of
     ``split_segments(cuts, n_frames)`` keeps exactly these).
     ``features``: stride (> 1) → interpolation features of every frame that stride drops.
-    ``pixels``: pixels per picture (0 without frames).
     """
 
     n_frames: int
@@ -53,7 +52,6 @@ class Measurements:
     floors: dict[int, float]
     coded: dict[int, Coded]
     features: dict[int, analysis.GapFeatures]
-    pixels: int = 0
 
 
 class _Block:
@@ -137,6 +135,5 @@ def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None) 
         coded = probes.finish()
     finally:
         probes.close()  # a decoding error: stop the probes' thread
-    pixels = held[1].width * held[1].height if held is not None else 0
     return Measurements(n, cuts, detail, floors, coded,
-                        {s: analysis.GapFeatures.concat(f) for s, f in parts.items()}, pixels)
+                        {s: analysis.GapFeatures.concat(f) for s, f in parts.items()})

@@ -8,9 +8,8 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
 
 * final bytes of a segment's kept frames at CRF c = probe bytes · exp(a · f(c − c₀, c₀, N))
 * coding MSE of a kept frame at CRF c = floor + (probe MSE − floor) · exp(b · f(c − c₀, c₀, N)),
-  the floor being the colour path's own error (``coding.conversion_mse``: 4:2:0 chroma); models
-  fitted with content terms add the probe's bits per pixel and mean error to f
-  (``coding_features``); every model holds for the probe it states (``Probe``)
+  the floor being the colour path's own error (``coding.conversion_mse``: 4:2:0 chroma); every
+  model holds for the probe it states (``Probe``)
 * rebuilt MSE of a dropped frame = exp(g · features) + the coding MSE of its two kept
   neighbours carried through the rebuild: κ₁·((1 − t)·m_L + t·m_R) + κ₂·((1 − t)²·m_L + t²·m_R)
   (model 1.1: κ fitted on frames rebuilt from x264-coded kept frames, ``fit_transfer``; a
@@ -97,36 +96,13 @@ def probe_crf_for(target_psnr: float) -> int:
     return min(PROBE_CRFS, key=lambda c: abs(c - guess))
 
 
-def coding_features(delta: np.ndarray, probe_crf: float, stride: np.ndarray | float,
-                    content: tuple[float, float] | None = None) -> np.ndarray:
+def coding_features(delta: np.ndarray, probe_crf: float, stride: np.ndarray | float) -> np.ndarray:
     """Regressors of the probe → final correction: [..., 6] float64 for CRF offset ``delta``
-    (c − c₀), probe CRF c₀ and stride N; with ``content`` (the probe's log bits per pixel and log
-    mean coding MSE, ``probe_content``) 4 more, [..., 10]: how much a slower preset saves over the
-    probe's depends on the content (static pictures gain most from x264 medium's macroblock tree,
-    which superfast lacks), not on the CRF alone (model 1.2: cross-validated log error 0.17 → 0.15
-    for bytes and for MSE on 41 train videos, BENCHMARKS.md section 0c)."""
+    (c − c₀), probe CRF c₀ and stride N."""
     delta = np.asarray(delta, dtype=np.float64)
     log_stride = np.log2(np.broadcast_to(np.asarray(stride, dtype=np.float64), delta.shape))
     c0 = np.full(delta.shape, (probe_crf - 30.0) / 10.0)
-    columns = [np.ones_like(delta), delta, delta**2 / 10.0, log_stride, c0, c0 * delta]
-    if content is not None:
-        bpp, log_mse = (np.full(delta.shape, float(v)) for v in content)
-        columns += [bpp, bpp * delta / 10.0, log_mse, log_mse * delta / 10.0]
-    return np.stack(columns, axis=-1)
-
-
-#: regressors of ``coding_features`` without and with the content terms
-CODING_FEATURES = 6
-CONTENT_CODING_FEATURES = 10
-
-
-def probe_content(probe_bytes: float, frames: int, pixels: int, probe_mse: float) -> tuple[float, float]:
-    """The content terms of ``coding_features``: log bits per pixel of a probe stream of ``frames``
-    pictures of ``pixels`` pixels holding ``probe_bytes`` bytes, and log of its mean coding MSE
-    (gray levels², above the colour path's floor). Both floored so that an empty or lossless probe
-    stays finite."""
-    bpp = max(probe_bytes, 1.0) * 8.0 / max(frames * pixels, 1)
-    return math.log(bpp), math.log(max(probe_mse, 1e-3))
+    return np.stack([np.ones_like(delta), delta, delta**2 / 10.0, log_stride, c0, c0 * delta], axis=-1)
 
 
 def interp_features(linear: np.ndarray, motion: np.ndarray, detail: np.ndarray, gap: np.ndarray,
@@ -190,10 +166,9 @@ def fit_transfer(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, dict[str, 
     return kappa, metrics
 
 
-def fit_coding(coding_rows: Sequence[dict[str, Any]], content: bool = False) -> dict[str, Any]:
+def fit_coding(coding_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The probe → final corrections from ``rd_calibrate coding`` rows: {"probe" (``Probe``),
-    "rate_coef", "mse_coef", "metrics"}; ``content``: with the content terms of
-    ``coding_features`` (10 coefficients each, else 6). Metrics include the error of a 5-fold
+    "rate_coef", "mse_coef", "metrics"}. Metrics include the error of a 5-fold
     cross-validation over whole videos. Raises ValueError on no rows or rows of more than one
     probe setting."""
     rows = [r for r in coding_rows if "floor" in r]
@@ -209,11 +184,9 @@ def fit_coding(coding_rows: Sequence[dict[str, Any]], content: bool = False) -> 
     # YUV planes ("measure": "yuv", coding.rgb_mse_of_planes) hold the coding error alone
     floor = np.array([0.0 if r.get("measure") == "yuv" else r["floor"] for r in rows])
     probe_above = np.maximum(cod["probe_mse"] - floor, 1e-3)
-    xc = np.concatenate([
-        coding_features(np.array([cod["crf"][i] - cod["probe_crf"][i]]), cod["probe_crf"][i], cod["stride"][i],
-                        probe_content(cod["probe_bytes"][i], int(r["frames"]), int(r["pixels"]), probe_above[i])
-                        if content else None)
-        for i, r in enumerate(rows)])
+    xc = np.concatenate([coding_features(np.array([d]), p, s)
+                         for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
+                                            strict=True)])
     rate_y = np.log(cod["bytes"] / cod["probe_bytes"])
     mse_y = np.log(np.maximum(cod["mse"] - floor, 1e-3) / probe_above)
     rate_coef, rate_rmse = _lstsq(xc, rate_y)
@@ -285,13 +258,12 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     return config
 
 
-def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str,
-                 content: bool = False) -> dict[str, Any]:
+def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str) -> dict[str, Any]:
     """A new config ``version`` that keeps ``base``'s interpolation and transfer coefficients (and
     their metrics) and replaces the probe → final corrections by a fit of ``coding_rows`` (a new
     probe preset or error measure changes only those); ``content`` as ``fit_coding``. Raises
     ValueError as ``fit_coding``."""
-    coding = fit_coding(coding_rows, content)
+    coding = fit_coding(coding_rows)
     config = {k: v for k, v in base.items() if k not in ("sha256", "training")}
     config.update(version=version, **coding["probe"].fields(), final_preset=FINAL_PRESET,
                   rate_coef=coding["rate_coef"], mse_coef=coding["mse_coef"],
@@ -328,23 +300,13 @@ class RateModel:
         """Predicted full-resolution RGB MSE of dropped frames from ``interp_features`` [n, 7]."""
         return np.expm1(features @ self.interp_coef).clip(min=0.0)
 
-    @property
-    def uses_content(self) -> bool:
-        """Whether the coding corrections take the probe's content terms (``coding_features``)."""
-        return len(self.rate_coef) == CONTENT_CODING_FEATURES
+    def rate_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
+        """Final bytes / probe bytes at CRF offsets ``delta`` [C]."""
+        return np.exp(coding_features(delta, probe_crf, stride) @ self.rate_coef)
 
-    def rate_factor(self, delta: np.ndarray, probe_crf: int, stride: int,
-                    content: tuple[float, float] | None = None) -> np.ndarray:
-        """Final bytes / probe bytes at CRF offsets ``delta`` [C]; ``content`` (``probe_content``)
-        is used by models fitted with it and ignored by the others."""
-        return np.exp(coding_features(delta, probe_crf, stride, content if self.uses_content else None)
-                      @ self.rate_coef)
-
-    def mse_factor(self, delta: np.ndarray, probe_crf: int, stride: int,
-                   content: tuple[float, float] | None = None) -> np.ndarray:
+    def mse_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
         """Final coding MSE / probe coding MSE (both above the floor) at CRF offsets ``delta`` [C]."""
-        return np.exp(coding_features(delta, probe_crf, stride, content if self.uses_content else None)
-                      @ self.mse_coef)
+        return np.exp(coding_features(delta, probe_crf, stride) @ self.mse_coef)
 
 
 def psnr_of(mse: np.ndarray) -> np.ndarray:
@@ -367,7 +329,6 @@ class StrideMeasure:
     right: np.ndarray
     t: np.ndarray
     floor: float = 0.0
-    pixels: int = 0  # per picture (the content terms of models that use them need it)
 
 
 @dataclass
@@ -393,10 +354,8 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
     psnr_sum = np.zeros((len(measures), len(grid)))
     for k, m in enumerate(measures):
         above = np.maximum(m.kept_mse - m.floor, 0.0)
-        content = (probe_content(float(m.kept_bytes.sum()), len(m.kept_bytes), m.pixels, float(above.mean()))
-                   if model.uses_content else None)
-        n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride, content)
-        coded = m.floor + above[:, None] * model.mse_factor(delta, probe_crf, m.stride, content)[None, :]  # [k, C]
+        n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride)
+        coded = m.floor + above[:, None] * model.mse_factor(delta, probe_crf, m.stride)[None, :]  # [k, C]
         total = psnr_of(coded).sum(axis=0)
         if len(m.interp_mse):
             ext = np.concatenate([coded, coded.mean(axis=0, keepdims=True)], axis=0)

@@ -218,7 +218,7 @@ class AdaptiveSelector(Selector):
                 if n == 1:
                     empty = np.zeros(0)
                     measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, empty, empty.astype(int),
-                                                            empty.astype(int), empty, floor, m.pixels))
+                                                            empty.astype(int), empty, floor))
                     continue
                 f = m.features[n].within(seg.start, seg.stop)
                 near = np.clip(np.searchsorted(detail_keys, f.index), 0, len(detail_keys) - 1)
@@ -226,7 +226,7 @@ class AdaptiveSelector(Selector):
                 anchors = seg.anchors(n)
                 left = np.searchsorted(np.array(anchors), f.index) - 1
                 measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, self.model.interp_mse(x),
-                                                        left, left + 1, f.t, floor, m.pixels))
+                                                        left, left + 1, f.t, floor))
             options.append(ratemodel.segment_options(measures, len(seg), self.model, probe_crf))
         return options
 
