@@ -36,7 +36,16 @@ from framers.reconstructors.base import KeptFrame  # noqa: E402
 from framers.registry import get_reconstructor  # noqa: E402
 from framers.video import FrameReader  # noqa: E402
 
-COLUMNS = ("linear", "prev_warp", "next_warp", "best_candidate", "framemae", "pixel_oracle")
+SUMMARY_COLUMNS = ("best_candidate", "framemae", "pixel_oracle")
+
+
+def columns(candidate_set: str) -> tuple[str, ...]:
+    """The bench's columns for a candidate set (``motion.CANDIDATE_SETS``): its candidates, then
+    ``SUMMARY_COLUMNS``."""
+    return (*motion.CANDIDATE_SETS[candidate_set], *SUMMARY_COLUMNS)
+
+
+COLUMNS = columns(motion.DEFAULT_CANDIDATES)
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".webm", ".mov", ".264", ".h264", ".y4m", ".gif"}
 
 
@@ -51,23 +60,29 @@ def first_frames(path: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
-def headroom(video: Sequence[np.ndarray], stride: int, crf: int) -> dict[str, float]:
-    """Mean PSNR (dB) over the dropped frames of ``video`` for every column of ``COLUMNS``."""
+def headroom(video: Sequence[np.ndarray], stride: int, crf: int,
+             candidate_set: str | None = None) -> dict[str, float]:
+    """Mean PSNR (dB) over the dropped frames of ``video`` for every column of
+    ``columns(candidate_set)`` (None: the stored framemae's own set; ``framemae`` is always the
+    stored model's frames)."""
     n = len(video)
     kept_idx = list(range(0, n, stride)) + ([n - 1] if (n - 1) % stride else [])
     decoded, _ = x264_round_trip([video[i] for i in kept_idx], crf, "medium")
     kept = [KeptFrame(i, d) for i, d in zip(kept_idx, decoded, strict=True)]
     rebuilder = get_reconstructor("framemae")
     rebuilt = list(rebuilder.reconstruct(iter(kept), n, CLIP_LEN))
-    flows = motion.WindowFlows(kept, preset=getattr(rebuilder, "flow_preset", motion.DEFAULT_FLOW_PRESET))
-    psnr: dict[str, list[float]] = {c: [] for c in COLUMNS}
+    candidate_set = str(candidate_set or getattr(rebuilder, "candidate_set", motion.DEFAULT_CANDIDATES))
+    names = columns(candidate_set)
+    flows = motion.WindowFlows(kept, preset=getattr(rebuilder, "flow_preset", motion.DEFAULT_FLOW_PRESET),
+                               candidate_set=candidate_set)
+    psnr: dict[str, list[float]] = {c: [] for c in names}
     for plan in motion.plan_window(kept_idx, 0, n):
         if not plan.interpolated:
             continue
         candidates = flows.candidates(plan, 1)  # float32 [3, H, W, 3]
         target = video[plan.index].astype(np.float32)
         errors = [float(np.mean((c - target) ** 2)) for c in candidates]
-        for name, err in zip(COLUMNS[:3], errors, strict=True):
+        for name, err in zip(names[:3], errors, strict=True):
             psnr[name].append(psnr_from_mse(err))
         psnr["best_candidate"].append(psnr_from_mse(min(errors)))
         psnr["framemae"].append(psnr_from_mse(mse(rebuilt[plan.index], video[plan.index])))
@@ -78,22 +93,22 @@ def headroom(video: Sequence[np.ndarray], stride: int, crf: int) -> dict[str, fl
     return {c: float(np.mean(v)) for c, v in psnr.items() if v}
 
 
-def to_markdown(rows: list[dict[str, Any]], strides: Sequence[int]) -> str:
+def to_markdown(rows: list[dict[str, Any]], strides: Sequence[int], cols: Sequence[str] = COLUMNS) -> str:
     lines = ["# FrameMAE mixing headroom (bench/framemae_headroom.py)", "",
-             "| stride | clips | " + " | ".join(COLUMNS) + " | framemae − best candidate | oracle − framemae |",
-             "|---|---|" + "---|" * (len(COLUMNS) + 2)]
+             "| stride | clips | " + " | ".join(cols) + " | framemae − best candidate | oracle − framemae |",
+             "|---|---|" + "---|" * (len(cols) + 2)]
     for s in strides:
         sub = [r for r in rows if r["stride"] == s and "framemae" in r]
         if not sub:
             continue
-        means = {c: statistics.fmean(r[c] for r in sub) for c in COLUMNS}
-        lines.append(f"| {s} | {len(sub)} | " + " | ".join(f"{means[c]:.2f}" for c in COLUMNS)
+        means = {c: statistics.fmean(r[c] for r in sub) for c in cols}
+        lines.append(f"| {s} | {len(sub)} | " + " | ".join(f"{means[c]:.2f}" for c in cols)
                      + f" | {means['framemae'] - means['best_candidate']:+.2f}"
                      + f" | {means['pixel_oracle'] - means['framemae']:+.2f} |")
-    lines += ["", "| clip | stride | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    lines += ["", "| clip | stride | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for r in rows:
         if "framemae" in r:
-            lines.append(f"| {r['clip']} | {r['stride']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + " |")
+            lines.append(f"| {r['clip']} | {r['stride']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,22 +118,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strides", default="4,8")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--crf", type=int, default=20)
+    parser.add_argument("--candidates", choices=sorted(motion.CANDIDATE_SETS), default=None,
+                        help="the candidate set of the candidate and oracle columns (default: the stored "
+                        "framemae's own)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--md", type=Path)
     args = parser.parse_args(argv)
     strides = [int(s) for s in args.strides.split(",")]
     videos = sorted(p for i in args.inputs for p in (i.iterdir() if i.is_dir() else [i])
                     if p.suffix.lower() in VIDEO_SUFFIXES)
+    candidate_set = args.candidates or getattr(get_reconstructor("framemae"), "candidate_set",
+                                               motion.DEFAULT_CANDIDATES)
     rows: list[dict[str, Any]] = []
     for path in videos:
         frames = first_frames(path, args.frames)
         for s in strides:
             row: dict[str, Any] = {"clip": path.name, "stride": s, "frames": len(frames)}
             if len(frames) > s:
-                row.update({k: round(v, 3) for k, v in headroom(frames, s, args.crf).items()})
+                row.update({k: round(v, 3) for k, v in headroom(frames, s, args.crf, candidate_set).items()})
             print(json.dumps(row), flush=True)
             rows.append(row)
-    text = to_markdown(rows, strides)
+    text = to_markdown(rows, strides, columns(candidate_set))
     if args.json:
         args.json.write_text(json.dumps({"settings": vars(args) | {"inputs": [str(i) for i in args.inputs],
                                                                    "json": None, "md": None},

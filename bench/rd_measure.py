@@ -182,8 +182,9 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     Fields: label, params, bytes (the .frs file without its audio member), kbps, bpp,
     bitstream_bytes (keyframe packets + extradata), manifest_bytes (the manifest member as stored:
     deflated, with its ZIP headers), kept_frames, psnr, psnr_mean_mse, compress_seconds, seconds
-    (compress + rebuild + compare); adaptive points also target_psnr, predicted_psnr (the plan's)
-    and achieved_minus_target.
+    (compress + rebuild + compare); adaptive points also target_psnr, predicted_psnr (the plan's),
+    estimated_psnr (the plan's again with the kept frames' coding error x264 measured; None for
+    a video whose CRF was measured by trial encodes) and achieved_minus_target.
     """
     from framers import bundle as fb
 
@@ -216,5 +217,6 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     if "target_psnr" in point.kwargs:
         record["target_psnr"] = point.kwargs["target_psnr"]
         record["predicted_psnr"] = selection.get("predicted_psnr")
+        record["estimated_psnr"] = selection.get("estimated_psnr")
         record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
     return record

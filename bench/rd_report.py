@@ -80,6 +80,16 @@ def summarize(clips: Sequence[dict[str, Any]], method_names: Sequence[str]) -> d
             item["target_points"] = len(deltas)
             item["target_met_share"] = round_opt(sum(1 for d in deltas if d >= -TARGET_TOLERANCE_DB) / len(deltas), 4)
             item["achieved_minus_target_median"] = round_opt(statistics.median(deltas), 3)
+        for key in ("predicted_psnr", "estimated_psnr"):  # how well each foretold the achieved PSNR
+            errors = [p["psnr"] - p[key] for e in entries for p in e["points"]
+                      if p.get(key) is not None and p.get("psnr") is not None]
+            if len(errors) > 1:
+                item[f"{key}_error"] = {
+                    "points": len(errors), "mean": round_opt(statistics.fmean(errors), 3),
+                    "sd": round_opt(statistics.stdev(errors), 3),
+                    "within_0_5_db": round_opt(
+                        sum(1 for x in errors if abs(x) <= TARGET_TOLERANCE_DB) / len(errors), 4),
+                    "short_by_over_0_5_db": sum(1 for x in errors if x < -TARGET_TOLERANCE_DB)}
         summary[name] = item
     return summary
 
@@ -127,6 +137,16 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(s['bd_rate_mean'], 1, ' %')} | {_fmt(s['bd_rate_best'], 1, ' %')} "
             f"| {_fmt(s['bd_rate_worst'], 1, ' %')} | {s['clips_beating_x264']} of {s['clips_with_bd']} "
             f"| {_fmt(s['bd_psnr_median'], 2, ' dB')} | {_fmt(s['bd_rate_hull_union_median'], 1, ' %')} | {met} |")
+    accuracy = [(name, key, report["summary"][name][f"{key}_error"]) for name in names
+                for key in ("predicted_psnr", "estimated_psnr") if f"{key}_error" in report["summary"][name]]
+    if accuracy:
+        lines += ["", "## Achieved PSNR against what was foretold (achieved − foretold, dB)", "",
+                  "predicted: the plan's, before coding; estimated: the same plan with the kept frames' "
+                  "coding error as x264 measured it while coding them (the job's `estimated_psnr`).", "",
+                  "| method | foretold by | points | mean | sd | within ±0.5 dB | achieved > 0.5 dB short |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {key.split('_')[0]} | {e['points']} | {e['mean']:+.2f} | {e['sd']:.2f} "
+                  f"| {100 * e['within_0_5_db']:.0f} % | {e['short_by_over_0_5_db']} |" for name, key, e in accuracy]
     lines += ["", "## BD-rate per clip (BD-PSNR in brackets)", "",
               "| clip | size | frames | x264 PSNR range | " + " | ".join(names) + " |",
               "|---|---|---|---|" + "---|" * len(names)]

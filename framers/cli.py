@@ -123,7 +123,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
                   f"({verified['encodes']} trial encodes; the model planned CRF {verified['planned_crf']}), "
                   f"kept frames ~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
         else:
-            print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB, kept frames "
+            after = (f" (after coding the kept frames: {report['estimated_psnr']:.2f} dB estimated)"
+                     if report.get("estimated_psnr") is not None else "")
+            print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB{after}, kept frames "
                   f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
         for seg in report["segments"][:12]:
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "

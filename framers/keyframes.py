@@ -64,6 +64,11 @@ class KeyframeEncoder:
         self._encoder: Any = None
         self._sei = SeiDropper()
         self._run_crf: int | None = None
+        self._run_start = 0  # kept frames written before the current x264 run
+        #: x264's own coding error of each kept frame (RGB MSE, ``coding.x264_reported_mse``, in
+        #: write order), for the adaptive mode's estimate after coding; x264 only
+        self.coding_mse: dict[int, float] = {}
+        self._plane_pixels: list[int] = []
         if self._x264:
             self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         else:
@@ -82,17 +87,32 @@ class KeyframeEncoder:
     def _flush_x264(self) -> None:
         if self._encoder is not None:
             assert self._file is not None
-            for packet in self._sei.filter(self._encoder.encode(None)) + self._sei.flush():
+            for packet in self._sei.filter(self._measured(self._encoder.encode(None))) + self._sei.flush():
                 self._file.write(bytes(packet))
             self._encoder = None
 
+    def _measured(self, packets: list[av.Packet]) -> list[av.Packet]:
+        """``packets``, their pictures' coding error noted in ``coding_mse`` (read before the SEI
+        filter, which drops the side data)."""
+        from framers.adaptive.coding import x264_reported_mse
+
+        for packet in packets:
+            mse = x264_reported_mse(packet, self._plane_pixels)
+            if mse is not None:
+                self.coding_mse[self._run_start + int(packet.pts or 0)] = mse
+        return packets
+
     def _start_x264(self, crf: int) -> None:
-        from framers.adaptive.coding import x264_context
+        from framers.adaptive.coding import plane_pixels, x264_context
 
         self._flush_x264()
         self._encoder = x264_context(self._width, self._height, crf, str(self.settings["preset"]))
+        self._encoder.flags |= av.codec.context.Flags.psnr  # its error statistics: ``coding_mse``
+        if not self._plane_pixels:
+            self._plane_pixels = plane_pixels(self._width, self._height, self._encoder.pix_fmt)
         self._sei = SeiDropper()
         self._run_crf = crf
+        self._run_start += self._encoded
         self._encoded = 0
 
     def _encode(self, rgb: np.ndarray, crf: int | None) -> None:
@@ -104,7 +124,7 @@ class KeyframeEncoder:
             frame.pts = self._encoded
             self._encoded += 1
             assert self._file is not None
-            for packet in self._sei.filter(self._encoder.encode(frame)):
+            for packet in self._sei.filter(self._measured(self._encoder.encode(frame))):
                 self._file.write(bytes(packet))
             return
         frame.pts = self._encoded

@@ -6,6 +6,16 @@ For every frame of a clip the FrameMAE ``flowmix`` reconstructor mixes ``K`` can
 * ``prev_warp`` – the previous kept frame ``a`` backward-warped with ``t·F(b→a)``,
 * ``next_warp`` – the next kept frame ``b`` backward-warped with ``(1-t)·F(a→b)``,
 
+or, for a model whose config names the ``trajectory`` set (``CANDIDATE_SETS``), ``linear`` and
+
+* ``prev_traj`` – ``(1-t)·a(x + t·F(b→a)) + t·b(x − (1-t)·F(b→a))``: both kept frames sampled
+  along the one straight trajectory through x that F(b→a) gives,
+* ``next_traj`` – ``(1-t)·a(x − t·F(a→b)) + t·b(x + (1-t)·F(a→b))``, the same along F(a→b);
+
+where a one-sided warp copies whatever the flow points at (a wrong flow shows as a sharp wrong
+picture), a trajectory mean is a blend of two samples that agree where the flow is right
+(``bench/framemae_headroom.py``),
+
 where ``t = (i - a) / (b - a)`` and ``F`` is OpenCV's DIS optical flow computed at a reduced
 resolution (``flow_scale``) with the preset the model was trained with (``FLOW_PRESETS``). Kept
 frames and frames outside the span of kept frames get the same image in every candidate, so any
@@ -30,9 +40,22 @@ import numpy as np
 from framers.reconstructors.base import KeptFrame, position
 
 CANDIDATES: tuple[str, ...] = ("linear", "prev_warp", "next_warp")
+#: the candidate sets a model's config may name (``prior.candidates``): FrameMAE 1.0.0 mixes
+#: ``warp``; ``trajectory`` replaces each one-sided warp by the time-weighted mean of both kept
+#: frames sampled along the same flow (``WindowFlows.candidates``)
+CANDIDATE_SETS: dict[str, tuple[str, ...]] = {
+    "warp": CANDIDATES,
+    "trajectory": ("linear", "prev_traj", "next_traj"),
+}
+DEFAULT_CANDIDATES = "warp"
 N_CANDIDATES = len(CANDIDATES)
 #: network input channels per frame: 3 per candidate, the kept flag, the position t
 IN_CHANNELS = 3 * N_CANDIDATES + 2
+#: extra input channels of a model whose config sets ``prior.disagreement`` (trajectory set only):
+#: per trajectory, how far its two samples differ (``WindowFlows.disagreement``)
+DISAGREEMENT_CHANNELS = 2
+#: gray levels of sample difference that make one unit of a disagreement channel (clipped at 4)
+DISAGREEMENT_UNIT = 32.0
 
 _local = threading.local()
 #: rows per band of ``WindowFlows.interpolate`` (its buffers: ~1.4 MB at 1920 px, cache-resident)
@@ -166,20 +189,25 @@ class WindowFlows:
     scale, and candidates of any frame at full resolution or downscaled by ``scale``."""
 
     def __init__(self, kept: Sequence[KeptFrame], scale_of_flow: int | None = None,
-                 cache: FrameCache | None = None, preset: str = DEFAULT_FLOW_PRESET):
+                 cache: FrameCache | None = None, preset: str = DEFAULT_FLOW_PRESET,
+                 candidate_set: str = DEFAULT_CANDIDATES):
         """``scale_of_flow``: the flow scale of the whole frame when ``kept`` holds crops of it
         (training); by default ``flow_scale`` of the kept frames' size. ``cache``: shared by the
         windows of one video (``FrameMAEReconstructor.reconstruct``), so that what two
         neighbouring windows both need (the flow between the last kept frame of one and the
         first of the next, their images) is computed once; by default the window's own.
         ``preset``: the DIS preset of the flows (``FLOW_PRESETS``; the model's config names the
-        one it was trained with). KeyError for an unknown preset."""
+        one it was trained with); ``candidate_set``: a key of ``CANDIDATE_SETS`` (likewise).
+        KeyError for an unknown preset or candidate set."""
         self.kept = kept
         self.height, self.width = kept[0].rgb.shape[:2]
         self.flow_scale = scale_of_flow or flow_scale(self.height, self.width)
         if preset not in FLOW_PRESETS:  # here, not later in a worker thread
             raise KeyError(f"unknown DIS preset {preset!r} (choose from {', '.join(FLOW_PRESETS)})")
         self.preset = preset
+        if candidate_set not in CANDIDATE_SETS:
+            raise KeyError(f"unknown candidate set {candidate_set!r} (choose from {', '.join(CANDIDATE_SETS)})")
+        self.trajectory = candidate_set == "trajectory"
         self._cache = FrameCache() if cache is None else cache
 
     def _get(self, kind: str, positions: tuple[int, ...], extra: tuple[Any, ...], make: Any) -> Any:
@@ -271,9 +299,32 @@ class WindowFlows:
         if region is not None:
             sl = (slice(ry, ry + rh), slice(rx, rx + rw))
             fba, fab, grid = fba[sl], fab[sl], grid[sl]
-        prev = _remap2(self.image(plan.before, scale), grid, fba, plan.t)
-        nxt = _remap2(self.image(plan.after, scale), grid, fab, 1.0 - plan.t)
+        t = plan.t
+        img_a, img_b = self.image(plan.before, scale), self.image(plan.after, scale)
+        prev = _remap2(img_a, grid, fba, t)
+        nxt = _remap2(img_b, grid, fab, 1.0 - t)
+        if self.trajectory:  # the other end of each trajectory, then the time-weighted means
+            prev = np.asarray(cv2.addWeighted(prev, 1.0 - t, _remap2(img_b, grid, fba, t - 1.0), t, 0.0))
+            nxt = np.asarray(cv2.addWeighted(_remap2(img_a, grid, fab, -t), 1.0 - t, nxt, t, 0.0))
         return [lin, prev, nxt] if as_list else np.stack([lin, prev, nxt])
+
+    def disagreement(self, plan: FramePlan, scale: int) -> np.ndarray:
+        """float32 [2, h, w] at 1/scale: for ``prev_traj`` and ``next_traj``, the mean absolute
+        RGB difference of the two kept frames' samples along the trajectory, over
+        ``DISAGREEMENT_UNIT`` and clipped at 4: near 0 where the flow explains both ends, large at
+        occlusions and wrong flow (a cue the candidate's mean alone hides). Interpolated frames
+        of the trajectory set only."""
+        assert self.trajectory and plan.interpolated and plan.before is not None and plan.after is not None
+        t = plan.t
+        img_a, img_b = self.image(plan.before, scale), self.image(plan.after, scale)
+        h, w = img_a.shape[:2]
+        fba, fab = self.resized_pair(plan.before, plan.after, h, w)
+        grid = _grid2(h, w)
+        out = np.empty((2, h, w), np.float32)
+        for k, (flow, amount_a, amount_b) in enumerate(((fba, t, t - 1.0), (fab, -t, 1.0 - t))):
+            diff = cv2.absdiff(_remap2(img_a, grid, flow, amount_a), _remap2(img_b, grid, flow, amount_b))
+            np.minimum(diff.mean(axis=2) / DISAGREEMENT_UNIT, 4.0, out=out[k])
+        return out
 
     def image_rgba(self, pos: int) -> np.ndarray:
         """Kept frame ``pos`` as float32 RGBA [H, W, 4] at full resolution (``rgba_f32``), cached."""
@@ -312,10 +363,14 @@ class WindowFlows:
         height, width = self.height, self.width
         f_ba, f_ab = self.pair(a, b)
         img_a, img_b = self.image_rgba(a), self.image_rgba(b)
-        ws = _workspace(height, width)
-        # prev_warp reads a at x + t·F(b→a), next_warp reads b at x + (1-t)·F(a→b)
+        ws = _workspace(height, width, self.trajectory)
+        # prev_warp reads a at x + t·F(b→a), next_warp reads b at x + (1-t)·F(a→b); the
+        # trajectory set also reads b at x − (1-t)·F(b→a) and a at x − t·F(a→b)
         ax, ay = _upscale_flow(f_ba, t, ws["ax"], ws["ay"])
         bx, by = _upscale_flow(f_ab, 1.0 - t, ws["bx"], ws["by"])
+        if self.trajectory:
+            cx, cy = _upscale_flow(f_ba, t - 1.0, ws["cx"], ws["cy"])
+            dx, dy = _upscale_flow(f_ab, -t, ws["dx"], ws["dy"])
         # ``mix``'s bilinear upscaling of w_1, w_2 (one channel at a time: equal to ~1e-6)
         w1, w2 = (_upscale(weights[k], 1.0, ws[f"w{k}"]) for k in (1, 2))
         share = cv2.add(w1, w2, dst=ws["share"])
@@ -324,6 +379,7 @@ class WindowFlows:
         rows = min(BAND_ROWS, height)
         my = np.empty((rows, width), np.float32)
         prev, nxt = np.empty((rows, width, 4), np.float32), np.empty((rows, width, 4), np.float32)
+        other = np.empty((rows, width, 4), np.float32) if self.trajectory else prev
         rounded = np.empty((rows, width, 4), np.uint8)
         for y0 in range(0, height, rows):
             y1 = min(height, y0 + rows)
@@ -332,6 +388,12 @@ class WindowFlows:
             # relative maps: OpenCV adds the pixel's position within the band, so y gets y0
             _remap_relative(img_a, ax[band], np.add(ay[band], np.float32(y0), out=my_), p_)
             _remap_relative(img_b, bx[band], np.add(by[band], np.float32(y0), out=my_), n_)
+            if self.trajectory:
+                o_ = other[:n]
+                _remap_relative(img_b, cx[band], np.add(cy[band], np.float32(y0), out=my_), o_)
+                cv2.addWeighted(p_, 1.0 - t, o_, t, 0.0, dst=p_)  # prev_traj
+                _remap_relative(img_a, dx[band], np.add(dy[band], np.float32(y0), out=my_), o_)
+                cv2.addWeighted(o_, 1.0 - t, n_, t, 0.0, dst=n_)  # next_traj
             cv2.blendLinear(p_, n_, w1[band], w2[band], dst=p_)  # m
             cv2.addWeighted(img_a[band], 1.0 - t, img_b[band], t, 0.0, dst=n_)  # c_0 (``linear``)
             cv2.blendLinear(n_, p_, w0[band], share[band], dst=n_)
@@ -359,13 +421,16 @@ def rgba_f32(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2RGBA)).astype(np.float32)
 
 
-def _workspace(height: int, width: int) -> dict[str, np.ndarray]:
+def _workspace(height: int, width: int, trajectory: bool = False) -> dict[str, np.ndarray]:
     """This thread's full-resolution float32 [height, width] buffers of ``interpolate`` (eight
-    maps, 64 MB at 1080p), reused from frame to frame; ``release_workspace`` frees them."""
+    maps, 64 MB at 1080p; twelve for the trajectory set), reused from frame to frame;
+    ``release_workspace`` frees them."""
     ws: dict[str, np.ndarray] | None = getattr(_local, "workspace", None)
     if ws is None or ws["ax"].shape != (height, width):
         ws = {k: np.empty((height, width), np.float32) for k in ("ax", "ay", "bx", "by", "w1", "w2", "share", "w0")}
-        _local.workspace = ws
+    if trajectory and "cx" not in ws:  # the trajectory set's second sample of each pair
+        ws.update({k: np.empty((height, width), np.float32) for k in ("cx", "cy", "dx", "dy")})
+    _local.workspace = ws
     return ws
 
 
@@ -402,14 +467,20 @@ def _remap_relative(image: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray,
               borderMode=cv2.BORDER_REPLICATE)
 
 
-def net_input_window(flows: WindowFlows, plans: Sequence[FramePlan], scale: int) -> np.ndarray:
-    """Network input of a window: float32 [IN_CHANNELS, n, h, w], candidates built at 1/scale
-    (each as c/255 − 0.5, channels first), then the kept flag and t, written in place."""
+def net_input_window(flows: WindowFlows, plans: Sequence[FramePlan], scale: int,
+                     disagreement: bool = False) -> np.ndarray:
+    """Network input of a window: float32 [IN_CHANNELS (+ DISAGREEMENT_CHANNELS), n, h, w],
+    candidates built at 1/scale (each as c/255 − 0.5, channels first), then the kept flag and t,
+    written in place; with ``disagreement`` (a trajectory-set model whose config asks for it)
+    also ``WindowFlows.disagreement`` of each frame (zero for kept and held frames)."""
     out: np.ndarray | None = None
     for i, plan in enumerate(plans):
         small = flows.candidates(plan, scale, as_list=True)
         if out is None:
-            out = np.empty((IN_CHANNELS, len(plans), *small[0].shape[:2]), np.float32)
+            channels = IN_CHANNELS + (DISAGREEMENT_CHANNELS if disagreement else 0)
+            out = np.zeros((channels, len(plans), *small[0].shape[:2]), np.float32)
+        if disagreement and plan.interpolated:
+            out[IN_CHANNELS:, i] = flows.disagreement(plan, scale)
         for k, cand in enumerate(small):
             chans = out[3 * k : 3 * k + 3, i]
             np.multiply(cand.transpose(2, 0, 1), 1.0 / 255.0, out=chans)

@@ -31,6 +31,8 @@ STORE = ROOT / "model_store"
 #: for a test). The bounds leave room for other builds' float rounding, not for another computation.
 MAX_ABS = 1
 MEAN_ABS = 1e-3
+#: the trajectory set samples four times per pixel, not twice: 2.0e-3 on the binary noise below
+MEAN_ABS_TRAJECTORY = 3e-3
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +82,28 @@ def test_onnx_matches_numpy(content: str, h: int, w: int, kept_at: list[int]) ->
     assert out.shape == ref.shape and out.dtype == np.uint8
     diff = np.abs(out.astype(np.int16) - ref)
     assert int(diff.max()) <= MAX_ABS and float(diff.mean()) <= MEAN_ABS, (int(diff.max()), float(diff.mean()))
+
+
+@pytest.mark.parametrize(("content", "h", "w", "kept_at"), [
+    ("smooth", 61, 97, [0, 3, 16]),
+    ("sharp", 61, 97, [0, 4, 8]),
+])
+def test_trajectory_graph_matches_numpy(tmp_path: Path, content: str, h: int, w: int, kept_at: list[int]) -> None:
+    """The graph built for the trajectory candidate set against ``WindowFlows.interpolate`` of
+    that set, within the same bounds as the warp graph."""
+    pytest.importorskip("onnx")
+    from training import export_compose
+
+    export_compose.export(tmp_path, "1.1.0", "test", "trajectory")
+    frames = (moving_video if content == "smooth" else sharp_video)(kept_at[-1] + 1, h, w)
+    flows = motion.WindowFlows([KeptFrame(i, frames[i]) for i in kept_at], candidate_set="trajectory")
+    plans = [p for p in motion.plan_window(kept_at, 0, kept_at[-1] + 1) if p.interpolated]
+    weights = random_weights(len(plans), h, w)
+    ref = numpy_compose(flows, plans, weights)
+    out = compose_onnx.Composer(tmp_path).compose_frames(flows, plans, weights)
+    diff = np.abs(out.astype(np.int16) - ref)
+    assert int(diff.max()) <= MAX_ABS and float(diff.mean()) <= MEAN_ABS_TRAJECTORY, (int(diff.max()),
+                                                                                     float(diff.mean()))
 
 
 def test_io_binding_path_gives_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,6 +170,28 @@ def test_auto_is_numpy_on_cpu_and_onnx_on_cuda(caplog: pytest.LogCaptureFixture)
 def test_explicit_modes(monkeypatch: pytest.MonkeyPatch, mode: str, provider: str, expected: bool) -> None:
     monkeypatch.setenv(compose_onnx.COMPOSE_ENV, mode)
     assert compose_onnx.use_onnx(FakeSession(provider)) is expected
+
+
+def test_each_candidate_set_gets_its_own_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A store holding only the warp graph: a model mixing the trajectory set composes with
+    numpy on a GPU (said in the log) and an explicit ``onnx`` is refused; with a trajectory graph
+    added (a newer version), each set gets the newest graph that builds it."""
+    pytest.importorskip("onnx")
+    from training import export_compose
+
+    store_with_compose(tmp_path)
+    monkeypatch.setenv(model_store.STORE_ENV, str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="framers.reconstructors.compose_onnx"):
+        assert not compose_onnx.use_onnx(FakeSession("CUDAExecutionProvider"), "trajectory")
+        assert compose_onnx.use_onnx(FakeSession("CUDAExecutionProvider"), "warp")
+    assert "numpy path instead" in caplog.text
+    monkeypatch.setenv(compose_onnx.COMPOSE_ENV, "onnx")
+    with pytest.raises(ModelError, match="trajectory candidates"):
+        compose_onnx.use_onnx(FakeSession("CUDAExecutionProvider"), "trajectory")
+    export_compose.export(tmp_path / compose_onnx.MODEL_NAME / "1.1.0", "1.1.0", "test", "trajectory")
+    assert compose_onnx.graph_dir("trajectory").name == "1.1.0"
+    assert compose_onnx.graph_dir("warp").name == "1.0.0"
 
 
 def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,6 +95,35 @@ def test_region_and_scaled_candidates() -> None:
     assert x.shape == (motion.IN_CHANNELS, 16, 60, 80) and x.dtype == np.float32
 
 
+def test_trajectory_candidates_sample_both_kept_frames_along_one_flow() -> None:
+    """With a known flow (a uniform shift of 4 px: F(b→a) = +4, F(a→b) = −4 in x), the
+    trajectory set at t = 1/2 is the mean of a and b each shifted 2 px along it, and the warp
+    set's one-sided samples are its halves (interior pixels, where no border is replicated)."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    kept = [KeptFrame(0, a), KeptFrame(2, b)]
+    plan = motion.plan_window([0, 2], 1, 2)[0]
+    f_ba = np.zeros((24, 40, 2), np.float32)
+    f_ba[..., 0] = 4.0
+    sets = {}
+    for name in motion.CANDIDATE_SETS:
+        flows = motion.WindowFlows(kept, scale_of_flow=1, candidate_set=name)
+        flows._cache[("flow", (0, 2), (1, flows.preset))] = (f_ba, -f_ba)  # the known flow
+        sets[name] = flows.candidates(plan)
+    inner = (slice(None), slice(4, -4))
+    af, bf = a.astype(np.float32), b.astype(np.float32)
+    a_ahead, b_behind = np.roll(af, -2, axis=1), np.roll(bf, 2, axis=1)  # a(x + 2), b(x − 2)
+    _, prev_w, next_w = sets["warp"]
+    _, prev_t, next_t = sets["trajectory"]
+    np.testing.assert_allclose(prev_w[inner], a_ahead[inner], atol=1e-3)
+    np.testing.assert_allclose(next_w[inner], b_behind[inner], atol=1e-3)
+    np.testing.assert_allclose(prev_t[inner], (0.5 * (a_ahead + b_behind))[inner], atol=1e-3)
+    np.testing.assert_allclose(next_t[inner], (0.5 * (a_ahead + b_behind))[inner], atol=1e-3)
+    with pytest.raises(KeyError, match="candidate set"):
+        motion.WindowFlows(kept, candidate_set="splat")
+
+
 def test_mix_with_one_hot_weights_returns_candidate() -> None:
     rng = np.random.default_rng(1)
     cands = rng.random((3, 40, 50, 3)).astype(np.float32)
@@ -292,6 +321,34 @@ def test_the_flow_preset_comes_from_the_model_config(tmp_path: Path) -> None:
         FrameMAEReconstructor(store / "framemae" / "9.9.9")
     with pytest.raises(KeyError):
         motion.WindowFlows(kept, preset="turbo")
+
+
+def test_the_candidate_set_comes_from_the_model_config(tmp_path: Path) -> None:
+    """``prior.candidates`` names the set the network mixes: 1.0.0's list is ``warp``, the
+    trajectory list gives trajectory candidates (other frames than 1.0.0's), an unknown list is a
+    ModelError (the weights mean nothing over other candidates)."""
+    store = _store_with(tmp_path, {"1.0.0": None, "1.1.0": None, "9.9.9": None})
+    for version, names in (("1.1.0", motion.CANDIDATE_SETS["trajectory"]), ("9.9.9", ["linear", "splat", "x"])):
+        path = store / "framemae" / version / "config.json"
+        cfg = json.loads(path.read_text())
+        cfg["prior"]["candidates"] = list(names)
+        path.write_text(json.dumps(cfg))
+    old = FrameMAEReconstructor(store / "framemae" / "1.0.0")
+    new = FrameMAEReconstructor(store / "framemae" / "1.1.0")
+    assert (old.candidate_set, new.candidate_set) == ("warp", "trajectory")
+    frames = moving_video(n=17)
+    kept = kept_of(frames, [0, 8, 16])
+    assert new.plan(kept, 0, 16)[0].trajectory and not old.plan(kept, 0, 16)[0].trajectory
+    a, b = old.reconstruct_window(kept, 0, 16), new.reconstruct_window(kept, 0, 16)
+    assert not np.array_equal(a, b) and np.array_equal(b[8], frames[8])
+    with pytest.raises(ModelError, match="unknown candidates"):
+        FrameMAEReconstructor(store / "framemae" / "9.9.9")
+    path = store / "framemae" / "1.0.0" / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["prior"]["disagreement"] = True  # the warp set has no trajectory samples to compare
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="disagreement needs the trajectory"):
+        FrameMAEReconstructor(store / "framemae" / "1.0.0")
 
 
 def test_reconstructor_by_version_and_a_refresh_layer_keeps_its_model(

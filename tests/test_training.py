@@ -126,3 +126,43 @@ def test_gap_patterns_and_coded_kept_frames() -> None:
     b = coded["cands"][0, kept_at].astype(np.float32)
     assert np.array_equal(clean["target"][kept_at].astype(np.float32), a)
     assert 0 < float(np.abs(a - b).mean()) < 8
+
+
+def test_widened_inputs_start_as_the_stored_network() -> None:
+    """``--disagreement`` on ``--init`` weights: the two new input channels get zero weights, so
+    the widened network's output does not depend on them and equals the stored network's."""
+    from training.train import widen_inputs
+
+    narrow = perturbed(build_model(make_config("flowmix", "fm-micro")))
+    cfg = make_config("flowmix", "fm-micro")
+    cfg.in_chans = motion.IN_CHANNELS + motion.DISAGREEMENT_CHANNELS
+    wide = build_model(cfg).eval()
+    wide.load_state_dict(widen_inputs(narrow.state_dict(), wide.state_dict()))
+    x = torch.rand(2, motion.IN_CHANNELS, 16, 32, 32) - 0.5
+    extra = torch.rand(2, motion.DISAGREEMENT_CHANNELS, 16, 32, 32) * 4
+    with torch.no_grad():
+        torch.testing.assert_close(wide(torch.cat([x, extra], 1)), narrow(x))
+
+
+def test_disagreement_channels_of_a_window() -> None:
+    """The trajectory set's disagreement input: two channels after the usual ones, zero on kept
+    frames, larger on a frame whose two kept frames the flow cannot both explain."""
+    from tests.test_framemae import kept_of, moving_video
+
+    frames = moving_video(n=17, h=96, w=128)
+    flows = motion.WindowFlows(kept_of(frames, [0, 8, 16]), candidate_set="trajectory")
+    plans = motion.plan_window([0, 8, 16], 0, 16)
+    x = motion.net_input_window(flows, plans, 1, disagreement=True)
+    assert x.shape == (motion.IN_CHANNELS + motion.DISAGREEMENT_CHANNELS, 16, 96, 128)
+    extra = x[motion.IN_CHANNELS:]
+    assert not extra[:, 0].any() and not extra[:, 8].any()  # kept frames
+    assert extra[:, 4].mean() > 0 and extra.max() <= 4.0
+    np.testing.assert_array_equal(x[: motion.IN_CHANNELS], motion.net_input_window(flows, plans, 1))
+    # a still picture: both ends of every trajectory agree; the same with the middle kept frame
+    # flipped upside down: they do not
+    still = np.repeat(frames[:1], 17, axis=0)
+    agree = motion.WindowFlows(kept_of(still, [0, 8, 16]), candidate_set="trajectory")
+    other = kept_of(still, [0, 8, 16])
+    other[1] = KeptFrame(8, np.ascontiguousarray(still[8][::-1]))
+    flipped = motion.WindowFlows(other, candidate_set="trajectory")
+    assert agree.disagreement(plans[4], 1).max() < 0.05 < 0.5 < flipped.disagreement(plans[4], 1).mean()

@@ -62,13 +62,16 @@ def load_videos(split: str = "train") -> list[Video]:
 def sample_window(
     videos: list[Video], rng: np.random.Generator, tile: int, loss_crop: int = 128,
     patterns: tuple[str, ...] = PATTERNS, flow_preset: str = motion.DEFAULT_FLOW_PRESET, coded: float = 0.0,
-    crfs: tuple[int, int] = (18, 34),
+    crfs: tuple[int, int] = (18, 34), candidate_set: str = motion.DEFAULT_CANDIDATES,
+    disagreement: bool = False,
 ) -> dict[str, np.ndarray]:
     """One flowmix training sample (numpy): net input, candidates and target of a loss crop.
 
     ``flow_preset``: the DIS preset of the candidates' flows; ``coded``: the probability that the
     kept frames (crops) go through x264 (``framers.adaptive.coding.x264_round_trip``, preset
-    medium) at a CRF drawn uniformly from ``crfs`` (inclusive), as the codec's kept frames do."""
+    medium) at a CRF drawn uniformly from ``crfs`` (inclusive), as the codec's kept frames do;
+    ``candidate_set``: a key of ``framers.motion.CANDIDATE_SETS``; ``disagreement``: the
+    trajectory set's extra input channels (``motion.net_input_window``)."""
     weights = np.array([1.0 / v.scale for v in videos])
     video = videos[rng.choice(len(videos), p=weights / weights.sum())]
     frames = video.frames
@@ -100,9 +103,9 @@ def sample_window(
 
         images, _ = x264_round_trip(images, int(rng.integers(crfs[0], crfs[1] + 1)), "medium")
     kept = [KeptFrame(i, img) for i, img in zip(kept_idx, images, strict=True)]
-    flows = motion.WindowFlows(kept, motion.flow_scale(hh, ww), preset=flow_preset)
+    flows = motion.WindowFlows(kept, motion.flow_scale(hh, ww), preset=flow_preset, candidate_set=candidate_set)
     plans = motion.plan_window(kept_idx, start, start + CLIP_LEN)
-    net_in = motion.net_input_window(flows, plans, s)
+    net_in = motion.net_input_window(flows, plans, s, disagreement)
     lc = min(crop, loss_crop)
     ly = int(rng.integers(0, crop - lc + 1))
     lx = int(rng.integers(0, crop - lc + 1))
@@ -130,13 +133,16 @@ class FlowMixWindows(IterableDataset):
     """Endless ``sample_window`` draws from the cached train clips (one generator per worker)."""
 
     def __init__(self, tile: int, seed: int, loss_crop: int = 128, patterns: tuple[str, ...] = PATTERNS,
-                 flow_preset: str = motion.DEFAULT_FLOW_PRESET, coded: float = 0.0):
+                 flow_preset: str = motion.DEFAULT_FLOW_PRESET, coded: float = 0.0,
+                 candidate_set: str = motion.DEFAULT_CANDIDATES, disagreement: bool = False):
         self.tile = tile
         self.seed = seed
         self.loss_crop = loss_crop
         self.patterns = patterns
         self.flow_preset = flow_preset
         self.coded = coded
+        self.candidate_set = candidate_set
+        self.disagreement = disagreement
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         import cv2
@@ -147,7 +153,8 @@ class FlowMixWindows(IterableDataset):
         rng = np.random.default_rng([self.seed, wid, int(torch.initial_seed() % 2**31)])
         videos = load_videos("train")
         while True:
-            yield sample_window(videos, rng, self.tile, self.loss_crop, self.patterns, self.flow_preset, self.coded)
+            yield sample_window(videos, rng, self.tile, self.loss_crop, self.patterns, self.flow_preset, self.coded,
+                                candidate_set=self.candidate_set, disagreement=self.disagreement)
 
 
 def collate_flowmix(batch: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:

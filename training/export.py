@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from framers import motion
 from framers.geometry import N_SLOTS
 from framers.hashing import sha256_file
 from framers.model_store import StoreConfig
@@ -151,6 +152,7 @@ def main() -> None:
     np.savez(weights_path, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     inputs, outputs = io_spec(model)
     flow_preset = str(state.get("flow_preset") or "fast")
+    candidate_set = str(state.get("candidates") or motion.DEFAULT_CANDIDATES)
     fine_tune = {k: state[k] for k in ("init", "patterns", "coded", "lr") if state.get(k) is not None}
     config = StoreConfig.for_model_file(
         onnx_path,
@@ -169,9 +171,10 @@ def main() -> None:
         model=cfg.to_dict(),
         prior={
             "module": "framers.motion",
-            "candidates": ["linear", "prev_warp", "next_warp"],
+            "candidates": list(motion.CANDIDATE_SETS[candidate_set]),
             "flow": f"OpenCV DIS (PRESET_{flow_preset.upper()}) at framers.motion.flow_scale",
             "flow_preset": flow_preset,
+            **({"disagreement": True} if state.get("disagreement") else {}),
             "net_scale": "framers.motion.net_scale(H, W) = max(1, min(H, W) // 96)",
         }
         if cfg.variant == "flowmix"

@@ -9,7 +9,9 @@ reproducible) and mirrors ``framers.motion`` step by step, for N frames of one w
    ``WindowFlows._resize_flow``;
 2. the kept frames before/after each frame backward-warped along ``t·F(b→a)`` / ``(1-t)·F(a→b)``
    (``GridSample``, bilinear, ``padding_mode=border`` = ``cv2.BORDER_REPLICATE`` for bilinear
-   sampling, ``align_corners=1`` so grid ±1 are the centres of the edge pixels);
+   sampling, ``align_corners=1`` so grid ±1 are the centres of the edge pixels); for the
+   ``trajectory`` candidate set (``--candidates trajectory``) also b along ``(t-1)·F(b→a)`` and a
+   along ``−t·F(a→b)``, each pair averaged with weights (1-t, t);
 3. the linear candidate ``a·(1-t) + b·t``;
 4. the network's low-resolution weights of candidates 1 and 2 resized like the flows
    (``motion.mix``: ``cv2.resize`` ``INTER_LINEAR``), and ``c0 + w1·(c1-c0) + w2·(c2-c0)``
@@ -20,6 +22,7 @@ Kept frames and the output are NHWC uint8, the layout frames have in memory ever
 so the host does no transposes (the graph transposes the gathered frames to NCHW for GridSample).
 
     python -m training.export_compose --version 1.0.0       # → model_store/framemae_compose/1.0.0
+    python -m training.export_compose --version 1.1.0 --candidates trajectory
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import onnx
 from onnx import TensorProto, helper
 
+from framers import motion
 from framers.model_store import MODEL_FILE, StoreConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +73,11 @@ def _const(name: str, values: list[float] | list[int], dtype: int = TensorProto.
     return helper.make_node("Constant", [], [name], value=tensor)
 
 
-def build_graph() -> onnx.ModelProto:
-    """The composition graph (see the module docstring for the steps)."""
+def build_graph(candidate_set: str = "warp") -> onnx.ModelProto:
+    """The composition graph (see the module docstring for the steps) of a FrameMAE that mixes
+    ``candidate_set`` (``framers.motion.CANDIDATE_SETS``). Raises KeyError for an unknown set."""
+    if candidate_set not in motion.CANDIDATE_SETS:
+        raise KeyError(f"unknown candidate set {candidate_set!r}")
     n = helper.make_node
     f32 = TensorProto.FLOAT
     nodes = [
@@ -146,8 +153,39 @@ def build_graph() -> onnx.ModelProto:
         n("Transpose", ["b_u8"], ["b_u8c"], perm=[0, 3, 1, 2]),
         n("Cast", ["a_u8c"], ["a"], to=f32),
         n("Cast", ["b_u8c"], ["b"], to=f32),
-        n("GridSample", ["a", "grid_prev"], ["c1"], mode="bilinear", padding_mode="border", align_corners=1),
-        n("GridSample", ["b", "grid_next"], ["c2"], mode="bilinear", padding_mode="border", align_corners=1),
+        n("GridSample", ["a", "grid_prev"], ["c1" if candidate_set == "warp" else "a_prev"], mode="bilinear",
+          padding_mode="border", align_corners=1),
+        n("GridSample", ["b", "grid_next"], ["c2" if candidate_set == "warp" else "b_next"], mode="bilinear",
+          padding_mode="border", align_corners=1),
+    ]
+    if candidate_set == "trajectory":
+        # 2b. the other end of each trajectory: b at x + (t-1)·F(b→a), a at x − t·F(a→b); then
+        # the time-weighted means (cv2.addWeighted(p, 1-t, q, t, 0)), as WindowFlows.interpolate
+        nodes += [
+            n("Sub", ["t4", "f1"], ["t_minus_1_4"]),
+            n("Neg", ["t4"], ["minus_t4"]),
+            n("Mul", ["flow_ba", "t_minus_1_4"], ["move_prev_b"]),
+            n("Add", ["move_prev_b", "grid"], ["map_prev_b"]),
+            n("Mul", ["flow_ab", "minus_t4"], ["move_next_a"]),
+            n("Add", ["move_next_a", "grid"], ["map_next_a"]),
+            n("Mul", ["map_prev_b", "norm_xy4"], ["grid_prev_b_s"]),
+            n("Sub", ["grid_prev_b_s", "f1"], ["grid_prev_b_c"]),
+            n("Transpose", ["grid_prev_b_c"], ["grid_prev_b"], perm=[0, 2, 3, 1]),
+            n("Mul", ["map_next_a", "norm_xy4"], ["grid_next_a_s"]),
+            n("Sub", ["grid_next_a_s", "f1"], ["grid_next_a_c"]),
+            n("Transpose", ["grid_next_a_c"], ["grid_next_a"], perm=[0, 2, 3, 1]),
+            n("GridSample", ["b", "grid_prev_b"], ["b_prev"], mode="bilinear", padding_mode="border",
+              align_corners=1),
+            n("GridSample", ["a", "grid_next_a"], ["a_next"], mode="bilinear", padding_mode="border",
+              align_corners=1),
+            n("Mul", ["a_prev", "one_minus_t4"], ["a_prev_w"]),
+            n("Mul", ["b_prev", "t4"], ["b_prev_w"]),
+            n("Add", ["a_prev_w", "b_prev_w"], ["c1"]),
+            n("Mul", ["a_next", "one_minus_t4"], ["a_next_w"]),
+            n("Mul", ["b_next", "t4"], ["b_next_w"]),
+            n("Add", ["a_next_w", "b_next_w"], ["c2"]),
+        ]
+    nodes += [
         # 3. linear candidate (cv2.addWeighted(a, 1-t, b, t, 0))
         n("Mul", ["a", "one_minus_t4"], ["a_w"]),
         n("Mul", ["b", "t4"], ["b_w"]),
@@ -182,15 +220,17 @@ def build_graph() -> onnx.ModelProto:
     return model
 
 
-def export(out: Path, version: str, command: str) -> StoreConfig:
-    """Write ``out``/model.onnx and config.json (sha256, IO spec, opset, the building command)."""
+def export(out: Path, version: str, command: str, candidate_set: str = "warp") -> StoreConfig:
+    """Write ``out``/model.onnx and config.json (sha256, IO spec, opset, the candidate set, the
+    building command)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / MODEL_FILE
-    onnx.save(build_graph(), str(path))
+    onnx.save(build_graph(candidate_set), str(path))
     config = StoreConfig.for_model_file(
         path, name=NAME, version=version, inputs=INPUTS, outputs=OUTPUTS,
         format=f"onnx opset {OPSET} (IR {IR_VERSION}), fp32 arithmetic, uint8 frames, no weights, dynamic sizes",
         opset=OPSET,
+        candidates=list(motion.CANDIDATE_SETS[candidate_set]),
         command=command,
         mirrors=("framers.motion: WindowFlows._resize_flow, WindowFlows.candidates (cv2.remap INTER_LINEAR, "
                  "BORDER_REPLICATE), _linear_small (cv2.addWeighted), mix (cv2.resize INTER_LINEAR); "
@@ -208,10 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--store", type=Path, default=ROOT / "model_store")
     parser.add_argument("--out-dir", type=Path, default=None, help="write here instead of the store")
+    parser.add_argument("--candidates", choices=sorted(motion.CANDIDATE_SETS), default="warp",
+                        help="the candidate set of the FrameMAE the graph composes for")
     args = parser.parse_args(argv)
     out = args.out_dir or args.store / NAME / args.version
-    command = "python -m training.export_compose --version " + args.version
-    config = export(out, args.version, command)
+    command = f"python -m training.export_compose --version {args.version} --candidates {args.candidates}"
+    config = export(out, args.version, command, args.candidates)
     print(f"wrote {out / MODEL_FILE} sha256 {config.sha256}", file=sys.stderr)
 
 

@@ -115,10 +115,27 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def widen_inputs(weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` (a stored model's state dict) fitted to ``target``'s shapes where only the
+    input channels of a convolution grew: the new channels get zero weights, so the widened
+    network starts out computing exactly what the stored one did. Other mismatches are left for
+    ``load_state_dict`` to refuse."""
+    out = dict(weights)
+    for key, value in weights.items():
+        want = target.get(key)
+        if want is not None and value.ndim >= 2 and want.shape[0] == value.shape[0] \
+                and want.shape[2:] == value.shape[2:] and want.shape[1] > value.shape[1]:
+            grown = torch.zeros(want.shape, dtype=value.dtype)
+            grown[:, : value.shape[1]] = value
+            out[key] = grown
+    return out
+
+
 def batches(args: argparse.Namespace, cfg: ModelConfig) -> Iterator[dict[str, torch.Tensor]]:
     if cfg.variant == "flowmix":
         patterns = GAP_PATTERNS if args.patterns == "gaps" else PATTERNS
-        ds = FlowMixWindows(cfg.tile, args.seed, patterns=patterns, flow_preset=args.flow_preset, coded=args.coded)
+        ds = FlowMixWindows(cfg.tile, args.seed, patterns=patterns, flow_preset=args.flow_preset, coded=args.coded,
+                            candidate_set=args.candidates, disagreement=args.disagreement)
         yield from DataLoader(
             ds,
             batch_size=args.batch,
@@ -155,6 +172,10 @@ def main() -> None:
                         help="flowmix: start from these weights (a model store's weights.npz), not at random")
     parser.add_argument("--flow-preset", choices=sorted(motion.FLOW_PRESETS), default=motion.DEFAULT_FLOW_PRESET,
                         help="flowmix: DIS preset of the candidates' flows (recorded in the export's config)")
+    parser.add_argument("--candidates", choices=sorted(motion.CANDIDATE_SETS), default=motion.DEFAULT_CANDIDATES,
+                        help="flowmix: the candidate set (framers.motion.CANDIDATE_SETS; in the export's config)")
+    parser.add_argument("--disagreement", action="store_true",
+                        help="flowmix, trajectory candidates: also input each trajectory's sample disagreement")
     parser.add_argument("--patterns", choices=["paper", "gaps"], default="paper",
                         help="flowmix keep patterns: paper = uniform/stride 4/slot pairs; "
                         "gaps = also every 2nd, 8th, 16th")
@@ -168,10 +189,15 @@ def main() -> None:
     torch.manual_seed(args.seed)
     size = args.size or ("fm-tiny" if args.variant == "flowmix" else "tiny")
     cfg = make_config(args.variant, size)
+    if args.disagreement:
+        if args.candidates != "trajectory":
+            parser.error("--disagreement needs --candidates trajectory")
+        cfg.in_chans = motion.IN_CHANNELS + motion.DISAGREEMENT_CHANNELS
     model = build_model(cfg)
     if args.init is not None:
         with np.load(args.init) as weights:
-            model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
+            model.load_state_dict(widen_inputs({k: torch.from_numpy(weights[k]) for k in weights.files},
+                                               model.state_dict()))
         print(f"initialised from {args.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +224,8 @@ def main() -> None:
             "batch": args.batch,
             "minutes_budget": args.minutes,
             "flow_preset": args.flow_preset,
+            "candidates": args.candidates,
+            "disagreement": args.disagreement,
             "patterns": args.patterns,
             "coded": args.coded,
             "init": str(args.init) if args.init else None,

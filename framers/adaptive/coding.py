@@ -117,6 +117,24 @@ def x264_context(width: int, height: int, crf: int, preset: str, params: str = "
 PROBE_ERRORS = ("x264", "decoded")
 
 
+def x264_reported_mse(packet: av.Packet, plane_pixels: Sequence[int]) -> float | None:
+    """RGB MSE (``PLANE_WEIGHTS``) of x264's per-plane SSE of this packet's picture, from the
+    ``quality_stats`` side data an encoder opened with ``AV_CODEC_FLAG_PSNR`` attaches (u32
+    quality, u8 picture type, u8 error count, 2 reserved, u64 SSE[count]); ``plane_pixels``: the
+    samples of each plane. None when the packet has no such statistics."""
+    for side in packet.iter_sidedata():
+        if side.data_type == "quality_stats":
+            raw = bytes(memoryview(side))
+            sse = struct.unpack_from(f"<{raw[5]}Q", raw, 8)
+            return float(sum(w * e / n for w, e, n in zip(PLANE_WEIGHTS, sse, plane_pixels, strict=False)))
+    return None
+
+
+def plane_pixels(width: int, height: int, pix_fmt: str) -> list[int]:
+    """Samples per plane of a ``width``×``height`` picture in ``pix_fmt`` (e.g. yuv420p)."""
+    return [plane.width * plane.height for plane in av.VideoFrame(width, height, pix_fmt).planes]
+
+
 class ProbeEncoder:
     """Streams frames (with their video index) through x264; ``finish`` returns the per-frame
     ``Coded`` record: each packet's bytes (x264's SEI text dropped, as a bundle stores it) and the
@@ -158,14 +176,10 @@ class ProbeEncoder:
                     self._compare(frame)
 
     def _reported_mse(self, packet: av.Packet) -> float:
-        """RGB MSE (``PLANE_WEIGHTS``) of x264's per-plane SSE of this packet's picture
-        (``quality_stats``: u32 quality, u8 picture type, u8 error count, 2 reserved, u64 SSE[count])."""
-        for side in packet.iter_sidedata():
-            if side.data_type == "quality_stats":
-                raw = bytes(memoryview(side))
-                sse = struct.unpack_from(f"<{raw[5]}Q", raw, 8)
-                return sum(w * e / n for w, e, n in zip(PLANE_WEIGHTS, sse, self._plane_pixels, strict=False))
-        raise RuntimeError("x264 gave a packet without quality statistics (AV_CODEC_FLAG_PSNR)")
+        mse = x264_reported_mse(packet, self._plane_pixels)
+        if mse is None:
+            raise RuntimeError("x264 gave a packet without quality statistics (AV_CODEC_FLAG_PSNR)")
+        return mse
 
     def _compare(self, frame: av.VideoFrame) -> None:
         index, source = self._pending.popleft()

@@ -329,6 +329,25 @@ class StrideMeasure:
     right: np.ndarray
     t: np.ndarray
     floor: float = 0.0
+    #: video indices of the dropped frames [d] (``estimate_psnr_sum``)
+    dropped_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def estimate_psnr_sum(m: StrideMeasure, model: RateModel, kept_mse: np.ndarray,
+                      dropped_mse: np.ndarray) -> float:
+    """ΣPSNR (dB) of one segment's frames at its chosen stride, predicted again once its kept
+    frames are coded: ``kept_mse`` [k], their RGB coding error as x264 measured it (above the
+    colour path's: ``m.floor`` is added); the dropped frames rebuilt as ``segment_options``
+    predicts (interpolation + the neighbours' coding error, κ), except those ``dropped_mse`` [d]
+    gives (not NaN): frames the pipeline kept after all (both sides of a cut, the last frame)."""
+    coded = m.floor + kept_mse
+    total = float(psnr_of(coded).sum())
+    if len(m.interp_mse):
+        ext = np.concatenate([coded, [coded.mean()]])
+        rebuilt = model.rebuilt_mse(m.interp_mse, m.t, ext[m.left], ext[m.right])
+        rebuilt = np.where(np.isnan(dropped_mse), rebuilt, m.floor + dropped_mse)
+        total += float(psnr_of(rebuilt).sum())
+    return total
 
 
 @dataclass

@@ -152,6 +152,9 @@ class AdaptiveSelector(Selector):
         self.model, self.config = load_rate_model()
         self.plan: Plan | None = None
         self._crfs: dict[int, int] = {}
+        self._measures: list[list[ratemodel.StrideMeasure]] = []  # per segment, per stride
+        #: the mean PSNR predicted again once the kept frames were coded (``after_coding``)
+        self.estimated_psnr: float | None = None
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -176,7 +179,29 @@ class AdaptiveSelector(Selector):
                                   "aimed_at": round(self.best_psnr, 2)}
         if self.verified is not None:
             out["verified"] = dict(self.verified)
+        if self.estimated_psnr is not None:
+            out["estimated_psnr"] = round(self.estimated_psnr, 2)
         return out
+
+    def after_coding(self, kept: list[int], coding_mse: dict[int, float]) -> float | None:
+        """The plan's mean PSNR (dB) predicted again with the kept frames' coding error as x264
+        measured it while coding them (``KeyframeEncoder.coding_mse``, by position in ``kept``,
+        the video indices of every kept frame): the probe's prediction of that error is the
+        plan's least certain part (a screen recording's rises much faster with the CRF than
+        natural video's). The dropped frames' interpolation error stays predicted. Stored in
+        ``estimated_psnr`` (and ``describe``); None, and nothing stored, for a video whose CRF
+        was measured (``verified``), without a plan, or when x264 did not report every frame."""
+        if self.plan is None or self.verified is not None or len(coding_mse) < len(kept):
+            return None
+        measured = {index: coding_mse[pos] for pos, index in enumerate(kept)}
+        total = 0.0
+        for seg, choice, measures in zip(self.plan.segments, self.plan.choices, self._measures, strict=True):
+            m = measures[analysis.STRIDES.index(choice.stride)]
+            kept_mse = np.array([measured[i] for i in seg.kept(choice.stride)])
+            dropped = np.array([measured.get(int(i), np.nan) for i in m.dropped_index])
+            total += ratemodel.estimate_psnr_sum(m, self.model, kept_mse, dropped)
+        self.estimated_psnr = total / self.plan.n_frames
+        return self.estimated_psnr
 
     def manifest_entry(self) -> dict[str, Any] | None:
         """The decisions for the bundle manifest, compact (the manifest's bytes count in the
@@ -226,12 +251,14 @@ class AdaptiveSelector(Selector):
                 anchors = seg.anchors(n)
                 left = np.searchsorted(np.array(anchors), f.index) - 1
                 measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, self.model.interp_mse(x),
-                                                        left, left + 1, f.t, floor))
+                                                        left, left + 1, f.t, floor, f.index))
             options.append(ratemodel.segment_options(measures, len(seg), self.model, probe_crf))
+            self._measures.append(measures)
         return options
 
     def make_plan(self, open_clips: ClipSource) -> Plan:
         """The analysis pass (``measure``) and the choice."""
+        self._measures = []
         target = self.target_psnr if self.target_psnr is not None else 36.0
         probe_crf = ratemodel.probe_crf_for(target)
         m = measure(open_clips, probe_crf, self.model.probe)

@@ -71,14 +71,15 @@ def choose_path(provider: str) -> str:
     return path
 
 
-def use_onnx(framemae_session: Any) -> bool:
+def use_onnx(framemae_session: Any, candidate_set: str = motion.DEFAULT_CANDIDATES) -> bool:
     """True when this window's composition goes through the ONNX graph; the hook in
     ``FrameMAEReconstructor.compose``. ``auto`` on a GPU falls back to numpy (with a warning)
-    when the store lacks ``framemae_compose``; an explicit ``onnx`` raises ModelError then."""
+    when the store lacks a ``framemae_compose`` for the model's candidate set
+    (``framers.motion.CANDIDATE_SETS``); an explicit ``onnx`` raises ModelError then."""
     if choose_path(framemae_session.get_providers()[0]) != "onnx":
         return False
     try:
-        composer()
+        composer(candidate_set)
     except ModelError:
         if compose_mode() == "onnx":
             raise
@@ -89,11 +90,33 @@ def use_onnx(framemae_session: Any) -> bool:
     return True
 
 
+def candidate_set_of(config: model_store.StoreConfig) -> str:
+    """The candidate set a stored graph composes: its config's ``candidates`` list (1.0.0 names
+    none: ``warp``). Raises ModelError for a list that is no known set."""
+    names = tuple(config.get("candidates") or motion.CANDIDATE_SETS[motion.DEFAULT_CANDIDATES])
+    for key, members in motion.CANDIDATE_SETS.items():
+        if names == members:
+            return key
+    raise ModelError(f"{MODEL_NAME} {config.version}: unknown candidates {list(names)}")
+
+
+def graph_dir(candidate_set: str = motion.DEFAULT_CANDIDATES) -> Path:
+    """The newest stored ``framemae_compose`` that builds ``candidate_set``. Raises ModelError
+    when there is none (or none at all)."""
+    versions = model_store.list_versions(MODEL_NAME)
+    for version in reversed(versions):
+        folder = model_store.model_dir(MODEL_NAME, version)
+        if candidate_set_of(model_store.read_config(folder)) == candidate_set:
+            return folder
+    raise ModelError(f"no {MODEL_NAME} for the {candidate_set} candidates in {model_store.store_root()} "
+                     f"(have: {', '.join(versions) or 'none'})")
+
+
 class Composer:
     """The verified ``framemae_compose`` session (``runtime.load_model``: sha256 and IO spec)."""
 
     def __init__(self, directory: Path | None = None) -> None:
-        self.loaded = runtime.load_model(directory or model_store.model_dir(MODEL_NAME))
+        self.loaded = runtime.load_model(directory or graph_dir())
         self.session = self.loaded.session
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider in GPU_PROVIDERS
@@ -149,10 +172,11 @@ def _span(plan: motion.FramePlan) -> tuple[int, int]:
     return plan.before, plan.after
 
 
-def composer() -> Composer:
-    """The process's Composer of the newest stored ``framemae_compose`` (sessions are cached by
-    ``framers.runtime``; this object is cheap). Raises ModelError when missing or corrupt."""
-    return Composer()
+def composer(candidate_set: str = motion.DEFAULT_CANDIDATES) -> Composer:
+    """A Composer of the newest stored ``framemae_compose`` for ``candidate_set`` (sessions are
+    cached by ``framers.runtime``; this object is cheap). Raises ModelError when missing or
+    corrupt."""
+    return Composer(graph_dir(candidate_set))
 
 
 def compose_window(rec: FrameMAEReconstructor, kept: Sequence[KeptFrame], flows: motion.WindowFlows,
@@ -166,5 +190,5 @@ def compose_window(rec: FrameMAEReconstructor, kept: Sequence[KeptFrame], flows:
         if j not in mixed:
             out[j] = to_uint8(linear_prior(kept, plan.index, plan.index + 1)[0])
     if mixed:
-        out[mixed] = composer().compose_frames(flows, [plans[j] for j in mixed], weights[:, mixed])
+        out[mixed] = composer(rec.candidate_set).compose_frames(flows, [plans[j] for j in mixed], weights[:, mixed])
     return out

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -125,6 +125,18 @@ Prepared = tuple[motion.WindowFlows, list[motion.FramePlan], np.ndarray | None] 
 MIN_SIDE = 16
 
 
+def candidate_set_of(prior: dict[str, Any] | None, where: Path) -> str:
+    """The key of ``motion.CANDIDATE_SETS`` whose names a model config's ``prior.candidates``
+    lists (no prior or no list: ``warp``, FrameMAE 1.0.0's). Raises ModelError for a list that is
+    no known set: the network's weights mean nothing over other candidates."""
+    names = tuple((prior or {}).get("candidates") or motion.CANDIDATE_SETS[motion.DEFAULT_CANDIDATES])
+    for key, members in motion.CANDIDATE_SETS.items():
+        if names == members:
+            return key
+    raise ModelError(f"{where}: unknown candidates {list(names)} (known sets: "
+                     f"{'; '.join(', '.join(v) for v in motion.CANDIDATE_SETS.values())})")
+
+
 class FrameMAEReconstructor(WindowReconstructor):
     name = "framemae"
     local = False
@@ -141,6 +153,11 @@ class FrameMAEReconstructor(WindowReconstructor):
         self.flow_preset = str((self.config.get("prior") or {}).get("flow_preset") or motion.DEFAULT_FLOW_PRESET)
         if self.flow_preset not in motion.FLOW_PRESETS:
             raise ModelError(f"{self.model_dir}: unknown flow preset {self.flow_preset!r}")
+        self.candidate_set = candidate_set_of(self.config.get("prior"), self.model_dir)
+        # the trajectory set's sample disagreement as extra network input (motion.net_input_window)
+        self.disagreement = bool((self.config.get("prior") or {}).get("disagreement"))
+        if self.disagreement and self.candidate_set != "trajectory":
+            raise ModelError(f"{self.model_dir}: prior.disagreement needs the trajectory candidates")
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -191,7 +208,7 @@ class FrameMAEReconstructor(WindowReconstructor):
                     cache.forget_before(min([first] + [f for _, f in ahead]))
                     if prepared is None:  # not the flowmix path: the whole window at once
                         ahead.append((composers.submit(self._finish, window, start, stop, None, times), first))
-                    elif prepared[2] is not None and compose_onnx.use_onnx(self._session()):
+                    elif prepared[2] is not None and compose_onnx.use_onnx(self._session(), self.candidate_set):
                         # issue 17 hook: the ONNX graph composes the whole window in one run
                         ahead.append((composers.submit(self.compose, window, *prepared), first))
                     else:
@@ -253,7 +270,8 @@ class FrameMAEReconstructor(WindowReconstructor):
     # ------------------------------------------------------------------ flowmix
     def net_input(self, flows: motion.WindowFlows, plans: Sequence[motion.FramePlan]) -> np.ndarray:
         """The network input of a window, [C, 16, h, w] (a short last clip repeats its last frame)."""
-        x = motion.net_input_window(flows, plans, motion.net_scale(flows.height, flows.width))  # [C, n, h, w]
+        x = motion.net_input_window(flows, plans, motion.net_scale(flows.height, flows.width),
+                                    self.disagreement)  # [C, n, h, w]
         n = x.shape[1]
         if n < CLIP_LEN:
             x = np.concatenate([x, np.repeat(x[:, -1:], CLIP_LEN - n, axis=1)], axis=1)
@@ -273,7 +291,7 @@ class FrameMAEReconstructor(WindowReconstructor):
              times: Sequence[float] | None = None) -> tuple[motion.WindowFlows, list[motion.FramePlan]]:
         """Flows (lazily computed, in ``cache`` if given) and frame plans of a window; no frame
         needs the network when none is interpolated."""
-        flows = motion.WindowFlows(kept, cache=cache, preset=self.flow_preset)
+        flows = motion.WindowFlows(kept, cache=cache, preset=self.flow_preset, candidate_set=self.candidate_set)
         return flows, motion.plan_window([k.index for k in kept], start, stop, times)
 
     def compose(self, kept: Sequence[KeptFrame], flows: motion.WindowFlows, plans: Sequence[motion.FramePlan],
@@ -282,7 +300,7 @@ class FrameMAEReconstructor(WindowReconstructor):
         nothing to mix), one after the other (``frame``)."""
         # --- issue 17 hook: FRAMERS_COMPOSE=auto|numpy|onnx; the ONNX graph (on a GPU by default)
         # does the same composition as the numpy/OpenCV loop below (framers/reconstructors/compose_onnx.py)
-        if weights is not None and compose_onnx.use_onnx(self._session()):
+        if weights is not None and compose_onnx.use_onnx(self._session(), self.candidate_set):
             return compose_onnx.compose_window(self, kept, flows, plans, weights)
         # --- end of issue 17 hook
         out = np.empty((len(plans), flows.height, flows.width, 3), np.uint8)
