@@ -148,7 +148,9 @@ class JobView(BaseModel):
     model_versions: dict[str, str]
     cuts: list[int] = Field(default_factory=list, description="Scene cuts found by the encoder")
     adaptive: dict[str, Any] | None = Field(
-        default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment stride/CRF)"
+        default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment "
+                                  "stride/CRF, estimated_psnr: the prediction again after coding, from x264's "
+                                  "error of the kept frames)"
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"
