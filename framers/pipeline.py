@@ -71,6 +71,8 @@ class ReconstructResult:
     times: list[float] = field(default_factory=list)  # when each frame is shown (seconds)
     psnr: list[float] | None = None  # per frame against `reference` (capped at 60 dB), if given
     target_psnr: float | None = None  # the bundle's adaptive target (met by the rebuilt frames)
+    #: the adaptive plan's PSNR estimated after coding, when the bundle was made (manifest)
+    estimated_psnr: float | None = None
     #: with `reference`: the per-chunk MSE of the rebuilt frames (framers.significance, "exact")
     significance: Significance | None = None
     #: what the user must be told (a refresh layer not applied, …)
@@ -369,23 +371,25 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
     """What the adaptive mode could not do as asked (said in the CLI output and the job record):
     an unreachable target, or kept frames that came out coarser than planned."""
     target, estimate = getattr(chooser, "target_psnr", None), getattr(chooser, "estimated_psnr", None)
-    if target is not None and estimate is not None and estimate < target - ESTIMATE_SHORTFALL_DB \
-            and not getattr(chooser, "capped", False):
+    capped = bool(getattr(chooser, "capped", False))
+    if target is not None and estimate is not None and estimate < target - ESTIMATE_SHORTFALL_DB and not capped:
         return [f"the kept frames came out coarser than planned (x264's own error of them): the video is "
                 f"estimated at {estimate:.1f} dB for target_psnr {target:g} dB; content whose error rises "
                 f"fast with the CRF (screen recordings, synthetic pictures) fools the prediction; ask about "
                 f"{target + (target - estimate):.0f} dB to reach {target:g} dB"]
-    if not getattr(chooser, "capped", False):
+    if not capped:
         return []
-    target, best = getattr(chooser, "target_psnr", 0.0), getattr(chooser, "best_psnr", 0.0)
+    best = getattr(chooser, "best_psnr", 0.0)
     verified = getattr(chooser, "verified", None)
     if verified is not None:
         return [f"target_psnr {target:g} dB is out of reach for this video: measured "
                 f"{verified['measured_psnr']:.1f} dB at CRF {verified['crf']}, the finest of "
                 f"{verified['encodes']} trial encodes"]
     # two decimals: a best of 34.96 dB for a 35 dB target printed as "35.0" read as a contradiction
+    after = "" if estimate is None else f"; once coded, estimated at {estimate:.2f} dB" + (
+        " (the target after all)" if estimate >= target else "")
     return [f"target_psnr {target:g} dB is out of reach for this video (best predicted {best:.2f} dB, every "
-            f"frame kept at the finest CRF; e.g. colour detail that 4:2:0 cannot hold); aimed at that instead"]
+            f"frame kept at the finest CRF; e.g. colour detail that 4:2:0 cannot hold); aimed at that instead{after}"]
 
 
 def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip, previous_pts: int | None) -> list[int]:
@@ -665,6 +669,7 @@ def reconstruct(
         # an unreachable target was aimed lower (said at compress): the rebuilt frames reach that
         target_psnr=((manifest.selection.get("unreachable") or {}).get("aimed_at")
                      or manifest.selection.get("target_psnr")),
+        estimated_psnr=manifest.selection.get("estimated_psnr"),
         significance=Significance(
             str(manifest.source.get("filename") or Path(bundle).name), "exact", chunks.result(), manifest.n_frames,
             chunks.pixel_shape[1], chunks.pixel_shape[0],
