@@ -127,6 +127,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
                      if report.get("estimated_psnr") is not None else "")
             print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB{after}, kept frames "
                   f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
+        recoded = report.get("recoded")
+        if recoded:
+            print(f"  coded twice: the first coding was estimated at {recoded['first_estimate']:.2f} dB (x264's error "
+                  f"of the kept frames {max(recoded['coding_error_ratio']):.1f}x the prediction), so the plan "
+                  "was made again with the measured error")
         for seg in report["segments"][:12]:
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
                   f"~{seg['predicted_psnr']:.1f} dB")

@@ -18,6 +18,7 @@ import numpy as np
 
 from framers import bundle as fb
 from framers import defaults
+from framers.adaptive.selector import ESTIMATE_SHORTFALL_DB, AdaptiveSelector
 from framers.audio import extract_audio
 from framers.clip import Clip
 from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
@@ -143,8 +144,6 @@ def compress(
     info = probe(source)
     chooser: Selector
     if target_psnr is not None or target_kbps is not None:
-        from framers.adaptive.selector import AdaptiveSelector
-
         if keyframe_codec not in (None, "x264"):
             raise UnsupportedOptionError(
                 f"the adaptive mode codes kept frames with x264 at per-shot CRFs, not {keyframe_codec}"
@@ -189,6 +188,8 @@ def compress(
         width = height = 0
         crf_of = getattr(chooser, "crf_of", None)
 
+        recoding = False  # the second coding of the kept frames (adaptive ``recode_plan``)
+
         def flush(clip: Clip, positions: set[int]) -> None:
             nonlocal encoder
             if encoder is None:
@@ -198,38 +199,55 @@ def compress(
                 encoder.write(clip.frame(p), crf_of(clip.start + p) if crf_of is not None else None)
                 kept_indices.append(clip.start + p)
             kept_per_clip.append(ordered)
-            done = len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1)
-            _report(progress, base + (0.95 - base) * done)
+            if not recoding:  # a second coding does not move the progress back
+                done = len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1)
+                _report(progress, base + (0.95 - base) * done)
 
-        # One clip of delay: a cut at a clip's first frame also keeps the previous clip's last
-        # frame, and only the end of the stream tells which clip holds the video's last frame.
-        pending: tuple[Clip, set[int]] | None = None
-        try:
-            for clip, positions in chooser.select(open_clips):
-                if not kept_per_clip and pending is None:
-                    height, width = clip.height, clip.width
-                keep_set = set(positions)
-                clip_cuts = _clip_cuts(chooser, scenes, clip, pts[-1] if pts else None)
-                cuts.extend(clip_cuts)
-                for c in shot_edges(clip_cuts) | ({0} if clip.start == 0 else set()):
-                    if c >= clip.start:
-                        keep_set.add(c - clip.start)
-                    elif pending is not None:
-                        pending[1].add(c - pending[0].start)
+        def code_kept_frames() -> KeyframeEncoder:
+            """The coding pass: every clip of the source, its kept frames into the keyframe file
+            (a second call writes it anew)."""
+            nonlocal encoder, height, width, scenes
+            encoder = None
+            for record in (kept_indices, kept_per_clip, pts, cuts):
+                record.clear()
+            scenes = SceneAnalyser()
+            # One clip of delay: a cut at a clip's first frame also keeps the previous clip's last
+            # frame, and only the end of the stream tells which clip holds the video's last frame.
+            pending: tuple[Clip, set[int]] | None = None
+            try:
+                for clip, positions in chooser.select(open_clips):
+                    if not kept_per_clip and pending is None:
+                        height, width = clip.height, clip.width
+                    keep_set = set(positions)
+                    clip_cuts = _clip_cuts(chooser, scenes, clip, pts[-1] if pts else None)
+                    cuts.extend(clip_cuts)
+                    for c in shot_edges(clip_cuts) | ({0} if clip.start == 0 else set()):
+                        if c >= clip.start:
+                            keep_set.add(c - clip.start)
+                        elif pending is not None:
+                            pending[1].add(c - pending[0].start)
+                    if pending is not None:
+                        flush(*pending)
+                    pts.extend(clip.pts)
+                    pending = (clip, keep_set)
                 if pending is not None:
+                    pending[1].add(len(pending[0]) - 1)  # the video's last frame
                     flush(*pending)
-                pts.extend(clip.pts)
-                pending = (clip, keep_set)
-            if pending is not None:
-                pending[1].add(len(pending[0]) - 1)  # the video's last frame
-                flush(*pending)
-        finally:
-            if encoder is not None:
-                encoder.close()
-        if encoder is None:
-            raise InvalidVideoError(f"{source.name}: no frame could be decoded")
-        if hasattr(chooser, "after_coding"):  # the adaptive mode's estimate with x264's measured error
-            chooser.after_coding(kept_indices, encoder.coding_mse)
+            finally:
+                if encoder is not None:
+                    encoder.close()
+            if encoder is None:
+                raise InvalidVideoError(f"{source.name}: no frame could be decoded")
+            return encoder
+
+        coded = code_kept_frames()
+        if isinstance(chooser, AdaptiveSelector):  # the estimate with x264's measured error
+            chooser.after_coding(kept_indices, coded.coding_mse)
+            if chooser.recode_plan():  # short of the target: coded once more with the error corrected
+                recoding = True
+                coded = code_kept_frames()
+                chooser.after_coding(kept_indices, coded.coding_mse)
+        encoder = coded
         time_base = readers[-1].time_base
         fps = readers[-1].fps
         facts, audio = source_facts(readers[-1], extract_audio(source, folder / fb.AUDIO), info.has_audio)
@@ -360,11 +378,6 @@ def refresh_layer_warnings(layer: dict[str, Any] | None, asked: bool) -> list[st
            "lower crf (the layer follows the kept frames' CRF) or the share (refresh)")
     return [f"{head} leaves {per_block:.1f} bits per refreshed block (under {MIN_BITS_PER_BLOCK:g}): blocks that "
             f"coarse can make the video worse than no layer; {fix}"]
-
-
-#: an estimate after coding this far under the PSNR target is said (an achieved PSNR more than
-#: 0.5 dB short counts as a miss in issue 12's protocol)
-ESTIMATE_SHORTFALL_DB = 0.5
 
 
 def _adaptive_warnings(chooser: Selector) -> list[str]:

@@ -445,31 +445,57 @@ def test_a_kbps_budget_overshot_is_said(tmp_path: Path) -> None:
     assert not any("lower --target-psnr" in w for w in fits.warnings)  # a bitrate run is told of --target-kbps
 
 
-def test_the_estimate_after_coding_tells_a_screen_recording_missing_its_target(
+def test_a_screen_recording_short_of_its_target_after_coding_is_coded_again(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """c12 (a screen recording): its coding error rises much faster with the CRF than natural
-    video's, so the plan for 31 dB predicts ~31.8 and gets ~28.7. Once the kept frames are coded,
-    x264's own error of them puts the estimate within 0.6 dB of what the rebuild achieves, and
-    the shortfall is said with the target to ask for (and again by ``reconstruct``, which
-    otherwise says the target is what the rebuilt frames reach); a plan that holds gives no such
-    warning."""
+    video's, so the plan for 31 dB predicts ~31.8 and got ~28.7. Once the kept frames are coded,
+    x264's own error of them says so (estimated ~28.7 dB); the plan is made again with that error
+    and the kept frames coded once more, which reaches the target; the estimate after the second
+    coding is within 0.6 dB of what the rebuild achieves. A plan that holds is coded once."""
     source = CASES / "c12_screenrec_vfr_gap.mp4"
     src = list(iter_frames_rgb(source))
     result = compress(source, tmp_path / "b.frs", target_psnr=31.0)
     assert result.adaptive is not None
+    recoded = result.adaptive["recoded"]
+    assert recoded["first_estimate"] < 31.0 - 0.5 < recoded["first_predicted"] - 0.5  # the first plan's miss
+    assert min(recoded["coding_error_ratio"]) > 1.5
     estimate = result.adaptive["estimated_psnr"]
     achieved = float(psnr_per_frame(src, rebuild(tmp_path / "b.frs")).mean())
-    assert achieved < 31.0 - 0.5 < result.adaptive["predicted_psnr"] - 0.5  # the plan's miss
-    assert estimate == pytest.approx(achieved, abs=0.6), (estimate, achieved)
-    assert any("coarser than planned" in w and f"estimated at {estimate:.1f} dB" in w for w in result.warnings)
+    assert achieved >= 31.0 and estimate == pytest.approx(achieved, abs=0.6), (estimate, achieved)
+    assert not any("coarser than planned" in w for w in result.warnings)
     with fb.open_bundle(tmp_path / "b.frs") as folder:
-        assert fb.read_manifest(folder).selection["estimated_psnr"] == estimate
-    capsys.readouterr()
-    assert cli_main(["reconstruct", str(tmp_path / "b.frs"), "-o", str(tmp_path / "out.mp4")]) == 0
-    assert f"estimated at {estimate:.1f} dB when the bundle was made (its target: 31 dB)" in capsys.readouterr().out
+        selection = fb.read_manifest(folder).selection
+        assert selection["estimated_psnr"] == estimate and selection["recoded"] == recoded
     calm = compress(CASES / "c00_baseline.mp4", tmp_path / "c00.frs", target_psnr=30.0)
     assert calm.adaptive is not None and calm.adaptive["estimated_psnr"] >= 30.0 - 0.5
-    assert not any("coarser than planned" in w for w in calm.warnings)
+    assert "recoded" not in calm.adaptive
+    capsys.readouterr()
+    assert cli_main(["compress", str(source), "-o", str(tmp_path / "c.frs"), "--target-psnr", "31"]) == 0
+    assert "coded twice: the first coding was estimated at" in capsys.readouterr().out
+
+
+def test_an_estimate_still_short_is_said_by_compress_and_reconstruct(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """When even the second coding's estimate is more than 0.5 dB under the target, the job's
+    warnings say so with the target to ask for, and ``reconstruct`` gives the estimate instead of
+    saying the target is what the rebuilt frames reach."""
+    from framers.adaptive.selector import AdaptiveSelector
+    from framers.pipeline import _adaptive_warnings
+
+    chooser = AdaptiveSelector(target_psnr=31.0)
+    chooser.estimated_psnr = 28.7
+    (warning,) = _adaptive_warnings(chooser)
+    assert "estimated at 28.7 dB for target_psnr 31 dB" in warning and "ask about 33 dB" in warning
+    chooser.estimated_psnr = 30.6  # within 0.5 dB: a hit in issue 12's protocol, nothing said
+    assert _adaptive_warnings(chooser) == []
+    compress(CASES / "c00_baseline.mp4", tmp_path / "b.frs", target_psnr=30.0)
+    with fb.open_bundle(tmp_path / "b.frs") as folder:  # the bundle as if its estimate had fallen short
+        manifest = fb.read_manifest(folder)
+        manifest.selection["estimated_psnr"] = 27.0
+        fb.write_manifest(folder, manifest)
+        capsys.readouterr()
+        assert cli_main(["reconstruct", str(folder), "-o", str(tmp_path / "out.mp4")]) == 0
+    assert "estimated at 27.0 dB when the bundle was made (its target: 30 dB)" in capsys.readouterr().out
 
 
 def test_short_video_keeping_every_frame_gets_a_measured_crf(tmp_path: Path) -> None:
