@@ -184,7 +184,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     deflated, with its ZIP headers), kept_frames, psnr, psnr_mean_mse, compress_seconds, seconds
     (compress + rebuild + compare); adaptive points also target_psnr, predicted_psnr (the plan's),
     estimated_psnr (the plan's again with the kept frames' coding error x264 measured; None for
-    a video whose CRF was measured by trial encodes) and achieved_minus_target.
+    a video whose CRF was measured by trial encodes), recoded (the kept frames were coded twice:
+    the first coding's estimate fell short) and achieved_minus_target.
     """
     from framers import bundle as fb
 
@@ -218,5 +219,6 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         record["target_psnr"] = point.kwargs["target_psnr"]
         record["predicted_psnr"] = selection.get("predicted_psnr")
         record["estimated_psnr"] = selection.get("estimated_psnr")
+        record["recoded"] = selection.get("recoded") is not None
         record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
     return record
