@@ -150,7 +150,7 @@ class JobView(BaseModel):
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment "
                                   "stride/CRF, estimated_psnr: the prediction again after coding, from x264's "
-                                  "error of the kept frames)"
+                                  "error of the kept frames; recoded: coded twice, the first estimate short)"
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"
