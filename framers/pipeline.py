@@ -199,9 +199,10 @@ def compress(
                 encoder.write(clip.frame(p), crf_of(clip.start + p) if crf_of is not None else None)
                 kept_indices.append(clip.start + p)
             kept_per_clip.append(ordered)
-            if not recoding:  # a second coding does not move the progress back
-                done = len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1)
-                _report(progress, base + (0.95 - base) * done)
+            # a second coding holds the progress where the first ended (never back), but still
+            # reports it: the service's worker checks for a cancel in its progress callback
+            done = 1.0 if recoding else len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1)
+            _report(progress, base + (0.95 - base) * done)
 
         def code_kept_frames() -> KeyframeEncoder:
             """The coding pass: every clip of the source, its kept frames into the keyframe file

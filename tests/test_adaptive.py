@@ -454,8 +454,10 @@ def test_a_screen_recording_short_of_its_target_after_coding_is_coded_again(
     coding is within 0.6 dB of what the rebuild achieves. A plan that holds is coded once."""
     source = CASES / "c12_screenrec_vfr_gap.mp4"
     src = list(iter_frames_rgb(source))
-    result = compress(source, tmp_path / "b.frs", target_psnr=31.0)
+    progress: list[float] = []
+    result = compress(source, tmp_path / "b.frs", target_psnr=31.0, progress=progress.append)
     assert result.adaptive is not None
+    assert progress == sorted(progress) and progress[-1] == 1.0  # the second coding never goes back
     recoded = result.adaptive["recoded"]
     assert recoded["first_estimate"] < 31.0 - 0.5 < recoded["first_predicted"] - 0.5  # the first plan's miss
     assert min(recoded["coding_error_ratio"]) > 1.5
