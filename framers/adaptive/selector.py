@@ -4,7 +4,10 @@ Two passes over the source (decoding is ~10× faster than x264 medium, so re-rea
 cheaper than holding the video): (1) ``measure``: scene cuts, detail energy, view features of
 the frames each stride drops and probe encodes of each stride's kept frames, then the choice per
 segment (``ratemodel.choose``); (2) the pipeline's normal pass, yielding each clip with the kept
-positions of the plan, and ``crf_of`` giving each kept frame's CRF to the keyframe encoder.
+positions of the plan, and ``crf_of`` giving each kept frame's CRF to the keyframe encoder. Then
+``after_coding`` predicts the plan again with x264's measured error of the kept frames, and when
+that falls short of the target ``recode_plan`` plans again and the pipeline makes (3) a second
+coding pass (at most one).
 """
 
 from __future__ import annotations
