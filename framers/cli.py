@@ -161,8 +161,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(f"warning: {note}")
     target, estimate = result.target_psnr, result.estimated_psnr
     if target is not None and args.crf == defaults.OUTPUT_CRF:
+        # below the target at all, the estimate is what the user gets told (its error is ~0.25 dB
+        # on natural clips, more where frames are dropped from synthetic pictures)
         reach = (f"the bundle's target ({target:g} dB) is what the rebuilt frames reach"
-                 if estimate is None or estimate >= target - 0.5 else
+                 if estimate is None or estimate >= target else
                  f"the rebuilt frames were estimated at {estimate:.1f} dB when the bundle was made (its target: "
                  f"{target:g} dB)")
         print(f"note: {reach}; this file's "
