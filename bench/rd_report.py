@@ -80,7 +80,12 @@ def summarize(clips: Sequence[dict[str, Any]], method_names: Sequence[str]) -> d
             item["target_points"] = len(deltas)
             item["target_met_share"] = round_opt(sum(1 for d in deltas if d >= -TARGET_TOLERANCE_DB) / len(deltas), 4)
             item["achieved_minus_target_median"] = round_opt(statistics.median(deltas), 3)
-        item["recoded_points"] = sum(1 for e in entries for p in e["points"] if p.get("recoded"))
+        recoded = [p["achieved_minus_target"] for e in entries for p in e["points"]
+                   if p.get("recoded") and p.get("achieved_minus_target") is not None]
+        item["recoded_points"] = len(recoded)
+        if recoded:  # where a second coding lands against its target
+            item["recoded_achieved_minus_target"] = {"min": min(recoded), "median": statistics.median(recoded),
+                                                     "max": max(recoded)}
         for key in ("predicted_psnr", "estimated_psnr"):  # how well each foretold the achieved PSNR
             errors = [p["psnr"] - p[key] for e in entries for p in e["points"]
                       if p.get(key) is not None and p.get("psnr") is not None]
@@ -142,10 +147,14 @@ def to_markdown(report: dict[str, Any]) -> str:
                 for key in ("predicted_psnr", "estimated_psnr") if f"{key}_error" in report["summary"][name]]
     if accuracy:
         recoded = sum(report["summary"][n].get("recoded_points", 0) for n in names)
+        landed = [report["summary"][n]["recoded_achieved_minus_target"] for n in names
+                  if "recoded_achieved_minus_target" in report["summary"][n]]
+        where = (f"; they landed {min(x['min'] for x in landed):+.2f} to {max(x['max'] for x in landed):+.2f} dB "
+                 f"from their targets" if landed else "")
         lines += ["", "## Achieved PSNR against what was foretold (achieved − foretold, dB)", "",
                   "predicted: the plan's, before coding; estimated: the same plan with the kept frames' "
                   "coding error as x264 measured it while coding them (the job's `estimated_psnr`; after a "
-                  f"second coding where the first fell short: {recoded} points).", "",
+                  f"second coding where the first fell short: {recoded} points{where}).", "",
                   "| method | foretold by | points | mean | sd | within ±0.5 dB | achieved > 0.5 dB short |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {name} | {key.split('_')[0]} | {e['points']} | {e['mean']:+.2f} | {e['sd']:.2f} "

@@ -48,6 +48,18 @@ CANDIDATE_SETS: dict[str, tuple[str, ...]] = {
     "trajectory": ("linear", "prev_traj", "next_traj"),
 }
 DEFAULT_CANDIDATES = "warp"
+
+
+def candidate_set_named(names: Sequence[str] | None) -> str:
+    """The key of ``CANDIDATE_SETS`` whose candidates are ``names`` in that order (a model or
+    graph config's ``candidates`` list; None or empty: ``DEFAULT_CANDIDATES``, what configs
+    before the sets named none hold). Raises KeyError for a list that is no known set."""
+    wanted = tuple(names or CANDIDATE_SETS[DEFAULT_CANDIDATES])
+    for key, members in CANDIDATE_SETS.items():
+        if wanted == members:
+            return key
+    raise KeyError(f"unknown candidates {list(wanted)} (known sets: "
+                   f"{'; '.join(', '.join(v) for v in CANDIDATE_SETS.values())})")
 N_CANDIDATES = len(CANDIDATES)
 #: network input channels per frame: 3 per candidate, the kept flag, the position t
 IN_CHANNELS = 3 * N_CANDIDATES + 2

@@ -18,7 +18,6 @@ import numpy as np
 
 from framers import bundle as fb
 from framers import defaults
-from framers.adaptive.selector import ESTIMATE_SHORTFALL_DB, AdaptiveSelector
 from framers.audio import extract_audio
 from framers.clip import Clip
 from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
@@ -144,6 +143,8 @@ def compress(
     info = probe(source)
     chooser: Selector
     if target_psnr is not None or target_kbps is not None:
+        from framers.adaptive.selector import AdaptiveSelector
+
         if keyframe_codec not in (None, "x264"):
             raise UnsupportedOptionError(
                 f"the adaptive mode codes kept frames with x264 at per-shot CRFs, not {keyframe_codec}"
@@ -242,12 +243,13 @@ def compress(
             return encoder
 
         coded = code_kept_frames()
-        if isinstance(chooser, AdaptiveSelector):  # the estimate with x264's measured error
-            chooser.after_coding(kept_indices, coded.coding_mse)
-            if chooser.recode_plan():  # short of the target: coded once more with the error corrected
+        after_coding = getattr(chooser, "after_coding", None)  # the adaptive mode's
+        if after_coding is not None:  # the plan estimated again with x264's measured error
+            after_coding(kept_indices, coded.coding_mse)
+            if chooser.recode_plan():  # type: ignore[attr-defined]  # short: once more, corrected
                 recoding = True
                 coded = code_kept_frames()
-                chooser.after_coding(kept_indices, coded.coding_mse)
+                after_coding(kept_indices, coded.coding_mse)
         encoder = coded
         time_base = readers[-1].time_base
         fps = readers[-1].fps
@@ -386,7 +388,7 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
     an unreachable target, or kept frames that came out coarser than planned."""
     target, estimate = getattr(chooser, "target_psnr", None), getattr(chooser, "estimated_psnr", None)
     capped = bool(getattr(chooser, "capped", False))
-    if target is not None and estimate is not None and estimate < target - ESTIMATE_SHORTFALL_DB and not capped:
+    if getattr(chooser, "short_of_target", False) and target is not None and estimate is not None:
         return [f"the kept frames came out coarser than planned (x264's own error of them): the video is "
                 f"estimated at {estimate:.1f} dB for target_psnr {target:g} dB; content whose error rises "
                 f"fast with the CRF (screen recordings, synthetic pictures) fools the prediction; ask about "

@@ -34,7 +34,7 @@ import json
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -261,8 +261,7 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
 def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str) -> dict[str, Any]:
     """A new config ``version`` that keeps ``base``'s interpolation and transfer coefficients (and
     their metrics) and replaces the probe → final corrections by a fit of ``coding_rows`` (a new
-    probe preset or error measure changes only those); ``content`` as ``fit_coding``. Raises
-    ValueError as ``fit_coding``."""
+    probe preset or error measure changes only those). Raises ValueError as ``fit_coding``."""
     coding = fit_coding(coding_rows)
     config = {k: v for k, v in base.items() if k not in ("sha256", "training")}
     config.update(version=version, **coding["probe"].fields(), final_preset=FINAL_PRESET,
@@ -331,6 +330,22 @@ class StrideMeasure:
     floor: float = 0.0
     #: video indices of the dropped frames [d] (``estimate_psnr_sum``)
     dropped_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def coding_error_ratio(m: StrideMeasure, model: RateModel, crf: int, probe_crf: int,
+                       measured_mse: np.ndarray) -> float:
+    """Measured / predicted mean coding MSE (both above ``m.floor``) of ``m``'s kept frames at
+    ``crf``: the predicted one as ``segment_options`` makes it, ``measured_mse`` [k] as x264
+    reported it. How far the probe's prediction missed on this content (``scaled``)."""
+    above = np.maximum(m.kept_mse - m.floor, 0.0)
+    predicted = float((above * model.mse_factor(np.array([crf - probe_crf]), probe_crf, m.stride)[0]).mean())
+    return float(np.mean(measured_mse)) / max(predicted, 1e-6)
+
+
+def scaled(m: StrideMeasure, ratio: float) -> StrideMeasure:
+    """``m`` with its probe's coding error (above the floor) times ``ratio``: the measure whose
+    ``segment_options`` predict ``ratio`` times the coding error at every CRF."""
+    return replace(m, kept_mse=m.floor + np.maximum(m.kept_mse - m.floor, 0.0) * ratio)
 
 
 def estimate_psnr_sum(m: StrideMeasure, model: RateModel, kept_mse: np.ndarray,

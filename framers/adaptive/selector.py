@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -291,6 +291,13 @@ class AdaptiveSelector(Selector):
             self.best_psnr = best
         return choices
 
+    @property
+    def short_of_target(self) -> bool:
+        """The estimate after coding is more than ``ESTIMATE_SHORTFALL_DB`` under a reachable
+        ``target_psnr`` (what ``recode_plan`` corrects once and the job's warnings say after)."""
+        return (self.target_psnr is not None and self.estimated_psnr is not None and not self.capped
+                and self.estimated_psnr < self.target_psnr - ESTIMATE_SHORTFALL_DB)
+
     def recode_plan(self) -> bool:
         """After the first coding (``after_coding``): when the estimate is more than
         ``ESTIMATE_SHORTFALL_DB`` under ``target_psnr``, plan again with each segment's predicted
@@ -302,21 +309,17 @@ class AdaptiveSelector(Selector):
         more bytes rather than a miss. False (nothing changed) for a bitrate target, a measured
         short video (``verified``), an unreachable target, a second call, or no shortfall."""
         plan, estimate = self.plan, self.estimated_psnr
-        if (plan is None or self.target_psnr is None or estimate is None or self.verified is not None
-                or self.capped or self.recoded is not None or not self._measured
-                or estimate >= self.target_psnr - ESTIMATE_SHORTFALL_DB):
+        if (plan is None or estimate is None or not self.short_of_target or self.verified is not None
+                or self.recoded is not None or not self._measured):
             return False
         ratios, options, scaled_all = [], [], []
         for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
             m = measures[analysis.STRIDES.index(choice.stride)]
-            above = np.maximum(m.kept_mse - m.floor, 0.0)
-            factor = float(self.model.mse_factor(np.array([choice.crf - plan.probe_crf]), plan.probe_crf,
-                                                 choice.stride)[0])
-            predicted = float((above * factor).mean())
-            measured = float(np.mean([self._measured[i] for i in seg.kept(choice.stride)]))
-            ratio = float(np.clip(measured / max(predicted, 1e-6), *CODING_RATIO_RANGE))
+            measured = np.array([self._measured[i] for i in seg.kept(choice.stride)])
+            ratio = float(np.clip(ratemodel.coding_error_ratio(m, self.model, choice.crf, plan.probe_crf, measured),
+                                  *CODING_RATIO_RANGE))
             ratios.append(ratio)
-            scaled = [replace(x, kept_mse=x.floor + np.maximum(x.kept_mse - x.floor, 0.0) * ratio) for x in measures]
+            scaled = [ratemodel.scaled(x, ratio) for x in measures]
             scaled_all.append(scaled)
             options.append(ratemodel.segment_options(scaled, len(seg), self.model, plan.probe_crf))
         choices = self._choose_for_target(options, crf_groups(plan.segments, plan.cuts), plan.segments)

@@ -90,23 +90,18 @@ def use_onnx(framemae_session: Any, candidate_set: str = motion.DEFAULT_CANDIDAT
     return True
 
 
-def candidate_set_of(config: model_store.StoreConfig) -> str:
-    """The candidate set a stored graph composes: its config's ``candidates`` list (1.0.0 names
-    none: ``warp``). Raises ModelError for a list that is no known set."""
-    names = tuple(config.get("candidates") or motion.CANDIDATE_SETS[motion.DEFAULT_CANDIDATES])
-    for key, members in motion.CANDIDATE_SETS.items():
-        if names == members:
-            return key
-    raise ModelError(f"{MODEL_NAME} {config.version}: unknown candidates {list(names)}")
-
-
 def graph_dir(candidate_set: str = motion.DEFAULT_CANDIDATES) -> Path:
     """The newest stored ``framemae_compose`` that builds ``candidate_set``. Raises ModelError
     when there is none (or none at all)."""
     versions = model_store.list_versions(MODEL_NAME)
     for version in reversed(versions):
         folder = model_store.model_dir(MODEL_NAME, version)
-        if candidate_set_of(model_store.read_config(folder)) == candidate_set:
+        config = model_store.read_config(folder)
+        try:
+            builds = motion.candidate_set_named(config.get("candidates"))
+        except KeyError as exc:
+            raise ModelError(f"{MODEL_NAME} {config.version}: {exc.args[0]}") from None
+        if builds == candidate_set:
             return folder
     raise ModelError(f"no {MODEL_NAME} for the {candidate_set} candidates in {model_store.store_root()} "
                      f"(have: {', '.join(versions) or 'none'})")

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -125,18 +125,6 @@ Prepared = tuple[motion.WindowFlows, list[motion.FramePlan], np.ndarray | None] 
 MIN_SIDE = 16
 
 
-def candidate_set_of(prior: dict[str, Any] | None, where: Path) -> str:
-    """The key of ``motion.CANDIDATE_SETS`` whose names a model config's ``prior.candidates``
-    lists (no prior or no list: ``warp``, FrameMAE 1.0.0's). Raises ModelError for a list that is
-    no known set: the network's weights mean nothing over other candidates."""
-    names = tuple((prior or {}).get("candidates") or motion.CANDIDATE_SETS[motion.DEFAULT_CANDIDATES])
-    for key, members in motion.CANDIDATE_SETS.items():
-        if names == members:
-            return key
-    raise ModelError(f"{where}: unknown candidates {list(names)} (known sets: "
-                     f"{'; '.join(', '.join(v) for v in motion.CANDIDATE_SETS.values())})")
-
-
 class FrameMAEReconstructor(WindowReconstructor):
     name = "framemae"
     local = False
@@ -153,7 +141,10 @@ class FrameMAEReconstructor(WindowReconstructor):
         self.flow_preset = str((self.config.get("prior") or {}).get("flow_preset") or motion.DEFAULT_FLOW_PRESET)
         if self.flow_preset not in motion.FLOW_PRESETS:
             raise ModelError(f"{self.model_dir}: unknown flow preset {self.flow_preset!r}")
-        self.candidate_set = candidate_set_of(self.config.get("prior"), self.model_dir)
+        try:  # the network's weights mean nothing over other candidates than it was trained on
+            self.candidate_set = motion.candidate_set_named((self.config.get("prior") or {}).get("candidates"))
+        except KeyError as exc:
+            raise ModelError(f"{self.model_dir}: {exc.args[0]}") from None
         # the trajectory set's sample disagreement as extra network input (motion.net_input_window)
         self.disagreement = bool((self.config.get("prior") or {}).get("disagreement"))
         if self.disagreement and self.candidate_set != "trajectory":
