@@ -185,7 +185,9 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     (compress + rebuild + compare); adaptive points also target_psnr, predicted_psnr (the plan's),
     estimated_psnr (the plan's again with the kept frames' coding error x264 measured; None for
     a video whose CRF was measured by trial encodes), recoded (the kept frames were coded twice:
-    the first coding's estimate fell short) and achieved_minus_target.
+    the first coding's estimate fell short of the target or well over it; then recoded_reason,
+    "short" or "over", and kept_first: the second coding came out worse and the first was kept)
+    and achieved_minus_target.
     """
     from framers import bundle as fb
 
@@ -219,6 +221,10 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         record["target_psnr"] = point.kwargs["target_psnr"]
         record["predicted_psnr"] = selection.get("predicted_psnr")
         record["estimated_psnr"] = selection.get("estimated_psnr")
-        record["recoded"] = selection.get("recoded") is not None
+        recoded = selection.get("recoded")
+        record["recoded"] = recoded is not None
+        if recoded is not None:  # why (a short or a surplus estimate) and whether the first coding stayed
+            record["recoded_reason"] = recoded.get("reason", "short")
+            record["kept_first"] = bool(recoded.get("kept_first"))
         record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
     return record

@@ -246,10 +246,14 @@ def compress(
         after_coding = getattr(chooser, "after_coding", None)  # the adaptive mode's
         if after_coding is not None:  # the plan estimated again with x264's measured error
             after_coding(kept_indices, coded.coding_mse)
-            if chooser.recode_plan():  # type: ignore[attr-defined]  # short: once more, corrected
+            if chooser.recode_plan():  # type: ignore[attr-defined]  # short or over: once more, corrected
                 recoding = True
+                first = _FirstCoding(coded, kept_indices, kept_per_clip, pts, cuts)
                 coded = code_kept_frames()
                 after_coding(kept_indices, coded.coding_mse)
+                if chooser.keep_first_coding():  # type: ignore[attr-defined]  # the second came out worse
+                    coded = first.restore(kept_indices, kept_per_clip, pts, cuts)
+                first.discard()
         encoder = coded
         time_base = readers[-1].time_base
         fps = readers[-1].fps
@@ -320,6 +324,30 @@ def compress(
         refresh=manifest.refresh,
         duration=manifest.duration_seconds(),
     )
+
+
+class _FirstCoding:
+    """The first coding pass's keyframe file (moved aside) and records, while the adaptive mode
+    codes the kept frames a second time: ``restore`` puts them back when the first was better."""
+
+    def __init__(self, coded: KeyframeEncoder, kept_indices: list[int], kept_per_clip: list[list[int]],
+                 pts: list[int], cuts: list[int]) -> None:
+        self.coded = coded
+        self.records = (list(kept_indices), [list(k) for k in kept_per_clip], list(pts), list(cuts))
+        self.aside = coded.path.with_name(coded.path.name + ".first")
+        coded.path.replace(self.aside)
+
+    def restore(self, kept_indices: list[int], kept_per_clip: list[list[int]], pts: list[int],
+                cuts: list[int]) -> KeyframeEncoder:
+        """The first coding back in place (its file over the second's, the records refilled):
+        its encoder."""
+        self.aside.replace(self.coded.path)
+        kept_indices[:], kept_per_clip[:], pts[:], cuts[:] = self.records
+        return self.coded
+
+    def discard(self) -> None:
+        """Remove the first coding's file when the second one is kept."""
+        self.aside.unlink(missing_ok=True)
 
 
 def size_warnings(bundle_bytes: int, source_bytes: int, audio_bytes: int, manifest: fb.Manifest) -> list[str]:

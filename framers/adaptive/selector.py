@@ -48,6 +48,12 @@ VERIFIED_MARGIN_DB = 0.1
 #: coding error corrected by what x264 measured (``recode_plan``); still this far under, it is said
 #: (an achieved PSNR more than 0.5 dB short counts as a miss in issue 12's protocol)
 ESTIMATE_SHORTFALL_DB = 0.5
+#: an estimate after coding this far over the PSNR target re-codes the kept frames once too: the
+#: plan was made for a coarser coding than x264 gave, so it spent bytes on quality nobody asked
+#: for (val, ``rd_val.json`` at 932a444: 57 of 165 points estimated more than 1 dB over, e.g.
+#: ``backpack`` at 34 dB: 39.4 dB in 1.07 MB with every frame kept, where x264 reaches 34.3 dB in
+#: about half). About 1 dB is 15-20 % of the bytes: less is not worth a second x264 pass.
+ESTIMATE_SURPLUS_DB = 1.0
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
 CODING_RATIO_RANGE = (0.25, 16.0)
 
@@ -134,6 +140,18 @@ class Plan:
                 for s, c in zip(self.segments, self.choices, strict=True)]
 
 
+@dataclass
+class _PlanState:
+    """What ``keep_first_coding`` restores: the first coding's plan and estimate."""
+
+    plan: Plan
+    measures: list[list[ratemodel.StrideMeasure]]
+    estimate: float
+    measured: dict[int, float]
+    capped: bool
+    best_psnr: float
+
+
 class AdaptiveSelector(Selector):
     """Keeps, per segment, every Nth frame (N in ``analysis.STRIDES``) coded at a per-shot CRF,
     chosen for the fewest bytes at ``target_psnr`` (mean per-frame PSNR, dB) or the best PSNR
@@ -167,6 +185,7 @@ class AdaptiveSelector(Selector):
         self._measured: dict[int, float] = {}  # video index -> x264's coding MSE of a kept frame
         #: set when the kept frames were coded a second time (``recode_plan``)
         self.recoded: dict[str, Any] | None = None
+        self._first: _PlanState | None = None  # the first coding's plan, while a second one is tried
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -292,6 +311,14 @@ class AdaptiveSelector(Selector):
         return choices
 
     @property
+    def over_target(self) -> bool:
+        """The estimate after coding is more than ``ESTIMATE_SURPLUS_DB`` over ``target_psnr``
+        (``recode_plan`` then codes the kept frames again for fewer bytes), the target reachable or
+        not as planned: a target the plan called out of reach can come out well over it."""
+        return (self.target_psnr is not None and self.estimated_psnr is not None
+                and self.estimated_psnr > self.target_psnr + ESTIMATE_SURPLUS_DB)
+
+    @property
     def short_of_target(self) -> bool:
         """The estimate after coding is more than ``ESTIMATE_SHORTFALL_DB`` under a reachable
         ``target_psnr`` (what ``recode_plan`` corrects once and the job's warnings say after)."""
@@ -300,18 +327,22 @@ class AdaptiveSelector(Selector):
 
     def recode_plan(self) -> bool:
         """After the first coding (``after_coding``): when the estimate is more than
-        ``ESTIMATE_SHORTFALL_DB`` under ``target_psnr``, plan again with each segment's predicted
-        coding error scaled by what x264 measured on its kept frames (measured / predicted at the
-        chosen CRF, within ``CODING_RATIO_RANGE``, for every stride of the segment) and return
-        True when the plan changed: the caller codes the kept frames again (a second x264 pass,
-        once; ``recoded`` says so). The ratio is measured at one CRF and applied at all; a screen
-        recording's error falls faster towards finer CRFs than that, so a correction errs towards
-        more bytes rather than a miss. False (nothing changed) for a bitrate target, a measured
-        short video (``verified``), an unreachable target, a second call, or no shortfall."""
+        ``ESTIMATE_SHORTFALL_DB`` under a reachable ``target_psnr`` (``short_of_target``) or more
+        than ``ESTIMATE_SURPLUS_DB`` over it (``over_target``), plan again with each segment's
+        predicted coding error scaled by what x264 measured on its kept frames (measured /
+        predicted at the chosen CRF, within ``CODING_RATIO_RANGE``, for every stride of the
+        segment) and return True when the plan changed: the caller codes the kept frames again (a
+        second x264 pass, once; ``recoded`` says so, with the first plan's segments), then asks
+        ``keep_first_coding``. The ratio is measured at one CRF and applied at all; a screen
+        recording's error falls faster towards finer CRFs than that, so a correction of a short
+        plan errs towards more bytes rather than a miss (and of a surplus, towards a miss: hence
+        ``keep_first_coding``). False (nothing changed) for a bitrate target, a measured short
+        video (``verified``), a second call, or an estimate within the bounds."""
         plan, estimate = self.plan, self.estimated_psnr
-        if (plan is None or estimate is None or not self.short_of_target or self.verified is not None
-                or self.recoded is not None or not self._measured):
+        if (plan is None or estimate is None or not (self.short_of_target or self.over_target)
+                or self.verified is not None or self.recoded is not None or not self._measured):
             return False
+        reason = "short" if self.short_of_target else "over"
         ratios, options, scaled_all = [], [], []
         for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
             m = measures[analysis.STRIDES.index(choice.stride)]
@@ -325,12 +356,36 @@ class AdaptiveSelector(Selector):
         choices = self._choose_for_target(options, crf_groups(plan.segments, plan.cuts), plan.segments)
         if [(c.stride, c.crf) for c in choices] == [(c.stride, c.crf) for c in plan.choices]:
             return False
-        self.recoded = {"first_estimate": round(estimate, 2), "first_predicted": round(plan.predicted_psnr(), 2),
-                        "coding_error_ratio": [round(r, 2) for r in ratios]}
+        self._first = _PlanState(plan, self._measures, estimate, self._measured, self.capped, self.best_psnr)
+        self.recoded = {"reason": reason, "first_estimate": round(estimate, 2),
+                        "first_predicted": round(plan.predicted_psnr(), 2),
+                        "coding_error_ratio": [round(r, 2) for r in ratios],
+                        "first_segments": [[s.start, s.stop, c.stride, c.crf]
+                                           for s, c in zip(plan.segments, plan.choices, strict=True)]}
         self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf)
         self._crfs = self.plan.crf_by_frame()
         self._measures = scaled_all
         self.estimated_psnr, self._measured = None, {}
+        return True
+
+    def keep_first_coding(self) -> bool:
+        """After the second coding's ``after_coding``: True when the first coding is the better
+        result, i.e. the second came out short of the target (``short_of_target``) and its
+        estimate is under the first's (a surplus corrected into a miss, or a shortfall made
+        worse). The plan, its estimate and the capped state are then the first's again
+        (``recoded`` keeps ``second_estimate`` and ``kept_first``), and the caller must restore the
+        first coding's keyframes. False otherwise, or without a second coding."""
+        first, recoded = self._first, self.recoded
+        if first is None or recoded is None or self.estimated_psnr is None:
+            return False
+        self._first = None
+        recoded["second_estimate"] = round(self.estimated_psnr, 2)
+        if not (self.short_of_target and self.estimated_psnr < first.estimate):
+            return False
+        recoded["kept_first"] = True
+        self.plan, self._measures, self.estimated_psnr = first.plan, first.measures, first.estimate
+        self._measured, self.capped, self.best_psnr = first.measured, first.capped, first.best_psnr
+        self._crfs = self.plan.crf_by_frame()
         return True
 
     def make_plan(self, open_clips: ClipSource) -> Plan:
