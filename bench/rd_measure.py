@@ -186,8 +186,9 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     estimated_psnr (the plan's again with the kept frames' coding error x264 measured; None for
     a video whose CRF was measured by trial encodes), recoded (the kept frames were coded twice:
     the first coding's estimate fell short of the target or well over it; then recoded_reason,
-    "short" or "over", and kept_first: the second coding came out worse and the first was kept)
-    and achieved_minus_target.
+    "short" or "over", first_estimate, and kept_first: the second coding came out worse and the
+    first was kept), interp_error_ratio (the last coding's rebuilt sample: measured / predicted
+    interpolation error) and achieved_minus_target.
     """
     from framers import bundle as fb
 
@@ -225,6 +226,10 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         record["recoded"] = recoded is not None
         if recoded is not None:  # why (a short or a surplus estimate) and whether the first coding stayed
             record["recoded_reason"] = recoded.get("reason", "short")
+            record["first_estimate"] = recoded.get("first_estimate")
             record["kept_first"] = bool(recoded.get("kept_first"))
+        sample = selection.get("rebuild_sample")
+        if sample:  # the rebuilt sample's correction of the interpolation error
+            record["interp_error_ratio"] = sample.get("interp_error_ratio")
         record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
     return record

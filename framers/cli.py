@@ -127,11 +127,24 @@ def cmd_compress(args: argparse.Namespace) -> int:
                      if report.get("estimated_psnr") is not None else "")
             print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB{after}, kept frames "
                   f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
+        sample = report.get("rebuild_sample")
+        if sample:
+            print(f"  estimate checked on {sample['frames']} dropped frames rebuilt after coding: their interpolation "
+                  f"error {sample['interp_error_ratio']:.2f}x the prediction")
         recoded = report.get("recoded")
         if recoded:
-            print(f"  coded twice: the first coding was estimated at {recoded['first_estimate']:.2f} dB (x264's error "
-                  f"of the kept frames {max(recoded['coding_error_ratio']):.1f}x the prediction), so the plan "
-                  "was made again with the measured error")
+            over = recoded.get("reason") == "over"
+            ratios = recoded["coding_error_ratio"]
+            ratio = min(ratios) if over else max(ratios)
+            print(f"  coded twice: the first coding was estimated at {recoded['first_estimate']:.2f} dB"
+                  + (" (more than 1 dB over the target" if over else " (short of the target")
+                  + f"; x264's error of the kept frames {ratio:.1f}x the prediction"
+                  + (f", the rebuilt frames' interpolation error {recoded['interp_error_ratio']:.1f}x"
+                     if "interp_error_ratio" in recoded else "")
+                  + f"), so the plan was made again with the measured errors{' for fewer bytes' if over else ''}")
+            if recoded.get("kept_first"):
+                print(f"  the second coding was estimated at {recoded['second_estimate']:.2f} dB, worse: the first "
+                      "is kept (segments below)")
         for seg in report["segments"][:12]:
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
                   f"~{seg['predicted_psnr']:.1f} dB")

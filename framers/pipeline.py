@@ -6,6 +6,7 @@ Both stream: one clip of frames in memory at a time (the oracle selector reads t
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 import time
@@ -244,13 +245,26 @@ def compress(
 
         coded = code_kept_frames()
         after_coding = getattr(chooser, "after_coding", None)  # the adaptive mode's
-        if after_coding is not None:  # the plan estimated again with x264's measured error
-            after_coding(kept_indices, coded.coding_mse)
+
+        def estimate_after_coding() -> None:
+            """The plan estimated again with x264's measured error and a rebuilt sample of the
+            dropped frames (from this coding's keyframes)."""
+            from framers.adaptive.rebuild_sample import rebuilt_errors
+
+            assert after_coding is not None
+            # its read of the source holds the progress where the coding ended, still reported
+            hold = functools.partial(_report, progress, base + (0.95 - base))
+            after_coding(kept_indices, coded.coding_mse,
+                         functools.partial(rebuilt_errors, source, coded.path, list(kept_indices), list(pts),
+                                           tick=hold))
+
+        if after_coding is not None:
+            estimate_after_coding()
             if chooser.recode_plan():  # type: ignore[attr-defined]  # short or over: once more, corrected
                 recoding = True
                 first = _FirstCoding(coded, kept_indices, kept_per_clip, pts, cuts)
                 coded = code_kept_frames()
-                after_coding(kept_indices, coded.coding_mse)
+                estimate_after_coding()
                 if chooser.keep_first_coding():  # type: ignore[attr-defined]  # the second came out worse
                     coded = first.restore(kept_indices, kept_per_clip, pts, cuts)
                 first.discard()

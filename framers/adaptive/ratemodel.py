@@ -348,21 +348,52 @@ def scaled(m: StrideMeasure, ratio: float) -> StrideMeasure:
     return replace(m, kept_mse=m.floor + np.maximum(m.kept_mse - m.floor, 0.0) * ratio)
 
 
+def _rebuilt_after_coding(m: StrideMeasure, model: RateModel, kept_mse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coded MSE of the kept frames [k], predicted rebuilt MSE of the dropped frames [d]) once
+    the kept frames' coding error ``kept_mse`` [k] (above ``m.floor``) is known."""
+    coded = m.floor + kept_mse
+    ext = np.concatenate([coded, [coded.mean()]])
+    return coded, model.rebuilt_mse(m.interp_mse, m.t, ext[m.left], ext[m.right])
+
+
 def estimate_psnr_sum(m: StrideMeasure, model: RateModel, kept_mse: np.ndarray,
-                      dropped_mse: np.ndarray) -> float:
+                      dropped_mse: np.ndarray, rebuilt_measured: np.ndarray | None = None) -> float:
     """ΣPSNR (dB) of one segment's frames at its chosen stride, predicted again once its kept
     frames are coded: ``kept_mse`` [k], their RGB coding error as x264 measured it (above the
     colour path's: ``m.floor`` is added); the dropped frames rebuilt as ``segment_options``
     predicts (interpolation + the neighbours' coding error, κ), except those ``dropped_mse`` [d]
-    gives (not NaN): frames the pipeline kept after all (both sides of a cut, the last frame)."""
-    coded = m.floor + kept_mse
+    gives (not NaN): frames the pipeline kept after all (both sides of a cut, the last frame),
+    and those ``rebuilt_measured`` [d] gives (not NaN): the full RGB MSE of dropped frames
+    rebuilt and measured (``rebuild_sample``)."""
+    coded, rebuilt = _rebuilt_after_coding(m, model, kept_mse)
     total = float(psnr_of(coded).sum())
     if len(m.interp_mse):
-        ext = np.concatenate([coded, [coded.mean()]])
-        rebuilt = model.rebuilt_mse(m.interp_mse, m.t, ext[m.left], ext[m.right])
+        if rebuilt_measured is not None:
+            rebuilt = np.where(np.isnan(rebuilt_measured), rebuilt, rebuilt_measured)
         rebuilt = np.where(np.isnan(dropped_mse), rebuilt, m.floor + dropped_mse)
         total += float(psnr_of(rebuilt).sum())
     return total
+
+
+def interp_error_sums(m: StrideMeasure, model: RateModel, kept_mse: np.ndarray,
+                      rebuilt_measured: np.ndarray) -> tuple[float, float]:
+    """How far the predicted interpolation error of ``m``'s sampled dropped frames missed: (Σ
+    measured interpolation error, Σ predicted) over the frames ``rebuilt_measured`` [d] gives
+    (not NaN: their RGB MSE rebuilt from the coded kept frames, whose coding error above
+    ``m.floor`` is ``kept_mse`` [k]); the measured part is the measured error less what the model
+    carries over from the coded neighbours (κ). (0, 0) when no frame was sampled. Their ratio,
+    pooled over segments, scales the prediction (``with_interp_ratio``)."""
+    sampled = ~np.isnan(rebuilt_measured)
+    if not len(m.interp_mse) or not sampled.any():
+        return 0.0, 0.0
+    _, rebuilt = _rebuilt_after_coding(m, model, kept_mse)
+    carried = rebuilt[sampled] - m.interp_mse[sampled]
+    return float((rebuilt_measured[sampled] - carried).sum()), float(m.interp_mse[sampled].sum())
+
+
+def with_interp_ratio(m: StrideMeasure, ratio: float) -> StrideMeasure:
+    """``m`` with its predicted interpolation error times ``ratio`` (``interp_error_sums``)."""
+    return replace(m, interp_mse=m.interp_mse * ratio)
 
 
 @dataclass

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from framers import model_store
-from framers.adaptive import analysis, coding, ratemodel
+from framers.adaptive import analysis, coding, ratemodel, rebuild_sample
 from framers.adaptive.measure import Measurements, measure
 from framers.errors import ModelError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN
@@ -56,6 +57,9 @@ ESTIMATE_SHORTFALL_DB = 0.5
 ESTIMATE_SURPLUS_DB = 1.0
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
 CODING_RATIO_RANGE = (0.25, 16.0)
+#: bounds of the correction of the predicted interpolation error by a rebuilt sample (measured /
+#: predicted, pooled over the video: a handful of frames per segment is too few for one each)
+INTERP_RATIO_RANGE = (0.25, 16.0)
 
 
 def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, dict[str, Any]]:
@@ -150,6 +154,7 @@ class _PlanState:
     measured: dict[int, float]
     capped: bool
     best_psnr: float
+    rebuild_sample: dict[str, Any] | None = None
 
 
 class AdaptiveSelector(Selector):
@@ -186,6 +191,9 @@ class AdaptiveSelector(Selector):
         #: set when the kept frames were coded a second time (``recode_plan``)
         self.recoded: dict[str, Any] | None = None
         self._first: _PlanState | None = None  # the first coding's plan, while a second one is tried
+        #: the dropped frames rebuilt after coding to check the interpolation error (``after_coding``)
+        self.rebuild_sample: dict[str, Any] | None = None
+        self._interp_ratio = 1.0
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -212,29 +220,59 @@ class AdaptiveSelector(Selector):
             out["verified"] = dict(self.verified)
         if self.estimated_psnr is not None:
             out["estimated_psnr"] = round(self.estimated_psnr, 2)
+        if self.rebuild_sample is not None:
+            out["rebuild_sample"] = dict(self.rebuild_sample)
         if self.recoded is not None:
             out["recoded"] = dict(self.recoded)
         return out
 
-    def after_coding(self, kept: list[int], coding_mse: dict[int, float]) -> float | None:
+    def after_coding(self, kept: list[int], coding_mse: dict[int, float],
+                     rebuilt: Callable[[list[rebuild_sample.Gap]], dict[int, float]] | None = None) -> float | None:
         """The plan's mean PSNR (dB) predicted again with the kept frames' coding error as x264
         measured it while coding them (``KeyframeEncoder.coding_mse``, by position in ``kept``,
         the video indices of every kept frame): the probe's prediction of that error is the
         plan's least certain part (a screen recording's rises much faster with the CRF than
-        natural video's). The dropped frames' interpolation error stays predicted. Stored in
-        ``estimated_psnr`` (and ``describe``); None, and nothing stored, for a video whose CRF
-        was measured (``verified``), without a plan, or when x264 did not report every frame."""
+        natural video's). ``rebuilt``: measures the RGB MSE of dropped frames rebuilt from the
+        coded kept frames (``rebuild_sample.rebuilt_errors`` bound to the video and its
+        keyframes); given, a sample of them (``rebuild_sample.sample_gaps``) corrects the
+        predicted interpolation error of every dropped frame by the measured / predicted ratio
+        pooled over the video (within ``INTERP_RATIO_RANGE``), the sampled frames counting as
+        measured. Stored in ``estimated_psnr`` (and ``describe``); None, and nothing stored, for a
+        video whose CRF was measured (``verified``), without a plan, or when x264 did not report
+        every frame."""
         if self.plan is None or self.verified is not None or len(coding_mse) < len(kept):
             return None
+        plan = self.plan
+        self.rebuild_sample = None  # this coding's, if it drops frames
         measured = {index: coding_mse[pos] for pos, index in enumerate(kept)}
         self._measured = measured
-        total = 0.0
-        for seg, choice, measures in zip(self.plan.segments, self.plan.choices, self._measures, strict=True):
+        parts = []
+        for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
             m = measures[analysis.STRIDES.index(choice.stride)]
             kept_mse = np.array([measured[i] for i in seg.kept(choice.stride)])
             dropped = np.array([measured.get(int(i), np.nan) for i in m.dropped_index])
-            total += ratemodel.estimate_psnr_sum(m, self.model, kept_mse, dropped)
-        self.estimated_psnr = total / self.plan.n_frames
+            parts.append((m, kept_mse, dropped))
+        samples: dict[int, float] = {}
+        if rebuilt is not None:
+            gaps = rebuild_sample.sample_gaps([(s.start, s.stop, c.stride)
+                                               for s, c in zip(plan.segments, plan.choices, strict=True)], kept)
+            samples = rebuilt(gaps) if gaps else {}
+        ratio = 1.0
+        if samples:
+            sums = [ratemodel.interp_error_sums(m, self.model, kept_mse,
+                                                np.array([samples.get(int(i), np.nan) for i in m.dropped_index]))
+                    for m, kept_mse, _ in parts]
+            predicted = sum(p for _, p in sums)
+            if predicted > 0:
+                ratio = float(np.clip(sum(e for e, _ in sums) / predicted, *INTERP_RATIO_RANGE))
+            self.rebuild_sample = {"frames": len(samples), "interp_error_ratio": round(ratio, 2)}
+        self._interp_ratio = ratio
+        total = 0.0
+        for m, kept_mse, dropped in parts:
+            sampled = np.array([samples.get(int(i), np.nan) for i in m.dropped_index])
+            total += ratemodel.estimate_psnr_sum(ratemodel.with_interp_ratio(m, ratio), self.model, kept_mse,
+                                                 dropped, sampled)
+        self.estimated_psnr = total / plan.n_frames
         return self.estimated_psnr
 
     def manifest_entry(self) -> dict[str, Any] | None:
@@ -331,7 +369,8 @@ class AdaptiveSelector(Selector):
         than ``ESTIMATE_SURPLUS_DB`` over it (``over_target``), plan again with each segment's
         predicted coding error scaled by what x264 measured on its kept frames (measured /
         predicted at the chosen CRF, within ``CODING_RATIO_RANGE``, for every stride of the
-        segment) and return True when the plan changed: the caller codes the kept frames again (a
+        segment; the interpolation error by the rebuilt sample's ratio when ``after_coding`` had
+        one) and return True when the plan changed: the caller codes the kept frames again (a
         second x264 pass, once; ``recoded`` says so, with the first plan's segments), then asks
         ``keep_first_coding``. The ratio is measured at one CRF and applied at all; a screen
         recording's error falls faster towards finer CRFs than that, so a correction of a short
@@ -350,16 +389,19 @@ class AdaptiveSelector(Selector):
             ratio = float(np.clip(ratemodel.coding_error_ratio(m, self.model, choice.crf, plan.probe_crf, measured),
                                   *CODING_RATIO_RANGE))
             ratios.append(ratio)
-            scaled = [ratemodel.scaled(x, ratio) for x in measures]
+            scaled = [ratemodel.with_interp_ratio(ratemodel.scaled(x, ratio), self._interp_ratio) for x in measures]
             scaled_all.append(scaled)
             options.append(ratemodel.segment_options(scaled, len(seg), self.model, plan.probe_crf))
         choices = self._choose_for_target(options, crf_groups(plan.segments, plan.cuts), plan.segments)
         if [(c.stride, c.crf) for c in choices] == [(c.stride, c.crf) for c in plan.choices]:
             return False
-        self._first = _PlanState(plan, self._measures, estimate, self._measured, self.capped, self.best_psnr)
+        self._first = _PlanState(plan, self._measures, estimate, self._measured, self.capped, self.best_psnr,
+                                 self.rebuild_sample)
         self.recoded = {"reason": reason, "first_estimate": round(estimate, 2),
                         "first_predicted": round(plan.predicted_psnr(), 2),
                         "coding_error_ratio": [round(r, 2) for r in ratios],
+                        **({"interp_error_ratio": self.rebuild_sample["interp_error_ratio"]}
+                           if self.rebuild_sample else {}),
                         "first_segments": [[s.start, s.stop, c.stride, c.crf]
                                            for s, c in zip(plan.segments, plan.choices, strict=True)]}
         self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf)
@@ -385,6 +427,7 @@ class AdaptiveSelector(Selector):
         recoded["kept_first"] = True
         self.plan, self._measures, self.estimated_psnr = first.plan, first.measures, first.estimate
         self._measured, self.capped, self.best_psnr = first.measured, first.capped, first.best_psnr
+        self.rebuild_sample = first.rebuild_sample
         self._crfs = self.plan.crf_by_frame()
         return True
 
