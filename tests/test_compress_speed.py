@@ -53,5 +53,9 @@ def test_smoke_run(speed: ModuleType, make_clip: Callable[..., Path], tmp_path: 
     assert result["ratios"]["fixed_over_x264_medium"] == pytest.approx(
         rows["fixed"]["wall_s"] / rows["x264_medium"]["wall_s"], rel=1e-2)
     assert ("adaptive" in rows) == speed.adaptive_available()
+    if "adaptive" in rows:  # what its time includes
+        assert rows["adaptive"]["codings"] and set(rows["adaptive"]["codings"]) <= {
+            "once", "twice (short)", "twice (over)", "twice (short, the first kept)", "twice (over, the first kept)"}
+        assert all(n >= 0 for n in rows["adaptive"]["sampled_frames"])
     assert rows["analysis 1.1.0"]["frames"] == 8 and "analysis 1.1.0_over_x264_medium" in result["ratios"]
     assert "| 480p | x264_medium |" in (tmp_path / "speed.md").read_text()
