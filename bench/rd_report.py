@@ -83,6 +83,12 @@ def summarize(clips: Sequence[dict[str, Any]], method_names: Sequence[str]) -> d
         recoded = [p["achieved_minus_target"] for e in entries for p in e["points"]
                    if p.get("recoded") and p.get("achieved_minus_target") is not None]
         item["recoded_points"] = len(recoded)
+        recoded_points = [p for e in entries for p in e["points"] if p.get("recoded")]
+        if recoded_points:  # why (a short or a surplus first estimate) and how often the first stayed
+            item["recoded_reasons"] = {
+                "short": sum(1 for p in recoded_points if p.get("recoded_reason", "short") == "short"),
+                "over": sum(1 for p in recoded_points if p.get("recoded_reason") == "over"),
+                "kept_first": sum(1 for p in recoded_points if p.get("kept_first"))}
         if recoded:  # where a second coding lands against its target
             item["recoded_achieved_minus_target"] = {"min": min(recoded), "median": statistics.median(recoded),
                                                      "max": max(recoded)}
@@ -150,11 +156,16 @@ def to_markdown(report: dict[str, Any]) -> str:
         landed = [report["summary"][n]["recoded_achieved_minus_target"] for n in names
                   if "recoded_achieved_minus_target" in report["summary"][n]]
         where = (f"; they landed {min(x['min'] for x in landed):+.2f} to {max(x['max'] for x in landed):+.2f} dB "
-                 f"from their targets" if landed else "")
+                 f"from their targets, median {statistics.median(x['median'] for x in landed):+.2f}" if landed else "")
+        reasons = [report["summary"][n]["recoded_reasons"] for n in names if "recoded_reasons" in report["summary"][n]]
+        why = (f" ({sum(r['short'] for r in reasons)} short, {sum(r['over'] for r in reasons)} over; the first "
+               f"coding kept in {sum(r['kept_first'] for r in reasons)})" if reasons else "")
         lines += ["", "## Achieved PSNR against what was foretold (achieved − foretold, dB)", "",
                   "predicted: the plan's, before coding; estimated: the same plan with the kept frames' "
-                  "coding error as x264 measured it while coding them (the job's `estimated_psnr`; after a "
-                  f"second coding where the first fell short: {recoded} points{where}).", "",
+                  "coding error as x264 measured it while coding them and, where frames are dropped, the "
+                  "interpolation error corrected by a rebuilt sample (the job's `estimated_psnr`; after a "
+                  "second coding where the first fell short of the target or came out more than 1 dB over it: "
+                  f"{recoded} points{why}{where}).", "",
                   "| method | foretold by | points | mean | sd | within ±0.5 dB | achieved > 0.5 dB short |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {name} | {key.split('_')[0]} | {e['points']} | {e['mean']:+.2f} | {e['sd']:.2f} "

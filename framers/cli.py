@@ -127,24 +127,25 @@ def cmd_compress(args: argparse.Namespace) -> int:
                      if report.get("estimated_psnr") is not None else "")
             print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB{after}, kept frames "
                   f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
-        sample = report.get("rebuild_sample")
-        if sample:
-            print(f"  estimate checked on {sample['frames']} dropped frames rebuilt after coding: their interpolation "
-                  f"error {sample['interp_error_ratio']:.2f}x the prediction")
         recoded = report.get("recoded")
         if recoded:
             over = recoded.get("reason") == "over"
-            ratios = recoded["coding_error_ratio"]
-            ratio = min(ratios) if over else max(ratios)
             print(f"  coded twice: the first coding was estimated at {recoded['first_estimate']:.2f} dB"
                   + (" (more than 1 dB over the target" if over else " (short of the target")
-                  + f"; x264's error of the kept frames {ratio:.1f}x the prediction"
-                  + (f", the rebuilt frames' interpolation error {recoded['interp_error_ratio']:.1f}x"
+                  + (f"; its rebuilt frames' interpolation error {recoded['interp_error_ratio']:.1f}x the prediction"
                      if "interp_error_ratio" in recoded else "")
-                  + f"), so the plan was made again with the measured errors{' for fewer bytes' if over else ''}")
+                  + "), so the plan was made again with the measured errors"
+                  + (", a coarser CRF for fewer bytes" if over else ""))
             if recoded.get("kept_first"):
-                print(f"  the second coding was estimated at {recoded['second_estimate']:.2f} dB, worse: the first "
-                      "is kept (segments below)")
+                print(f"  the second coding was estimated at {recoded['second_estimate']:.2f} dB, short of the target: "
+                      "the first is kept (segments below)")
+        sample = report.get("rebuild_sample")
+        if sample:
+            rebuilt = (f", {sample['frames']} dropped frames rebuilt (interpolation error "
+                       f"{sample['interp_error_ratio']:.2f}x the prediction)" if sample.get("frames") else "")
+            print(f"  the estimate checked on the {'coding kept' if recoded else 'coded video'}: "
+                  f"{sample['kept_frames']} kept frames decoded (x264's error {sample['coding_error_ratio']:.2f}x "
+                  f"in RGB){rebuilt}")
         for seg in report["segments"][:12]:
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
                   f"~{seg['predicted_psnr']:.1f} dB")

@@ -247,15 +247,15 @@ def compress(
         after_coding = getattr(chooser, "after_coding", None)  # the adaptive mode's
 
         def estimate_after_coding() -> None:
-            """The plan estimated again with x264's measured error and a rebuilt sample of the
-            dropped frames (from this coding's keyframes)."""
-            from framers.adaptive.rebuild_sample import rebuilt_errors
+            """The plan estimated again with x264's measured error, checked on a sample of this
+            coding's kept frames decoded and dropped frames rebuilt."""
+            from framers.adaptive.rebuild_sample import measure_sample
 
             assert after_coding is not None
-            # its read of the source holds the progress where the coding ended, still reported
-            hold = functools.partial(_report, progress, base + (0.95 - base))
+            # its read of the source holds the progress where the coding ended (0.95), still reported
+            hold = functools.partial(_report, progress, 0.95)
             after_coding(kept_indices, coded.coding_mse,
-                         functools.partial(rebuilt_errors, source, coded.path, list(kept_indices), list(pts),
+                         functools.partial(measure_sample, source, coded.path, list(kept_indices), list(pts),
                                            tick=hold))
 
         if after_coding is not None:

@@ -431,6 +431,17 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
     return SegmentOptions(tuple(m.stride for m in measures), grid, n_bytes, psnr_sum, frames)
 
 
+def restricted(o: SegmentOptions, stride: int, crf_lo: int, crf_hi: int) -> SegmentOptions:
+    """``o`` with only the row of ``stride`` and the CRFs in [``crf_lo``, ``crf_hi``] (a
+    correction that may only move the CRF, and not far). Raises ValueError when ``stride`` is
+    not among ``o.strides`` or no CRF of ``o`` lies in the range."""
+    row = o.strides.index(stride)
+    cols = (o.crfs >= crf_lo) & (o.crfs <= crf_hi)
+    if not cols.any():
+        raise ValueError(f"no CRF of the options in [{crf_lo}, {crf_hi}]")
+    return SegmentOptions((stride,), o.crfs[cols], o.bytes[row:row + 1, cols], o.psnr_sum[row:row + 1, cols], o.frames)
+
+
 @dataclass(frozen=True)
 class Choice:
     """The chosen stride and CRF of a segment, with its predicted bytes and mean PSNR (dB)."""

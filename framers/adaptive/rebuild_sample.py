@@ -1,15 +1,19 @@
-"""A sample of the dropped frames rebuilt after coding, to check the plan's interpolation error.
+"""A sample of the video decoded and rebuilt after coding, to check the estimate's two parts.
 
-The rate model predicts a dropped frame's rebuild error from features of small gray views
-(``analysis.gap_features``) fitted on natural train video; on synthetic pictures (FFmpeg's
-``testsrc2``, cases c00/c18) it was 1.0-1.6 dB optimistic, which the estimate after coding did not
-see, so such misses were neither re-coded nor said. Once the kept frames are coded, a few dropped
-frames per segment are rebuilt exactly as the decoder will (``framemae`` from the decoded kept
-frames on either side) and compared with the source: the measured error corrects the prediction
-(``ratemodel.interp_error_ratio``).
+The estimate after coding (``selector.AdaptiveSelector.after_coding``) turns x264's own error of
+each kept frame (its per-plane SSE, taken before deblocking on pictures no other refers to) into
+RGB error, and predicts a dropped frame's rebuild error from features of small gray views
+(``analysis.gap_features``) fitted on natural train video. Both can miss: on synthetic pictures
+(FFmpeg's ``testsrc2``, cases c00/c18) the rebuild error was 1.0-1.6 dB worse than foretold,
+unseen, so such misses were neither re-coded nor said; on saturated synthetic colour (a
+``mandelbrot`` clip, every frame kept) x264's error read 0.6 dB optimistic in RGB (fresh-user
+trials). Once the kept frames are coded, a few kept frames are decoded as a reader will, and a few
+dropped frames per segment are rebuilt exactly as the decoder will (``framemae`` from the decoded
+kept frames on either side); both compared with the source, they correct the two parts
+(``ratemodel.interp_error_sums``, the kept frames' ratio in the selector).
 
-``sample_gaps`` (pure) picks the frames; ``rebuilt_errors`` (I/O: a read of the source and of the
-keyframe stream, one gap held in memory at a time) measures them.
+``sample_gaps`` and ``sample_kept`` (pure) pick the frames; ``measure_sample`` (I/O: a read of the
+source and of the keyframe stream, in step, one gap held in memory at a time) measures them.
 """
 
 from __future__ import annotations
@@ -29,8 +33,14 @@ from framers.metrics import mse
 #: ~8 % of its frames rebuilt once more
 GAPS_PER_SEGMENT = 2
 FRAMES_PER_GAP = 2
+#: kept frames decoded per segment that keeps every frame (spread evenly); in the others, the
+#: sampled gaps' ends
+KEPT_PER_SEGMENT = 4
 
 Gap = tuple[int, int, list[int]]
+#: ``measure_sample`` bound to a video and its coded kept frames: (gaps, kept checks) →
+#: (kept frames' RGB MSE, rebuilt frames' RGB MSE), by video index
+Sampler = Callable[[list[Gap], list[int]], tuple[dict[int, float], dict[int, float]]]
 
 
 def sample_gaps(segments: Sequence[tuple[int, int, int]], kept: Sequence[int]) -> list[Gap]:
@@ -59,54 +69,87 @@ def sample_gaps(segments: Sequence[tuple[int, int, int]], kept: Sequence[int]) -
     return [gaps[k] for k in sorted(gaps)]
 
 
-def rebuilt_errors(source: Path, keyframes: Path, kept: Sequence[int], times: Sequence[float],
-                   gaps: Sequence[Gap], tick: Callable[[], None] | None = None) -> dict[int, float]:
-    """RGB MSE (gray levels²) of each frame in ``gaps`` rebuilt by the default reconstructor
-    (``framemae``, weights by ``times``: every frame's timestamp in time-base ticks) from the
-    decoded kept frames on either side, against the source's frame. ``keyframes``: the coded kept
-    frames (``kept``: their video indices, in stream order). Reads both streams once, in step;
-    holds one gap. ``tick`` is called once per clip of the source read (a caller's progress
-    report, where a service worker checks for a cancel). Raises BundleError on a short keyframe
-    stream, ModelError when the model cannot load."""
+def sample_kept(segments: Sequence[tuple[int, int, int]], kept: Sequence[int], gaps: Sequence[Gap]) -> list[int]:
+    """Kept frames to decode and compare: the ends of ``gaps`` and, in each segment ``(start,
+    stop, stride)`` without a gap, up to ``KEPT_PER_SEGMENT`` of its kept frames (``kept``: the
+    video indices the pipeline kept) spread evenly. Sorted."""
+    kept_sorted = np.asarray(sorted(set(kept)), dtype=np.int64)
+    chosen = {i for left, right, _ in gaps for i in (left, right)}
+    for start, stop, _ in segments:
+        if any(start <= left < stop for left, _, _ in gaps):
+            continue
+        inside = kept_sorted[(kept_sorted >= start) & (kept_sorted < stop)]
+        if len(inside):
+            picks = np.linspace(0, len(inside) - 1, min(KEPT_PER_SEGMENT, len(inside))).round().astype(int)
+            chosen.update(int(inside[k]) for k in picks)
+    return sorted(chosen)
+
+
+def measure_sample(source: Path, keyframes: Path, kept: Sequence[int], times: Sequence[float],
+                   gaps: Sequence[Gap], checks: Sequence[int],
+                   tick: Callable[[], None] | None = None) -> tuple[dict[int, float], dict[int, float]]:
+    """RGB MSE (gray levels²) against the source's frames of (1) each kept frame in ``checks`` as
+    decoded from ``keyframes`` (the coded kept frames; ``kept``: their video indices, in stream
+    order) and (2) each frame in ``gaps`` rebuilt by the default reconstructor (``framemae``,
+    weights by ``times``: every frame's timestamp in time-base ticks) from the decoded kept frames
+    on either side: (kept errors, rebuilt errors), by video index. Reads both streams once, in
+    step, up to the last frame sampled; holds one gap. ``tick`` is called once per clip of the
+    source read (a caller's progress report, where a service worker checks for a cancel). Raises
+    BundleError on a short keyframe stream, ModelError when the model cannot load."""
     from framers import defaults
     from framers.keyframes import iter_keyframes
     from framers.reconstructors.base import KeptFrame, WindowReconstructor
     from framers.registry import get_reconstructor
     from framers.video import FrameReader
 
-    if not gaps:
-        return {}
-    rebuilder = get_reconstructor(defaults.RECONSTRUCTOR)
-    assert isinstance(rebuilder, WindowReconstructor)
     ends = {i for left, right, _ in gaps for i in (left, right)}
-    wanted = {i for _, _, frames in gaps for i in frames}
+    check_set = set(checks)
     decoded: dict[int, np.ndarray] = {}
     originals: dict[int, np.ndarray] = {}
-    errors: dict[int, float] = {}
+    coded: dict[int, float] = {}
+    rebuilt: dict[int, float] = {}
+    if not gaps and not checks:
+        return coded, rebuilt
+    rebuilder = get_reconstructor(defaults.RECONSTRUCTOR) if gaps else None
     keyframe_stream = zip(kept, iter_keyframes(keyframes, len(kept)), strict=True)
     pending = list(gaps)
 
     def take_keyframes(upto: int) -> None:
+        if upto in decoded:
+            return
         for index, rgb in keyframe_stream:
-            if index in ends:
+            if index in ends or index in check_set:
                 decoded[index] = rgb
             if index >= upto:
                 return
 
+    def release(index: int) -> None:
+        """Drop a decoded kept frame once its check is done and no pending gap needs it."""
+        if (index not in check_set or index in coded) and not any(index in g[:2] for g in pending[:2]):
+            decoded.pop(index, None)
+
+    wanted = check_set | {i for _, _, frames in gaps for i in frames}
     with FrameReader(source) as reader:
         for index, rgb in _source_frames(reader.clips(CLIP_LEN), wanted, tick):
-            originals[index] = rgb
+            if index in check_set:
+                take_keyframes(index)
+                coded[index] = mse(rgb, decoded[index])
+                release(index)
+            else:
+                originals[index] = rgb
             while pending and all(i in originals for i in pending[0][2]):
                 left, right, frames = pending.pop(0)
                 take_keyframes(right)
-                window = rebuilder.reconstruct_window([KeptFrame(left, decoded.pop(left)),
-                                                       KeptFrame(right, decoded[right])],
-                                                      frames[0], frames[-1] + 1, times)
+                assert isinstance(rebuilder, WindowReconstructor)
+                ends_kept = [KeptFrame(left, decoded[left]), KeptFrame(right, decoded[right])]
+                window = rebuilder.reconstruct_window(ends_kept, frames[0], frames[-1] + 1, times)
                 for k, i in enumerate(frames):
-                    errors[i] = mse(originals.pop(i), window[k])
-            if not pending:
+                    rebuilt[i] = mse(originals.pop(i), window[k])
+                release(left)
+                release(right)
+            if not pending and len(coded) == len(check_set):
                 break
-    return errors
+    return coded, rebuilt
 
 
 def _source_frames(clips: Iterator[Clip], wanted: set[int],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +54,21 @@ ESTIMATE_SHORTFALL_DB = 0.5
 #: ``backpack`` at 34 dB: 39.4 dB in 1.07 MB with every frame kept, where x264 reaches 34.3 dB in
 #: about half). About 1 dB is 15-20 % of the bytes: less is not worth a second x264 pass.
 ESTIMATE_SURPLUS_DB = 1.0
+#: a surplus is corrected by the CRF alone (the strides stay), at most by the surplus in x264's
+#: typical steps (``ratemodel.PSNR_PER_CRF`` dB each) times this share. A free re-plan took c12 (a
+#: screen recording) at 29.5 dB from 34.0 to 23.9 dB, by strides and CRF; `yoga` at 37 dB: share
+#: 1 → 39.2 to 37.7 dB in 25 % fewer bytes, share 0.5 → 38.7 dB in 9 % fewer; c12 at 28 and 29.5
+#: with share 1 still came out short and kept the first coding (``keep_first_coding``), with
+#: share 0.5 reached 28.2 / 30.5 dB. Natural video is what the share is for.
+SURPLUS_CRF_SHARE = 1.0
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
 CODING_RATIO_RANGE = (0.25, 16.0)
 #: bounds of the correction of the predicted interpolation error by a rebuilt sample (measured /
 #: predicted, pooled over the video: a handful of frames per segment is too few for one each)
 INTERP_RATIO_RANGE = (0.25, 16.0)
+#: bounds of the correction of x264's own error of the kept frames by decoded ones (the same
+#: pictures: only how x264 reports it and the RGB conversion differ)
+KEPT_RATIO_RANGE = (0.5, 2.0)
 
 
 def load_rate_model(version: str | None = None) -> tuple[ratemodel.RateModel, dict[str, Any]]:
@@ -227,51 +236,61 @@ class AdaptiveSelector(Selector):
         return out
 
     def after_coding(self, kept: list[int], coding_mse: dict[int, float],
-                     rebuilt: Callable[[list[rebuild_sample.Gap]], dict[int, float]] | None = None) -> float | None:
+                     sample: rebuild_sample.Sampler | None = None) -> float | None:
         """The plan's mean PSNR (dB) predicted again with the kept frames' coding error as x264
         measured it while coding them (``KeyframeEncoder.coding_mse``, by position in ``kept``,
         the video indices of every kept frame): the probe's prediction of that error is the
         plan's least certain part (a screen recording's rises much faster with the CRF than
-        natural video's). ``rebuilt``: measures the RGB MSE of dropped frames rebuilt from the
-        coded kept frames (``rebuild_sample.rebuilt_errors`` bound to the video and its
-        keyframes); given, a sample of them (``rebuild_sample.sample_gaps``) corrects the
-        predicted interpolation error of every dropped frame by the measured / predicted ratio
-        pooled over the video (within ``INTERP_RATIO_RANGE``), the sampled frames counting as
-        measured. Stored in ``estimated_psnr`` (and ``describe``); None, and nothing stored, for a
-        video whose CRF was measured (``verified``), without a plan, or when x264 did not report
-        every frame."""
+        natural video's). ``sample``: measures a sample of the coded video
+        (``rebuild_sample.measure_sample`` bound to the video and its keyframes); given, the RGB
+        error of a few decoded kept frames (``sample_kept``) corrects x264's error of every kept
+        frame by the measured / foretold ratio (within ``KEPT_RATIO_RANGE``), and that of a few
+        rebuilt dropped frames (``sample_gaps``) the predicted interpolation error of every
+        dropped frame (within ``INTERP_RATIO_RANGE``), both pooled over the video; the sampled
+        frames count as measured. Stored in ``estimated_psnr`` (and ``describe``, with the
+        sample's ratios in ``rebuild_sample``); None, and nothing stored, for a video whose CRF
+        was measured (``verified``), without a plan, or when x264 did not report every frame."""
         if self.plan is None or self.verified is not None or len(coding_mse) < len(kept):
             return None
         plan = self.plan
-        self.rebuild_sample = None  # this coding's, if it drops frames
+        self.rebuild_sample = None
         measured = {index: coding_mse[pos] for pos, index in enumerate(kept)}
+        floor_of = {i: measures[0].floor for seg, measures in zip(plan.segments, self._measures, strict=True)
+                    for i in range(seg.start, seg.stop)}
+        decoded: dict[int, float] = {}
+        rebuilt: dict[int, float] = {}
+        if sample is not None:
+            spans = [(s.start, s.stop, c.stride) for s, c in zip(plan.segments, plan.choices, strict=True)]
+            gaps = rebuild_sample.sample_gaps(spans, kept)
+            decoded, rebuilt = sample(gaps, rebuild_sample.sample_kept(spans, kept, gaps))
+        kept_ratio = 1.0
+        if decoded:  # x264's error, as the estimate reads it, against the decoded pictures' RGB error
+            foretold = sum(floor_of[i] + measured[i] for i in decoded)
+            kept_ratio = float(np.clip(sum(decoded.values()) / max(foretold, 1e-9), *KEPT_RATIO_RANGE))
+            measured = {i: max(0.0, (floor_of[i] + e) * kept_ratio - floor_of[i]) for i, e in measured.items()}
+            measured.update({i: max(0.0, e - floor_of[i]) for i, e in decoded.items()})
         self._measured = measured
         parts = []
         for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
             m = measures[analysis.STRIDES.index(choice.stride)]
             kept_mse = np.array([measured[i] for i in seg.kept(choice.stride)])
             dropped = np.array([measured.get(int(i), np.nan) for i in m.dropped_index])
-            parts.append((m, kept_mse, dropped))
-        samples: dict[int, float] = {}
-        if rebuilt is not None:
-            gaps = rebuild_sample.sample_gaps([(s.start, s.stop, c.stride)
-                                               for s, c in zip(plan.segments, plan.choices, strict=True)], kept)
-            samples = rebuilt(gaps) if gaps else {}
-        ratio = 1.0
-        if samples:
-            sums = [ratemodel.interp_error_sums(m, self.model, kept_mse,
-                                                np.array([samples.get(int(i), np.nan) for i in m.dropped_index]))
-                    for m, kept_mse, _ in parts]
+            sampled = np.array([rebuilt.get(int(i), np.nan) for i in m.dropped_index])
+            parts.append((m, kept_mse, dropped, sampled))
+        interp_ratio = 1.0
+        if rebuilt:
+            sums = [ratemodel.interp_error_sums(m, self.model, kept_mse, sampled) for m, kept_mse, _, sampled in parts]
             predicted = sum(p for _, p in sums)
             if predicted > 0:
-                ratio = float(np.clip(sum(e for e, _ in sums) / predicted, *INTERP_RATIO_RANGE))
-            self.rebuild_sample = {"frames": len(samples), "interp_error_ratio": round(ratio, 2)}
-        self._interp_ratio = ratio
-        total = 0.0
-        for m, kept_mse, dropped in parts:
-            sampled = np.array([samples.get(int(i), np.nan) for i in m.dropped_index])
-            total += ratemodel.estimate_psnr_sum(ratemodel.with_interp_ratio(m, ratio), self.model, kept_mse,
-                                                 dropped, sampled)
+                interp_ratio = float(np.clip(sum(e for e, _ in sums) / predicted, *INTERP_RATIO_RANGE))
+        if decoded or rebuilt:
+            self.rebuild_sample = {"kept_frames": len(decoded), "coding_error_ratio": round(kept_ratio, 2),
+                                   **({"frames": len(rebuilt), "interp_error_ratio": round(interp_ratio, 2)}
+                                      if rebuilt else {})}
+        self._interp_ratio = interp_ratio
+        total = sum(ratemodel.estimate_psnr_sum(ratemodel.with_interp_ratio(m, interp_ratio), self.model, kept_mse,
+                                                dropped, sampled)
+                    for m, kept_mse, dropped, sampled in parts)
         self.estimated_psnr = total / plan.n_frames
         return self.estimated_psnr
 
@@ -392,6 +411,14 @@ class AdaptiveSelector(Selector):
             scaled = [ratemodel.with_interp_ratio(ratemodel.scaled(x, ratio), self._interp_ratio) for x in measures]
             scaled_all.append(scaled)
             options.append(ratemodel.segment_options(scaled, len(seg), self.model, plan.probe_crf))
+        if reason == "over":
+            # A surplus is corrected by the CRF alone, and only so far (SURPLUS_CRF_SHARE): the
+            # ratio is measured at the first CRF, and on content whose error rises fast with the
+            # CRF a free re-plan fell far under the target.
+            assert self.target_psnr is not None
+            steps = max(1, math.floor(SURPLUS_CRF_SHARE * (estimate - self.target_psnr) / ratemodel.PSNR_PER_CRF))
+            options = [ratemodel.restricted(o, c.stride, c.crf, c.crf + steps)
+                       for o, c in zip(options, plan.choices, strict=True)]
         choices = self._choose_for_target(options, crf_groups(plan.segments, plan.cuts), plan.segments)
         if [(c.stride, c.crf) for c in choices] == [(c.stride, c.crf) for c in plan.choices]:
             return False
@@ -401,7 +428,7 @@ class AdaptiveSelector(Selector):
                         "first_predicted": round(plan.predicted_psnr(), 2),
                         "coding_error_ratio": [round(r, 2) for r in ratios],
                         **({"interp_error_ratio": self.rebuild_sample["interp_error_ratio"]}
-                           if self.rebuild_sample else {}),
+                           if self.rebuild_sample and "interp_error_ratio" in self.rebuild_sample else {}),
                         "first_segments": [[s.start, s.stop, c.stride, c.crf]
                                            for s, c in zip(plan.segments, plan.choices, strict=True)]}
         self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf)
