@@ -150,9 +150,10 @@ class JobView(BaseModel):
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment "
                                   "stride/CRF, estimated_psnr: the prediction again after coding, from x264's "
-                                  "error of the kept frames and a rebuilt sample of the dropped ones (rebuild_sample); recoded: coded twice, the first estimate short of the "
-                                  "target or more than 1 dB over it (reason), with the first plan's segments "
-                                  "and whether the first coding was kept)"
+                                  "error of the kept frames, checked on a sample of kept frames decoded and "
+                                  "dropped frames rebuilt (rebuild_sample); recoded: coded twice, the first "
+                                  "estimate short of the target or more than 1 dB over it (reason), with the "
+                                  "first plan's segments and whether the first coding was kept)"
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"

@@ -511,9 +511,11 @@ def test_alpha_source_meets_its_adaptive_target(kind: str, tmp_path: Path) -> No
     assert float(np.mean(result.psnr)) >= 35.0 - 1.5
 
 
-def test_an_unreachable_target_is_reported_as_the_one_aimed_at(tmp_path: Path) -> None:
-    """c03's colour bars cannot reach 35 dB in 4:2:0: compress says so and aims lower, and the
-    reconstruction reports that aim as the bundle's target (not the 35 dB it cannot reach)."""
+def test_an_unreachable_target_is_reported_with_what_was_reached(tmp_path: Path) -> None:
+    """c03's colour bars cannot reach 35 dB in 4:2:0: compress says so and aims lower; the
+    reconstruction gives the 35 dB asked for as the bundle's target and, as what its frames were
+    foretold to reach, the estimate after coding (a fresh-user trial found the aim, 34.91 dB,
+    called "the bundle's target")."""
     from framers import pipeline
 
     made = pipeline.compress(case("c03"), tmp_path / "b.frs", target_psnr=35.0)
@@ -522,5 +524,6 @@ def test_an_unreachable_target_is_reported_as_the_one_aimed_at(tmp_path: Path) -
     aimed = made.adaptive["unreachable"]["aimed_at"]
     assert aimed < 35.0
     result = pipeline.reconstruct(tmp_path / "b.frs", tmp_path / "out.mp4", reference=case("c03"))
-    assert result.target_psnr == aimed
+    assert result.target_psnr == 35.0
+    assert result.estimated_psnr == made.adaptive["estimated_psnr"] and result.estimated_psnr < 35.0
     assert result.psnr is not None and float(np.mean(result.psnr)) >= aimed - 0.5
