@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -230,3 +230,58 @@ def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
         container.close()
     if count != expected:
         raise BundleError(f"keyframe stream holds {count} frames, manifest says {expected}")
+
+
+def iter_keyframes_selected(path: Path, kept: list[int],
+                            wanted: set[int]) -> Generator[tuple[int, np.ndarray], None, None]:
+    """(video index, RGB [H, W, 3] uint8) of the kept frames whose index is in ``wanted``, in
+    stream order (``kept``: the video index of every kept frame, in stream order). The stream is
+    decoded on a background thread (PyAV releases the GIL inside FFmpeg), so a caller reading
+    another video meanwhile uses the second core; only wanted frames are converted to RGB.
+    Raises BundleError on an unreadable, corrupt or short stream. Closing the generator early
+    stops the thread."""
+    results: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=8)
+    stop = threading.Event()
+
+    def put(item: tuple[int, np.ndarray] | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def decode() -> None:
+        count = 0
+        try:
+            with av.open(str(path), format="h264" if Path(path).suffix == ".h264" else None) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                limit_codec_context(stream.codec_context)
+                for frame in container.decode(stream):
+                    if stop.is_set():
+                        return
+                    if count < len(kept) and kept[count] in wanted:
+                        put((kept[count], to_rgb(frame)))
+                    count += 1
+            if count != len(kept):
+                raise BundleError(f"keyframe stream holds {count} frames, manifest says {len(kept)}")
+            put(None)
+        except av.error.FFmpegError as exc:
+            put(BundleError(f"keyframe stream unreadable or corrupt after {count} frames: {exc}"))
+        except BaseException as exc:  # handed to the reader, raised there
+            put(exc)
+
+    thread = threading.Thread(target=decode, name="framers-keyframe-decoder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = results.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -571,6 +571,31 @@ def test_measure_sample_matches_what_the_decoder_gets(tmp_path: Path) -> None:
         assert 10 * np.log10(255.0**2 / err) == pytest.approx(float(psnr_per_frame([src[i]], [full[i]])[0]), abs=0.01)
 
 
+def test_iter_keyframes_selected_decodes_on_a_thread(tmp_path: Path) -> None:
+    """The wanted kept frames in order, equal to the plain decoder's; a stream shorter than the
+    kept list is a BundleError; closing early stops the decoding thread."""
+    import threading
+
+    from framers.errors import BundleError
+    from framers.keyframes import iter_keyframes, iter_keyframes_selected
+
+    source = Path(__file__).parent / "data" / "openh264_test_qcif_cabac.264"
+    compress(source, tmp_path / "b", selector="stride", stride=4)
+    kept = fb.read_manifest(tmp_path / "b").kept_indices()
+    stream = tmp_path / "b" / fb.KEYFRAMES_H264
+    plain = dict(zip(kept, iter_keyframes(stream, len(kept)), strict=True))
+    wanted = {kept[1], kept[3], kept[-1]}
+    picked = list(iter_keyframes_selected(stream, kept, wanted))
+    assert [i for i, _ in picked] == sorted(wanted)
+    assert all(np.array_equal(rgb, plain[i]) for i, rgb in picked)
+    with pytest.raises(BundleError, match="holds"):
+        list(iter_keyframes_selected(stream, [*kept, 999], {kept[0]}))
+    early = iter_keyframes_selected(stream, kept, set(kept))
+    next(early)
+    early.close()
+    assert not any(t.name == "framers-keyframe-decoder" for t in threading.enumerate())
+
+
 def test_the_estimate_sees_how_badly_synthetic_frames_are_rebuilt(tmp_path: Path) -> None:
     """c00 (testsrc2) at 28 dB: the view features foretell its dropped frames' rebuild error far
     too low (a fresh-user trial: estimated 27.7 dB, got 26.6, unsaid). A rebuilt sample of them

@@ -97,7 +97,7 @@ def measure_sample(source: Path, keyframes: Path, kept: Sequence[int], times: Se
     source read (a caller's progress report, where a service worker checks for a cancel). Raises
     BundleError on a short keyframe stream, ModelError when the model cannot load."""
     from framers import defaults
-    from framers.keyframes import iter_keyframes
+    from framers.keyframes import iter_keyframes_selected
     from framers.reconstructors.base import KeptFrame, WindowReconstructor
     from framers.registry import get_reconstructor
     from framers.video import FrameReader
@@ -111,15 +111,15 @@ def measure_sample(source: Path, keyframes: Path, kept: Sequence[int], times: Se
     if not gaps and not checks:
         return coded, rebuilt
     rebuilder = get_reconstructor(defaults.RECONSTRUCTOR) if gaps else None
-    keyframe_stream = zip(kept, iter_keyframes(keyframes, len(kept)), strict=True)
+    keyframe_stream = iter_keyframes_selected(keyframes, list(kept), ends | check_set)
     pending = list(gaps)
 
     def take_keyframes(upto: int) -> None:
+        """Decoded kept frames (ends and checks) up to video index ``upto``, into ``decoded``."""
         if upto in decoded:
             return
         for index, rgb in keyframe_stream:
-            if index in ends or index in check_set:
-                decoded[index] = rgb
+            decoded[index] = rgb
             if index >= upto:
                 return
 
@@ -129,26 +129,29 @@ def measure_sample(source: Path, keyframes: Path, kept: Sequence[int], times: Se
             decoded.pop(index, None)
 
     wanted = check_set | {i for _, _, frames in gaps for i in frames}
-    with FrameReader(source) as reader:
-        for index, rgb in _source_frames(reader.clips(CLIP_LEN), wanted, tick):
-            if index in check_set:
-                take_keyframes(index)
-                coded[index] = mse(rgb, decoded[index])
-                release(index)
-            else:
-                originals[index] = rgb
-            while pending and all(i in originals for i in pending[0][2]):
-                left, right, frames = pending.pop(0)
-                take_keyframes(right)
-                assert isinstance(rebuilder, WindowReconstructor)
-                ends_kept = [KeptFrame(left, decoded[left]), KeptFrame(right, decoded[right])]
-                window = rebuilder.reconstruct_window(ends_kept, frames[0], frames[-1] + 1, times)
-                for k, i in enumerate(frames):
-                    rebuilt[i] = mse(originals.pop(i), window[k])
-                release(left)
-                release(right)
-            if not pending and len(coded) == len(check_set):
-                break
+    try:
+        with FrameReader(source) as reader:
+            for index, rgb in _source_frames(reader.clips(CLIP_LEN), wanted, tick):
+                if index in check_set:
+                    take_keyframes(index)
+                    coded[index] = mse(rgb, decoded[index])
+                    release(index)
+                else:
+                    originals[index] = rgb
+                while pending and all(i in originals for i in pending[0][2]):
+                    left, right, frames = pending.pop(0)
+                    take_keyframes(right)
+                    assert isinstance(rebuilder, WindowReconstructor)
+                    ends_kept = [KeptFrame(left, decoded[left]), KeptFrame(right, decoded[right])]
+                    window = rebuilder.reconstruct_window(ends_kept, frames[0], frames[-1] + 1, times)
+                    for k, i in enumerate(frames):
+                        rebuilt[i] = mse(originals.pop(i), window[k])
+                    release(left)
+                    release(right)
+                if not pending and len(coded) == len(check_set):
+                    break
+    finally:
+        keyframe_stream.close()  # stops its decoding thread
     return coded, rebuilt
 
 
