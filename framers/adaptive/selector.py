@@ -59,7 +59,8 @@ ESTIMATE_SURPLUS_DB = 1.0
 #: screen recording) at 29.5 dB from 34.0 to 23.9 dB, by strides and CRF; `yoga` at 37 dB: share
 #: 1 → 39.2 to 37.7 dB in 25 % fewer bytes, share 0.5 → 38.7 dB in 9 % fewer; c12 at 28 and 29.5
 #: with share 1 still came out short and kept the first coding (``keep_first_coding``), with
-#: share 0.5 reached 28.2 / 30.5 dB. Natural video is what the share is for.
+#: share 0.5 reached 28.2 / 30.5 dB (a scratch comparison, twelfth session). Natural video is what
+#: the share is for.
 SURPLUS_CRF_SHARE = 1.0
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
 CODING_RATIO_RANGE = (0.25, 16.0)
@@ -439,7 +440,7 @@ class AdaptiveSelector(Selector):
 
     def keep_first_coding(self) -> bool:
         """After the second coding's ``after_coding``: True when the first coding is the better
-        result, i.e. the second came out short of the target (``short_of_target``) and its
+        result, i.e. the second came out more than ``ESTIMATE_SHORTFALL_DB`` short of the target and its
         estimate is under the first's (a surplus corrected into a miss, or a shortfall made
         worse). The plan, its estimate and the capped state are then the first's again
         (``recoded`` keeps ``second_estimate`` and ``kept_first``), and the caller must restore the
@@ -449,7 +450,8 @@ class AdaptiveSelector(Selector):
             return False
         self._first = None
         recoded["second_estimate"] = round(self.estimated_psnr, 2)
-        if not (self.short_of_target and self.estimated_psnr < first.estimate):
+        short = self.target_psnr is not None and self.estimated_psnr < self.target_psnr - ESTIMATE_SHORTFALL_DB
+        if not (short and self.estimated_psnr < first.estimate):  # short even where the plan says unreachable
             return False
         recoded["kept_first"] = True
         self.plan, self._measures, self.estimated_psnr = first.plan, first.measures, first.estimate
