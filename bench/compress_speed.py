@@ -13,8 +13,8 @@ of all threads) beside the wall-clock fps.
   played forward and then backward when the clip is shorter (no artificial scene cut).
 * ``decode``: ``FrameReader`` → RGB, nothing else.
 * ``x264_medium``: decode + libx264 preset medium, CRF ``--x264-crf`` (default 23, x264's own
-  default), yuv420p, default GOP, every frame; RGB enters as rgb24 and PyAV's reformatter converts
-  it (the bundle's keyframe encoder's colour path). Written to Matroska.
+  default), yuv420p, default GOP, every frame; RGB converted by ``framers.rgb.to_yuv`` (the bundle's
+  keyframe encoder's colour path, ``video_writer.mux_rgb``). Written to Matroska.
 * ``fixed``: ``framers.pipeline.compress(src, bundle, selector="stride", stride=4)`` — the CLI
   default (every 4th frame, kept frames x264 CRF 20 veryfast).
 * ``adaptive``: ``compress(src, bundle, target_psnr=--target)`` (default 34 dB), only when

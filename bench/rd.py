@@ -7,8 +7,9 @@ Protocol (docs/DESIGN.md, "Quality protocol" and "Rate–distortion against x264
   decoded RGB frames are the reference.
 * Anchor: libx264 preset medium, default GOP settings, yuv420p (yuv444p for an odd width or
   height, as ``framers.video_writer.output_pix_fmt``), at each CRF of ``--anchor-crfs``. The decoded RGB
-  frames go into the encoder as ``rgb24`` frames and PyAV's reformatter converts them to YUV —
-  the colour path the bundle's keyframe encoder uses. Bytes = the raw video bitstream (sum of
+  frames are converted to YUV by ``framers.rgb.to_yuv`` (chroma averaged, the inverse of the
+  reader's repetition) — the colour path the bundle's keyframe encoder uses (PyAV's default
+  reformatter until the twelfth session, on both sides). Bytes = the raw video bitstream (sum of
   the packet sizes, no container).
 * Methods: lists of ``framers.pipeline.compress`` keyword sets. ``strideN[+RECON]`` keeps every
   Nth frame at each kept-frame CRF of ``--keyframe-crfs``; ``adaptive[+RECON]`` calls
@@ -140,7 +141,7 @@ class Config:
 
     def anchor_settings(self) -> dict[str, Any]:
         return {"codec": "libx264", "preset": ANCHOR_PRESET, "crfs": list(self.anchor_crfs),
-                "pix_fmt": "yuv420p (yuv444p for odd sizes)", "input": "rgb24 via PyAV's reformatter"}
+                "pix_fmt": "yuv420p (yuv444p for odd sizes)", "input": "framers.rgb.to_yuv"}
 
 
 def _say(config: Config, message: str) -> None:

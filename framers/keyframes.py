@@ -116,17 +116,20 @@ class KeyframeEncoder:
         self._encoded = 0
 
     def _encode(self, rgb: np.ndarray, crf: int | None) -> None:
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         if self._x264:
+            from framers.adaptive.coding import to_codec_yuv
+
             crf = int(self.settings["crf"]) if crf is None else crf
             if self._encoder is None or crf != self._run_crf:
                 self._start_x264(crf)
+            frame = to_codec_yuv(rgb)  # the codec's colour path, as the probes and the floor see it
             frame.pts = self._encoded
             self._encoded += 1
             assert self._file is not None
             for packet in self._sei.filter(self._measured(self._encoder.encode(frame))):
                 self._file.write(bytes(packet))
             return
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = self._encoded
         self._encoded += 1
         for packet in self._encoder.encode(frame):

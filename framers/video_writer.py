@@ -24,12 +24,17 @@ from framers.threads import limit_codec_context
 
 def mux_rgb(out: Any, stream: Any, rgb: np.ndarray | None, pts: int = 0, sei: SeiDropper | None = None) -> int:
     """Encode one RGB uint8 [H, W, 3] frame at ``pts`` (None: flush the encoder) on ``stream`` and
-    mux the packets into the output container ``out``; returns the bytes of those packets.
+    mux the packets into the output container ``out``; returns the bytes of those packets. A YUV
+    stream's pictures are converted by ``framers.rgb.to_yuv`` (BT.601 limited range, untagged).
     ``sei``: the stream's ``SeiDropper`` (H.264 from x264: its SEI text is left out, as a bundle's
     streams leave it out), created once per stream."""
     frame = None
     if rgb is not None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        pix_fmt = str(stream.codec_context.pix_fmt or "")
+        # a YUV stream gets the codec's colour path (``to_yuv``: chroma averaged, the inverse of
+        # the reader's repetition), as the bundle's keyframes do; RGB streams (FFV1) as they are
+        frame = (to_yuv(rgb, pix_fmt) if pix_fmt.startswith("yuv")
+                 else av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
         frame.pts = pts
     packets = stream.encode(frame)
     if sei is not None:
