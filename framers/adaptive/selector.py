@@ -63,7 +63,7 @@ ESTIMATE_SURPLUS_DB = 1.0
 #: the share is for.
 SURPLUS_CRF_SHARE = 1.0
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
-CODING_RATIO_RANGE = (0.25, 16.0)
+CODING_RATIO_RANGE = (0.25, 256.0)
 #: bounds of the correction of the predicted interpolation error by a rebuilt sample (measured /
 #: predicted, pooled over the video: a handful of frames per segment is too few for one each)
 INTERP_RATIO_RANGE = (0.25, 16.0)
@@ -203,7 +203,7 @@ class AdaptiveSelector(Selector):
         self._first: _PlanState | None = None  # the first coding's plan, while a second one is tried
         #: the dropped frames rebuilt after coding to check the interpolation error (``after_coding``)
         self.rebuild_sample: dict[str, Any] | None = None
-        self._interp_ratio = 1.0
+        self._interp_ratios: list[float] = []  # per segment, from the last coding's rebuilt sample
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -247,8 +247,9 @@ class AdaptiveSelector(Selector):
         error of a few decoded kept frames (``sample_kept``) corrects x264's error of every kept
         frame by the measured / foretold ratio (within ``KEPT_RATIO_RANGE``), and that of a few
         rebuilt dropped frames (``sample_gaps``) the predicted interpolation error of every
-        dropped frame (within ``INTERP_RATIO_RANGE``), both pooled over the video; the sampled
-        frames count as measured. Stored in ``estimated_psnr`` (and ``describe``, with the
+        dropped frame (within ``INTERP_RATIO_RANGE``), the first pooled over the video, the second
+        per segment where it was sampled (the video's pooled ratio elsewhere, and in the job); the
+        sampled frames count as measured. Stored in ``estimated_psnr`` (and ``describe``, with the
         sample's ratios in ``rebuild_sample``); None, and nothing stored, for a video whose CRF
         was measured (``verified``), without a plan, or when x264 did not report every frame."""
         if self.plan is None or self.verified is not None or len(coding_mse) < len(kept):
@@ -279,19 +280,23 @@ class AdaptiveSelector(Selector):
             sampled = np.array([rebuilt.get(int(i), np.nan) for i in m.dropped_index])
             parts.append((m, kept_mse, dropped, sampled))
         interp_ratio = 1.0
+        ratios = [1.0] * len(parts)
         if rebuilt:
             sums = [ratemodel.interp_error_sums(m, self.model, kept_mse, sampled) for m, kept_mse, _, sampled in parts]
             predicted = sum(p for _, p in sums)
             if predicted > 0:
                 interp_ratio = float(np.clip(sum(e for e, _ in sums) / predicted, *INTERP_RATIO_RANGE))
+            # each segment its own ratio where it was sampled (a synthetic clip's segments missed
+            # by 2x and 16x: pooled, the second stayed 8x optimistic), else the video's
+            ratios = [float(np.clip(e / p, *INTERP_RATIO_RANGE)) if p > 0 else interp_ratio for e, p in sums]
         if decoded or rebuilt:
             self.rebuild_sample = {"kept_frames": len(decoded), "coding_error_ratio": round(kept_ratio, 2),
                                    **({"frames": len(rebuilt), "interp_error_ratio": round(interp_ratio, 2)}
                                       if rebuilt else {})}
-        self._interp_ratio = interp_ratio
-        total = sum(ratemodel.estimate_psnr_sum(ratemodel.with_interp_ratio(m, interp_ratio), self.model, kept_mse,
+        self._interp_ratios = ratios
+        total = sum(ratemodel.estimate_psnr_sum(ratemodel.with_interp_ratio(m, ratio), self.model, kept_mse,
                                                 dropped, sampled)
-                    for m, kept_mse, dropped, sampled in parts)
+                    for (m, kept_mse, dropped, sampled), ratio in zip(parts, ratios, strict=True))
         self.estimated_psnr = total / plan.n_frames
         return self.estimated_psnr
 
@@ -403,13 +408,15 @@ class AdaptiveSelector(Selector):
             return False
         reason = "short" if self.short_of_target else "over"
         ratios, options, scaled_all = [], [], []
-        for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
+        interp = self._interp_ratios or [1.0] * len(plan.segments)
+        for seg, choice, measures, interp_ratio in zip(plan.segments, plan.choices, self._measures, interp,
+                                                      strict=True):
             m = measures[analysis.STRIDES.index(choice.stride)]
             measured = np.array([self._measured[i] for i in seg.kept(choice.stride)])
             ratio = float(np.clip(ratemodel.coding_error_ratio(m, self.model, choice.crf, plan.probe_crf, measured),
                                   *CODING_RATIO_RANGE))
             ratios.append(ratio)
-            scaled = [ratemodel.with_interp_ratio(ratemodel.scaled(x, ratio), self._interp_ratio) for x in measures]
+            scaled = [ratemodel.with_interp_ratio(ratemodel.scaled(x, ratio), interp_ratio) for x in measures]
             scaled_all.append(scaled)
             options.append(ratemodel.segment_options(scaled, len(seg), self.model, plan.probe_crf))
         if reason == "over":
