@@ -95,8 +95,8 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
     the SPS/PPS that Matroska keeps in its header).
 
     RGB frames are converted to the stream's pixel format (yuv420p, or yuv444p for odd sizes) by
-    ``framers.rgb.to_yuv`` (``video_writer.mux_rgb``) — the keyframe encoder's colour path. x264's SEI text is dropped from the
-    packets before they are muxed and counted, as our side's keyframe stream drops it
+    ``framers.rgb.to_yuv`` (``video_writer.mux_rgb``) — the keyframe encoder's colour path.
+    x264's SEI text is dropped from the packets before they are muxed and counted, as our side's keyframe stream drops it
     (``framers.h264_sei``): the same stream either side would store; and x264 runs on the same fixed
     thread count as ours (``framers.adaptive.coding.X264_THREADS``: its bytes depend on it).
     """
