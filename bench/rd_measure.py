@@ -96,9 +96,10 @@ def encode_anchor(source: Path, dest: Path, crf: int, fps: float, preset: str = 
 
     RGB frames are converted to the stream's pixel format (yuv420p, or yuv444p for odd sizes) by
     ``framers.rgb.to_yuv`` (``video_writer.mux_rgb``) — the keyframe encoder's colour path.
-    x264's SEI text is dropped from the packets before they are muxed and counted, as our side's keyframe stream drops it
-    (``framers.h264_sei``): the same stream either side would store; and x264 runs on the same fixed
-    thread count as ours (``framers.adaptive.coding.X264_THREADS``: its bytes depend on it).
+    x264's SEI text is dropped from the packets before they are muxed and counted, as our side's
+    keyframe stream drops it (``framers.h264_sei``): the same stream either side would store; and
+    x264 runs on the same fixed thread count as ours (``framers.adaptive.coding.X264_THREADS``:
+    its bytes depend on it).
     """
     total = 0
     rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
