@@ -213,8 +213,9 @@ class KeyframeEncoder:
                     raise
 
 
-def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
-    """Decode the kept frames of a bundle in order; raise BundleError on a short stream."""
+def _decoded_pictures(path: Path, expected: int) -> Iterator[av.VideoFrame]:
+    """The decoded pictures of a keyframe stream, in order; BundleError on an unreadable,
+    corrupt or short stream (``expected``: the kept frames the manifest lists)."""
     count = 0
     try:
         container = av.open(str(path), format="h264" if Path(path).suffix == ".h264" else None)
@@ -225,7 +226,7 @@ def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
         stream.thread_type = "AUTO"
         limit_codec_context(stream.codec_context)
         for frame in container.decode(stream):
-            yield to_rgb(frame)
+            yield frame
             count += 1
     except av.error.FFmpegError as exc:
         raise BundleError(f"keyframe stream corrupt after {count} frames: {exc}") from exc
@@ -233,6 +234,13 @@ def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
         container.close()
     if count != expected:
         raise BundleError(f"keyframe stream holds {count} frames, manifest says {expected}")
+
+
+def iter_keyframes(path: Path, expected: int) -> Iterator[np.ndarray]:
+    """Decode the kept frames of a bundle in order (RGB [H, W, 3] uint8); raise BundleError on an
+    unreadable, corrupt or short stream."""
+    for frame in _decoded_pictures(path, expected):
+        yield to_rgb(frame)
 
 
 def iter_keyframes_selected(path: Path, kept: list[int],
@@ -255,23 +263,13 @@ def iter_keyframes_selected(path: Path, kept: list[int],
                 continue
 
     def decode() -> None:
-        count = 0
         try:
-            with av.open(str(path), format="h264" if Path(path).suffix == ".h264" else None) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                limit_codec_context(stream.codec_context)
-                for frame in container.decode(stream):
-                    if stop.is_set():
-                        return
-                    if count < len(kept) and kept[count] in wanted:
-                        put((kept[count], to_rgb(frame)))
-                    count += 1
-            if count != len(kept):
-                raise BundleError(f"keyframe stream holds {count} frames, manifest says {len(kept)}")
+            for count, frame in enumerate(_decoded_pictures(path, len(kept))):  # read to its end: a count check
+                if stop.is_set():
+                    return
+                if count < len(kept) and kept[count] in wanted:
+                    put((kept[count], to_rgb(frame)))
             put(None)
-        except av.error.FFmpegError as exc:
-            put(BundleError(f"keyframe stream unreadable or corrupt after {count} frames: {exc}"))
         except BaseException as exc:  # handed to the reader, raised there
             put(exc)
 
