@@ -202,7 +202,7 @@ def test_the_shipped_probe_is_superfast_with_the_macroblock_tree() -> None:
 
     model, config = load_rate_model()
     assert model.probe == ratemodel.Probe() == ratemodel.Probe("superfast", "mbtree=1:rc-lookahead=10", "x264")
-    assert config["version"] == "1.2.0" and config["based_on"] == "1.1.0"
+    assert config["version"] == "1.3.0" and config["based_on"] == "1.2.0" and model.coding_slopes
     frames = [cv_blur(f.astype(np.float32)).astype(np.uint8) for f in _moving_texture(24)]
     plain = code_frames(frames, 26, "superfast", "x264")
     tree = code_frames(frames, 26, "superfast", "x264", model.probe.params)
@@ -342,9 +342,15 @@ def test_adaptive_bundle_records_decisions_and_never_blends_a_cut(clips: dict[st
     most = max({c for _, c in runs}, key=lambda c: sum(n for n, r in runs if r == c))
     assert manifest["keyframes"]["crf"] == most
     src = list(iter_frames_rgb(clips["cut"]))
+    near = range(17, 25)  # frames around the cut at 21; 20 and 21 are kept
+    other_shot = [src[21] if i < 21 else src[20] for i in near]
     for name in ("linear", "framemae", "mci"):
-        psnr = psnr_per_frame(src, rebuild(bundle, name))
-        assert psnr[19:23].min() > 28.0, (name, psnr[17:25])  # no cross-dissolve at the cut
+        rebuilt = rebuild(bundle, name)[17:25]
+        own = psnr_per_frame(src[17:25], rebuilt)
+        other = psnr_per_frame(other_shot, rebuilt)
+        # no cross-dissolve: each rebuilt frame near the cut is its own shot's picture, far from
+        # the other shot's (how well a coarse plan's gap is rebuilt is not what this asserts)
+        assert (own > other + 6.0).all() and own[2:5].min() > 28.0, (name, own, other)
 
 
 def test_cli_target_psnr_prints_decisions_and_refuses_mixed_options(clips: dict[str, Path], tmp_path: Path,

@@ -231,13 +231,15 @@ def run_fit(args: argparse.Namespace) -> int:
         # section 0 measures the rate model on them)
         fitted = _fitted_videos(args.base)
         coding = [r for r in coding if r["video"] in fitted]
-        config = rm.refit_coding(base, coding, args.version or Path(args.out).name)
+        config = rm.refit_coding(base, coding, args.version or Path(args.out).name, args.slopes)
         training = {**base["training"], "coding_rows": len(coding),
                     "coding_videos": sorted({r["video"] for r in coding}),
                     "base_command": base["training"]["command"]}
     else:
         if not args.interp:
             raise SystemExit("fit needs --interp (or --base)")
+        if args.slopes:
+            raise SystemExit("--slopes refits a --base model's coding corrections only")
         interp = _rows(args.interp)
         transfer = _rows(args.transfer) if args.transfer else []
         config = rm.fit(interp, coding, transfer)
@@ -281,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "coding rows are fitted (a new probe preset or error measure)")
     p.add_argument("--version", help="version of the --base refit (default: the --out folder's name)")
     p.add_argument("--coding", required=True)
+    p.add_argument("--slopes", action="store_true",
+                   help="with --base: the corrections also take the bytes and MSE slopes of a second "
+                        "stride-1 probe (model 1.3; the coding rows must hold every probe CRF)")
     p.add_argument("--transfer", help="rows of `transfer` (comma-separated files): fits κ (model 1.1)")
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)

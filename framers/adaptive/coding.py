@@ -225,17 +225,18 @@ class ProbeSet:
     core while the caller decodes, converts and measures the next frames on the other.
 
     ``write(keys, index, yuv)`` queues frame ``index`` (the codec's YUV, ``to_codec_yuv``) for the
-    probes of ``keys`` (created on first use at ``crf`` with the settings of ``probe``); at most
-    ``QUEUE_FRAMES`` frames wait, so memory stays bounded whatever the video's length.
-    ``finish()`` returns key -> ``Coded``. The worker's first error is raised by the next
-    ``write`` or by ``finish``."""
+    probes of ``keys`` (created on first use at ``crf``, or at ``crfs[key]`` where given, with the
+    settings of ``probe``); at most ``QUEUE_FRAMES`` frames wait, so memory stays bounded whatever
+    the video's length. ``finish()`` returns key -> ``Coded``. The worker's first error is raised
+    by the next ``write`` or by ``finish``."""
 
     QUEUE_FRAMES = 16
 
-    def __init__(self, crf: int, probe: Probe) -> None:
+    def __init__(self, crf: int, probe: Probe, crfs: dict[int, int] | None = None) -> None:
         if probe.error not in PROBE_ERRORS:
             raise ValueError(f"probe error {probe.error!r} is not one of {PROBE_ERRORS}")
-        self._settings = (crf, probe.preset, probe.error, probe.params)
+        self._crf, self._crfs = crf, dict(crfs or {})
+        self._settings = (probe.preset, probe.error, probe.params)
         self._probes: dict[int, ProbeEncoder] = {}
         self._queue: queue.Queue[tuple[tuple[int, ...], int, av.VideoFrame] | None] = queue.Queue(self.QUEUE_FRAMES)
         self._error: BaseException | None = None
@@ -250,7 +251,8 @@ class ProbeSet:
             try:
                 for key in keys:
                     if key not in self._probes:
-                        self._probes[key] = ProbeEncoder(yuv.width, yuv.height, *self._settings)
+                        self._probes[key] = ProbeEncoder(yuv.width, yuv.height, self._crfs.get(key, self._crf),
+                                                         *self._settings)
                     self._probes[key].write_yuv(index, yuv)
             except BaseException as exc:  # handed to the caller's thread
                 self._error = exc

@@ -4,7 +4,8 @@ While decoding, per frame: scene-cut detection on a small gray view (``framers.s
 timing breaks of the clip's timestamps; every ``DETAIL_EVERY``-th frame the detail energy of the
 picture beyond its view; every ``FLOOR_EVERY``-th frame the colour path's own error; and probe
 encodes (x264 at one CRF, the preset and error measure the rate model was calibrated with) of
-each stride's kept frames. Segments are
+each stride's kept frames, and, for a rate model that takes CRF slopes, a second probe of every
+frame (stride 1) at another CRF. Segments are
 only cut after the pass (``analysis.split_segments``), but they start at multiples of
 ``analysis.BLOCK`` frames from their shot's start, so the kept frames of stride N are known while
 streaming: the shot's grid start + k·N, plus the shot's last frame, coded one frame late, when the
@@ -32,6 +33,8 @@ from framers.selectors import ClipSource
 DETAIL_EVERY = 4
 #: the colour path's error (``coding.conversion_mse``) on every FLOOR_EVERY-th picture
 FLOOR_EVERY = 8
+#: the ``ProbeSet`` key of the second stride-1 probe (strides are ≥ 1)
+SLOPE_PROBE_KEY = 0
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Measurements:
     ``coded``: stride → probe encode of that stride's kept frames (every segmentation of
     ``split_segments(cuts, n_frames)`` keeps exactly these).
     ``features``: stride (> 1) → interpolation features of every frame that stride drops.
+    ``slope_probe``: the second probe of every frame at ``slope_crf`` (None when not asked for).
     """
 
     n_frames: int
@@ -52,6 +56,8 @@ class Measurements:
     floors: dict[int, float]
     coded: dict[int, Coded]
     features: dict[int, analysis.GapFeatures]
+    slope_probe: Coded | None = None
+    slope_crf: int | None = None
 
 
 class _Block:
@@ -74,10 +80,12 @@ class _Block:
         return out
 
 
-def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None) -> Measurements:
+def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None,
+            slope_crf: int | None = None) -> Measurements:
     """Decode the source once (``open_clips``) and measure it; see the module docstring. The probes
     code at ``probe_crf`` with the settings of ``probe`` (default ``Probe()``), which must be those
-    the rate model was calibrated with.
+    the rate model was calibrated with; ``slope_crf``: every frame is also coded at that CRF
+    (``Measurements.slope_probe``, for a model with ``slope_typical``).
 
     Raises whatever decoding raises (``framers.errors``); a video without frames gives
     ``n_frames`` 0 and empty measurements."""
@@ -85,7 +93,7 @@ def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None) 
     cuts: list[int] = []
     detail: dict[int, float] = {}
     floors: dict[int, float] = {}
-    probes = ProbeSet(probe_crf, probe or Probe())
+    probes = ProbeSet(probe_crf, probe or Probe(), {SLOPE_PROBE_KEY: slope_crf} if slope_crf is not None else None)
     parts: dict[int, list[analysis.GapFeatures]] = {n: [] for n in analysis.STRIDES[1:]}
     block: _Block | None = None
     held: tuple[int, av.VideoFrame] | None = None  # the previous frame, coded late if it ends a shot
@@ -93,7 +101,10 @@ def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None) 
     last_pts: int | None = None
 
     def code(index: int, yuv: av.VideoFrame, shot_start: int, shot_end: bool) -> None:
-        probes.write([s for s in analysis.STRIDES if analysis.on_grid(index, shot_start, s) != shot_end], index, yuv)
+        keys = [s for s in analysis.STRIDES if analysis.on_grid(index, shot_start, s) != shot_end]
+        if slope_crf is not None and 1 in keys:
+            keys.append(SLOPE_PROBE_KEY)
+        probes.write(keys, index, yuv)
 
     def close_shot() -> None:
         """The held frame is its shot's last: code it where the grid missed it, measure the block."""
@@ -135,5 +146,7 @@ def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None) 
         coded = probes.finish()
     finally:
         probes.close()  # a decoding error: stop the probes' thread
+    slope_probe = coded.pop(SLOPE_PROBE_KEY, None)
     return Measurements(n, cuts, detail, floors, coded,
-                        {s: analysis.GapFeatures.concat(f) for s, f in parts.items()})
+                        {s: analysis.GapFeatures.concat(f) for s, f in parts.items()},
+                        slope_probe, slope_crf if slope_probe is not None else None)

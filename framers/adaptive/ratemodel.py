@@ -10,6 +10,12 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
 * coding MSE of a kept frame at CRF c = floor + (probe MSE − floor) · exp(b · f(c − c₀, c₀, N)),
   the floor being the colour path's own error (``coding.conversion_mse``: 4:2:0 chroma); every
   model holds for the probe it states (``Probe``)
+* model 1.3 (``slope_typical``): f also holds (c − c₀)·s, s the per-step log
+  slope of the segment's bytes (for a) or coding MSE (for b) between the stride-1 probe at c₀ and
+  a second stride-1 probe at the neighbouring probe CRF on the side of the target's typical CRF
+  (``slope_probe_crf_for``): how fast this content's bytes fall with the CRF, which one probe
+  cannot tell (palette GIFs of fixed cameras: x264 medium's bytes fell 0.19 per CRF step where the
+  train clips' median is 0.14, so keeping every frame at a coarser CRF looked dearer than it was)
 * rebuilt MSE of a dropped frame = exp(g · features) + the coding MSE of its two kept
   neighbours carried through the rebuild: κ₁·((1 − t)·m_L + t·m_R) + κ₂·((1 − t)²·m_L + t²·m_R)
   (model 1.1: κ fitted on frames rebuilt from x264-coded kept frames, ``fit_transfer``; a
@@ -96,6 +102,49 @@ def probe_crf_for(target_psnr: float) -> int:
     return min(PROBE_CRFS, key=lambda c: abs(c - guess))
 
 
+def bracket_crf(probe_crf: int, toward: float) -> int:
+    """The PROBE_CRFS neighbour of ``probe_crf`` on the side of ``toward`` (a CRF; the finer side
+    only when ``toward`` is finer), the other neighbour at the ends of PROBE_CRFS: where the second
+    stride-1 probe of a model with ``slope_typical`` codes, so that the two probes bracket the CRF
+    the plan will most likely choose. Raises ValueError when ``probe_crf`` is not in PROBE_CRFS."""
+    k = PROBE_CRFS.index(probe_crf)
+    step = -1 if toward < probe_crf else 1
+    if not 0 <= k + step < len(PROBE_CRFS):
+        step = -step
+    return PROBE_CRFS[k + step]
+
+
+def slope_probe_crf_for(target_psnr: float) -> int:
+    """The second stride-1 probe's CRF for a target mean PSNR (dB): ``bracket_crf`` of
+    ``probe_crf_for(target_psnr)`` toward the same typical CRF that chose it."""
+    guess = (_PSNR_AT_CRF0 - target_psnr) / PSNR_PER_CRF - 2.0
+    return bracket_crf(probe_crf_for(target_psnr), guess)
+
+
+def log_slope(at_probe: float, at_other: float, probe_crf: int, other_crf: int) -> float:
+    """Per-CRF-step slope of the natural log of a positive quantity (bytes, coding MSE) measured
+    by two probes at ``probe_crf`` and ``other_crf``; values are floored at 1e-3 (an all-skip or
+    lossless probe)."""
+    return math.log(max(at_other, 1e-3) / max(at_probe, 1e-3)) / (other_crf - probe_crf)
+
+
+#: CRF steps from the probe over which a measured slope's difference from the typical one applies
+#: (the spacing of PROBE_CRFS: calibration rows reach no further); beyond, the typical slope of the
+#: fitted model goes on alone. Unbounded, a screen recording's flat bytes between CRF 34 and 42
+#: (all skip blocks) foretold CRF 10 at 1.4x the bytes of CRF 26, and the plan took it.
+SLOPE_SPAN = 8
+
+
+def slope_terms(delta: np.ndarray, slope: float | np.ndarray, typical: float) -> np.ndarray:
+    """Regressor [..., 1] float64 of a measured probe slope (``log_slope``, per CRF step) at CRF
+    offsets ``delta`` (s one value, or one per δ): (s − typical)·clip(δ, ±SLOPE_SPAN), ``typical`` the calibration rows'
+    median slope; its fitted coefficient is how much of the probe's own deviation carries over to
+    the final preset. Linear only: a δ² term fitted 0.003 lower held-out log error on the
+    calibration rows (|δ| ≤ 8) and extrapolated wildly."""
+    delta = np.clip(np.asarray(delta, dtype=np.float64), -SLOPE_SPAN, SLOPE_SPAN)
+    return (delta * (slope - typical))[..., None]
+
+
 def coding_features(delta: np.ndarray, probe_crf: float, stride: np.ndarray | float) -> np.ndarray:
     """Regressors of the probe → final correction: [..., 6] float64 for CRF offset ``delta``
     (c − c₀), probe CRF c₀ and stride N."""
@@ -116,7 +165,7 @@ def interp_features(linear: np.ndarray, motion: np.ndarray, detail: np.ndarray, 
                      np.asarray(t) * (1 - np.asarray(t)), mc * det / 10.0], axis=-1)
 
 
-COEFFICIENTS = ("interp_coef", "rate_coef", "mse_coef", "transfer_coef")
+COEFFICIENTS = ("interp_coef", "rate_coef", "mse_coef", "transfer_coef", "slope_typical")
 #: κ of models that predate the transfer fit (1.0): coding errors of the neighbours add in full
 ADDITIVE_TRANSFER = (1.0, 0.0)
 
@@ -124,7 +173,7 @@ ADDITIVE_TRANSFER = (1.0, 0.0)
 def coefficients_sha256(config: dict[str, Any]) -> str:
     """sha256 of the coefficient arrays as canonical JSON (the model's checksum in its config;
     ``transfer_coef`` only where present, so 1.0 configs keep their checksum; from 1.2 the probe
-    settings too, which the coefficients hold only for)."""
+    settings too, which the coefficients hold only for; from 1.3 ``slope_typical``)."""
     keys = [*COEFFICIENTS, *(Probe().fields() if "probe_error" in config else ())]
     payload = json.dumps({k: config[k] for k in keys if k in config}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -166,11 +215,33 @@ def fit_transfer(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, dict[str, 
     return kappa, metrics
 
 
-def fit_coding(coding_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _probe_slopes(rows: Sequence[dict[str, Any]], floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``log_slope`` of its video's stride-1 probe bytes and probe MSE (above
+    ``floor``) between the row's probe CRF and ``bracket_crf`` toward the row's final CRF: what a
+    second stride-1 probe measures. Raises ValueError when a video lacks that probe's rows."""
+    stride1: dict[tuple[str, int], tuple[float, float]] = {}
+    for r, f in zip(rows, floor, strict=True):
+        if r["stride"] == 1:
+            stride1[(str(r.get("video", "")), int(r["probe_crf"]))] = (r["probe_bytes"], r["probe_mse"] - f)
+    rate, mse = [], []
+    for r in rows:
+        c0 = int(r["probe_crf"])
+        c1 = bracket_crf(c0, r["crf"])
+        video = str(r.get("video", ""))
+        if (video, c0) not in stride1 or (video, c1) not in stride1:
+            raise ValueError(f"{video}: no stride-1 probe rows at CRF {c0} and {c1} (coding_slopes)")
+        (b0, m0), (b1, m1) = stride1[(video, c0)], stride1[(video, c1)]
+        rate.append(log_slope(b0, b1, c0, c1))
+        mse.append(log_slope(m0, m1, c0, c1))
+    return np.array(rate), np.array(mse)
+
+
+def fit_coding(coding_rows: Sequence[dict[str, Any]], slopes: bool = False) -> dict[str, Any]:
     """The probe → final corrections from ``rd_calibrate coding`` rows: {"probe" (``Probe``),
-    "rate_coef", "mse_coef", "metrics"}. Metrics include the error of a 5-fold
-    cross-validation over whole videos. Raises ValueError on no rows or rows of more than one
-    probe setting."""
+    "rate_coef", "mse_coef", "slope_typical" (None without ``slopes``), "metrics"}. ``slopes``: one
+    more regressor each (``slope_terms``, typical = the rows' median) from the slope a second stride-1 probe measures (``_probe_slopes``; model
+    1.3). Metrics include the error of a 5-fold cross-validation over whole videos. Raises
+    ValueError on no rows or rows of more than one probe setting."""
     rows = [r for r in coding_rows if "floor" in r]
     if not rows:
         raise ValueError("calibration needs coding rows")
@@ -184,19 +255,26 @@ def fit_coding(coding_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     # YUV planes ("measure": "yuv", coding.rgb_mse_of_planes) hold the coding error alone
     floor = np.array([0.0 if r.get("measure") == "yuv" else r["floor"] for r in rows])
     probe_above = np.maximum(cod["probe_mse"] - floor, 1e-3)
+    delta = cod["crf"] - cod["probe_crf"]
     xc = np.concatenate([coding_features(np.array([d]), p, s)
-                         for d, p, s in zip(cod["crf"] - cod["probe_crf"], cod["probe_crf"], cod["stride"],
-                                            strict=True)])
+                         for d, p, s in zip(delta, cod["probe_crf"], cod["stride"], strict=True)])
+    xr = xm = xc
+    typical: list[float] | None = None
+    if slopes:
+        rate_slope, mse_slope = _probe_slopes(rows, floor)
+        typical = [float(np.median(rate_slope)), float(np.median(mse_slope))]
+        xr = np.concatenate([xc, slope_terms(delta, rate_slope, typical[0])], axis=1)
+        xm = np.concatenate([xc, slope_terms(delta, mse_slope, typical[1])], axis=1)
     rate_y = np.log(cod["bytes"] / cod["probe_bytes"])
     mse_y = np.log(np.maximum(cod["mse"] - floor, 1e-3) / probe_above)
-    rate_coef, rate_rmse = _lstsq(xc, rate_y)
-    mse_coef, mse_rmse = _lstsq(xc, mse_y)
+    rate_coef, rate_rmse = _lstsq(xr, rate_y)
+    mse_coef, mse_rmse = _lstsq(xm, mse_y)
     videos = np.array([zlib.crc32(str(r.get("video", "")).encode()) % 5 for r in rows])
     return {"probe": probe, "rate_coef": rate_coef.tolist(),
-            "mse_coef": mse_coef.tolist(),
+            "mse_coef": mse_coef.tolist(), "slope_typical": typical,
             "metrics": {"rate_log_rmse": rate_rmse, "coding_log_mse_rmse": mse_rmse, "coding_rows": len(rows),
-                        "rate_log_rmse_heldout_videos": _cv_rmse(xc, rate_y, videos),
-                        "coding_log_mse_rmse_heldout_videos": _cv_rmse(xc, mse_y, videos)}}
+                        "rate_log_rmse_heldout_videos": _cv_rmse(xr, rate_y, videos),
+                        "coding_log_mse_rmse_heldout_videos": _cv_rmse(xm, mse_y, videos)}}
 
 
 def _cv_rmse(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float:
@@ -258,15 +336,17 @@ def fit(interp_rows: Sequence[dict[str, Any]], coding_rows: Sequence[dict[str, A
     return config
 
 
-def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str) -> dict[str, Any]:
+def refit_coding(base: dict[str, Any], coding_rows: Sequence[dict[str, Any]], version: str,
+                 slopes: bool = False) -> dict[str, Any]:
     """A new config ``version`` that keeps ``base``'s interpolation and transfer coefficients (and
     their metrics) and replaces the probe → final corrections by a fit of ``coding_rows`` (a new
-    probe preset or error measure changes only those). Raises ValueError as ``fit_coding``."""
-    coding = fit_coding(coding_rows)
-    config = {k: v for k, v in base.items() if k not in ("sha256", "training")}
+    probe preset or error measure changes only those; ``slopes``: with a second stride-1 probe's
+    slopes, ``fit_coding``). Raises ValueError as ``fit_coding``."""
+    coding = fit_coding(coding_rows, slopes)
+    config = {k: v for k, v in base.items() if k not in ("sha256", "training", "slope_typical")}
     config.update(version=version, **coding["probe"].fields(), final_preset=FINAL_PRESET,
                   rate_coef=coding["rate_coef"], mse_coef=coding["mse_coef"],
-                  based_on=base["version"])
+                  based_on=base["version"], **({"slope_typical": coding["slope_typical"]} if slopes else {}))
     config["metrics"] = {**base["metrics"], **coding["metrics"]}
     config["sha256"] = coefficients_sha256(config)
     return config
@@ -282,11 +362,29 @@ class RateModel:
     transfer_coef: np.ndarray = field(default_factory=lambda: np.array(ADDITIVE_TRANSFER))
     #: the probe the coefficients were calibrated with
     probe: Probe = LEGACY_PROBE
+    #: the calibration's typical (median) bytes and MSE slopes: the corrections take the slopes a
+    #: second stride-1 probe measures (model 1.3; ``slope_terms``); None before 1.3
+    slope_typical: tuple[float, float] | None = None
+
+    @property
+    def coding_slopes(self) -> bool:
+        """The model needs the second stride-1 probe (``slope_probe_crf_for``)."""
+        return self.slope_typical is not None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RateModel:
         return cls(np.array(config["interp_coef"]), np.array(config["rate_coef"]), np.array(config["mse_coef"]),
-                   np.array(config.get("transfer_coef", ADDITIVE_TRANSFER), dtype=np.float64), Probe.of(config))
+                   np.array(config.get("transfer_coef", ADDITIVE_TRANSFER), dtype=np.float64), Probe.of(config),
+                   tuple(config["slope_typical"]) if config.get("slope_typical") else None)
+
+    def _coding_x(self, delta: np.ndarray, probe_crf: int, stride: int, slope: float | None,
+                  which: int) -> np.ndarray:
+        x = coding_features(delta, probe_crf, stride)
+        if self.slope_typical is None:
+            return x
+        if slope is None:
+            raise ValueError("this rate model needs the second stride-1 probe's slope (slope_typical)")
+        return np.concatenate([x, slope_terms(delta, slope, self.slope_typical[which])], axis=-1)
 
     def rebuilt_mse(self, interp_mse: np.ndarray, t: np.ndarray, left_mse: np.ndarray,
                     right_mse: np.ndarray) -> np.ndarray:
@@ -299,13 +397,15 @@ class RateModel:
         """Predicted full-resolution RGB MSE of dropped frames from ``interp_features`` [n, 7]."""
         return np.expm1(features @ self.interp_coef).clip(min=0.0)
 
-    def rate_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
-        """Final bytes / probe bytes at CRF offsets ``delta`` [C]."""
-        return np.exp(coding_features(delta, probe_crf, stride) @ self.rate_coef)
+    def rate_factor(self, delta: np.ndarray, probe_crf: int, stride: int, slope: float | None = None) -> np.ndarray:
+        """Final bytes / probe bytes at CRF offsets ``delta`` [C]; ``slope``: the stride-1 probes'
+        bytes slope (``log_slope``), required when ``slope_typical`` (else ValueError)."""
+        return np.exp(self._coding_x(delta, probe_crf, stride, slope, 0) @ self.rate_coef)
 
-    def mse_factor(self, delta: np.ndarray, probe_crf: int, stride: int) -> np.ndarray:
-        """Final coding MSE / probe coding MSE (both above the floor) at CRF offsets ``delta`` [C]."""
-        return np.exp(coding_features(delta, probe_crf, stride) @ self.mse_coef)
+    def mse_factor(self, delta: np.ndarray, probe_crf: int, stride: int, slope: float | None = None) -> np.ndarray:
+        """Final coding MSE / probe coding MSE (both above the floor) at CRF offsets ``delta`` [C];
+        ``slope``: the stride-1 probes' MSE slope, required when ``slope_typical`` (else ValueError)."""
+        return np.exp(self._coding_x(delta, probe_crf, stride, slope, 1) @ self.mse_coef)
 
 
 def psnr_of(mse: np.ndarray) -> np.ndarray:
@@ -330,6 +430,10 @@ class StrideMeasure:
     floor: float = 0.0
     #: video indices of the dropped frames [d] (``estimate_psnr_sum``)
     dropped_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: the segment's stride-1 probe slopes of bytes and coding MSE (``log_slope``; models with
+    #: ``slope_typical``), the same for every stride of the segment
+    rate_slope: float | None = None
+    mse_slope: float | None = None
 
 
 def coding_error_ratio(m: StrideMeasure, model: RateModel, crf: int, probe_crf: int,
@@ -338,7 +442,8 @@ def coding_error_ratio(m: StrideMeasure, model: RateModel, crf: int, probe_crf: 
     ``crf``: the predicted one as ``segment_options`` makes it, ``measured_mse`` [k] as x264
     reported it. How far the probe's prediction missed on this content (``scaled``)."""
     above = np.maximum(m.kept_mse - m.floor, 0.0)
-    predicted = float((above * model.mse_factor(np.array([crf - probe_crf]), probe_crf, m.stride)[0]).mean())
+    predicted = float((above * model.mse_factor(np.array([crf - probe_crf]), probe_crf, m.stride,
+                                                     m.mse_slope)[0]).mean())
     return float(np.mean(measured_mse)) / max(predicted, 1e-6)
 
 
@@ -419,8 +524,8 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
     psnr_sum = np.zeros((len(measures), len(grid)))
     for k, m in enumerate(measures):
         above = np.maximum(m.kept_mse - m.floor, 0.0)
-        n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride)
-        coded = m.floor + above[:, None] * model.mse_factor(delta, probe_crf, m.stride)[None, :]  # [k, C]
+        n_bytes[k] = m.kept_bytes.sum() * model.rate_factor(delta, probe_crf, m.stride, m.rate_slope)
+        coded = m.floor + above[:, None] * model.mse_factor(delta, probe_crf, m.stride, m.mse_slope)[None, :]  # [k, C]
         total = psnr_of(coded).sum(axis=0)
         if len(m.interp_mse):
             ext = np.concatenate([coded, coded.mean(axis=0, keepdims=True)], axis=0)

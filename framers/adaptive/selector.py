@@ -126,6 +126,19 @@ def _crf_search(frames: list[np.ndarray], kept: list[int], crf: int, aim: float,
     return tried
 
 
+def _segment_slopes(m: Measurements, seg: analysis.Segment, probe_crf: int) -> tuple[float | None, float | None]:
+    """The segment's per-CRF-step log slopes of its stride-1 probes' bytes and coding MSE (x264's,
+    mean over frames) between ``probe_crf`` and ``m.slope_crf`` (``ratemodel.log_slope``); (None,
+    None) without a second probe."""
+    if m.slope_probe is None or m.slope_crf is None:
+        return None, None
+    first, second = m.coded[1], m.slope_probe
+    a = (first.index >= seg.start) & (first.index < seg.stop)
+    b = (second.index >= seg.start) & (second.index < seg.stop)
+    return (ratemodel.log_slope(float(first.bytes[a].sum()), float(second.bytes[b].sum()), probe_crf, m.slope_crf),
+            ratemodel.log_slope(float(first.mse[a].mean()), float(second.mse[b].mean()), probe_crf, m.slope_crf))
+
+
 @dataclass
 class Plan:
     """The adaptive decisions of a video: cuts, segments with their choices, kept frames, CRFs."""
@@ -135,6 +148,8 @@ class Plan:
     segments: list[analysis.Segment]
     choices: list[ratemodel.Choice]
     probe_crf: int
+    #: the second stride-1 probe's CRF (a rate model with ``slope_typical``), else None
+    slope_crf: int | None = None
 
     def kept(self) -> list[int]:
         return sorted({i for seg, ch in zip(self.segments, self.choices, strict=True) for i in seg.kept(ch.stride)})
@@ -315,6 +330,7 @@ class AdaptiveSelector(Selector):
         if self.plan is None:
             return None
         return {**self.describe(), "margin_db": TARGET_MARGIN_DB, "probe_crf": self.plan.probe_crf,
+                **({"slope_probe_crf": self.plan.slope_crf} if self.plan.slope_crf is not None else {}),
                 "probe_preset": self.model.probe.preset, "probe_x264_params": self.model.probe.params,
                 "strides": list(analysis.STRIDES),
                 "segments": self.plan.describe()}
@@ -331,6 +347,7 @@ class AdaptiveSelector(Selector):
         for seg in segments:
             inside = (floor_keys >= seg.start) & (floor_keys < seg.stop)
             floor = float(floor_vals[inside].mean()) if inside.any() else 0.0
+            slopes = _segment_slopes(m, seg, probe_crf)
             measures = []
             for n in analysis.STRIDES:
                 kept = seg.kept(n)
@@ -340,7 +357,8 @@ class AdaptiveSelector(Selector):
                 if n == 1:
                     empty = np.zeros(0)
                     measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, empty, empty.astype(int),
-                                                            empty.astype(int), empty, floor))
+                                                            empty.astype(int), empty, floor, empty.astype(int),
+                                                            *slopes))
                     continue
                 f = m.features[n].within(seg.start, seg.stop)
                 near = np.clip(np.searchsorted(detail_keys, f.index), 0, len(detail_keys) - 1)
@@ -348,7 +366,7 @@ class AdaptiveSelector(Selector):
                 anchors = seg.anchors(n)
                 left = np.searchsorted(np.array(anchors), f.index) - 1
                 measures.append(ratemodel.StrideMeasure(n, kept_bytes, kept_mse, self.model.interp_mse(x),
-                                                        left, left + 1, f.t, floor, f.index))
+                                                        left, left + 1, f.t, floor, f.index, *slopes))
             options.append(ratemodel.segment_options(measures, len(seg), self.model, probe_crf))
             self._measures.append(measures)
         return options
@@ -439,7 +457,7 @@ class AdaptiveSelector(Selector):
                            if self.rebuild_sample and "interp_error_ratio" in self.rebuild_sample else {}),
                         "first_segments": [[s.start, s.stop, c.stride, c.crf]
                                            for s, c in zip(plan.segments, plan.choices, strict=True)]}
-        self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf)
+        self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf, plan.slope_crf)
         self._crfs = self.plan.crf_by_frame()
         self._measures = scaled_all
         self.estimated_psnr, self._measured = None, {}
@@ -472,7 +490,8 @@ class AdaptiveSelector(Selector):
         self._measures = []
         target = self.target_psnr if self.target_psnr is not None else 36.0
         probe_crf = ratemodel.probe_crf_for(target)
-        m = measure(open_clips, probe_crf, self.model.probe)
+        slope_crf = ratemodel.slope_probe_crf_for(target) if self.model.coding_slopes else None
+        m = measure(open_clips, probe_crf, self.model.probe, slope_crf)
         n, cuts = m.n_frames, m.cuts
         segments = analysis.split_segments(cuts, n)
         options = self._options(segments, m, probe_crf)
@@ -488,7 +507,7 @@ class AdaptiveSelector(Selector):
             # a budget below what even the coarsest plan needs keeps that plan; the pipeline says
             # when the kept frames come out over (``pipeline.budget_warnings``, measured, not predicted)
             choices = ratemodel.choose(options, groups, target_bytes=self.target_kbps * 1000 / 8 * seconds)
-        return Plan(n, cuts, segments, choices, probe_crf)
+        return Plan(n, cuts, segments, choices, probe_crf, m.slope_crf)
 
     def _verified(self, open_clips: ClipSource, segments: list[analysis.Segment],
                   choices: list[ratemodel.Choice], cuts: list[int], aim: float) -> list[ratemodel.Choice]:
