@@ -128,6 +128,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB{after}, kept frames "
                   f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
         recoded = report.get("recoded")
+        if args.quiet:  # the estimate above is the result; how it was reached is detail
+            return 0
         if recoded:
             over = recoded.get("reason") == "over"
             print(f"  coded twice: the first coding was estimated at {recoded['first_estimate']:.2f} dB"
@@ -147,8 +149,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
                   f"{sample['kept_frames']} kept frames decoded (x264's error {sample['coding_error_ratio']:.2f}x "
                   f"in RGB){rebuilt}")
         for seg in report["segments"][:12]:
+            # the plan's own prediction per segment: the estimate after coding is the video's only
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
-                  f"~{seg['predicted_psnr']:.1f} dB")
+                  f"~{seg['predicted_psnr']:.1f} dB planned")
         if len(report["segments"]) > 12:
             print(f"    … {len(report['segments']) - 12} more segments (manifest 'adaptive')")
     return 0
@@ -264,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "alone, refreshes "
                    f"{defaults.REFRESH_SHARE:g} of the blocks (as --refresh {defaults.REFRESH_SHARE:g})")
     p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar and no info logs (the result and any warnings are still printed)")
+                   help="no progress bar, no info logs and, in adaptive mode, no per-segment detail (the result, "
+                        "the adaptive estimate and any warnings are still printed)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("reconstruct", help="rebuild a playable mp4 from a bundle")

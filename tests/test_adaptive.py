@@ -266,6 +266,78 @@ def test_coding_refit_keeps_the_base_model_and_states_its_probe() -> None:
         ratemodel.fit_coding([*rows, {**rows[0], "probe_preset": "veryfast"}])
 
 
+def test_a_second_probe_brackets_the_typical_crf_and_its_slope_is_fitted() -> None:
+    """Model 1.3: the second stride-1 probe codes at the probe CRF's neighbour toward the target's
+    typical CRF; a fit on rows whose final bytes follow each video's own probe slope recovers
+    that (the one-probe fit cannot), the slope's deviation from the typical one is held beyond
+    SLOPE_SPAN steps, and a model that needs a slope refuses to predict without one."""
+    assert ratemodel.probe_crf_for(40.0) == 18 and ratemodel.slope_probe_crf_for(40.0) == 26
+    assert ratemodel.probe_crf_for(31.0) == 34 and ratemodel.slope_probe_crf_for(31.0) == 42
+    assert ratemodel.probe_crf_for(37.0) == 26 and ratemodel.slope_probe_crf_for(37.0) == 18
+    assert ratemodel.bracket_crf(42, 50) == 34 and ratemodel.bracket_crf(18, 10) == 26
+    with pytest.raises(ValueError):
+        ratemodel.bracket_crf(20, 30)
+    assert ratemodel.log_slope(1000.0, 1000.0 * np.exp(-0.8), 18, 26) == pytest.approx(-0.1)
+    terms = ratemodel.slope_terms(np.array([-20.0, -4.0, 4.0, 20.0]), -0.2, -0.12)
+    assert terms.shape == (4, 1) and np.allclose(terms[:, 0], [0.64, 0.32, -0.32, -0.64])
+
+    root = Path(__file__).resolve().parents[1] / "model_store" / "ratemodel"
+    base = json.loads((root / "1.2.0" / "config.json").read_text())
+    rng = np.random.default_rng(3)
+    rows = []
+    for v in range(30):  # each video its own slope of bytes (and of the coding error) per CRF step
+        rate_slope, mse_slope = -0.12 + rng.normal(0, 0.03), 0.13 + rng.normal(0, 0.02)
+        for stride in (1, 2, 4):
+            for probe_crf in ratemodel.PROBE_CRFS:
+                probe = {"probe_bytes": 5000.0 / stride * np.exp(rate_slope * (probe_crf - 18)),
+                         "probe_mse": 2.0 * np.exp(mse_slope * (probe_crf - 18))}
+                for crf in (probe_crf - 4, probe_crf, probe_crf + 4):
+                    rows.append({"video": f"v{v}", "stride": stride, "probe_crf": probe_crf, "crf": crf, **probe,
+                                 "bytes": probe["probe_bytes"] * np.exp(rate_slope * (crf - probe_crf) + 0.2),
+                                 "mse": probe["probe_mse"] * np.exp(mse_slope * (crf - probe_crf) - 0.3),
+                                 "floor": 0.0, "measure": "yuv", **ratemodel.Probe().fields()})
+    one = ratemodel.refit_coding(base, rows, "9.9.8")
+    two = ratemodel.refit_coding(base, rows, "9.9.9", slopes=True)
+    assert "slope_typical" not in one and two["slope_typical"][0] == pytest.approx(-0.12, abs=0.02)
+    assert two["metrics"]["rate_log_rmse_heldout_videos"] < 1e-6 < one["metrics"]["rate_log_rmse_heldout_videos"]
+    assert two["metrics"]["coding_log_mse_rmse_heldout_videos"] < 1e-6
+    assert ratemodel.coefficients_sha256(two) == two["sha256"]
+    assert ratemodel.coefficients_sha256({**two, "slope_typical": [0.0, 0.0]}) != two["sha256"]
+    model = ratemodel.RateModel.from_config(two)
+    assert model.coding_slopes and not ratemodel.RateModel.from_config(one).coding_slopes
+    steep = model.rate_factor(np.array([4.0]), 26, 2, slope=-0.2)[0]
+    assert steep == pytest.approx(np.exp(-0.8 + 0.2), rel=1e-6)
+    with pytest.raises(ValueError, match="slope"):
+        model.rate_factor(np.array([4.0]), 26, 2)
+    with pytest.raises(ValueError, match="no stride-1 probe rows"):
+        ratemodel.fit_coding([r for r in rows if not (r["video"] == "v0" and r["probe_crf"] == 26)], slopes=True)
+
+
+def test_the_analysis_codes_every_frame_again_at_the_slope_crf(tmp_path: Path) -> None:
+    """``measure`` with ``slope_crf``: one more probe of every frame (strides' probes unchanged),
+    at that CRF: its bytes are fewer than the first stride-1 probe's at a finer CRF."""
+    from framers.adaptive.measure import measure
+    from framers.video import FrameReader
+
+    path = write_pan(tmp_path / "pan.mkv", frames=40, speed=1.0)
+
+    def open_clips():  # type: ignore[no-untyped-def]
+        reader = FrameReader(path)
+        try:
+            yield from reader.clips(16)
+        finally:
+            reader.close()
+
+    plain = measure(open_clips, 26)
+    both = measure(open_clips, 26, slope_crf=34)
+    assert plain.slope_probe is None and plain.slope_crf is None and both.slope_crf == 34
+    assert both.slope_probe is not None and both.slope_probe.index.tolist() == list(range(40))
+    assert sorted(both.coded) == sorted(plain.coded) == list(analysis.STRIDES)
+    assert both.coded[1].bytes.tolist() == plain.coded[1].bytes.tolist()
+    assert both.slope_probe.bytes.sum() < both.coded[1].bytes.sum()
+    assert both.slope_probe.mse.mean() > both.coded[1].mse.mean()
+
+
 def test_stride_one_at_one_crf_is_plain_x264() -> None:
     """When only keeping everything is on offer, the choice is one CRF for the whole video: the
     kept-frame stream is then exactly an x264 encode of every frame."""
@@ -357,9 +429,15 @@ def test_cli_target_psnr_prints_decisions_and_refuses_mixed_options(clips: dict[
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "b.frs"), "--target-psnr", "35"]) == 0
     out = capsys.readouterr().out
-    assert "adaptive: predicted mean PSNR" in out and "every " in out
+    assert "adaptive: predicted mean PSNR" in out and "every " in out and " dB planned" in out
     made = fb.bundle_bytes(tmp_path / "b.frs") / 1000  # no audio in the generated clip
     assert f"{made:.1f} kB made (bundle less audio)" in out
+    # -q: the result and the estimate, not the per-segment detail (a fresh-user trial's find)
+    assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "q.frs"), "--target-psnr", "35",
+                     "-q"]) == 0
+    quiet = capsys.readouterr().out
+    assert "adaptive: predicted mean PSNR" in quiet and "kept frames" in quiet
+    assert "every " not in quiet and "the estimate checked" not in quiet
     assert cli_main(["compress", str(clips["static"]), "-o", str(tmp_path / "c"), "--target-psnr", "35",
                      "--crf", "20", "-q"]) == 2
     assert "drop --selector/--keep/--stride/--crf" in capsys.readouterr().err
@@ -454,22 +532,25 @@ def test_a_kbps_budget_overshot_is_said(tmp_path: Path) -> None:
     assert not any("lower --target-psnr" in w for w in fits.warnings)  # a bitrate run is told of --target-kbps
 
 
-def test_a_screen_recording_short_of_its_target_after_coding_is_coded_again(
+def test_a_screen_recording_is_foretold_by_its_own_crf_slope_and_coded_again_when_over(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """c12 (a screen recording): its coding error rises much faster with the CRF than natural
-    video's, so the plan for 31 dB predicts ~31.8 and got ~28.7. Once the kept frames are coded,
-    x264's own error of them says so (estimated ~28.7 dB); the plan is made again with that error
-    and the kept frames coded once more, which reaches the target; the estimate after the second
-    coding is within 0.6 dB of what the rebuild achieves. A plan that holds is coded once."""
+    video's. With one probe (rate model 1.2) the plan for 31 dB predicted ~31.8 and the first
+    coding was estimated at ~28.7 dB. The second stride-1 probe (model 1.3, at CRF 42 beside the
+    probe at 34) measures that slope, and the first plan is no longer short; its estimate after
+    coding (x264's own error of the kept frames, a rebuilt sample) is more than 1 dB over, so the
+    kept frames are coded once more for fewer bytes, which still reaches the target; the estimate
+    after the second coding is within 0.6 dB of what the rebuild achieves. A plan that holds is
+    coded once."""
     source = CASES / "c12_screenrec_vfr_gap.mp4"
     src = list(iter_frames_rgb(source))
     progress: list[float] = []
     result = compress(source, tmp_path / "b.frs", target_psnr=31.0, progress=progress.append)
     assert result.adaptive is not None
+    assert result.adaptive["probe_crf"] == 34 and result.adaptive["slope_probe_crf"] == 42
     assert progress == sorted(progress) and progress[-1] == 1.0  # the second coding never goes back
     recoded = result.adaptive["recoded"]
-    assert recoded["first_estimate"] < 31.0 - 0.5 < recoded["first_predicted"] - 0.5  # the first plan's miss
-    assert min(recoded["coding_error_ratio"]) > 1.5
+    assert recoded["reason"] == "over" and recoded["first_estimate"] > 31.0 + 1.0, recoded
     estimate = result.adaptive["estimated_psnr"]
     achieved = float(psnr_per_frame(src, rebuild(tmp_path / "b.frs")).mean())
     assert achieved >= 31.0 and estimate == pytest.approx(achieved, abs=0.6), (estimate, achieved)

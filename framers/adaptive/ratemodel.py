@@ -239,9 +239,10 @@ def _probe_slopes(rows: Sequence[dict[str, Any]], floor: np.ndarray) -> tuple[np
 def fit_coding(coding_rows: Sequence[dict[str, Any]], slopes: bool = False) -> dict[str, Any]:
     """The probe → final corrections from ``rd_calibrate coding`` rows: {"probe" (``Probe``),
     "rate_coef", "mse_coef", "slope_typical" (None without ``slopes``), "metrics"}. ``slopes``: one
-    more regressor each (``slope_terms``, typical = the rows' median) from the slope a second stride-1 probe measures (``_probe_slopes``; model
-    1.3). Metrics include the error of a 5-fold cross-validation over whole videos. Raises
-    ValueError on no rows or rows of more than one probe setting."""
+    more regressor each (``slope_terms``, typical = the rows' median) from the slope a second
+    stride-1 probe measures (``_probe_slopes``; model 1.3). Metrics include the error of a 5-fold
+    cross-validation over whole videos. Raises ValueError on no rows, rows of more than one probe
+    setting, or (``slopes``) a video without the second probe's rows."""
     rows = [r for r in coding_rows if "floor" in r]
     if not rows:
         raise ValueError("calibration needs coding rows")
