@@ -705,6 +705,25 @@ def test_the_estimate_sees_how_badly_synthetic_frames_are_rebuilt(tmp_path: Path
     assert result.adaptive["rebuild_sample"]["kept_frames"] >= 4
 
 
+def test_a_shortfall_near_crf_51_is_re_planned_where_the_probes_measured(tmp_path: Path) -> None:
+    """c20 (VP9 with alpha: composited on black, a small object): the probe at CRF 26 sees next to
+    no coding error, so the plan took CRF 51, where x264's error of the small object explodes
+    (kept frames at 43 dB) while its bytes hardly fall. Re-planned with the measured error at
+    every CRF alike, the second coding stayed at CRF 51 at every target from 36 to 40 dB (~36 dB,
+    and the warning's "ask about 40 dB" looped, a fresh-user trial's find). The shortfall's
+    re-plan stays within SLOPE_SPAN of the probes' CRFs and reaches the target."""
+    source = CASES / "c20_vp9_alpha.webm"
+    src = list(iter_frames_rgb(source))
+    result = compress(source, tmp_path / "b.frs", target_psnr=38.0)
+    assert result.adaptive is not None
+    recoded = result.adaptive["recoded"]
+    assert recoded["reason"] == "short" and {crf for *_, crf in recoded["first_segments"]} == {51}, recoded
+    top = max(result.adaptive["probe_crf"], result.adaptive["slope_probe_crf"]) + ratemodel.SLOPE_SPAN
+    assert all(seg["crf"] <= top for seg in result.adaptive["segments"])
+    achieved = float(psnr_per_frame(src, rebuild(tmp_path / "b.frs")).mean())
+    assert achieved >= 38.0 and not any("ask about" in w for w in result.warnings), (achieved, result.warnings)
+
+
 def test_an_estimate_still_short_is_said_by_compress_and_reconstruct(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """When even the second coding's estimate is more than 0.5 dB under the target, the job's

@@ -448,10 +448,22 @@ def coding_error_ratio(m: StrideMeasure, model: RateModel, crf: int, probe_crf: 
     return float(np.mean(measured_mse)) / max(predicted, 1e-6)
 
 
-def scaled(m: StrideMeasure, ratio: float) -> StrideMeasure:
-    """``m`` with its probe's coding error (above the floor) times ``ratio``: the measure whose
-    ``segment_options`` predict ``ratio`` times the coding error at every CRF."""
-    return replace(m, kept_mse=m.floor + np.maximum(m.kept_mse - m.floor, 0.0) * ratio)
+def implied_probe_error(m: StrideMeasure, model: RateModel, crf: int, probe_crf: int,
+                        measured_mse: np.ndarray) -> float:
+    """The probe coding error (above ``m.floor``, gray levels²) per kept frame that the model's
+    CRF correction turns into the mean of ``measured_mse`` [k] at ``crf``: what to put in place of
+    a probe that measured next to nothing (``scaled``'s ``least``)."""
+    factor = float(model.mse_factor(np.array([crf - probe_crf]), probe_crf, m.stride, m.mse_slope)[0])
+    return float(np.mean(measured_mse)) / max(factor, 1e-9)
+
+
+def scaled(m: StrideMeasure, ratio: float, least: float = 0.0) -> StrideMeasure:
+    """``m`` with its probe's coding error (above the floor) times ``ratio`` and at least
+    ``least`` per kept frame: the measure whose ``segment_options`` predict ``ratio`` times the
+    coding error at every CRF. ``least`` is for a probe that measured next to no error (a black
+    picture with a small object: its kept frames foretold at 60 dB at CRF 51 came out at 44 dB,
+    and no ratio of nothing corrects that)."""
+    return replace(m, kept_mse=m.floor + np.maximum(np.maximum(m.kept_mse - m.floor, 0.0) * ratio, least))
 
 
 def _rebuilt_after_coding(m: StrideMeasure, model: RateModel, kept_mse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -537,15 +549,16 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
     return SegmentOptions(tuple(m.stride for m in measures), grid, n_bytes, psnr_sum, frames)
 
 
-def restricted(o: SegmentOptions, stride: int, crf_lo: int, crf_hi: int) -> SegmentOptions:
-    """``o`` with only the row of ``stride`` and the CRFs in [``crf_lo``, ``crf_hi``] (a
-    correction that may only move the CRF, and not far). Raises ValueError when ``stride`` is
-    not among ``o.strides`` or no CRF of ``o`` lies in the range."""
-    row = o.strides.index(stride)
+def restricted(o: SegmentOptions, stride: int | None, crf_lo: int, crf_hi: int) -> SegmentOptions:
+    """``o`` with only the row of ``stride`` (every row for None) and the CRFs in [``crf_lo``,
+    ``crf_hi``] (a correction that may only move the CRF, and not far; or one that stays where
+    the probes measured). Raises ValueError when ``stride`` is not among ``o.strides`` or no CRF of
+    ``o`` lies in the range."""
+    rows = slice(None) if stride is None else slice(o.strides.index(stride), o.strides.index(stride) + 1)
     cols = (o.crfs >= crf_lo) & (o.crfs <= crf_hi)
     if not cols.any():
         raise ValueError(f"no CRF of the options in [{crf_lo}, {crf_hi}]")
-    return SegmentOptions((stride,), o.crfs[cols], o.bytes[row:row + 1, cols], o.psnr_sum[row:row + 1, cols], o.frames)
+    return SegmentOptions(o.strides[rows], o.crfs[cols], o.bytes[rows][:, cols], o.psnr_sum[rows][:, cols], o.frames)
 
 
 @dataclass(frozen=True)
