@@ -189,7 +189,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     the first coding's estimate fell short of the target or well over it; then recoded_reason,
     "short" or "over", first_estimate, and kept_first: the second coding came out worse and the
     first was kept), interp_error_ratio (the last coding's rebuilt sample: measured / predicted
-    interpolation error) and achieved_minus_target.
+    interpolation error), achieved_minus_target, segments ([start, stop, stride, CRF] of the
+    plan coded) and probe_crf / slope_probe_crf (the analysis's probes).
     """
     from framers import bundle as fb
 
@@ -233,4 +234,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         if sample:  # the rebuilt sample's correction of the interpolation error
             record["interp_error_ratio"] = sample.get("interp_error_ratio")
         record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
+        report = result.adaptive or {}
+        record["segments"] = [[s["start"], s["stop"], s["stride"], s["crf"]] for s in report.get("segments", [])]
+        record["probe_crf"] = report.get("probe_crf")
+        record["slope_probe_crf"] = report.get("slope_probe_crf")
     return record

@@ -313,6 +313,21 @@ def test_a_second_probe_brackets_the_typical_crf_and_its_slope_is_fitted() -> No
         ratemodel.fit_coding([r for r in rows if not (r["video"] == "v0" and r["probe_crf"] == 26)], slopes=True)
 
 
+def test_a_probe_that_saw_no_error_takes_the_error_the_measurement_implies() -> None:
+    """``scaled`` multiplies the probe's error; a probe with none (a black picture) stays at none
+    whatever the ratio, unless ``least`` (``implied_probe_error``) puts the measured error in."""
+    root = Path(__file__).resolve().parents[1] / "model_store" / "ratemodel"
+    model = ratemodel.RateModel.from_config(json.loads((root / "1.2.0" / "config.json").read_text()))
+    empty = np.zeros(0)
+    m = ratemodel.StrideMeasure(1, np.full(4, 100.0), np.full(4, 0.5), empty, empty.astype(int),
+                                empty.astype(int), empty, floor=0.5)
+    assert np.all(ratemodel.scaled(m, 256.0).kept_mse == 0.5)
+    least = ratemodel.implied_probe_error(m, model, 51, 26, np.full(4, 3.0))
+    again = ratemodel.scaled(m, 256.0, least)
+    factor = model.mse_factor(np.array([25]), 26, 1)[0]
+    assert np.allclose((again.kept_mse - 0.5) * factor, 3.0)
+
+
 def test_the_analysis_codes_every_frame_again_at_the_slope_crf(tmp_path: Path) -> None:
     """``measure`` with ``slope_crf``: one more probe of every frame (strides' probes unchanged),
     at that CRF: its bytes are fewer than the first stride-1 probe's at a finer CRF."""

@@ -30,6 +30,12 @@ of the videos that model was fitted on (model 1.2.0):
         --json out/rd_coding_12_0.jsonl --shard 0/2   # and --shard 1/2 into out/rd_coding_12_1.jsonl
     python -m training.rd_calibrate fit --base model_store/ratemodel/1.1.0 \
         --coding out/rd_coding_12_0.jsonl,out/rd_coding_12_1.jsonl --out model_store/ratemodel/1.2.0
+
+Model 1.3.0 fits the same rows again with the slopes a second stride-1 probe measures (the rows
+hold the probes at every CRF of ``PROBE_CRFS``, so no new measurement):
+
+    python -m training.rd_calibrate fit --base model_store/ratemodel/1.2.0 --slopes \
+        --coding out/rd_coding_12_0.jsonl,out/rd_coding_12_1.jsonl --out model_store/ratemodel/1.3.0
 """
 
 from __future__ import annotations
