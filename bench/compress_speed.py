@@ -27,7 +27,7 @@ of all threads) beside the wall-clock fps.
 Reported per resolution: fps and CPU ms/frame of each, and ``adaptive / x264_medium`` and
 ``fixed / x264_medium`` time ratios (≤ 2 is the issue's goal for adaptive).
 
-    .venv/bin/python bench/compress_speed.py --repeats 3 --analysis 1.1.0,1.2.0 \\
+    .venv/bin/python bench/compress_speed.py --repeats 3 --analysis 1.2.0,1.3.0 \\
         --json bench/results/compress_speed.json --md bench/results/compress_speed.md
 """
 
@@ -162,7 +162,8 @@ class AdaptiveRun:
 def analysis_only(video: Path, workdir: Path, version: str, target: float) -> int:
     """The adaptive mode's analysis pass alone (``framers.adaptive.measure``: decode, scene cuts,
     views and interpolation features, probe encodes) with the probe of rate model ``version``, at
-    the probe CRF of ``target``; returns the frame count. Isolates what a probe costs."""
+    the probe CRF of ``target`` (and, for a model with CRF slopes, the second stride-1 probe);
+    returns the frame count. Isolates what a probe costs."""
     from framers.adaptive import ratemodel
     from framers.adaptive.measure import measure
     from framers.adaptive.selector import load_rate_model
@@ -174,7 +175,8 @@ def analysis_only(video: Path, workdir: Path, version: str, target: float) -> in
         with FrameReader(video) as reader:
             yield from reader.clips(CLIP_LEN)
 
-    return measure(clips, ratemodel.probe_crf_for(target), model.probe).n_frames
+    slope_crf = ratemodel.slope_probe_crf_for(target) if model.coding_slopes else None
+    return measure(clips, ratemodel.probe_crf_for(target), model.probe, slope_crf).n_frames
 
 
 def adaptive_available() -> bool:
