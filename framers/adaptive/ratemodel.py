@@ -14,8 +14,9 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
   slope of the segment's bytes (for a) or coding MSE (for b) between the stride-1 probe at c₀ and
   a second stride-1 probe at the neighbouring probe CRF on the side of the target's typical CRF
   (``slope_probe_crf_for``): how fast this content's bytes fall with the CRF, which one probe
-  cannot tell (palette GIFs of fixed cameras: x264 medium's bytes fell 0.19 per CRF step where the
-  train clips' median is 0.14, so keeping every frame at a coarser CRF looked dearer than it was)
+  cannot tell (a palette GIF of a fixed camera, ``people-detection``: the probe's bytes fell 0.20
+  per CRF step from 18 to 26 and x264 medium's 0.19 from 16 to 25, where the calibration rows'
+  median probe slope is 0.12, so keeping every frame at a coarser CRF looked dearer than it was)
 * rebuilt MSE of a dropped frame = exp(g · features) + the coding MSE of its two kept
   neighbours carried through the rebuild: κ₁·((1 − t)·m_L + t·m_R) + κ₂·((1 − t)²·m_L + t²·m_R)
   (model 1.1: κ fitted on frames rebuilt from x264-coded kept frames, ``fit_transfer``; a
@@ -136,11 +137,11 @@ SLOPE_SPAN = 8
 
 
 def slope_terms(delta: np.ndarray, slope: float | np.ndarray, typical: float) -> np.ndarray:
-    """Regressor [..., 1] float64 of a measured probe slope (``log_slope``, per CRF step) at CRF
-    offsets ``delta`` (s one value, or one per δ): (s − typical)·clip(δ, ±SLOPE_SPAN), ``typical`` the calibration rows'
-    median slope; its fitted coefficient is how much of the probe's own deviation carries over to
-    the final preset. Linear only: a δ² term fitted 0.003 lower held-out log error on the
-    calibration rows (|δ| ≤ 8) and extrapolated wildly."""
+    """Regressor [..., 1] float64 of a measured probe slope s (``log_slope``, per CRF step; one
+    value, or one per δ) at CRF offsets ``delta``: (s − typical)·clip(δ, ±SLOPE_SPAN), ``typical``
+    the calibration rows' median slope; its fitted coefficient is how much of the probe's own
+    deviation carries over to the final preset. Linear only: a δ² term fitted 0.003 lower
+    held-out log error on the calibration rows (|δ| ≤ 8) and extrapolated wildly."""
     delta = np.clip(np.asarray(delta, dtype=np.float64), -SLOPE_SPAN, SLOPE_SPAN)
     return (delta * (slope - typical))[..., None]
 
@@ -229,7 +230,7 @@ def _probe_slopes(rows: Sequence[dict[str, Any]], floor: np.ndarray) -> tuple[np
         c1 = bracket_crf(c0, r["crf"])
         video = str(r.get("video", ""))
         if (video, c0) not in stride1 or (video, c1) not in stride1:
-            raise ValueError(f"{video}: no stride-1 probe rows at CRF {c0} and {c1} (coding_slopes)")
+            raise ValueError(f"{video}: no stride-1 probe rows at CRF {c0} and {c1} (slopes)")
         (b0, m0), (b1, m1) = stride1[(video, c0)], stride1[(video, c1)]
         rate.append(log_slope(b0, b1, c0, c1))
         mse.append(log_slope(m0, m1, c0, c1))

@@ -418,8 +418,10 @@ class AdaptiveSelector(Selector):
         ``keep_first_coding``. The ratio is measured at one CRF and applied at all; a screen
         recording's error falls faster towards finer CRFs than that, so a correction of a short
         plan errs towards more bytes rather than a miss (and of a surplus, towards a miss: hence
-        ``keep_first_coding``). False (nothing changed) for a bitrate target, a measured short
-        video (``verified``), a second call, or an estimate within the bounds."""
+        ``keep_first_coding``). A surplus moves only the CRF, and not far (``SURPLUS_CRF_SHARE``); a
+        shortfall's plan keeps its CRFs within ``ratemodel.SLOPE_SPAN`` above the probes'. False
+        (nothing changed) for a bitrate target, a measured short video (``verified``), a second
+        call, or an estimate within the bounds."""
         plan, estimate = self.plan, self.estimated_psnr
         if (plan is None or estimate is None or not (self.short_of_target or self.over_target)
                 or self.verified is not None or self.recoded is not None or not self._measured):
