@@ -71,6 +71,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "
             "drop --selector/--keep/--stride/--crf/--refresh/--refresh-kbps (or drop the target for a fixed pattern)"
         )
+    _make_parent(Path(args.output))
     update, close = _progress_bar("compress", not args.quiet)
     try:
         result = compress(
@@ -132,15 +133,21 @@ def cmd_compress(args: argparse.Namespace) -> int:
             return 0
         if recoded:
             over = recoded.get("reason") == "over"
-            print(f"  coded twice: the first coding was estimated at {recoded['first_estimate']:.2f} dB"
+            times = "three times" if recoded.get("bracketed") else "twice"
+            print(f"  coded {times}: the first coding was estimated at {recoded['first_estimate']:.2f} dB"
                   + (" (more than 1 dB over the target" if over else " (short of the target")
                   + (f"; its rebuilt frames' interpolation error {recoded['interp_error_ratio']:.1f}x the prediction"
                      if "interp_error_ratio" in recoded else "")
                   + "), so the plan was made again with the measured errors"
                   + (", a coarser CRF for fewer bytes" if over else ""))
-            if recoded.get("kept_first"):
+            if recoded.get("bracketed"):
                 print(f"  the second coding was estimated at {recoded['second_estimate']:.2f} dB, short of the target: "
-                      "the first is kept (segments below)")
+                      "coded a third time at CRFs between the two"
+                      + (f" ({recoded['third_estimate']:.2f} dB estimated)" if "third_estimate" in recoded else ""))
+            if recoded.get("kept_first"):
+                last = recoded.get("third_estimate", recoded["second_estimate"])
+                print(f"  the {'third' if 'third_estimate' in recoded else 'second'} coding was estimated at "
+                      f"{last:.2f} dB, short of the target: the first is kept (segments below)")
         sample = report.get("rebuild_sample")
         if sample:
             rebuilt = (f", {sample['frames']} dropped frames rebuilt (interpolation error "
@@ -157,17 +164,34 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+_CODEC_NAMES = {"h264": "x264", "vp9": "VP9", "av1": "AV1"}
+
+
+def _make_parent(output: Path) -> None:
+    """The output's folder, made before any work (a missing one failed only once the work was
+    done). Raises UnsupportedOptionError when it cannot be made."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnsupportedOptionError(f"cannot make the output's folder {output.parent}: {exc.strerror}") from exc
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from framers.pipeline import reconstruct
 
+    suffix = Path(args.output).suffix.lower()
+    container = args.container or ("webm" if suffix == ".webm" else "mp4")
+    # WebM holds VP9 or AV1: a .webm name without --codec means VP9 (a fresh-user trial: a traceback)
+    codec = args.codec or ("vp9" if container == "webm" else "h264")
+    if container == "webm" and codec == "h264":
+        raise UnsupportedOptionError("WebM holds VP9 or AV1, not H.264: use --codec vp9 (or av1), or an .mp4 output")
+    if suffix != f".{container}":
+        print(f"warning: writing {container.upper()} to {args.output} (its name says {suffix or 'nothing'})")
+    _make_parent(Path(args.output))
     update, close = _progress_bar("reconstruct", not args.quiet)
     try:
-        suffix = Path(args.output).suffix.lower()
-        container = args.container or ("webm" if suffix == ".webm" else "mp4")
-        if suffix != f".{container}":
-            print(f"warning: writing {container.upper()} to {args.output} (its name says {suffix or 'nothing'})")
         result = reconstruct(Path(args.bundle), Path(args.output), reconstructor=args.reconstructor,
-                             output_crf=args.crf, progress=update, codec=args.codec, container=container)
+                             output_crf=args.crf, progress=update, codec=codec, container=container)
     finally:
         close()
     print(
@@ -184,10 +208,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                  if estimate is None or estimate >= target else
                  f"the rebuilt frames were estimated at {estimate:.1f} dB when the bundle was made (its target: "
                  f"{target:g} dB)")
-        print(f"note: {reach}; this file's "
-              f"own x264 encode at CRF {defaults.OUTPUT_CRF} costs more (on 4 natural clips 0.3-1.4 dB at 34 dB, "
-              "1.8-4.3 dB at 40 dB, more on fine synthetic detail; at --crf 10: 0.1-0.7 and 0.5-2.3 dB, in a "
-              "larger file: BENCHMARKS.md section 0b)")
+        cost = ("(on 4 natural clips 0.3-1.4 dB at 34 dB, 1.8-4.3 dB at 40 dB, more on fine synthetic detail; "
+                "at --crf 10: 0.1-0.7 and 0.5-2.3 dB, in a larger file: BENCHMARKS.md section 0b)"
+                if codec == "h264" else "(measured for x264 in BENCHMARKS.md section 0b; lower --crf for less)")
+        print(f"note: {reach}; this file's own {_CODEC_NAMES[codec]} encode at CRF {args.crf} costs more {cost}")
     return 0
 
 
@@ -278,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="framemae (default, learned) | linear | hold | mci")
     p.add_argument("--crf", type=int, default=defaults.OUTPUT_CRF,
                    help="CRF of the output video, on its encoder's scale (x264: 0 = lossless)")
-    p.add_argument("--codec", choices=("h264", "vp9", "av1"), default="h264", help="output video codec")
+    p.add_argument("--codec", choices=("h264", "vp9", "av1"),
+                   help="output video codec (default: h264; vp9 for a WebM output)")
     p.add_argument("--container", choices=("mp4", "webm"),
                    help="default: from the output's suffix (.webm), else mp4")
     p.add_argument("-q", "--quiet", action="store_true",

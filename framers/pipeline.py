@@ -267,7 +267,10 @@ def compress(
                 first = _FirstCoding(coded, kept_indices, kept_per_clip, pts, cuts)
                 coded = code_kept_frames()
                 estimate_after_coding()
-                if chooser.keep_first_coding():  # type: ignore[attr-defined]  # the second came out worse
+                if chooser.bracket_plan():  # type: ignore[attr-defined]  # a surplus corrected into a miss
+                    coded = code_kept_frames()  # a third time, at CRFs between the two
+                    estimate_after_coding()
+                if chooser.keep_first_coding():  # type: ignore[attr-defined]  # the last came out worse
                     coded = first.restore(kept_indices, kept_per_clip, pts, cuts)
                 first.discard()
         encoder = coded

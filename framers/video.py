@@ -55,6 +55,8 @@ class VideoInfo:
 
 def _open(path: Path) -> av.container.InputContainer:
     path = Path(path)
+    if path.is_dir():
+        raise InvalidVideoError(f"{path.name}: a folder, not a video file")
     if not path.is_file():
         raise InvalidVideoError(f"{path.name}: no such file")
     if path.stat().st_size == 0:

@@ -739,6 +739,32 @@ def test_a_shortfall_near_crf_51_is_re_planned_where_the_probes_measured(tmp_pat
     assert achieved >= 38.0 and not any("ask about" in w for w in result.warnings), (achieved, result.warnings)
 
 
+def test_a_surplus_corrected_into_a_miss_is_coded_between_the_two(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """c00 (testsrc2) at 35 dB: the first coding came out ~4.9 dB over, the surplus's re-plan ~2 dB
+    short, and the first coding was kept: 105 % of the source's bytes, and a lower target gave a
+    larger file (a fresh-user trial). The two codings bracket the target: a third at CRFs between
+    them reaches it, in fewer bytes than the first, and a lower target costs fewer bytes."""
+    source = CASES / "c00_baseline.mp4"
+    src = list(iter_frames_rgb(source))
+    result = compress(source, tmp_path / "b.frs", target_psnr=35.0)
+    assert result.adaptive is not None
+    recoded = result.adaptive["recoded"]
+    assert recoded["reason"] == "over" and recoded["first_estimate"] > 36.0, recoded
+    assert recoded["second_estimate"] < 34.5 and "bracketed" in recoded and not recoded.get("kept_first"), recoded
+    first = {crf for *_, crf in recoded["first_segments"]}
+    third = {seg["crf"] for seg in result.adaptive["segments"]}
+    assert min(first) < min(third), (first, third)
+    achieved = float(psnr_per_frame(src, rebuild(tmp_path / "b.frs")).mean())
+    assert achieved >= 35.0 - 0.5 and result.adaptive["estimated_psnr"] == pytest.approx(achieved, abs=0.5)
+    assert result.bundle_bytes < result.source_bytes
+    lower = compress(source, tmp_path / "lower.frs", target_psnr=32.0)
+    assert lower.bundle_bytes < result.bundle_bytes
+    capsys.readouterr()
+    assert cli_main(["compress", str(source), "-o", str(tmp_path / "c.frs"), "--target-psnr", "35"]) == 0
+    assert "coded a third time at CRFs between the two" in capsys.readouterr().out
+
+
 def test_an_estimate_still_short_is_said_by_compress_and_reconstruct(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """When even the second coding's estimate is more than 0.5 dB under the target, the job's

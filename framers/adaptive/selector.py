@@ -476,18 +476,55 @@ class AdaptiveSelector(Selector):
         self.estimated_psnr, self._measured = None, {}
         return True
 
+    def bracket_plan(self) -> bool:
+        """After a surplus's second coding (``recode_plan`` with reason "over") whose estimate came
+        out more than ``ESTIMATE_SHORTFALL_DB`` short of ``target_psnr`` while the first coding's
+        reached it: plan a third coding at CRFs between the two, where the two estimates,
+        interpolated linearly in the CRF, put ``target_psnr`` + ``TARGET_MARGIN_DB`` (rounded to the
+        finer CRF; the strides stay). The two codings measured this video's PSNR at two CRFs, which
+        the model's one-slope correction could not foretell (a fresh-user trial: c00 at 35 dB, first
+        coding 39.9 dB, the surplus re-coded to 32.9 dB, and the first kept at 105 % of the
+        source's bytes; a lower target gave a larger file). True when the plan changed: the caller
+        codes the kept frames a third time, then asks ``keep_first_coding``; ``recoded`` keeps the
+        second estimate and ``bracketed`` (the third plan's segments)."""
+        first, recoded, plan, estimate = self._first, self.recoded, self.plan, self.estimated_psnr
+        if (first is None or recoded is None or plan is None or estimate is None or self.target_psnr is None
+                or recoded.get("reason") != "over" or "bracketed" in recoded
+                or estimate >= self.target_psnr - ESTIMATE_SHORTFALL_DB
+                or first.estimate < self.target_psnr or first.estimate <= estimate):
+            return False
+        share = (first.estimate - (self.target_psnr + TARGET_MARGIN_DB)) / (first.estimate - estimate)
+        choices = []
+        for seg, fine, coarse, measures in zip(plan.segments, first.plan.choices, plan.choices, self._measures,
+                                               strict=True):
+            crf = math.floor(fine.crf + (coarse.crf - fine.crf) * max(0.0, share))
+            o = ratemodel.segment_options(measures, len(seg), self.model, plan.probe_crf, np.array([crf]))
+            row = o.strides.index(coarse.stride)
+            choices.append(ratemodel.Choice(coarse.stride, crf, float(o.bytes[row, 0]),
+                                            float(o.psnr_sum[row, 0] / o.frames)))
+        crfs = [c.crf for c in choices]
+        if crfs in ([c.crf for c in first.plan.choices], [c.crf for c in plan.choices]):
+            return False
+        recoded["second_estimate"] = round(estimate, 2)
+        recoded["bracketed"] = [[s.start, s.stop, c.stride, c.crf] for s, c in zip(plan.segments, choices, strict=True)]
+        self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf, plan.slope_crf)
+        self._crfs = self.plan.crf_by_frame()
+        self.estimated_psnr, self._measured = None, {}
+        return True
+
     def keep_first_coding(self) -> bool:
-        """After the second coding's ``after_coding``: True when the first coding is the better
-        result, i.e. the second came out more than ``ESTIMATE_SHORTFALL_DB`` short of the target and its
-        estimate is under the first's (a surplus corrected into a miss, or a shortfall made
-        worse). The plan, its estimate and the capped state are then the first's again
-        (``recoded`` keeps ``second_estimate`` and ``kept_first``), and the caller must restore the
-        first coding's keyframes. False otherwise, or without a second coding."""
+        """After the last coding's ``after_coding`` (the second, or the third of ``bracket_plan``):
+        True when the first coding is the better result, i.e. the last came out more than
+        ``ESTIMATE_SHORTFALL_DB`` short of the target and its estimate is under the first's (a
+        surplus corrected into a miss, or a shortfall made worse). The plan, its estimate and the
+        capped state are then the first's again (``recoded`` keeps ``second_estimate`` (or
+        ``third_estimate``) and ``kept_first``), and the caller must restore the first coding's
+        keyframes. False otherwise, or without a second coding."""
         first, recoded = self._first, self.recoded
         if first is None or recoded is None or self.estimated_psnr is None:
             return False
         self._first = None
-        recoded["second_estimate"] = round(self.estimated_psnr, 2)
+        recoded["third_estimate" if "bracketed" in recoded else "second_estimate"] = round(self.estimated_psnr, 2)
         short = self.target_psnr is not None and self.estimated_psnr < self.target_psnr - ESTIMATE_SHORTFALL_DB
         if not (short and self.estimated_psnr < first.estimate):  # short even where the plan says unreachable
             return False
