@@ -188,7 +188,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     a video whose CRF was measured by trial encodes), recoded (the kept frames were coded twice:
     the first coding's estimate fell short of the target or well over it; then recoded_reason,
     "short" or "over", first_estimate, and kept_first: the second coding came out worse and the
-    first was kept), interp_error_ratio (the last coding's rebuilt sample: measured / predicted
+    first was kept; bracketed: a surplus corrected into a miss was coded a third time between the two),
+    interp_error_ratio (the last coding's rebuilt sample: measured / predicted
     interpolation error), achieved_minus_target, segments ([start, stop, stride, CRF] of the
     plan coded) and probe_crf / slope_probe_crf (the analysis's probes).
     """
@@ -230,6 +231,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
             record["recoded_reason"] = recoded.get("reason", "short")
             record["first_estimate"] = recoded.get("first_estimate")
             record["kept_first"] = bool(recoded.get("kept_first"))
+            record["bracketed"] = "bracketed" in recoded
         sample = selection.get("rebuild_sample")
         if sample:  # the rebuilt sample's correction of the interpolation error
             record["interp_error_ratio"] = sample.get("interp_error_ratio")
