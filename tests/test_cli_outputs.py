@@ -38,3 +38,15 @@ def test_a_webm_output_without_codec_is_vp9_and_h264_in_webm_is_refused(
 def test_a_folder_given_as_input_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["compress", str(tmp_path), "-o", str(tmp_path / "b.frs"), "-q"]) == 2
     assert "a folder, not a video file" in capsys.readouterr().err
+
+
+def test_a_bundle_given_as_input_is_refused_not_read_as_a_video(
+        bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """FFmpeg reads the H.264 stream inside a .frs ZIP: compressing a bundle made a bundle of it,
+    its audio lost without a word (a fresh-user trial). Whatever its name, it is refused."""
+    renamed = tmp_path / "looks_like.mp4"
+    renamed.write_bytes(bundle.read_bytes())
+    for given in (bundle, renamed):
+        assert cli_main(["compress", str(given), "-o", str(tmp_path / "again.frs"), "-q"]) == 2
+        assert "a FrameRS bundle, not a video file; rebuild it with reconstruct" in capsys.readouterr().err
+    assert not (tmp_path / "again.frs").exists()
