@@ -190,7 +190,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     "short" or "over", first_estimate, and kept_first: the second coding came out worse and the
     first was kept; bracketed: a surplus corrected into a miss was coded a third time between the two),
     interp_error_ratio (the last coding's rebuilt sample: measured / predicted
-    interpolation error), achieved_minus_target, segments ([start, stop, stride, CRF] of the
+    interpolation error), kept_error_ratio (its decoded kept frames' RGB error / x264's own report),
+    achieved_minus_target, segments ([start, stop, stride, CRF] of the
     plan coded) and probe_crf / slope_probe_crf (the analysis's probes).
     """
     from framers import bundle as fb
@@ -233,8 +234,9 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
             record["kept_first"] = bool(recoded.get("kept_first"))
             record["bracketed"] = "bracketed" in recoded
         sample = selection.get("rebuild_sample")
-        if sample:  # the rebuilt sample's correction of the interpolation error
+        if sample:  # the rebuilt sample's corrections: interpolation error, x264's error in RGB
             record["interp_error_ratio"] = sample.get("interp_error_ratio")
+            record["kept_error_ratio"] = sample.get("coding_error_ratio")
         record["achieved_minus_target"] = round_opt(quality["psnr"] - point.kwargs["target_psnr"])
         report = result.adaptive or {}
         record["segments"] = [[s["start"], s["stop"], s["stride"], s["crf"]] for s in report.get("segments", [])]
