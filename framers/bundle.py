@@ -330,6 +330,22 @@ def is_zip_bundle(path: Path) -> bool:
         return handle.read(4) == ZIP_MAGIC
 
 
+def holds_bundle(path: Path) -> bool:
+    """True for a bundle in either form: a folder holding a manifest, or a ZIP archive (a .frs,
+    whatever its name) whose members include one. What a video reader must refuse: FFmpeg reads
+    the H.264 stream inside a .frs and would make a video of it without its audio."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / MANIFEST).is_file()
+    if not (path.is_file() and is_zip_bundle(path)):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return MANIFEST in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 #: deflate level of the manifest inside a .frs (JSON halves; the video streams are stored as is)
 MANIFEST_DEFLATE_LEVEL = 9
 

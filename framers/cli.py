@@ -177,14 +177,14 @@ def _make_parent(output: Path) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from framers.outputs import check_container
     from framers.pipeline import reconstruct
 
     suffix = Path(args.output).suffix.lower()
     container = args.container or ("webm" if suffix == ".webm" else "mp4")
     # WebM holds VP9 or AV1: a .webm name without --codec means VP9 (a fresh-user trial: a traceback)
     codec = args.codec or ("vp9" if container == "webm" else "h264")
-    if container == "webm" and codec == "h264":
-        raise UnsupportedOptionError("WebM holds VP9 or AV1, not H.264: use --codec vp9 (or av1), or an .mp4 output")
+    check_container(codec, container)  # before any work
     if suffix != f".{container}":
         print(f"warning: writing {container.upper()} to {args.output} (its name says {suffix or 'nothing'})")
     _make_parent(Path(args.output))

@@ -17,9 +17,21 @@ import av
 from framers import nvenc
 from framers.errors import UnsupportedOptionError
 
-#: codec name -> (PyAV encoder, container formats it may go in)
+#: codec name -> PyAV encoder
 ENCODERS = {"h264": "libx264", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 FORMATS = {"mp4": "mp4", "webm": "webm"}
+#: codec name -> the containers it may go in (WebM holds VP8/VP9/AV1 only; the service's
+#: ``core.outputs.ALLOWED`` states the same pairs for its requests)
+CONTAINERS_OF = {"h264": ("mp4",), "vp9": ("webm",), "av1": ("mp4", "webm")}
+
+
+def check_container(codec: str, container: str) -> None:
+    """Raises UnsupportedOptionError when ``codec`` cannot go in ``container`` (H.264 in WebM:
+    FFmpeg's muxer refused it only once the output was being written, as a traceback)."""
+    if container not in CONTAINERS_OF.get(codec, ()):
+        fits = " or ".join(c for c, where in CONTAINERS_OF.items() if container in where)
+        raise UnsupportedOptionError(f"{container} holds {fits or 'no known codec'}, not {codec}: choose another "
+                                     f"--codec or container")
 
 # SVT-AV1 prints its whole configuration to stderr for every stream; errors only.
 os.environ.setdefault("SVT_LOG", "1")

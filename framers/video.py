@@ -9,7 +9,6 @@ Nothing here holds more than one clip of frames, so memory does not grow with vi
 from __future__ import annotations
 
 import math
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,7 +20,7 @@ import av.error
 import numpy as np
 
 from framers.audio import audio_warnings
-from framers.bundle import MANIFEST
+from framers.bundle import holds_bundle
 from framers.clip import Clip, Frame
 from framers.errors import FrameTooLargeError, InvalidVideoError
 from framers.fidelity import (
@@ -55,27 +54,14 @@ class VideoInfo:
     time_base: Fraction
 
 
-def _is_zip_bundle(path: Path) -> bool:
-    """True for a ZIP archive holding a FrameRS manifest (a .frs bundle, whatever its name)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return MANIFEST in archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def _open(path: Path) -> av.container.InputContainer:
     path = Path(path)
+    if holds_bundle(path):
+        raise InvalidVideoError(f"{path.name}: a FrameRS bundle, not a video file; rebuild it with reconstruct")
     if path.is_dir():
-        what = "a FrameRS bundle (folder)" if (path / MANIFEST).is_file() else "a folder"
-        raise InvalidVideoError(f"{path.name}: {what}, not a video file" +
-                                ("; rebuild it with reconstruct" if what != "a folder" else ""))
+        raise InvalidVideoError(f"{path.name}: a folder, not a video file")
     if not path.is_file():
         raise InvalidVideoError(f"{path.name}: no such file")
-    if _is_zip_bundle(path):  # FFmpeg would read the stream inside it and lose its audio, unsaid
-        raise InvalidVideoError(f"{path.name}: a FrameRS bundle, not a video file; rebuild it with reconstruct")
     if path.stat().st_size == 0:
         raise InvalidVideoError(f"{path.name}: the file is empty")
     try:

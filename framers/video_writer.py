@@ -89,8 +89,9 @@ class VideoWriter:
         codec: str = "h264",
         container: str = "mp4",
     ) -> None:
-        from framers.outputs import FORMATS, OpusTranscoder, encoder_settings
+        from framers.outputs import FORMATS, OpusTranscoder, check_container, encoder_settings
 
+        check_container(codec, container)
         self.path = Path(path)
         self.width, self.height = width, height
         # Matroska takes a display size only from the stream's own aspect ratio, which PyAV cannot

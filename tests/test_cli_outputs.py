@@ -31,7 +31,7 @@ def test_a_webm_output_without_codec_is_vp9_and_h264_in_webm_is_refused(
         assert sum(1 for _ in container.decode(video=0)) == 24
     capsys.readouterr()
     assert cli_main(["reconstruct", str(bundle), "-o", str(tmp_path / "x.webm"), "--codec", "h264", "-q"]) == 2
-    assert "WebM holds VP9 or AV1, not H.264" in capsys.readouterr().err
+    assert "webm holds vp9 or av1, not h264" in capsys.readouterr().err
     assert not (tmp_path / "x.webm").exists()
 
 

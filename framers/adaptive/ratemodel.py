@@ -96,10 +96,15 @@ _PSNR_AT_CRF0 = 53.0
 PSNR_PER_CRF = 0.58
 
 
+def _typical_crf(target_psnr: float) -> float:
+    """A typical x264 CRF of a target mean PSNR (dB), two steps finer (kept frames of
+    dropped-frame options need more)."""
+    return (_PSNR_AT_CRF0 - target_psnr) / PSNR_PER_CRF - 2.0
+
+
 def probe_crf_for(target_psnr: float) -> int:
-    """The probe CRF for a target mean PSNR (dB): the PROBE_CRFS entry nearest to a typical
-    x264 CRF of that PSNR, two steps finer (kept frames of dropped-frame options need more)."""
-    guess = (_PSNR_AT_CRF0 - target_psnr) / PSNR_PER_CRF - 2.0
+    """The probe CRF for a target mean PSNR (dB): the PROBE_CRFS entry nearest ``_typical_crf``."""
+    guess = _typical_crf(target_psnr)
     return min(PROBE_CRFS, key=lambda c: abs(c - guess))
 
 
@@ -118,8 +123,7 @@ def bracket_crf(probe_crf: int, toward: float) -> int:
 def slope_probe_crf_for(target_psnr: float) -> int:
     """The second stride-1 probe's CRF for a target mean PSNR (dB): ``bracket_crf`` of
     ``probe_crf_for(target_psnr)`` toward the same typical CRF that chose it."""
-    guess = (_PSNR_AT_CRF0 - target_psnr) / PSNR_PER_CRF - 2.0
-    return bracket_crf(probe_crf_for(target_psnr), guess)
+    return bracket_crf(probe_crf_for(target_psnr), _typical_crf(target_psnr))
 
 
 def log_slope(at_probe: float, at_other: float, probe_crf: int, other_crf: int) -> float:
