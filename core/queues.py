@@ -156,20 +156,28 @@ def enqueue(conn: Redis, settings: Settings, spec: JobSpec) -> Job:
 
 
 def enqueue_once(
-    conn: Redis, settings: Settings, spec: JobSpec, before_enqueue: Callable[[], None] | None = None
+    conn: Redis,
+    settings: Settings,
+    spec: JobSpec,
+    before_enqueue: Callable[[], None] | None = None,
+    needed: Callable[[], bool] | None = None,
 ) -> bool:
     """Enqueue unless a run of this job id is queued, scheduled or running. True if enqueued.
 
     The lock makes check-then-enqueue atomic across gateway processes; the job status makes it
-    correct across time (a lock expires, a queued job may wait for hours). `before_enqueue` runs
-    under the lock only when a run is about to be enqueued (e.g. to write the "queued" state
-    without clobbering the state of a run already under way).
+    correct across time (a lock expires, a queued job may wait for hours). `needed`, checked under
+    the lock once no run is active, says whether a new run is still wanted: a caller that saw no
+    result a moment ago may meet a run that has just finished and made it (False: nothing is
+    enqueued). `before_enqueue` runs under the lock only when a run is about to be enqueued (e.g.
+    to write the "queued" state without clobbering the state of a run already under way).
     """
     with redis_lock(conn, f"enqueue:{spec.job_id}", ttl_s=30) as acquired:
         if not acquired:
             return False  # another request is enqueuing this very job right now
         status = job_status(conn, spec.job_id)
         if status in ACTIVE_STATUSES:
+            return False
+        if needed is not None and not needed():
             return False
         if status is not None:
             # A finished/failed/stopped earlier run: drop it so the new run starts clean.

@@ -152,8 +152,16 @@ def request_reconstruction(services: Services, record: VideoRecord, target: Targ
         services.records.mark_pending(record.id, reconstruct_marker(target.variant))
         services.records.save_reconstruction(_fresh_state(record, target, state.attempts if state else 0))
 
+    output_key = VideoKeys(record.id).reconstruction(target.variant)
+
+    def still_missing() -> bool:
+        # The worker stores the video before its run ends: a run that finished since the caller
+        # looked has made it, and must not be run again.
+        return not services.storage.exists(output_key)
+
     spec = reconstruct_spec(services.settings, record.id, target.variant)
-    enqueued = enqueue_once(services.redis, services.settings, spec, before_enqueue=write_queued_state)
+    enqueued = enqueue_once(services.redis, services.settings, spec,
+                            before_enqueue=write_queued_state, needed=still_missing)
     if not enqueued and state is not None and state.status is Status.canceled:
         # Asked again right after a cancel: the canceled run is still stopping (it checks between
         # frames) and holds the job id. Give it a moment, then start the new run; if it is
@@ -161,7 +169,8 @@ def request_reconstruction(services: Services, record: VideoRecord, target: Targ
         deadline = time.monotonic() + RESTART_WAIT_S
         while not enqueued and time.monotonic() < deadline:
             time.sleep(0.1)
-            enqueued = enqueue_once(services.redis, services.settings, spec, before_enqueue=write_queued_state)
+            enqueued = enqueue_once(services.redis, services.settings, spec,
+                                    before_enqueue=write_queued_state, needed=still_missing)
     return reconstruction_state(services, record.id, target.variant) or _fresh_state(record, target)
 
 

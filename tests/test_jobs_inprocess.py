@@ -70,6 +70,37 @@ def test_compress_then_reconstruct_in_process(ctx: Any, make_clip: Callable[...,
     assert state.frames == 40
 
 
+def test_late_request_does_not_rerun_a_finished_reconstruction(ctx: Any, make_clip: Callable[..., Path]) -> None:
+    """A GET /reconstruct that found no video a moment before the run finished (the race of 16
+    concurrent requests) must not start the run again once the job is over."""
+    from core.outputs import output_spec
+    from core.queues import job_status
+    from service.operations import request_reconstruction
+    from service.state import Services
+    from service.targets import Target
+
+    clip = make_clip(width=64, height=48, frames=24)
+    info = SourceInfo(filename="clip.mp4", bytes=clip.stat().st_size, width=64, height=48, frames=24, fps=25,
+                      duration=0.96, codec="h264")
+    video_id = _store_upload(ctx, clip.read_bytes(), info)
+    assert enqueue_once(ctx.redis, ctx.settings, compress_spec(ctx.settings, video_id))
+    _work(ctx)
+    services = Services.build(ctx.settings)
+    spec = output_spec(None, None, None, None)
+    target = Target(reconstructor="hold", output=spec, variant=spec.variant("hold"), explicit=True)
+    record = ctx.records.load(video_id)
+    request_reconstruction(services, record, target)
+    _work(ctx)
+    job_id = reconstruct_spec(ctx.settings, video_id, target.variant).job_id
+    assert job_status(ctx.redis, job_id) == "finished"
+
+    state = request_reconstruction(services, record, target)  # the late one
+    assert state.status is Status.done and state.attempts == 1
+    assert job_status(ctx.redis, job_id) == "finished"  # not queued again
+    ctx.storage.delete(VideoKeys(video_id).reconstruction(target.variant))
+    assert request_reconstruction(services, record, target).status is Status.queued  # gone: made again
+
+
 def test_bad_source_fails_at_once_in_process(ctx: Any) -> None:
     info = SourceInfo(filename="fake.mp4", bytes=2300, width=64, height=48, frames=40, fps=25, duration=1.6,
                       codec="h264")
