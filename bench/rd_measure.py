@@ -187,7 +187,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     estimated_psnr (the plan's again with the kept frames' coding error x264 measured; None for
     a video whose CRF was measured by trial encodes), recoded (the kept frames were coded twice:
     the first coding's estimate fell short of the target or well over it; then recoded_reason,
-    "short" or "over", first_estimate, and kept_first: the second coding came out worse and the
+    "short" or "over", first_estimate, first_predicted and first_segments (the first plan), and
+    kept_first: the second coding came out worse and the
     first was kept; bracketed: a surplus corrected into a miss was coded a third time between the two),
     interp_error_ratio (the last coding's rebuilt sample: measured / predicted
     interpolation error), kept_error_ratio (its decoded kept frames' RGB error / x264's own report),
@@ -231,6 +232,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
         if recoded is not None:  # why (a short or a surplus estimate) and whether the first coding stayed
             record["recoded_reason"] = recoded.get("reason", "short")
             record["first_estimate"] = recoded.get("first_estimate")
+            record["first_predicted"] = recoded.get("first_predicted")
+            record["first_segments"] = recoded.get("first_segments")
             record["kept_first"] = bool(recoded.get("kept_first"))
             record["bracketed"] = "bracketed" in recoded
         sample = selection.get("rebuild_sample")
