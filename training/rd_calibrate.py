@@ -10,6 +10,9 @@ frames of each:
   and at the final preset over a CRF grid (bytes, RGB MSE per frame), to map probe measurements
   to the final encode at any CRF.
 
+* ``rgb``: per frame of x264 streams (final preset, ``RGB_CRFS``), the colour path's error, the
+  decoded planes' error (what the corrections predict) and the decoded picture's true RGB error.
+
 * ``transfer``: how the coding error of kept frames reaches the frames rebuilt between them:
   per dropped frame, the ``framemae`` error with lossless kept frames and with kept frames coded
   by x264 (final preset, a CRF grid), next to the coding error of its two kept neighbours.
@@ -30,6 +33,14 @@ of the videos that model was fitted on (model 1.2.0):
         --json out/rd_coding_12_0.jsonl --shard 0/2   # and --shard 1/2 into out/rd_coding_12_1.jsonl
     python -m training.rd_calibrate fit --base model_store/ratemodel/1.1.0 \
         --coding out/rd_coding_12_0.jsonl,out/rd_coding_12_1.jsonl --out model_store/ratemodel/1.2.0
+
+Model 1.4.0 adds λ, how the colour path's error and x264's (measured on the YUV planes) make the
+RGB error of a decoded picture (``ratemodel.with_floor``), from x264 streams of every frame at six
+CRFs (``rgb``):
+
+    python -m training.rd_calibrate rgb --json out/rd_rgb_0.jsonl --shard 0/2   # and 1/2
+    python -m training.rd_calibrate fit --base model_store/ratemodel/1.3.0 \
+        --rgb out/rd_rgb_0.jsonl,out/rd_rgb_1.jsonl --out model_store/ratemodel/1.4.0
 
 Model 1.3.0 fits the same rows again with the slopes a second stride-1 probe measures (the rows
 hold the probes at every CRF of ``PROBE_CRFS``, so no new measurement):
@@ -52,13 +63,25 @@ import numpy as np
 
 from framers.adaptive import analysis
 from framers.adaptive import ratemodel as rm
-from framers.adaptive.coding import PROBE_ERRORS, code_frames, conversion_mse, x264_round_trip
+from framers.adaptive.coding import (
+    PROBE_ERRORS,
+    code_frames,
+    conversion_mse,
+    planes_of,
+    rgb_mse_of_planes,
+    to_codec_yuv,
+    x264_context,
+    x264_reported_mse,
+    x264_round_trip,
+)
 from framers.reconstructors.base import KeptFrame
 from framers.rgb import to_rgb
 from framers.scenes import SceneAnalyser
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".264", ".mov", ".webm")
+#: CRFs of the ``rgb`` rows: the span the adaptive mode's targets (28-40 dB) use
+RGB_CRFS = (14, 20, 26, 32, 38, 44)
 
 
 def _done_videos(out: Path) -> set[str]:
@@ -170,6 +193,59 @@ def run_coding(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rgb_errors(frames: list[np.ndarray], crf: int) -> dict[str, list[float]]:
+    """Per frame of one x264 stream (final preset, ``crf``): the error x264 reports
+    (``x264_reported_mse``), the decoded planes' error as the model's calibration reads it
+    (``rgb_mse_of_planes``: planes weighted, taken as independent) and the decoded pictures' true
+    RGB error, all gray levels²."""
+    h, w = frames[0].shape[:2]
+    enc = x264_context(w, h, crf, rm.FINAL_PRESET)
+    enc.flags |= av.codec.context.Flags.psnr
+    dec = av.CodecContext.create("h264", "r")
+    sources = [to_codec_yuv(f) for f in frames]
+    pixels = [plane.width * plane.height for plane in sources[0].planes]
+    reported: dict[int, float] = {}
+    decoded: list[av.VideoFrame] = []
+
+    def take(packets: list[av.Packet]) -> None:
+        for packet in packets:
+            value = x264_reported_mse(packet, pixels)
+            reported[int(packet.pts or 0)] = float("nan") if value is None else value
+            decoded.extend(dec.decode(av.Packet(bytes(packet))))
+
+    for i, yuv in enumerate(sources):
+        yuv.pts = i
+        take(enc.encode(yuv))
+    take(enc.encode(None))
+    decoded.extend(dec.decode(None))
+    if len(decoded) != len(frames):
+        raise RuntimeError(f"x264 round trip returned {len(decoded)} of {len(frames)} frames")
+    return {"x264": [reported[i] for i in range(len(frames))],
+            "planes": [rgb_mse_of_planes(planes_of(s), planes_of(d)) for s, d in zip(sources, decoded, strict=True)],
+            "rgb": [_mse(to_rgb(d), f) for d, f in zip(decoded, frames, strict=True)]}
+
+
+def run_rgb(args: argparse.Namespace) -> int:
+    """Rows of how x264's error of a coded picture, as the rate model predicts and the encoder
+    reports it (YUV planes), reaches the RGB picture a reader gets (``ratemodel.fit_rgb``)."""
+    out = Path(args.json)
+    done = _done_videos(out)
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    for k, path in enumerate(_videos(args.split)[: args.max_videos]):
+        if k % shards != shard or path.name in done:
+            continue
+        rgb, _, _ = _decode(path, args.frames)
+        if len(rgb) < 17:
+            continue
+        floors = [conversion_mse(f) for f in rgb]
+        rows = [{"video": path.name, "crf": crf, "floor": floors, **_rgb_errors(rgb, crf)}
+                for crf in RGB_CRFS]
+        with out.open("a") as handle:
+            handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")
+        print(f"{path.name}: {len(rows)} rows", flush=True)
+    return 0
+
+
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
     err = a.astype(np.float32) - b.astype(np.float32)
     return float(np.mean(err * err))
@@ -228,6 +304,19 @@ def _rows(paths: str) -> list[dict]:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    if args.rgb:
+        # λ of the floor's overlap with x264's error: measured on x264 streams of their own, so it
+        # joins a base model whose other coefficients stay (model 1.4.0)
+        if not args.base or args.coding:
+            raise SystemExit("--rgb fits λ onto a --base model (without --coding)")
+        base = json.loads((Path(args.base) / "config.json").read_text())
+        rows = _rows(args.rgb)
+        config = rm.add_rgb(base, rows, args.version or Path(args.out).name)
+        training = {**base["training"], "rgb_videos": sorted({r["video"] for r in rows}),
+                    "base_command": base["training"]["command"]}
+        return _write_config(args, config, training)
+    if not args.coding:
+        raise SystemExit("fit needs --coding (or --rgb)")
     coding = _rows(args.coding)
     if args.base:
         # a new probe: only the probe -> final corrections change (interp and transfer rows do not
@@ -257,6 +346,10 @@ def run_fit(args: argparse.Namespace) -> int:
             "coding_videos": sorted({r["video"] for r in coding}),
             "transfer_videos": sorted({r["video"] for r in transfer}),
         }
+    return _write_config(args, config, training)
+
+
+def _write_config(args: argparse.Namespace, config: dict, training: dict) -> int:
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     config["training"] = {**training, "command": " ".join(sys.argv)}
@@ -268,7 +361,7 @@ def run_fit(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("interp", "coding", "transfer"):
+    for name in ("interp", "coding", "transfer", "rgb"):
         p = sub.add_parser(name)
         p.add_argument("--json", required=True)
         p.add_argument("--split", default="train")
@@ -288,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="a model folder whose interp/transfer coefficients are kept; only the "
                                   "coding rows are fitted (a new probe preset or error measure)")
     p.add_argument("--version", help="version of the --base refit (default: the --out folder's name)")
-    p.add_argument("--coding", required=True)
+    p.add_argument("--coding", help="rows of `coding` (comma-separated files)")
+    p.add_argument("--rgb", help="rows of `rgb` (comma-separated files): with --base, fits λ of the floor's "
+                                 "overlap with x264's error (model 1.4)")
     p.add_argument("--slopes", action="store_true",
                    help="with --base: the corrections also take the bytes and MSE slopes of a second "
                         "stride-1 probe (model 1.3; the coding rows must hold every probe CRF)")
@@ -296,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    return {"interp": run_interp, "coding": run_coding, "transfer": run_transfer, "fit": run_fit}[args.command](args)
+    return {"interp": run_interp, "coding": run_coding, "transfer": run_transfer, "rgb": run_rgb,
+            "fit": run_fit}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -282,10 +282,18 @@ class AdaptiveSelector(Selector):
             decoded, rebuilt = sample(gaps, rebuild_sample.sample_kept(spans, kept, gaps))
         kept_ratio = 1.0
         if decoded:  # x264's error, as the estimate reads it, against the decoded pictures' RGB error
-            foretold = sum(floor_of[i] + measured[i] for i in decoded)
+            overlap = self.model.rgb_overlap
+
+            def rgb(i: int, e: float) -> float:
+                return float(ratemodel.with_floor(floor_of[i], e, overlap))
+
+            def coding(i: int, total: float) -> float:
+                return float(ratemodel.coding_of_rgb(floor_of[i], total, overlap))
+
+            foretold = sum(rgb(i, measured[i]) for i in decoded)
             kept_ratio = float(np.clip(sum(decoded.values()) / max(foretold, 1e-9), *KEPT_RATIO_RANGE))
-            measured = {i: max(0.0, (floor_of[i] + e) * kept_ratio - floor_of[i]) for i, e in measured.items()}
-            measured.update({i: max(0.0, e - floor_of[i]) for i, e in decoded.items()})
+            measured = {i: coding(i, rgb(i, e) * kept_ratio) for i, e in measured.items()}
+            measured.update({i: coding(i, e) for i, e in decoded.items()})
         self._measured = measured
         parts = []
         for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
