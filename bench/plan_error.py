@@ -5,9 +5,9 @@ decoded and rebuilt sample (``AdaptiveSelector.after_coding``; within ±0.5 dB o
 on every val point, BENCHMARKS.md section 0). When that estimate comes out more than 1 dB over the
 target, the kept frames are coded a second time (``recode_plan``), which costs about as much as
 the first coding again (issue 12's time bound). This measures, per clip and target, the first
-coding's estimate − the first plan's prediction, and how often a second coding followed: the
-figures behind ``selector.TARGET_MARGIN_DB``. Run it on *train* clips (a calibration; val is for
-evaluation):
+coding's estimate − the first plan's prediction, and how often a second coding followed (what
+``selector.TARGET_MARGIN_DB`` trades: fewer second codings against more first codings short).
+Run it on *train* clips (a calibration; val is for evaluation):
 
     .venv/bin/python bench/plan_error.py ../shared/data/videos/train --targets 28,34,40 \\
         --fitted-by model_store/ratemodel/1.4.0 --max-videos 30 --json bench/results/plan_error_train.json
