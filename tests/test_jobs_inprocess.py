@@ -47,13 +47,19 @@ def _work(ctx: Any) -> None:
     SimpleWorker(queues, connection=ctx.redis).work(burst=True, with_scheduler=False)
 
 
-def test_compress_then_reconstruct_in_process(ctx: Any, make_clip: Callable[..., Path]) -> None:
-    clip = make_clip(width=64, height=48, frames=40)
-    info = SourceInfo(filename="clip.mp4", bytes=clip.stat().st_size, width=64, height=48, frames=40, fps=25,
-                      duration=1.6, codec="h264")
+def _compressed_clip(ctx: Any, make_clip: Callable[..., Path], frames: int) -> str:
+    """A generated 64x48 clip of ``frames`` frames uploaded and compressed in process: its id."""
+    clip = make_clip(width=64, height=48, frames=frames)
+    info = SourceInfo(filename="clip.mp4", bytes=clip.stat().st_size, width=64, height=48, frames=frames, fps=25,
+                      duration=frames / 25, codec="h264")
     video_id = _store_upload(ctx, clip.read_bytes(), info)
     assert enqueue_once(ctx.redis, ctx.settings, compress_spec(ctx.settings, video_id))
     _work(ctx)
+    return video_id
+
+
+def test_compress_then_reconstruct_in_process(ctx: Any, make_clip: Callable[..., Path]) -> None:
+    video_id = _compressed_clip(ctx, make_clip, 40)
 
     record = ctx.records.load(video_id)
     assert record.status is Status.done, record.error
@@ -79,12 +85,7 @@ def test_late_request_does_not_rerun_a_finished_reconstruction(ctx: Any, make_cl
     from service.state import Services
     from service.targets import Target
 
-    clip = make_clip(width=64, height=48, frames=24)
-    info = SourceInfo(filename="clip.mp4", bytes=clip.stat().st_size, width=64, height=48, frames=24, fps=25,
-                      duration=0.96, codec="h264")
-    video_id = _store_upload(ctx, clip.read_bytes(), info)
-    assert enqueue_once(ctx.redis, ctx.settings, compress_spec(ctx.settings, video_id))
-    _work(ctx)
+    video_id = _compressed_clip(ctx, make_clip, 24)
     services = Services.build(ctx.settings)
     spec = output_spec(None, None, None, None)
     target = Target(reconstructor="hold", output=spec, variant=spec.variant("hold"), explicit=True)

@@ -56,6 +56,7 @@ import hashlib
 import itertools
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -225,24 +226,32 @@ def _rgb_errors(frames: list[np.ndarray], crf: int) -> dict[str, list[float]]:
             "rgb": [_mse(to_rgb(d), f) for d, f in zip(decoded, frames, strict=True)]}
 
 
+def _shard_todo(args: argparse.Namespace) -> Iterator[Path]:
+    """This shard's videos (``--shard i/n``, ``--max-videos``) not yet in ``--json``."""
+    done = _done_videos(Path(args.json))
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    for k, path in enumerate(_videos(args.split)[: args.max_videos]):
+        if k % shards == shard and path.name not in done:
+            yield path
+
+
+def _append_rows(args: argparse.Namespace, video: str, rows: list[dict]) -> None:
+    """One video's rows as one JSONL line of ``--json`` (a rerun resumes after it)."""
+    with Path(args.json).open("a") as handle:
+        handle.write(json.dumps({"video": video, "rows": rows}) + "\n")
+    print(f"{video}: {len(rows)} rows", flush=True)
+
+
 def run_rgb(args: argparse.Namespace) -> int:
     """Rows of how x264's error of a coded picture, as the rate model predicts and the encoder
     reports it (YUV planes), reaches the RGB picture a reader gets (``ratemodel.fit_rgb``)."""
-    out = Path(args.json)
-    done = _done_videos(out)
-    shard, shards = (int(x) for x in args.shard.split("/"))
-    for k, path in enumerate(_videos(args.split)[: args.max_videos]):
-        if k % shards != shard or path.name in done:
-            continue
+    for path in _shard_todo(args):
         rgb, _, _ = _decode(path, args.frames)
         if len(rgb) < 17:
             continue
         floors = [conversion_mse(f) for f in rgb]
-        rows = [{"video": path.name, "crf": crf, "floor": floors, **_rgb_errors(rgb, crf)}
-                for crf in RGB_CRFS]
-        with out.open("a") as handle:
-            handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")
-        print(f"{path.name}: {len(rows)} rows", flush=True)
+        _append_rows(args, path.name, [{"video": path.name, "crf": crf, "floor": floors, **_rgb_errors(rgb, crf)}
+                                       for crf in RGB_CRFS])
     return 0
 
 
@@ -255,12 +264,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     from framers.registry import get_reconstructor
 
     rebuilder = get_reconstructor("framemae")
-    out = Path(args.json)
-    done = _done_videos(out)
-    shard, shards = (int(x) for x in args.shard.split("/"))
-    for k, path in enumerate(_videos(args.split)[: args.max_videos]):
-        if k % shards != shard or path.name in done:
-            continue
+    for path in _shard_todo(args):
         rgb, _, _ = _decode(path, args.frames)
         n = len(rgb)
         if n < 17 or min(rgb[0].shape[:2]) < 16:
@@ -283,9 +287,7 @@ def run_transfer(args: argparse.Namespace) -> int:
                             "left_mse": kept_mse[left], "right_mse": kept_mse[right],
                             "mse": _mse(rebuilt[i], rgb[i]),
                         })
-        with out.open("a") as handle:
-            handle.write(json.dumps({"video": path.name, "rows": rows}) + "\n")
-        print(f"{path.name}: {len(rows)} rows", flush=True)
+        _append_rows(args, path.name, rows)
     return 0
 
 
