@@ -431,7 +431,7 @@ def test_health_ready_models_docs(stack: Any) -> None:
         assert models["defaults"]["selector"] == stack.settings.default_selector
         assert models["defaults"]["selector_when_keep_is_given"] == "framers"
         assert models["models"] == {"framemae": "1.0.0", "framemae_compose": "1.0.0", "selector": "1.1.0",
-                                    "ratemodel": "1.3.0"}  # shipped store
+                                    "ratemodel": "1.4.0"}  # shipped store
         assert client.get("/docs").status_code == 200
         spec = client.get("/openapi.json").json()
         assert "multipart/form-data" in spec["paths"]["/compress"]["post"]["requestBody"]["content"]
