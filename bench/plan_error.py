@@ -12,6 +12,10 @@ Run it on *train* clips (a calibration; val is for evaluation):
     .venv/bin/python bench/plan_error.py ../shared/data/videos/train --targets 28,34,40 \\
         --fitted-by model_store/ratemodel/1.4.0 --max-videos 30 --json bench/results/plan_error_train.json
 
+The same figures of the points a ``bench/rd.py`` run measured (no compression):
+
+    .venv/bin/python bench/plan_error.py --from-rd bench/results/rd_val.json
+
 Each clip's first ``--frames`` frames are cut losslessly (``h264_reference.write_trimmed``, as
 ``bench/rd.py`` does) and compressed with ``framers.pipeline.compress(target_psnr=T)`` into a
 temporary ``.frs``; nothing is rebuilt.
@@ -39,13 +43,33 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".264", ".mov", ".webm", ".gif")
 
 
 def first_coding(report: dict[str, Any]) -> dict[str, Any]:
-    """The first plan's prediction, the first coding's estimate (dB) and whether (and why) the
-    kept frames were coded again, from a compress result's adaptive report."""
+    """The first plan's prediction, the first coding's estimate (dB), whether (and why) the kept
+    frames were coded again, and the first plan's segments ([start, stop, stride, CRF]), from a
+    compress result's adaptive report."""
+    segments = [[s["start"], s["stop"], s["stride"], s["crf"]] for s in report.get("segments", [])]
     recoded = report.get("recoded")
     if recoded:
         return {"predicted": recoded.get("first_predicted"), "estimated": recoded.get("first_estimate"),
-                "recoded": recoded.get("reason")}
-    return {"predicted": report.get("predicted_psnr"), "estimated": report.get("estimated_psnr"), "recoded": None}
+                "recoded": recoded.get("reason"), "segments": recoded.get("first_segments", segments)}
+    return {"predicted": report.get("predicted_psnr"), "estimated": report.get("estimated_psnr"), "recoded": None,
+            "segments": segments}
+
+
+def rows_of_rd(path: Path, method: str = "adaptive+framemae") -> list[dict[str, Any]]:
+    """The same rows from a ``bench/rd.py`` JSON's adaptive points (``rd_measure`` records the first
+    plan of a point coded again since the fourteenth session; older points lack it and are left
+    out of the figures)."""
+    rows = []
+    for clip in json.loads(path.read_text())["clips"]:
+        for p in clip.get("methods", {}).get(method, {}).get("points", []):
+            if "target_psnr" not in p:
+                continue
+            recoded = p.get("recoded_reason") if p.get("recoded") else None
+            rows.append({"video": clip["video"], "target_psnr": p["target_psnr"], "recoded": recoded,
+                         "predicted": p.get("first_predicted") if recoded else p.get("predicted_psnr"),
+                         "estimated": p.get("first_estimate") if recoded else p.get("estimated_psnr"),
+                         "segments": p.get("first_segments") if recoded else p.get("segments")})
+    return rows
 
 
 def measure(path: Path, targets: list[float], frames: int) -> list[dict[str, Any]]:
@@ -59,39 +83,47 @@ def measure(path: Path, targets: list[float], frames: int) -> list[dict[str, Any
             result = compress(source, Path(tmp) / "out.frs", target_psnr=target)
             report = result.adaptive or {}
             rows.append({"video": path.name, "target_psnr": target, **first_coding(report),
-                         "segments": [[s["start"], s["stop"], s["stride"], s["crf"]]
-                                      for s in report.get("segments", [])],
                          "seconds": round(time.perf_counter() - started, 2)})
     return rows
 
 
-def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Percentiles of estimated − predicted (dB) and of the first estimate − target, the share of
-    points coded again (by reason)."""
-    ok = [r for r in rows if r["predicted"] is not None and r["estimated"] is not None]
-    miss = np.array([r["estimated"] - r["predicted"] for r in ok])
-    over = np.array([r["estimated"] - r["target_psnr"] for r in ok])
+def _percentiles(values: list[float]) -> dict[str, float]:
+    """10/25/50/75/90th percentiles (dB, 2 decimals); {} for no values."""
     pct = [10, 25, 50, 75, 90]
+    return dict(zip(map(str, pct), np.round(np.percentile(values, pct), 2).tolist(), strict=True)) if values else {}
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Percentiles of estimated − predicted (dB; all points, and those whose first plan keeps
+    every frame) and of the first estimate − target, the points coded again (by reason)."""
+    ok = [r for r in rows if r["predicted"] is not None and r["estimated"] is not None]
+    miss = [r["estimated"] - r["predicted"] for r in ok]
+    every = [r["estimated"] - r["predicted"] for r in ok if r.get("segments") and all(s[2] == 1 for s in r["segments"])]
     return {"points": len(ok),
-            "estimated_minus_predicted": dict(zip(map(str, pct), np.round(np.percentile(miss, pct), 2).tolist(),
-                                                  strict=True)) if ok else {},
-            "mean_estimated_minus_predicted": round(float(miss.mean()), 3) if ok else None,
-            "first_estimate_minus_target": dict(zip(map(str, pct), np.round(np.percentile(over, pct), 2).tolist(),
-                                                    strict=True)) if ok else {},
+            "estimated_minus_predicted": _percentiles(miss),
+            "mean_estimated_minus_predicted": round(float(np.mean(miss)), 3) if ok else None,
+            "estimated_minus_predicted_every_frame_kept": _percentiles(every),
+            "first_estimate_minus_target": _percentiles([r["estimated"] - r["target_psnr"] for r in ok]),
             "recoded": {reason: sum(r["recoded"] == reason for r in rows) for reason in ("over", "short")}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folder", type=Path, nargs="?", help="clips to compress (not with --from-rd)")
+    parser.add_argument("--from-rd", type=Path, help="no compression: the figures of a bench/rd.py JSON's points")
     parser.add_argument("--targets", default="28,34,40")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--max-videos", type=int, default=1000)
-    parser.add_argument("--json", type=Path, required=True, help="rows and summary (a rerun resumes)")
+    parser.add_argument("--json", type=Path, help="rows and summary (a rerun resumes); required with a folder")
     parser.add_argument("--fitted-by", type=Path,
                         help="a rate model folder: only the clips its coding fit used (the train clips no fit "
                              "used stay held out, BENCHMARKS.md section 0)")
     args = parser.parse_args(argv)
+    if args.from_rd is not None:
+        print(json.dumps(summary(rows_of_rd(args.from_rd)), indent=1))
+        return 0
+    if args.folder is None or args.json is None:
+        parser.error("give a folder and --json, or --from-rd")
     targets = [float(t) for t in args.targets.split(",")]
     data: dict[str, Any] = json.loads(args.json.read_text()) if args.json.exists() else {"rows": []}
     done = {r["video"] for r in data["rows"]}

@@ -210,3 +210,27 @@ def test_refresh_compare_measures_the_gain_at_equal_bytes() -> None:
     totals = module.summary(rows)
     assert totals["stride4+framemae:refresh0.1"]["clips_gaining"] == 1
     assert "+1.00" in module.to_markdown(rows, totals, "bitstream")
+
+
+def test_plan_error_reads_the_first_plan_of_points_coded_again(tmp_path: Path) -> None:
+    """``bench/plan_error.py --from-rd``: a point coded again is judged by its first plan and first
+    coding (what the second coding corrected), one coded once by its only plan."""
+    spec = importlib.util.spec_from_file_location("bench_plan_error", ROOT / "bench" / "plan_error.py")
+    assert spec is not None and spec.loader is not None
+    plan_error = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plan_error)
+    once = {"target_psnr": 34.0, "recoded": False, "predicted_psnr": 34.5, "estimated_psnr": 34.7,
+            "segments": [[0, 32, 1, 26]]}
+    again = {"target_psnr": 34.0, "recoded": True, "recoded_reason": "over", "predicted_psnr": 34.4,
+             "estimated_psnr": 34.3, "first_predicted": 34.4, "first_estimate": 35.6,
+             "segments": [[0, 32, 1, 27]], "first_segments": [[0, 32, 4, 25]]}
+    path = tmp_path / "rd.json"
+    path.write_text(json.dumps({"clips": [{"video": "a.mp4", "methods": {"adaptive+framemae": {
+        "points": [once, again, {"label": "fixed"}]}}}]}))
+    rows = plan_error.rows_of_rd(path)
+    assert [(r["predicted"], r["estimated"], r["recoded"]) for r in rows] == [(34.5, 34.7, None),
+                                                                              (34.4, 35.6, "over")]
+    result = plan_error.summary(rows)
+    assert result["points"] == 2 and result["recoded"] == {"over": 1, "short": 0}
+    assert result["estimated_minus_predicted"]["50"] == pytest.approx(0.7)
+    assert result["estimated_minus_predicted_every_frame_kept"]["50"] == pytest.approx(0.2)  # the first only

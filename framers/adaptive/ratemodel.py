@@ -13,7 +13,7 @@ Model (coefficients fitted on train clips by ``training/rd_calibrate.py``, store
 * ⊕ (``with_floor``): how the coding error measured on the YUV planes (``coding.rgb_mse_of_planes``,
   what the corrections are calibrated on and x264 reports) and the floor make the RGB error of the
   decoded picture: f + e − λ·f·e/(f + e). Before model 1.4 λ = 0 (they add), which foretold the RGB
-  error of 36 train clips 0.19 dB too high on average (0.34 dB RMS; 0.4–0.6 dB at CRF 14–20 on
+  error of 41 train clips 0.19 dB too high on average (0.34 dB RMS; 0.4–0.6 dB at CRF 14–20 on
   chroma-rich content, where much of x264's chroma error is the detail subsampling already lost);
   model 1.4 fits λ (``fit_rgb``, rows of ``rd_calibrate rgb``)
 * model 1.3 (``slope_typical``): f also holds (c − c₀)·s, s the per-step log
@@ -36,7 +36,9 @@ allocation for an arbitrary set of quantizers", 1988) with one multiplier μ: ev
 the stride minimising R − μ·ΣPSNR, every CRF group (shots together holding ≥ ~5 s, see
 ``selector.crf_groups``) the CRF minimising the sum over its segments (changing CRF restarts x264
 at an IDR picture, so it changes only at shot starts and not for every short shot),
-and μ is bisected until the target is met. Stride 1 at one CRF everywhere is plain x264, so
+and μ is bisected until the target is met; single moves then take the plan off the hull's corners
+to the cheapest one that still meets it (``_refined``: the hull's next point can be far over a
+target on a video of few segments). Stride 1 at one CRF everywhere is plain x264, so
 when the model is right the choice never costs more than re-encoding with x264.
 """
 
@@ -707,7 +709,7 @@ def _refined(options: Sequence[SegmentOptions], shots: Sequence[Sequence[int]], 
     ``target_bytes``), until none does (at most ``REFINE_MOVES``). The Lagrangian reaches only the
     convex hull of the (bytes, PSNR) options, and on few segments the hull's next point over a
     target can be far over it: the bench clip at 34 dB (two segments, every frame kept) was planned
-    at CRF 25 for 35.3 dB where CRF 27 is predicted at 34.5 dB, and its surplus was then coded a
+    at CRF 25 for 35.3 dB where CRF 26 is predicted at 34.8 dB, and its surplus was then coded a
     second time (issue 12's 2x time bound). ``picks`` that miss the target are returned as they are."""
     picks = list(picks)
     frames = sum(o.frames for o in options)

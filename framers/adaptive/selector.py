@@ -286,17 +286,15 @@ class AdaptiveSelector(Selector):
         kept_ratio = 1.0
         if decoded:  # x264's error, as the estimate reads it, against the decoded pictures' RGB error
             overlap = self.model.rgb_overlap
-
-            def rgb(i: int, e: float) -> float:
-                return float(ratemodel.with_floor(floor_of[i], e, overlap))
-
-            def coding(i: int, total: float) -> float:
-                return float(ratemodel.coding_of_rgb(floor_of[i], total, overlap))
-
-            foretold = sum(rgb(i, measured[i]) for i in decoded)
-            kept_ratio = float(np.clip(sum(decoded.values()) / max(foretold, 1e-9), *KEPT_RATIO_RANGE))
-            measured = {i: coding(i, rgb(i, e) * kept_ratio) for i, e in measured.items()}
-            measured.update({i: coding(i, e) for i, e in decoded.items()})
+            index = np.array(list(measured))
+            floors = np.array([floor_of[i] for i in index])
+            foretold = ratemodel.with_floor(floors, np.array([measured[i] for i in index]), overlap)
+            checked = np.isin(index, list(decoded))
+            kept_ratio = float(np.clip(sum(decoded.values()) / max(float(foretold[checked].sum()), 1e-9),
+                                       *KEPT_RATIO_RANGE))
+            corrected = ratemodel.coding_of_rgb(floors, foretold * kept_ratio, overlap)
+            measured = dict(zip(index.tolist(), corrected.tolist(), strict=True))
+            measured.update({i: float(ratemodel.coding_of_rgb(floor_of[i], e, overlap)) for i, e in decoded.items()})
         self._measured = measured
         parts = []
         for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
