@@ -148,6 +148,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 last = recoded.get("third_estimate", recoded["second_estimate"])
                 print(f"  the {'third' if 'third_estimate' in recoded else 'second'} coding was estimated at "
                       f"{last:.2f} dB, short of the target: the first is kept (segments below)")
+        left = report.get("surplus_left")
+        if left:
+            print(f"  {left['over_db']:.2f} dB over the target, not coded again: with {left['kept_share']:.0%} of the "
+                  "frames kept a second coding would take the compression past twice x264 medium's time")
         sample = report.get("rebuild_sample")
         if sample:
             rebuilt = (f", {sample['frames']} dropped frames rebuilt (interpolation error "

@@ -96,6 +96,24 @@ class Clip:
             self._rgb[i] = rgb
         return rgb
 
+    def stored_as_shown(self, i: int) -> tuple[av.VideoFrame, int, int] | None:
+        """Frame i's decoded picture with the YUV matrix and range (AVColorSpace, AVColorRange ids)
+        that ``frame(i)`` converts it with, when ``frame(i)`` is that picture's plain conversion:
+        no orientation op, tone map or alpha; None otherwise (and for a clip made from RGB).
+        Lets a consumer of the picture in another colour path skip RGB (``coding.codec_yuv``)."""
+        if not self._decoded:
+            return None
+        picture = self._decoded[i]
+        if self._plan is not None:
+            if self._plan.special or self._plan.ops:
+                return None
+            return picture, self._plan.matrix, self._plan.range
+        if self._rotation % 360:
+            return None
+        matrix = int(picture.colorspace)
+        # to_rgb without tags: swscale's BT.601 for an unspecified matrix, limited unless tagged full
+        return picture, (6 if matrix == 2 else matrix), (2 if int(picture.color_range) == 2 else 1)
+
     @property
     def frames(self) -> np.ndarray:
         """All frames as RGB [n, H, W, 3] uint8 (converts the ones not converted yet)."""

@@ -76,7 +76,7 @@ class KeyframeEncoder:
             self._encoder = self._container.add_stream(spec["codec"], rate=25)
             self._encoder.width, self._encoder.height, self._encoder.pix_fmt = width, height, pix_fmt
             self._encoder.options = {"level": "3", "g": "1"}
-        self._queue: queue.Queue[tuple[np.ndarray, int | None] | None] = queue.Queue(maxsize=self.QUEUE_FRAMES)
+        self._queue: queue.Queue[tuple[np.ndarray | av.VideoFrame, int | None] | None] = queue.Queue(maxsize=self.QUEUE_FRAMES)
         self._error: BaseException | None = None
         self._reported = False
         self._closed = False
@@ -115,21 +115,23 @@ class KeyframeEncoder:
         self._run_start += self._encoded
         self._encoded = 0
 
-    def _encode(self, rgb: np.ndarray, crf: int | None) -> None:
+    def _encode(self, picture: np.ndarray | av.VideoFrame, crf: int | None) -> None:
         if self._x264:
             from framers.adaptive.coding import to_codec_yuv
 
             crf = int(self.settings["crf"]) if crf is None else crf
             if self._encoder is None or crf != self._run_crf:
                 self._start_x264(crf)
-            frame = to_codec_yuv(rgb)  # the codec's colour path, as the probes and the floor see it
+            # the codec's colour path, as the probes and the floor see it
+            frame = picture if isinstance(picture, av.VideoFrame) else to_codec_yuv(picture)
             frame.pts = self._encoded
             self._encoded += 1
             assert self._file is not None
             for packet in self._sei.filter(self._measured(self._encoder.encode(frame))):
                 self._file.write(bytes(packet))
             return
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        assert isinstance(picture, np.ndarray), "only x264 takes YUV pictures (takes_yuv)"
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
         frame.pts = self._encoded
         self._encoded += 1
         for packet in self._encoder.encode(frame):
@@ -168,9 +170,17 @@ class KeyframeEncoder:
             raise BundleError(f"keyframe encoding failed: {error}") from error
         raise error
 
-    def write(self, rgb: np.ndarray, crf: int | None = None) -> None:
-        """Queue one kept frame (RGB uint8 [H, W, 3]); ``crf`` (x264 only) overrides the default
-        CRF for this frame, a change starting a new run."""
+    @property
+    def takes_yuv(self) -> bool:
+        """``write`` also takes the codec's YUV picture (x264: ``coding.codec_yuv``'s frame)."""
+        return self._x264
+
+    def write(self, picture: np.ndarray | av.VideoFrame, crf: int | None = None) -> None:
+        """Queue one kept frame: RGB uint8 [H, W, 3], or (``takes_yuv``) the YUV picture x264
+        codes (``coding.codec_yuv``, a frame of its own: it is coded on another thread); ``crf``
+        (x264 only) overrides the default CRF for this frame, a change starting a new run.
+        Raises BundleError when closed or after an encoding error, TypeError for a YUV
+        picture an encoder other than x264 is given."""
         if self._closed:
             raise BundleError("keyframe encoder is closed")
         self._raise_error()
@@ -181,7 +191,12 @@ class KeyframeEncoder:
                 runs[-1][0] += 1
             else:
                 runs.append([1, value])
-        self._queue.put((np.ascontiguousarray(rgb), crf))
+        if isinstance(picture, av.VideoFrame):
+            if not self._x264:
+                raise TypeError(f"the {self.settings['name']} keyframe encoder takes RGB frames only")
+            self._queue.put((picture, crf))
+        else:
+            self._queue.put((np.ascontiguousarray(picture), crf))
         self.settings["count"] += 1
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from framers import bundle as fb
 from framers import defaults
+from framers.adaptive.coding import codec_yuv
 from framers.audio import extract_audio
 from framers.clip import Clip
 from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
@@ -200,7 +201,8 @@ def compress(
                 encoder = KeyframeEncoder(folder, clip.width, clip.height, codec, keyframe_crf)
             ordered = sorted(positions)
             for p in ordered:
-                encoder.write(clip.frame(p), crf_of(clip.start + p) if crf_of is not None else None)
+                picture = codec_yuv(clip, p) if encoder.takes_yuv else clip.frame(p)
+                encoder.write(picture, crf_of(clip.start + p) if crf_of is not None else None)
                 kept_indices.append(clip.start + p)
             kept_per_clip.append(ordered)
             # a second coding holds the progress where the first ended (never back), but still

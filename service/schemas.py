@@ -153,7 +153,10 @@ class JobView(BaseModel):
                                   "error of the kept frames, checked on a sample of kept frames decoded and "
                                   "dropped frames rebuilt (rebuild_sample); recoded: coded twice, the first "
                                   "estimate short of the target or more than 1 dB over it (reason), with the "
-                                  "first plan's segments and whether the first coding was kept)"
+                                  "first plan's segments and whether the first coding was kept); "
+                                  "surplus_left: more than 1 dB over the target but not coded again, a "
+                                  "second coding of that share of the frames being past twice x264 "
+                                  "medium's time (estimate, over_db, kept_share)"
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"

@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from framers.adaptive import analysis
-from framers.adaptive.coding import Coded, ProbeSet, conversion_mse, to_codec_yuv
+from framers.adaptive.coding import Coded, ProbeSet, codec_yuv, conversion_mse
 from framers.adaptive.ratemodel import Probe
 from framers.scenes import SceneAnalyser, timing_breaks
 from framers.selectors import ClipSource
@@ -134,10 +134,9 @@ def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None,
                 block.views[index] = view.gray
                 if index % DETAIL_EVERY == 0:
                     detail[index] = analysis.detail_energy(picture.to_ndarray(format="gray"), view.gray)
-                rgb = clip.frame(i)
-                yuv = to_codec_yuv(rgb)  # converted once for every probe that codes it
+                yuv = codec_yuv(clip, i)  # converted (if at all) once for every probe that codes it
                 if index % FLOOR_EVERY == 0:
-                    floors[index] = conversion_mse(rgb, yuv)  # before the probes' thread gets it
+                    floors[index] = conversion_mse(clip.frame(i), yuv)  # before the probes' thread gets it
                 code(index, yuv, block.shot_start, shot_end=False)
                 held = (index, yuv)
                 n = index + 1

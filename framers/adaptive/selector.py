@@ -57,6 +57,22 @@ ESTIMATE_SHORTFALL_DB = 0.5
 #: ``backpack`` at 34 dB: 39.4 dB in 1.07 MB with every frame kept, where x264 reaches 34.3 dB in
 #: about half). About 1 dB is 15-20 % of the bytes: less is not worth a second x264 pass.
 ESTIMATE_SURPLUS_DB = 1.0
+#: issue 12's bound on the adaptive mode's time: at most this many times as long as x264 medium
+#: coding every frame of the video
+TIME_BOUND = 2.0
+#: the analysis pass plus the estimate's checks after coding, in those units: ``analysis 1.4.0``
+#: 0.63 at 480p and 0.73 at 1080p in ``bench/compress_speed.py`` (fifteenth session), the adaptive
+#: run less its coding ~0.1 more. A coding of the kept frames takes about their share of the
+#: frames in the same units (the same x264 preset on fewer pictures), so a surplus is coded again
+#: only while analysis + codings × kept share stays within TIME_BOUND (``codings_fit``): with
+#: every frame kept the second coding alone would take the bound (val, ``rd_val.json`` at d5ec28c:
+#: 48 of the 68 surplus re-codings kept every frame). A shortfall is coded again whatever the
+#: time: a missed target is the worse failure.
+ANALYSIS_TIME = 0.8
+#: a surplus over this (dB) is coded again whatever the time: ~30 % of the bytes or more spent on
+#: quality nobody asked for (c00, testsrc2, at 35 dB: 41.2 dB in 101 % of the source's bytes when
+#: left; val at d5ec28c: 17 of the 68 surpluses, 2.1-6.5 dB, every frame kept)
+SURPLUS_ALWAYS_DB = 2.0
 #: a surplus is corrected by the CRF alone (the strides stay), at most by the surplus in x264's
 #: typical steps (``ratemodel.PSNR_PER_CRF`` dB each) times this share. A free re-plan took c12 (a
 #: screen recording) at 29.5 dB from 34.0 to 23.9 dB, by strides and CRF; `yoga` at 37 dB: share
@@ -218,6 +234,8 @@ class AdaptiveSelector(Selector):
         self._measured: dict[int, float] = {}  # video index -> x264's coding MSE of a kept frame
         #: set when the kept frames were coded a second time (``recode_plan``)
         self.recoded: dict[str, Any] | None = None
+        #: set when a surplus was left, as a second coding would not fit ``TIME_BOUND`` (``recode_plan``)
+        self.surplus_left: dict[str, Any] | None = None
         self._first: _PlanState | None = None  # the first coding's plan, while a second one is tried
         #: the dropped frames rebuilt after coding to check the interpolation error (``after_coding``)
         self.rebuild_sample: dict[str, Any] | None = None
@@ -252,6 +270,8 @@ class AdaptiveSelector(Selector):
             out["rebuild_sample"] = dict(self.rebuild_sample)
         if self.recoded is not None:
             out["recoded"] = dict(self.recoded)
+        if self.surplus_left is not None:
+            out["surplus_left"] = dict(self.surplus_left)
         return out
 
     def after_coding(self, kept: list[int], coding_mse: dict[int, float],
@@ -415,10 +435,19 @@ class AdaptiveSelector(Selector):
         return (self.target_psnr is not None and self.estimated_psnr is not None and not self.capped
                 and self.estimated_psnr < self.target_psnr - ESTIMATE_SHORTFALL_DB)
 
+    def codings_fit(self, codings: int) -> bool:
+        """True when ``codings`` codings of the current plan's kept frames keep the compression
+        within ``TIME_BOUND``: ``ANALYSIS_TIME`` + codings × the kept frames' share of the video."""
+        if self.plan is None or self.plan.n_frames == 0:
+            return False
+        return ANALYSIS_TIME + codings * len(self.plan.kept()) / self.plan.n_frames <= TIME_BOUND
+
     def recode_plan(self) -> bool:
         """After the first coding (``after_coding``): when the estimate is more than
         ``ESTIMATE_SHORTFALL_DB`` under a reachable ``target_psnr`` (``short_of_target``) or more
-        than ``ESTIMATE_SURPLUS_DB`` over it (``over_target``), plan again with each segment's
+        than ``ESTIMATE_SURPLUS_DB`` over it (``over_target``; only when a second coding fits
+        ``TIME_BOUND``, ``codings_fit``, or the surplus is over ``SURPLUS_ALWAYS_DB``; else
+        ``surplus_left`` records it), plan again with each segment's
         predicted coding error scaled by what x264 measured on its kept frames (measured /
         predicted at the chosen CRF, within ``CODING_RATIO_RANGE``, for every stride of the
         segment; the interpolation error by the rebuilt sample's ratio when ``after_coding`` had
@@ -436,6 +465,11 @@ class AdaptiveSelector(Selector):
                 or self.verified is not None or self.recoded is not None or not self._measured):
             return False
         reason = "short" if self.short_of_target else "over"
+        assert self.target_psnr is not None  # short or over: a PSNR target
+        if reason == "over" and estimate - self.target_psnr <= SURPLUS_ALWAYS_DB and not self.codings_fit(2):
+            self.surplus_left = {"estimate": round(estimate, 2), "over_db": round(estimate - self.target_psnr, 2),
+                                 "kept_share": round(len(plan.kept()) / plan.n_frames, 3)}
+            return False
         ratios, options, scaled_all = [], [], []
         interp = self._interp_ratios or [1.0] * len(plan.segments)
         for seg, choice, measures, interp_ratio in zip(plan.segments, plan.choices, self._measures, interp,
@@ -455,7 +489,6 @@ class AdaptiveSelector(Selector):
             # A surplus is corrected by the CRF alone, and only so far (SURPLUS_CRF_SHARE): the
             # ratio is measured at the first CRF, and on content whose error rises fast with the
             # CRF a free re-plan fell far under the target.
-            assert self.target_psnr is not None
             steps = max(1, math.floor(SURPLUS_CRF_SHARE * (estimate - self.target_psnr) / ratemodel.PSNR_PER_CRF))
             options = [ratemodel.restricted(o, c.stride, c.crf, c.crf + steps)
                        for o, c in zip(options, plan.choices, strict=True)]
@@ -495,13 +528,16 @@ class AdaptiveSelector(Selector):
         coding 39.9 dB, the surplus re-coded to 32.9 dB, and the first kept at 105 % of the
         source's bytes; a lower target gave a larger file). True when the plan changed: the caller
         codes the kept frames a third time, then asks ``keep_first_coding``; ``recoded`` keeps the
-        second estimate and ``bracketed`` (the third plan's segments)."""
+        second estimate and ``bracketed`` (the third plan's segments). False too when a third coding
+        would not fit ``TIME_BOUND`` (``codings_fit``) for a first surplus within
+        ``SURPLUS_ALWAYS_DB``: ``keep_first_coding`` then keeps the first."""
         first, recoded, plan, estimate = self._first, self.recoded, self.plan, self.estimated_psnr
         if (first is None or recoded is None or plan is None or estimate is None or self.target_psnr is None
                 or recoded.get("reason") != "over" or "bracketed" in recoded
                 or estimate >= self.target_psnr - ESTIMATE_SHORTFALL_DB
-                or first.estimate < self.target_psnr or first.estimate <= estimate):
-            return False
+                or first.estimate < self.target_psnr or first.estimate <= estimate
+                or not (self.codings_fit(3) or first.estimate - self.target_psnr > SURPLUS_ALWAYS_DB)):
+            return False  # keep_first_coding then keeps the first (over, not short)
         share = (first.estimate - (self.target_psnr + TARGET_MARGIN_DB)) / (first.estimate - estimate)
         choices = []
         for seg, fine, coarse, measures in zip(plan.segments, first.plan.choices, plan.choices, self._measures,
