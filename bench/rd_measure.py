@@ -190,6 +190,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
     "short" or "over", first_estimate, first_predicted and first_segments (the first plan), and
     kept_first: the second coding came out worse and the
     first was kept; bracketed: a surplus corrected into a miss was coded a third time between the two),
+    surplus_left (more than 1 dB over but not coded again: a second coding would not fit the time bound),
     interp_error_ratio (the last coding's rebuilt sample: measured / predicted
     interpolation error), kept_error_ratio (its decoded kept frames' RGB error / x264's own report),
     achieved_minus_target, segments ([start, stop, stride, CRF] of the
@@ -236,6 +237,8 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
             record["first_segments"] = recoded.get("first_segments")
             record["kept_first"] = bool(recoded.get("kept_first"))
             record["bracketed"] = "bracketed" in recoded
+        # more than 1 dB over, not coded again: the second coding would pass issue 12's time bound
+        record["surplus_left"] = selection.get("surplus_left") is not None
         sample = selection.get("rebuild_sample")
         if sample:  # the rebuilt sample's corrections: interpolation error, x264's error in RGB
             record["interp_error_ratio"] = sample.get("interp_error_ratio")

@@ -76,7 +76,8 @@ class KeyframeEncoder:
             self._encoder = self._container.add_stream(spec["codec"], rate=25)
             self._encoder.width, self._encoder.height, self._encoder.pix_fmt = width, height, pix_fmt
             self._encoder.options = {"level": "3", "g": "1"}
-        self._queue: queue.Queue[tuple[np.ndarray | av.VideoFrame, int | None] | None] = queue.Queue(maxsize=self.QUEUE_FRAMES)
+        self._queue: queue.Queue[tuple[np.ndarray | av.VideoFrame, int | None] | None] = queue.Queue(
+            maxsize=self.QUEUE_FRAMES)
         self._error: BaseException | None = None
         self._reported = False
         self._closed = False

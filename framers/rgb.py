@@ -18,7 +18,8 @@ goes 40.5 -> 69.8 dB (cotracker cat) and 44.3 -> 47.5 dB (c00 test pattern), chr
 and 33.9 -> 34.0 dB (``bench/colour_bias.py``). The way back, :func:`to_yuv`, averages chroma
 over the pixels each sample covers, the inverse of the repetition. Every YUV -> RGB conversion
 of the codec, its tests and its benches goes through :func:`to_rgb`, so the codec and its
-measurements agree.
+measurements agree. (An 8-bit 4:2:0 BT.601 limited-range picture, which the trip gives back up
+to rounding, skips the first trip: ``framers.adaptive.coding.codec_yuv``.)
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The adaptive mode measures, for every stride, what its kept frames cost and how much coding
 distorts them, by encoding them with a fast x264 preset at one CRF (``ratemodel.PROBE_PRESET``)
 and decoding the result; ``ratemodel`` maps those measurements to the final preset at any CRF.
-Frames go through the same colour path as the bundle's keyframes (PyAV's reformatter RGB →
-YUV and back), so the error is the one the decoder will see.
+Frames go through the same colour path as the bundle's keyframes (``codec_yuv``: PyAV's
+reformatter RGB → YUV and back, or the decoded picture itself where that trip would give it
+back), so the error is the one the decoder will see.
 """
 
 from __future__ import annotations
