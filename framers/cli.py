@@ -148,6 +148,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 last = recoded.get("third_estimate", recoded["second_estimate"])
                 print(f"  the {'third' if 'third_estimate' in recoded else 'second'} coding was estimated at "
                       f"{last:.2f} dB, short of the target: the first is kept (segments below)")
+        estimate, target_db = report.get("estimated_psnr"), report.get("target_psnr")
+        if (recoded and recoded.get("reason") == "short" and estimate is not None and target_db
+                and estimate > target_db + 1.0):
+            print(f"  the second coding came out {estimate - target_db:.2f} dB over the target: a shortfall is "
+                  "coded again once only, towards more bytes rather than another miss")
         left = report.get("surplus_left")
         if left:
             print(f"  {left['over_db']:.2f} dB over the target, not coded again: with {left['kept_share']:.0%} of the "
@@ -161,8 +166,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
                   f"in RGB){rebuilt}")
         for seg in report["segments"][:12]:
             # the plan's own prediction per segment: the estimate after coding is the video's only
+            after = f", {seg['estimated_psnr']:.1f} dB estimated once coded" if "estimated_psnr" in seg else ""
             print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
-                  f"~{seg['predicted_psnr']:.1f} dB planned")
+                  f"~{seg['predicted_psnr']:.1f} dB planned{after}")
         if len(report["segments"]) > 12:
             print(f"    … {len(report['segments']) - 12} more segments (manifest 'adaptive')")
     return 0

@@ -842,12 +842,17 @@ def test_a_surplus_corrected_into_a_miss_is_coded_between_the_two(tmp_path: Path
     assert min(first) < min(third), (first, third)
     achieved = float(psnr_per_frame(src, rebuild(tmp_path / "b.frs")).mean())
     assert achieved >= 35.0 - 0.5 and result.adaptive["estimated_psnr"] == pytest.approx(achieved, abs=0.5)
+    # each segment's estimate of the coding made (its planned PSNR is the model's, ~3.5 dB off here)
+    segments = result.adaptive["segments"]
+    weighted = sum(s["estimated_psnr"] * (s["stop"] - s["start"]) for s in segments) / len(src)
+    assert weighted == pytest.approx(result.adaptive["estimated_psnr"], abs=0.02), segments
     assert result.bundle_bytes < result.source_bytes
     lower = compress(source, tmp_path / "lower.frs", target_psnr=32.0)
     assert lower.bundle_bytes < result.bundle_bytes
     capsys.readouterr()
     assert cli_main(["compress", str(source), "-o", str(tmp_path / "c.frs"), "--target-psnr", "35"]) == 0
-    assert "coded a third time at CRFs between the two" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "coded a third time at CRFs between the two" in said and "dB estimated once coded" in said
 
 
 def test_an_estimate_still_short_is_said_by_compress_and_reconstruct(

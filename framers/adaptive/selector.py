@@ -182,10 +182,15 @@ class Plan:
     def predicted_bytes(self) -> float:
         return sum(ch.bytes for ch in self.choices)
 
-    def describe(self) -> list[dict[str, Any]]:
-        return [{"start": s.start, "stop": s.stop, "stride": c.stride, "crf": c.crf,
-                 "predicted_psnr": round(c.psnr, 2), "predicted_bytes": round(c.bytes)}
-                for s, c in zip(self.segments, self.choices, strict=True)]
+    def describe(self, estimates: list[float] | None = None) -> list[dict[str, Any]]:
+        """Per segment: frames, stride, CRF, the plan's predicted PSNR and bytes, and
+        ``estimates`` (dB, per segment: ``AdaptiveSelector.after_coding``'s) when given."""
+        out = [{"start": s.start, "stop": s.stop, "stride": c.stride, "crf": c.crf,
+                "predicted_psnr": round(c.psnr, 2), "predicted_bytes": round(c.bytes)}
+               for s, c in zip(self.segments, self.choices, strict=True)]
+        for entry, estimate in zip(out, estimates or [], strict=False):
+            entry["estimated_psnr"] = round(estimate, 2)
+        return out
 
 
 @dataclass
@@ -199,6 +204,7 @@ class _PlanState:
     capped: bool
     best_psnr: float
     rebuild_sample: dict[str, Any] | None = None
+    segment_estimates: list[float] | None = None
 
 
 class AdaptiveSelector(Selector):
@@ -231,6 +237,8 @@ class AdaptiveSelector(Selector):
         self._measures: list[list[ratemodel.StrideMeasure]] = []  # per segment, per stride
         #: the mean PSNR predicted again once the kept frames were coded (``after_coding``)
         self.estimated_psnr: float | None = None
+        #: the same per segment of the plan (dB), or None
+        self.segment_estimates: list[float] | None = None
         self._measured: dict[int, float] = {}  # video index -> x264's coding MSE of a kept frame
         #: set when the kept frames were coded a second time (``recode_plan``)
         self.recoded: dict[str, Any] | None = None
@@ -338,10 +346,11 @@ class AdaptiveSelector(Selector):
                                    **({"frames": len(rebuilt), "interp_error_ratio": round(interp_ratio, 2)}
                                       if rebuilt else {})}
         self._interp_ratios = ratios
-        total = sum(ratemodel.estimate_psnr_sum(ratemodel.with_interp_ratio(m, ratio), self.model, kept_mse,
-                                                dropped, sampled)
-                    for (m, kept_mse, dropped, sampled), ratio in zip(parts, ratios, strict=True))
-        self.estimated_psnr = total / plan.n_frames
+        psnr_sums = [ratemodel.estimate_psnr_sum(ratemodel.with_interp_ratio(m, ratio), self.model, kept_mse,
+                                                 dropped, sampled)
+                     for (m, kept_mse, dropped, sampled), ratio in zip(parts, ratios, strict=True)]
+        self.segment_estimates = [total / len(seg) for total, seg in zip(psnr_sums, plan.segments, strict=True)]
+        self.estimated_psnr = sum(psnr_sums) / plan.n_frames
         return self.estimated_psnr
 
     def manifest_entry(self) -> dict[str, Any] | None:
@@ -362,7 +371,7 @@ class AdaptiveSelector(Selector):
                 **({"slope_probe_crf": self.plan.slope_crf} if self.plan.slope_crf is not None else {}),
                 "probe_preset": self.model.probe.preset, "probe_x264_params": self.model.probe.params,
                 "strides": list(analysis.STRIDES),
-                "segments": self.plan.describe()}
+                "segments": self.plan.describe(self.segment_estimates)}
 
     def _options(self, segments: list[analysis.Segment], m: Measurements,
                  probe_crf: int) -> list[ratemodel.SegmentOptions]:
@@ -504,7 +513,7 @@ class AdaptiveSelector(Selector):
         if [(c.stride, c.crf) for c in choices] == [(c.stride, c.crf) for c in plan.choices]:
             return False
         self._first = _PlanState(plan, self._measures, estimate, self._measured, self.capped, self.best_psnr,
-                                 self.rebuild_sample)
+                                 self.rebuild_sample, self.segment_estimates)
         self.recoded = {"reason": reason, "first_estimate": round(estimate, 2),
                         "first_predicted": round(plan.predicted_psnr(), 2),
                         "coding_error_ratio": [round(r, 2) for r in ratios],
@@ -515,7 +524,7 @@ class AdaptiveSelector(Selector):
         self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf, plan.slope_crf)
         self._crfs = self.plan.crf_by_frame()
         self._measures = scaled_all
-        self.estimated_psnr, self._measured = None, {}
+        self.estimated_psnr, self.segment_estimates, self._measured = None, None, {}
         return True
 
     def bracket_plan(self) -> bool:
@@ -554,7 +563,7 @@ class AdaptiveSelector(Selector):
         recoded["bracketed"] = [[s.start, s.stop, c.stride, c.crf] for s, c in zip(plan.segments, choices, strict=True)]
         self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf, plan.slope_crf)
         self._crfs = self.plan.crf_by_frame()
-        self.estimated_psnr, self._measured = None, {}
+        self.estimated_psnr, self.segment_estimates, self._measured = None, None, {}
         return True
 
     def keep_first_coding(self) -> bool:
@@ -576,7 +585,7 @@ class AdaptiveSelector(Selector):
         recoded["kept_first"] = True
         self.plan, self._measures, self.estimated_psnr = first.plan, first.measures, first.estimate
         self._measured, self.capped, self.best_psnr = first.measured, first.capped, first.best_psnr
-        self.rebuild_sample = first.rebuild_sample
+        self.rebuild_sample, self.segment_estimates = first.rebuild_sample, first.segment_estimates
         self._crfs = self.plan.crf_by_frame()
         return True
 
