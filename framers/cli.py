@@ -110,7 +110,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
               + (f" + a {layer['map_bytes']}-byte block map" if layer.get("map_bytes") else "")
               + f", for {layer['reconstructor']}")
     if result.cuts:
-        print(f"  scene cut{'s' if len(result.cuts) > 1 else ''} at frame{'s' if len(result.cuts) > 1 else ''} "
+        # both kinds start a shot: a scene cut, or a timing break (a frame shown much longer than its neighbours)
+        print(f"  new shot (scene cut or timing break) at frame{'s' if len(result.cuts) > 1 else ''} "
               f"{', '.join(map(str, result.cuts[:20]))}{' …' if len(result.cuts) > 20 else ''}")
     if result.adaptive:
         report = result.adaptive
