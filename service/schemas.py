@@ -149,9 +149,9 @@ class JobView(BaseModel):
     cuts: list[int] = Field(default_factory=list, description="Scene cuts found by the encoder")
     adaptive: dict[str, Any] | None = Field(
         default=None, description="Content-adaptive decisions (target, predicted PSNR/bytes, per-segment "
-                                  "stride/CRF and estimate, estimated_psnr: the prediction again after coding, from x264's "
-                                  "error of the kept frames, checked on a sample of kept frames decoded and "
-                                  "dropped frames rebuilt (rebuild_sample); recoded: coded twice, the first "
+                                  "stride/CRF and estimate, estimated_psnr: the prediction again after coding, "
+                                  "from x264's error of the kept frames, checked on a sample of kept frames decoded "
+                                  "and dropped frames rebuilt (rebuild_sample); recoded: coded twice, the first "
                                   "estimate short of the target or more than 1 dB over it (reason), with the "
                                   "first plan's segments and whether the first coding was kept); "
                                   "surplus_left: more than 1 dB over the target but not coded again, a "
