@@ -61,13 +61,13 @@ ESTIMATE_SURPLUS_DB = 1.0
 #: coding every frame of the video
 TIME_BOUND = 2.0
 #: the analysis pass plus the estimate's checks after coding, in those units: ``analysis 1.4.0``
-#: 0.63 at 480p and 0.73 at 1080p in ``bench/compress_speed.py`` (fifteenth session), the adaptive
-#: run less its coding ~0.1 more. A coding of the kept frames takes about their share of the
-#: frames in the same units (the same x264 preset on fewer pictures), so a surplus is coded again
-#: only while analysis + codings × kept share stays within TIME_BOUND (``codings_fit``): with
-#: every frame kept the second coding alone would take the bound (val, ``rd_val.json`` at d5ec28c:
-#: 48 of the 68 surplus re-codings kept every frame). A shortfall is coded again whatever the
-#: time: a missed target is the worse failure.
+#: 0.63 at 480p and 0.67 at 1080p in ``bench/compress_speed.py`` (fifteenth session; 0.72 without
+#: ``coding.codec_yuv``'s passthrough), the adaptive run less its coding ~0.1 more. A coding of
+#: the kept frames takes about their share of the frames in the same units (the same x264 preset
+#: on fewer pictures), so a surplus is coded again only while analysis + codings × kept share
+#: stays within TIME_BOUND (``codings_fit``): with every frame kept the second coding alone would
+#: take the bound (val, ``rd_val_d5ec28c.json``: 48 of the 68 surplus re-codings kept every
+#: frame). A shortfall is coded again whatever the time: a missed target is the worse failure.
 ANALYSIS_TIME = 0.8
 #: a surplus over this (dB) is coded again whatever the time: ~30 % of the bytes or more spent on
 #: quality nobody asked for (c00, testsrc2, at 35 dB: 41.2 dB in 101 % of the source's bytes when
