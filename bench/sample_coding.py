@@ -9,7 +9,10 @@ CRF, codes with the bundle's own keyframe encoder (x264 medium, x264's reported 
 every frame (the truth), and the first K frames alone (the sample), for each K of ``--samples``.
 Printed per point (JSON lines): measured / predicted mean coding MSE of the whole coding
 (``full/pred``), of the sample coded alone (``sK/predK``) and of the same K frames inside the
-whole coding (``fullK/predK``). A sample is useful where ``sK/predK`` ≈ ``full/pred``.
+whole coding (``fullK/predK``). A sample is useful where ``sK/predK`` ≈ ``full/pred``. Also, at
+the planned CRF, x264 medium's mean coding MSE over that of the rate model's probe settings
+(``med/probe``) and of the same probe with a 40-frame look-ahead like medium's (``med/probe_la40``):
+if the look-ahead were what the probe misses, the second would vary less between clips.
 
     .venv/bin/python bench/sample_coding.py ../shared/data/videos/val/cotracker__gradio_demo_videos_backpack.mp4 \\
       --targets 31,34,37
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framers.adaptive.coding import codec_yuv
+from framers.adaptive.coding import ProbeEncoder, codec_yuv
 from framers.adaptive.selector import AdaptiveSelector
 from framers.clip import Clip
 from framers.geometry import CLIP_LEN
@@ -43,6 +46,14 @@ def coded_mse(pictures: Sequence, crf: int) -> np.ndarray:
             encoder.write(picture, crf)
         encoder.close()
         return np.array([encoder.coding_mse[i] for i in range(len(pictures))])
+
+
+def probe_mse(pictures: Sequence, crf: int, preset: str, params: str) -> float:
+    """Mean x264-reported coding MSE of ``pictures`` coded as one probe stream (``ProbeEncoder``)."""
+    encoder = ProbeEncoder(pictures[0].width, pictures[0].height, crf, preset, "x264", params)
+    for i, picture in enumerate(pictures):
+        encoder.write_yuv(i, picture)
+    return float(encoder.finish().mse.mean())
 
 
 def points(video: Path, frames: int, targets: Sequence[float], samples: Sequence[int]) -> Iterator[dict]:
@@ -71,6 +82,11 @@ def points(video: Path, frames: int, targets: Sequence[float], samples: Sequence
                 for m in chooser._measures])
             full = coded_mse(pictures, crf)
             record["full/pred"] = round(float(full.mean() / predicted.mean()), 2)
+            probe = chooser.model.probe
+            longer = ":".join([*(p for p in probe.params.split(":") if p and not p.startswith("rc-lookahead")),
+                               "rc-lookahead=40"])
+            record["med/probe"] = round(float(full.mean()) / probe_mse(pictures, crf, probe.preset, probe.params), 2)
+            record["med/probe_la40"] = round(float(full.mean()) / probe_mse(pictures, crf, probe.preset, longer), 2)
             for k in samples:
                 alone = coded_mse(pictures[:k], crf)
                 record[f"s{k}/pred{k}"] = round(float(alone.mean() / predicted[:k].mean()), 2)
