@@ -194,6 +194,37 @@ def run_coding(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_reprobe(args: argparse.Namespace) -> int:
+    """``coding`` rows (``--rows``) with their probe measured again under other probe settings:
+    the final codings do not involve the probe, so only each (video, stride, probe CRF)'s probe
+    encode is made again (minutes, where ``coding`` takes hours). Writes the rows, updated, one
+    line per video into ``--json`` (resumable, sharded like ``coding``)."""
+    out = Path(args.json)
+    done = _done_videos(out)
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    settings = rm.Probe(args.probe_preset, args.probe_x264_params, args.probe_error)
+    by_video: dict[str, list[dict]] = {}
+    for row in _rows(args.rows):
+        by_video.setdefault(row["video"], []).append(row)
+    paths = {p.name: p for p in _videos(args.split)}
+    for k, (name, rows) in enumerate(sorted(by_video.items())):
+        if k % shards != shard or name in done:
+            continue
+        rgb, _, _ = _decode(paths[name], max(int(r["frames"]) for r in rows if r["stride"] == 1))
+        segment = analysis.Segment(0, len(rgb), closed=True)
+        probes = {}
+        for stride, probe_crf in sorted({(int(r["stride"]), int(r["probe_crf"])) for r in rows}):
+            frames = [rgb[i] for i in segment.kept(stride)]
+            probes[(stride, probe_crf)] = code_frames(frames, probe_crf, settings.preset, settings.error,
+                                                      settings.params)
+        updated = [{**r, **settings.fields(), "probe_bytes": int(probes[(r["stride"], r["probe_crf"])].bytes.sum()),
+                    "probe_mse": float(probes[(r["stride"], r["probe_crf"])].mse.mean())} for r in rows]
+        with out.open("a") as handle:
+            handle.write(json.dumps({"video": name, "rows": updated}) + "\n")
+        print(f"{name}: {len(updated)} rows", flush=True)
+    return 0
+
+
 def _rgb_errors(frames: list[np.ndarray], crf: int) -> dict[str, list[float]]:
     """Per frame of one x264 stream (final preset, ``crf``): the error x264 reports
     (``x264_reported_mse``), the decoded planes' error as the model's calibration reads it
@@ -378,6 +409,14 @@ def main(argv: list[str] | None = None) -> int:
                                           "used stay held out)")
             p.add_argument("--probe-error", default=rm.PROBE_ERROR, choices=PROBE_ERRORS,
                            help="how the probe measures its error (framers.adaptive.coding.PROBE_ERRORS)")
+    p = sub.add_parser("reprobe", help="coding rows with the probe measured again under other settings")
+    p.add_argument("--rows", required=True, help="`coding` rows (comma-separated files)")
+    p.add_argument("--json", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th video from the i-th")
+    p.add_argument("--probe-preset", default=rm.PROBE_PRESET)
+    p.add_argument("--probe-x264-params", default=rm.PROBE_X264_PARAMS)
+    p.add_argument("--probe-error", default=rm.PROBE_ERROR, choices=PROBE_ERRORS)
     p = sub.add_parser("fit")
     p.add_argument("--interp", help="rows of `interp` (comma-separated files); not with --base")
     p.add_argument("--base", help="a model folder whose interp/transfer coefficients are kept; only the "
@@ -394,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     return {"interp": run_interp, "coding": run_coding, "transfer": run_transfer, "rgb": run_rgb,
-            "fit": run_fit}[args.command](args)
+            "reprobe": run_reprobe, "fit": run_fit}[args.command](args)
 
 
 if __name__ == "__main__":
