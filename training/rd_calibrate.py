@@ -42,6 +42,12 @@ CRFs (``rgb``):
     python -m training.rd_calibrate fit --base model_store/ratemodel/1.3.0 \
         --rgb out/rd_rgb_0.jsonl,out/rd_rgb_1.jsonl --out model_store/ratemodel/1.4.0
 
+Other probe settings without measuring the final codings again (``reprobe``; the fifteenth
+session's 40-frame look-ahead probe, BENCHMARKS.md section 0, not shipped):
+
+    python -m training.rd_calibrate reprobe --rows out/rd_coding_12_0.jsonl,out/rd_coding_12_1.jsonl \
+        --json out/rd_coding_la40_0.jsonl --shard 0/2 --probe-x264-params mbtree=1:rc-lookahead=40
+
 Model 1.3.0 fits the same rows again with the slopes a second stride-1 probe measures (the rows
 hold the probes at every CRF of ``PROBE_CRFS``, so no new measurement):
 
