@@ -39,6 +39,7 @@ def _progress_bar(desc: str, enabled: bool) -> tuple[Callable[[float], None], Ca
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from framers.adaptive.selector import ESTIMATE_SURPLUS_DB
     from framers.evaluate_inputs import VIDEO_SUFFIXES
     from framers.pipeline import compress
 
@@ -151,7 +152,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                       f"{last:.2f} dB, short of the target: the first is kept (segments below)")
         estimate, target_db = report.get("estimated_psnr"), report.get("target_psnr")
         if (recoded and recoded.get("reason") == "short" and estimate is not None and target_db
-                and estimate > target_db + 1.0):
+                and estimate > target_db + ESTIMATE_SURPLUS_DB):
             print(f"  the second coding came out {estimate - target_db:.2f} dB over the target: a shortfall is "
                   "coded again once only, towards more bytes rather than another miss")
         left = report.get("surplus_left")

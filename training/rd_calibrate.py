@@ -205,29 +205,24 @@ def run_reprobe(args: argparse.Namespace) -> int:
     the final codings do not involve the probe, so only each (video, stride, probe CRF)'s probe
     encode is made again (minutes, where ``coding`` takes hours). Writes the rows, updated, one
     line per video into ``--json`` (resumable, sharded like ``coding``)."""
-    out = Path(args.json)
-    done = _done_videos(out)
-    shard, shards = (int(x) for x in args.shard.split("/"))
     settings = rm.Probe(args.probe_preset, args.probe_x264_params, args.probe_error)
     by_video: dict[str, list[dict]] = {}
     for row in _rows(args.rows):
         by_video.setdefault(row["video"], []).append(row)
-    paths = {p.name: p for p in _videos(args.split)}
-    for k, (name, rows) in enumerate(sorted(by_video.items())):
-        if k % shards != shard or name in done:
+    for path in _shard_todo(args):
+        rows = by_video.get(path.name)
+        if not rows:
             continue
-        rgb, _, _ = _decode(paths[name], max(int(r["frames"]) for r in rows if r["stride"] == 1))
+        rgb, _, _ = _decode(path, max(int(r["frames"]) for r in rows if r["stride"] == 1))
         segment = analysis.Segment(0, len(rgb), closed=True)
         probes = {}
         for stride, probe_crf in sorted({(int(r["stride"]), int(r["probe_crf"])) for r in rows}):
             frames = [rgb[i] for i in segment.kept(stride)]
             probes[(stride, probe_crf)] = code_frames(frames, probe_crf, settings.preset, settings.error,
                                                       settings.params)
-        updated = [{**r, **settings.fields(), "probe_bytes": int(probes[(r["stride"], r["probe_crf"])].bytes.sum()),
-                    "probe_mse": float(probes[(r["stride"], r["probe_crf"])].mse.mean())} for r in rows]
-        with out.open("a") as handle:
-            handle.write(json.dumps({"video": name, "rows": updated}) + "\n")
-        print(f"{name}: {len(updated)} rows", flush=True)
+        _append_rows(args, path.name, [
+            {**r, **settings.fields(), "probe_bytes": int(probes[(r["stride"], r["probe_crf"])].bytes.sum()),
+             "probe_mse": float(probes[(r["stride"], r["probe_crf"])].mse.mean())} for r in rows])
     return 0
 
 
@@ -420,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th video from the i-th")
+    p.add_argument("--max-videos", type=int, default=1000)
     p.add_argument("--probe-preset", default=rm.PROBE_PRESET)
     p.add_argument("--probe-x264-params", default=rm.PROBE_X264_PARAMS)
     p.add_argument("--probe-error", default=rm.PROBE_ERROR, choices=PROBE_ERRORS)

@@ -84,22 +84,31 @@ def to_codec_yuv(rgb: np.ndarray) -> av.VideoFrame:
 BT601_MATRICES = frozenset({5, 6})  # bt470bg, smpte170m
 
 
-def codec_yuv(clip: Clip, i: int) -> av.VideoFrame:
-    """Frame ``i`` of ``clip`` as the YUV picture x264 codes: ``to_codec_yuv(clip.frame(i))``, or a
-    copy of the decoded picture where that is what the trip through RGB gives back (8-bit 4:2:0,
-    BT.601 limited range, shown as stored: ``Clip.stored_as_shown``). The trip repeats each chroma
-    sample and averages it back (``framers.rgb``), so it returns the picture up to rounding and
-    out-of-gamut clipping (0.5 % of the samples of a 480p frame differ); skipping it saves the two
-    conversions (2.5 + 1.4 ms per 480p frame, 9.7 + 4.7 at 1080p, on this machine's cores). The
-    copy is a fresh frame: no side data, no picture type (libx264 would force an I-frame where
-    the source had one)."""
+def decoded_codec_yuv(clip: Clip, i: int) -> av.VideoFrame | None:
+    """Frame ``i`` of ``clip`` as a copy of its decoded picture when that picture is already the
+    codec's YUV, i.e. what the trip through RGB (``to_codec_yuv(clip.frame(i))``) gives back: 8-bit
+    4:2:0, BT.601 limited range, shown as stored (``Clip.stored_as_shown``); else None. The trip
+    repeats each chroma sample and averages it back (``framers.rgb``), so it returns such a
+    picture up to rounding and out-of-gamut clipping, and skipping it saves two conversions per
+    frame (``bench/compress_speed.py``: the analysis pass at 480p 0.72 → 0.63× x264 medium's
+    time). The colour path's floor of such a picture is nil (``conversion_mse`` gives 0). The copy
+    is a fresh frame: no side data, no picture type (libx264 would force an I-frame where the
+    source had one)."""
     shown = clip.stored_as_shown(i)
-    if shown is not None:
-        picture, matrix, colour_range = shown
-        if (picture.format.name == output_pix_fmt(picture.width, picture.height) == "yuv420p"
-                and matrix in BT601_MATRICES and colour_range == 1):
-            return av.VideoFrame.from_ndarray(picture.to_ndarray(), format="yuv420p")
-    return to_codec_yuv(clip.frame(i))
+    if shown is None:
+        return None
+    picture, matrix, colour_range = shown
+    if (picture.format.name == output_pix_fmt(picture.width, picture.height) == "yuv420p"
+            and matrix in BT601_MATRICES and colour_range == 1):
+        return av.VideoFrame.from_ndarray(picture.to_ndarray(), format="yuv420p")
+    return None
+
+
+def codec_yuv(clip: Clip, i: int) -> av.VideoFrame:
+    """Frame ``i`` of ``clip`` as the YUV picture x264 codes: the decoded picture where it already
+    is that (``decoded_codec_yuv``), else ``to_codec_yuv(clip.frame(i))``."""
+    yuv = decoded_codec_yuv(clip, i)
+    return yuv if yuv is not None else to_codec_yuv(clip.frame(i))
 
 
 def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:

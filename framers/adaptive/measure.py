@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from framers.adaptive import analysis
-from framers.adaptive.coding import Coded, ProbeSet, codec_yuv, conversion_mse
+from framers.adaptive.coding import Coded, ProbeSet, conversion_mse, decoded_codec_yuv, to_codec_yuv
 from framers.adaptive.ratemodel import Probe
 from framers.scenes import SceneAnalyser, timing_breaks
 from framers.selectors import ClipSource
@@ -134,9 +134,15 @@ def measure(open_clips: ClipSource, probe_crf: int, probe: Probe | None = None,
                 block.views[index] = view.gray
                 if index % DETAIL_EVERY == 0:
                     detail[index] = analysis.detail_energy(picture.to_ndarray(format="gray"), view.gray)
-                yuv = codec_yuv(clip, i)  # converted (if at all) once for every probe that codes it
-                if index % FLOOR_EVERY == 0:
-                    floors[index] = conversion_mse(clip.frame(i), yuv)  # before the probes' thread gets it
+                # converted (if at all) once for every probe that codes it
+                yuv = decoded_codec_yuv(clip, i)
+                if yuv is not None:  # the codec's own YUV as decoded: no colour-path error to measure
+                    if index % FLOOR_EVERY == 0:
+                        floors[index] = 0.0
+                else:
+                    yuv = to_codec_yuv(clip.frame(i))
+                    if index % FLOOR_EVERY == 0:
+                        floors[index] = conversion_mse(clip.frame(i), yuv)  # before the probes' thread gets it
                 code(index, yuv, block.shot_start, shot_end=False)
                 held = (index, yuv)
                 n = index + 1

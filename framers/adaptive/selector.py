@@ -182,14 +182,19 @@ class Plan:
     def predicted_bytes(self) -> float:
         return sum(ch.bytes for ch in self.choices)
 
+    def kept_share(self) -> float:
+        """Kept frames / frames of the video (0 for a video without frames)."""
+        return len(self.kept()) / self.n_frames if self.n_frames else 0.0
+
     def describe(self, estimates: list[float] | None = None) -> list[dict[str, Any]]:
         """Per segment: frames, stride, CRF, the plan's predicted PSNR and bytes, and
         ``estimates`` (dB, per segment: ``AdaptiveSelector.after_coding``'s) when given."""
         out = [{"start": s.start, "stop": s.stop, "stride": c.stride, "crf": c.crf,
                 "predicted_psnr": round(c.psnr, 2), "predicted_bytes": round(c.bytes)}
                for s, c in zip(self.segments, self.choices, strict=True)]
-        for entry, estimate in zip(out, estimates or [], strict=False):
-            entry["estimated_psnr"] = round(estimate, 2)
+        if estimates is not None:
+            for entry, estimate in zip(out, estimates, strict=True):
+                entry["estimated_psnr"] = round(estimate, 2)
         return out
 
 
@@ -449,7 +454,7 @@ class AdaptiveSelector(Selector):
         within ``TIME_BOUND``: ``ANALYSIS_TIME`` + codings × the kept frames' share of the video."""
         if self.plan is None or self.plan.n_frames == 0:
             return False
-        return ANALYSIS_TIME + codings * len(self.plan.kept()) / self.plan.n_frames <= TIME_BOUND
+        return ANALYSIS_TIME + codings * self.plan.kept_share() <= TIME_BOUND
 
     def recode_plan(self) -> bool:
         """After the first coding (``after_coding``): when the estimate is more than
@@ -477,7 +482,7 @@ class AdaptiveSelector(Selector):
         assert self.target_psnr is not None  # short or over: a PSNR target
         if reason == "over" and estimate - self.target_psnr <= SURPLUS_ALWAYS_DB and not self.codings_fit(2):
             self.surplus_left = {"estimate": round(estimate, 2), "over_db": round(estimate - self.target_psnr, 2),
-                                 "kept_share": round(len(plan.kept()) / plan.n_frames, 3)}
+                                 "kept_share": round(plan.kept_share(), 3)}
             return False
         ratios, options, scaled_all = [], [], []
         interp = self._interp_ratios or [1.0] * len(plan.segments)
