@@ -454,7 +454,22 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
     after = "" if estimate is None else f"; once coded, estimated at {estimate:.2f} dB" + (
         " (the target after all)" if estimate >= target else "")
     return [f"target_psnr {target:g} dB is out of reach for this video (best predicted {best:.2f} dB, every "
-            f"frame kept at the finest CRF; e.g. colour detail that 4:2:0 cannot hold); aimed at that instead{after}"]
+            f"frame kept at the finest CRF; {_limit_of(chooser, best)}); aimed at that instead{after}"]
+
+
+#: how close (dB) the colour path's own PSNR must lie above the best plan's to be named its limit
+COLOUR_LIMIT_DB = 3.0
+
+
+def _limit_of(chooser: Selector, best: float) -> str:
+    """What keeps an unreachable target out of reach, for its warning: the colour path's loss
+    (``AdaptiveSelector.colour_path_psnr``) when it alone lies within ``COLOUR_LIMIT_DB`` of the
+    best plan, else x264's own error at the finest CRF."""
+    colour = getattr(chooser, "colour_path_psnr", None)
+    if colour is not None and colour - best < COLOUR_LIMIT_DB:
+        return (f"converting to the codec's 8-bit YUV and back alone allows {colour:.1f} dB here: colour "
+                "detail that chroma subsampling and 8 bits cannot hold")
+    return "x264's own error at its finest CRF limits it, not the colour conversion"
 
 
 def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip, previous_pts: int | None) -> list[int]:

@@ -601,6 +601,9 @@ def test_unreachable_target_gets_the_best_and_says_so(tmp_path: Path) -> None:
     assert result.adaptive["unreachable"]["aimed_at"] == best
     assert result.adaptive["predicted_psnr"] == pytest.approx(best, abs=0.01)
     assert any("out of reach" in w for w in result.warnings)
+    # c00's 4:2:0 pictures are coded as decoded: x264 is the limit, which the warning names
+    assert result.adaptive["unreachable"]["colour_path_psnr"] is None
+    assert any("out of reach" in w and "x264's own error" in w for w in result.warnings), result.warnings
     assert {(s["stride"], s["crf"]) for s in result.adaptive["segments"]} == {(1, ratemodel.CRF_RANGE[0])}
     lower = compress(CASES / "c00_baseline.mp4", tmp_path / "lower", target_psnr=best - 0.3)
     # what each came out at (the estimate after coding; a plan may be made again after coding)

@@ -522,6 +522,10 @@ def test_an_unreachable_target_is_reported_with_what_was_reached(tmp_path: Path)
     assert any("out of reach" in w for w in made.warnings)
     assert made.adaptive is not None
     aimed = made.adaptive["unreachable"]["aimed_at"]
+    # the bars' colours are what 4:2:0 loses: the warning names the colour path and what it allows
+    colour = made.adaptive["unreachable"]["colour_path_psnr"]
+    assert colour is not None and aimed <= colour < 35.0
+    assert any("out of reach" in w and f"alone allows {colour:.1f} dB" in w for w in made.warnings), made.warnings
     assert aimed < 35.0
     result = pipeline.reconstruct(tmp_path / "b.frs", tmp_path / "out.mp4", reference=case("c03"))
     assert result.target_psnr == 35.0

@@ -110,6 +110,19 @@ def _mean_psnr(segments: list[analysis.Segment], choices: list[ratemodel.Choice]
     return sum(c.psnr * len(s) for s, c in zip(segments, choices, strict=True)) / max(1, frames)
 
 
+def colour_path_psnr(segments: list[analysis.Segment], measures: list[list[ratemodel.StrideMeasure]]) -> float | None:
+    """Mean per-frame PSNR (dB, capped at 60 like every PSNR here) that the colour path alone
+    allows (``StrideMeasure.floor``: RGB → the codec's 8-bit YUV, 4:2:0 for even sizes → RGB, no
+    coding), over the frames of ``segments``; None when nothing was measured or it loses nothing
+    (pictures coded as decoded, ``coding.decoded_codec_yuv``). What no CRF can pass: an
+    unreachable target is said to be limited by it, or by x264's error at the finest CRF."""
+    if not measures or not any(m[0].floor > 0 for m in measures):
+        return None
+    psnrs = ratemodel.psnr_of(np.array([m[0].floor for m in measures], dtype=np.float64))
+    frames = np.array([len(s) for s in segments], dtype=np.float64)
+    return float((psnrs * frames).sum() / max(1.0, frames.sum()))
+
+
 def crf_groups(segments: list[analysis.Segment], cuts: list[int], min_frames: int | None = None) -> list[list[int]]:
     """Segment indices grouped into runs that share one CRF: a group ends only at a shot start
     (``cuts``) and only once it holds ``min_frames`` frames (CRF_GROUP_FRAMES). A CRF change
@@ -233,6 +246,8 @@ class AdaptiveSelector(Selector):
         self.capped = False  # the target is unreachable: aimed at the best predicted PSNR instead
         self.verified: dict[str, Any] | None = None  # a short video's CRF set by measurement (_verified)
         self.best_psnr = 0.0
+        #: with ``capped``: what the colour path alone allows (``colour_path_psnr``), None if lossless
+        self.colour_path_psnr: float | None = None
         self.keep = 0
         self.clip_len = CLIP_LEN
         self.slot_len = 1
@@ -274,7 +289,9 @@ class AdaptiveSelector(Selector):
             out["predicted_bytes"] = round(self.plan.predicted_bytes())
         if self.capped:
             out["unreachable"] = {"best_predicted_psnr": round(self.best_psnr, 2),
-                                  "aimed_at": round(self.best_psnr, 2)}
+                                  "aimed_at": round(self.best_psnr, 2),
+                                  "colour_path_psnr": (None if self.colour_path_psnr is None
+                                                       else round(self.colour_path_psnr, 2))}
         if self.verified is not None:
             out["verified"] = dict(self.verified)
         if self.estimated_psnr is not None:
@@ -432,6 +449,7 @@ class AdaptiveSelector(Selector):
             # most bytes) made a higher target give a lower quality than a reachable one.
             self.capped = True
             self.best_psnr = best
+            self.colour_path_psnr = colour_path_psnr(segments, self._measures)
         return choices
 
     @property
