@@ -453,8 +453,11 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
     # two decimals: a best of 34.96 dB for a 35 dB target printed as "35.0" read as a contradiction
     after = "" if estimate is None else f"; once coded, estimated at {estimate:.2f} dB" + (
         " (the target after all)" if estimate >= target else "")
-    return [f"target_psnr {target:g} dB is out of reach for this video (best predicted {best:.2f} dB, every "
-            f"frame kept at the finest CRF; {_limit_of(chooser, best)}); aimed at that instead{after}"]
+    where = "out of reach for" if target > best else "at the limit of"
+    aimed = getattr(chooser, "aimed_psnr", None) or best
+    return [f"target_psnr {target:g} dB is {where} this video (best predicted {best:.2f} dB, every frame kept at "
+            f"the finest CRF; {_limit_of(chooser, best)}); aimed at {aimed:.2f} dB instead, where the last "
+            f"fraction of a dB would cost the most bytes{after}"]
 
 
 #: how close (dB) the colour path's own PSNR must lie above the best plan's to be named its limit

@@ -526,6 +526,18 @@ def test_an_unreachable_target_is_reported_with_what_was_reached(tmp_path: Path)
     colour = made.adaptive["unreachable"]["colour_path_psnr"]
     assert colour is not None and aimed <= colour < 35.0
     assert any("out of reach" in w and f"alone allows {colour:.1f} dB" in w for w in made.warnings), made.warnings
+    # near that floor the finest CRF bought ~0.4 dB for twice the bytes (3.3x the source's): the
+    # plan aims just under the best and keeps a coarser CRF
+    from framers.adaptive import ratemodel
+    assert min(s["crf"] for s in made.adaptive["segments"]) > ratemodel.CRF_RANGE[0] + 4
+    # a reachable target within that slack of the best is aimed where the unreachable one is
+    best = made.adaptive["unreachable"]["best_predicted_psnr"]
+    near = pipeline.compress(case("c03"), tmp_path / "near.frs", target_psnr=best - 0.1)
+    assert near.adaptive is not None and near.adaptive["unreachable"]["reachable"] is True
+    # (its probes are coded at the CRF its own target maps to, so the plans agree within a step)
+    assert abs(near.adaptive["predicted_psnr"] - made.adaptive["predicted_psnr"]) < 0.1
+    assert min(s["crf"] for s in near.adaptive["segments"]) > ratemodel.CRF_RANGE[0] + 4
+    assert any("at the limit of this video" in w for w in near.warnings), near.warnings
     assert aimed < 35.0
     result = pipeline.reconstruct(tmp_path / "b.frs", tmp_path / "out.mp4", reference=case("c03"))
     assert result.target_psnr == 35.0

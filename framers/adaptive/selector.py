@@ -81,6 +81,12 @@ SURPLUS_ALWAYS_DB = 2.0
 #: share 0.5 reached 28.2 / 30.5 dB (a scratch comparison, twelfth session). Natural video is what
 #: the share is for.
 SURPLUS_CRF_SHARE = 1.0
+#: a target above the best predicted PSNR (every frame kept at the finest CRF) less this (dB) is
+#: aimed at that instead: near the colour path's floor the last fraction of a dB took the most bytes
+#: (c03 at 35 dB: 30.9 dB in 209 kB, 3.3× the source, against 29.8 dB in 72 kB at 30 dB). Targets
+#: just under the best are aimed there too, so a higher target never plans less than a lower one
+#: (the ninth session's 1 dB under the best gave unreachable targets less than reachable ones).
+UNREACHABLE_SLACK_DB = 0.2
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
 CODING_RATIO_RANGE = (0.25, 256.0)
 #: bounds of the correction of the predicted interpolation error by a rebuilt sample (measured /
@@ -289,7 +295,8 @@ class AdaptiveSelector(Selector):
             out["predicted_bytes"] = round(self.plan.predicted_bytes())
         if self.capped:
             out["unreachable"] = {"best_predicted_psnr": round(self.best_psnr, 2),
-                                  "aimed_at": round(self.best_psnr, 2),
+                                  "aimed_at": round(self.best_psnr - UNREACHABLE_SLACK_DB, 2),
+                                  "reachable": self.target_psnr is not None and self.target_psnr <= self.best_psnr,
                                   "colour_path_psnr": (None if self.colour_path_psnr is None
                                                        else round(self.colour_path_psnr, 2))}
         if self.verified is not None:
@@ -433,24 +440,30 @@ class AdaptiveSelector(Selector):
 
     def _choose_for_target(self, options: list[ratemodel.SegmentOptions], groups: list[list[int]],
                            segments: list[analysis.Segment]) -> list[ratemodel.Choice]:
-        """The choice for ``target_psnr`` (with its margin when the margin is within reach);
-        sets ``capped`` and ``best_psnr`` when even the target is not."""
+        """The choice for ``target_psnr`` (with its margin when the margin is within reach). A
+        target above the best predicted PSNR less ``UNREACHABLE_SLACK_DB`` (out of reach, or at
+        the video's limit) is aimed at that instead: sets ``capped``, ``best_psnr`` and
+        ``colour_path_psnr``. So a higher target never plans less than a lower one."""
         assert self.target_psnr is not None
-        aim = self.target_psnr + TARGET_MARGIN_DB
-        choices = ratemodel.choose(options, groups, target_psnr=aim)
-        best = _mean_psnr(segments, choices)
         self.capped = False
-        if self.target_psnr - 0.01 <= best < aim - 0.01:
-            # the target itself is within reach, its margin is not: aim at the target
-            choices = ratemodel.choose(options, groups, target_psnr=self.target_psnr)
-        elif best < aim - 0.01:
-            # unreachable: choose returned its best quality (the finest CRF), which is kept.
-            # Aiming lower (the ninth session aimed 1 dB under it, where the last dB costs the
-            # most bytes) made a higher target give a lower quality than a reachable one.
+        best = _mean_psnr(segments, ratemodel.choose(options, groups, target_psnr=math.inf))
+        if self.target_psnr > best - UNREACHABLE_SLACK_DB:
+            # the curve flattens towards the colour path's floor: the last fraction of a dB
+            # under the best (every frame at the finest CRF) costs the most bytes
             self.capped = True
             self.best_psnr = best
             self.colour_path_psnr = colour_path_psnr(segments, self._measures)
-        return choices
+            return ratemodel.choose(options, groups, target_psnr=best - UNREACHABLE_SLACK_DB)
+        aim = self.target_psnr + TARGET_MARGIN_DB
+        if best < aim:
+            # the target itself is within reach, its margin is not: aim at the target
+            aim = self.target_psnr
+        return ratemodel.choose(options, groups, target_psnr=aim)
+
+    @property
+    def aimed_psnr(self) -> float | None:
+        """With ``capped``: the mean PSNR (dB) aimed at instead of ``target_psnr``, else None."""
+        return self.best_psnr - UNREACHABLE_SLACK_DB if self.capped else None
 
     @property
     def over_target(self) -> bool:
