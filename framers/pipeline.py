@@ -442,7 +442,7 @@ def _adaptive_warnings(chooser: Selector) -> list[str]:
                 f"estimated at {estimate:.1f} dB for target_psnr {target:g} dB; content whose error rises "
                 f"fast with the CRF (screen recordings, synthetic pictures) fools the prediction; ask about "
                 f"{target + (target - estimate):.0f} dB to reach {target:g} dB"]
-    if not capped:
+    if not capped or target is None:
         return []
     best = getattr(chooser, "best_psnr", 0.0)
     verified = getattr(chooser, "verified", None)
