@@ -43,7 +43,7 @@ def extract_audio(source: Path, dest: Path) -> dict[str, object] | None:
             return {"dropped": dropped, "streams": []}
         out = av.open(str(dest), mode="w", format="mp4")
         try:
-            writers = [_AudioStreamWriter(out, stream) for stream in usable]
+            writers = [_AudioStreamWriter(out, stream, _stream_bit_rate(source, stream.index)) for stream in usable]
             for packet in inp.demux(*usable):
                 writers[usable.index(packet.stream)].feed(packet)  # type: ignore[arg-type]
             for writer in writers:
@@ -94,11 +94,66 @@ def audio_warnings(audio: dict[str, Any] | None, source_has_audio: bool) -> list
     return notes
 
 
+def _is_lossy(codec: str) -> bool:
+    """Whether FFmpeg's decoder ``codec`` is a lossy one (Opus, MP3, AC-3; not PCM, FLAC)."""
+    try:
+        return bool(av.codec.Codec(codec, "r").lossy)
+    except (av.error.FFmpegError, ValueError):
+        return False
+
+
 def _codec_name(stream: Any) -> str | None:
     try:
         return stream.codec_context.name
     except (AttributeError, av.error.FFmpegError):
         return None
+
+
+#: AAC rate (bit/s) per output channel for a lossless source, or a lossy one of unknown rate
+AAC_RATE_PER_CHANNEL = 64_000
+#: the least AAC rate per output channel whatever the source (AAC-LC degrades fast below it)
+AAC_MIN_RATE_PER_CHANNEL = 24_000
+#: AAC-LC against a lossy source's own rate: Opus or Vorbis keep their quality in fewer bits, so
+#: a transcode at the same rate would add its own loss (FFmpeg's AAC encoder; a rule of thumb,
+#: not measured here)
+LOSSY_RATE_FACTOR = 1.25
+
+
+def aac_bit_rate(source_rate: float | None, lossy: bool, channels: int) -> int:
+    """AAC bitrate (bit/s) for transcoding a stream of ``source_rate`` bit/s (None: unknown) to
+    ``channels`` channels: a lossy source's rate × ``LOSSY_RATE_FACTOR`` within
+    [``AAC_MIN_RATE_PER_CHANNEL``, ``AAC_RATE_PER_CHANNEL``] per channel, so a 24 kbit/s Opus
+    track does not come out at 128 kbit/s (4× the audio it replaced); a lossless source (PCM,
+    FLAC) ``AAC_RATE_PER_CHANNEL`` per channel."""
+    top = AAC_RATE_PER_CHANNEL * channels
+    if not lossy or not source_rate or source_rate <= 0:
+        return top
+    return int(min(top, max(AAC_MIN_RATE_PER_CHANNEL * channels, round(source_rate * LOSSY_RATE_FACTOR))))
+
+
+def _stream_bit_rate(source: Path, index: int) -> float | None:
+    """Mean bitrate (bit/s) of stream ``index``: its declared rate, else its packets' bytes over
+    their time span (Matroska and Ogg declare none for Opus); None when neither is known."""
+    try:
+        with av.open(str(source), metadata_errors="ignore") as probe_in:
+            stream = probe_in.streams[index]
+            declared = stream.codec_context.bit_rate or stream.bit_rate
+            if declared:
+                return float(declared)
+            size, first, last = 0, None, None
+            for packet in probe_in.demux(stream):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                size += packet.size
+                t0 = float(packet.pts * packet.time_base)
+                t1 = t0 + float((packet.duration or 0) * packet.time_base)
+                first = t0 if first is None else min(first, t0)
+                last = t1 if last is None else max(last, t1)
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, IndexError):
+        return None
+    if first is None or last is None or last <= first:
+        return None
+    return size * 8 / (last - first)
 
 
 def _audio_decodes(source: Path, index: int) -> bool:
@@ -116,7 +171,7 @@ def _audio_decodes(source: Path, index: int) -> bool:
 class _AudioStreamWriter:
     """One source audio stream into the bundle's m4a: AAC copied, anything else transcoded."""
 
-    def __init__(self, out: Any, source: Any) -> None:
+    def __init__(self, out: Any, source: Any, source_rate: float | None = None) -> None:
         self.out = out
         self.source = source
         ctx = source.codec_context
@@ -138,7 +193,7 @@ class _AudioStreamWriter:
         self.downmixed = channels > 2
         self.stream = out.add_stream("aac", rate=self.rate)
         self.stream.layout = self.layout
-        self.stream.bit_rate = 128000
+        self.stream.bit_rate = aac_bit_rate(source_rate, _is_lossy(ctx.name), 1 if self.layout == "mono" else 2)
         self.stream.time_base = Fraction(1, self.rate)
         self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
         self.next_pts: int | None = None

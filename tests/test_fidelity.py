@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from framers.audio import audio_warnings
+from framers.audio import AAC_RATE_PER_CHANNEL, aac_bit_rate, audio_warnings, extract_audio
 from framers.cli import main as cli
 from framers.fidelity import orientation_ops, tonemap_to_sdr
 from framers.rgb import to_rgb
@@ -354,6 +354,34 @@ def test_pcm_without_layout_in_avi_is_kept(tmp_path: Path, capsys: pytest.Captur
     out, manifest, _ = roundtrip(source, tmp_path, capsys)
     assert props(out)["audio"] == [("aac", 2)] and manifest["source"]["has_audio"] is True
     assert abs(beep_onset(out) - beep_onset(source)) < 0.01
+
+
+def test_a_lossy_track_is_transcoded_near_its_own_rate(tmp_path: Path) -> None:
+    """A 24 kbit/s stereo Opus track (noise: every bit is used) becomes AAC near 1.25x its rate
+    (here the floor of 24 kbit/s per channel), not at the lossless sources' 128 kbit/s (4-5x the audio it replaced: the bundle of a small
+    video grew by its audio); PCM keeps 64 kbit/s per channel."""
+    source = tmp_path / "noise.mkv"
+    rate, seconds = 48000, 3.0
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (2, int(rate * seconds))).astype(np.float32)
+    with av.open(str(source), mode="w", format="matroska") as out:
+        stream = out.add_stream("libopus", rate=rate)
+        stream.layout, stream.bit_rate = "stereo", 24000
+        for k, start in enumerate(range(0, noise.shape[1], 960)):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(noise[:, start:start + 960]),
+                                               format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, k * 960
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    kept = extract_audio(source, tmp_path / "a.m4a")
+    assert kept is not None and kept["copied"] is False and kept["channels"] == 2
+    with av.open(str(tmp_path / "a.m4a")) as m4a:
+        track = m4a.streams.audio[0]
+        made = sum(p.size for p in m4a.demux(track) if p.size) * 8 / float(track.duration * track.time_base)
+    aimed = aac_bit_rate(24000, lossy=True, channels=2)  # the floor: 24 kbit/s per channel
+    assert made < aimed * 1.15 and made < 128000 / 2, made  # the old 128 kbit/s made ~125 kbit/s of it
+    assert aac_bit_rate(None, lossy=False, channels=2) == 2 * AAC_RATE_PER_CHANNEL
+    assert aac_bit_rate(16000, lossy=True, channels=2) == 48000  # the floor per channel
+    assert aac_bit_rate(500000, lossy=True, channels=1) == AAC_RATE_PER_CHANNEL
 
 
 def test_audio_that_cannot_be_kept_is_said() -> None:
