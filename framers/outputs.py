@@ -33,6 +33,15 @@ def check_container(codec: str, container: str) -> None:
         raise UnsupportedOptionError(f"{container} holds {fits or 'no known codec'}, not {codec}: choose another "
                                      f"--codec or container")
 
+def output_warnings(codec: str, width: int, height: int) -> list[str]:
+    """What an output in ``codec`` loses that the default H.264 keeps: an odd frame size goes to
+    4:4:4 in H.264 and VP9 (``video_writer.output_pix_fmt``), but SVT-AV1 codes 4:2:0 only."""
+    if codec == "av1" and (width % 2 or height % 2):
+        return [f"AV1 is coded 4:2:0 only (SVT-AV1): this {width}x{height} video's colour detail, which "
+                "h264 and vp9 outputs keep in 4:4:4 at odd sizes, is subsampled"]
+    return []
+
+
 # SVT-AV1 prints its whole configuration to stderr for every stream; errors only.
 os.environ.setdefault("SVT_LOG", "1")
 

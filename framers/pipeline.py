@@ -25,6 +25,7 @@ from framers.clip import Clip
 from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN, SLOT_LEN
 from framers.keyframes import KeyframeEncoder, iter_keyframes
+from framers.outputs import output_warnings
 from framers.reconstructors.base import KeptFrame, Reconstructor
 from framers.registry import get_reconstructor, get_selector
 from framers.scenes import SceneAnalyser, shot_edges, timing_breaks
@@ -759,7 +760,7 @@ def reconstruct(
             chunks.pixel_shape[1], chunks.pixel_shape[0],
             {"reconstructor": rebuilder.name, "kept": manifest.kept_indices()}, chunks.frames,
         ) if chunks is not None and scores else None,
-        warnings=refresh_warnings(manifest, rebuilder),
+        warnings=[*refresh_warnings(manifest, rebuilder), *output_warnings(codec, width, height)],
     )
 
 

@@ -107,7 +107,9 @@ class VideoWriter:
         self._stream = cast(av.video.stream.VideoStream, self._container.add_stream(encoder, rate=rate))
         self._stream.width = width
         self._stream.height = height
-        self._stream.pix_fmt = output_pix_fmt(width, height) if codec == "h264" else "yuv420p"
+        # odd sizes in 4:4:4 where the codec has it (H.264 High 4:4:4, VP9 profile 1); SVT-AV1 codes
+        # 4:2:0 only (``output_warnings``)
+        self._stream.pix_fmt = output_pix_fmt(width, height) if codec in ("h264", "vp9") else "yuv420p"
         self._stream.time_base = time_base
         self._stream.codec_context.time_base = time_base
         options: dict[str, object] = dict(encoder_options)
