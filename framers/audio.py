@@ -137,7 +137,7 @@ def _stream_bit_rate(source: Path, index: int) -> float | None:
     try:
         with av.open(str(source), metadata_errors="ignore") as probe_in:
             stream = probe_in.streams[index]
-            declared = stream.codec_context.bit_rate or stream.bit_rate
+            declared = stream.codec_context.bit_rate or getattr(stream, "bit_rate", None)
             if declared:
                 return float(declared)
             size, first, last = 0, None, None
