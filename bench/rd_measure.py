@@ -237,6 +237,7 @@ def measure_point(source: Path, workdir: Path, spec: MethodSpec, point: Point, i
             record["first_segments"] = recoded.get("first_segments")
             record["kept_first"] = bool(recoded.get("kept_first"))
             record["bracketed"] = "bracketed" in recoded
+            record["brackets"] = int(recoded.get("brackets", 1 if "bracketed" in recoded else 0))
         # more than 1 dB over, not coded again: the second coding would pass issue 12's time bound
         record["surplus_left"] = selection.get("surplus_left") is not None
         sample = selection.get("rebuild_sample")

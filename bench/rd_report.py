@@ -89,7 +89,8 @@ def summarize(clips: Sequence[dict[str, Any]], method_names: Sequence[str]) -> d
                 "short": sum(1 for p in recoded_points if p.get("recoded_reason", "short") == "short"),
                 "over": sum(1 for p in recoded_points if p.get("recoded_reason") == "over"),
                 "kept_first": sum(1 for p in recoded_points if p.get("kept_first")),
-                "bracketed": sum(1 for p in recoded_points if p.get("bracketed"))}
+                "bracketed": sum(1 for p in recoded_points if p.get("bracketed")),
+                "bracketed_twice": sum(1 for p in recoded_points if p.get("brackets", 0) >= 2)}
         if recoded:  # where a second coding lands against its target
             item["recoded_achieved_minus_target"] = {"min": min(recoded), "median": statistics.median(recoded),
                                                      "max": max(recoded)}
@@ -161,7 +162,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         reasons = [report["summary"][n]["recoded_reasons"] for n in names if "recoded_reasons" in report["summary"][n]]
         why = (f" ({sum(r['short'] for r in reasons)} short, {sum(r['over'] for r in reasons)} over; the first "
                f"coding kept in {sum(r['kept_first'] for r in reasons)}; coded a third time, between the two, in "
-               f"{sum(r.get('bracketed', 0) for r in reasons)})" if reasons else "")
+               f"{sum(r.get('bracketed', 0) for r in reasons)}, a fourth time in "
+               f"{sum(r.get('bracketed_twice', 0) for r in reasons)})" if reasons else "")
         lines += ["", "## Achieved PSNR against what was foretold (achieved − foretold, dB)", "",
                   "predicted: the plan's, before coding; estimated: the same plan with the kept frames' "
                   "coding error as x264 measured it while coding them and, where frames are dropped, the "

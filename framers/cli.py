@@ -135,7 +135,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             return 0
         if recoded:
             over = recoded.get("reason") == "over"
-            times = "three times" if recoded.get("bracketed") else "twice"
+            brackets = int(recoded.get("brackets", 1 if recoded.get("bracketed") else 0))
+            times = ("twice", "three times", "four times", f"{brackets + 2} times")[min(brackets, 3)]
             print(f"  coded {times}: the first coding was estimated at {recoded['first_estimate']:.2f} dB"
                   + (" (more than 1 dB over the target" if over else " (short of the target")
                   + (f"; its rebuilt frames' interpolation error {recoded['interp_error_ratio']:.1f}x the prediction"
@@ -146,10 +147,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 print(f"  the second coding was estimated at {recoded['second_estimate']:.2f} dB, short of the target: "
                       "coded a third time at CRFs between the two"
                       + (f" ({recoded['third_estimate']:.2f} dB estimated)" if "third_estimate" in recoded else ""))
+            if brackets >= 2:
+                print("  the third coding was still short: coded a fourth time between it and the first"
+                      + (f" ({recoded['fourth_estimate']:.2f} dB estimated)" if "fourth_estimate" in recoded else ""))
             if recoded.get("kept_first"):
-                last = recoded.get("third_estimate", recoded["second_estimate"])
-                print(f"  the {'third' if 'third_estimate' in recoded else 'second'} coding was estimated at "
-                      f"{last:.2f} dB, short of the target: the first is kept (segments below)")
+                ordinal, key = (("second", "second_estimate"), ("third", "third_estimate"),
+                                ("fourth", "fourth_estimate"))[min(brackets, 2)]
+                print(f"  the {ordinal} coding was estimated at {recoded.get(key, recoded['second_estimate']):.2f} dB, "
+                      "short of the target: the first is kept (segments below)")
         estimate, target_db = report.get("estimated_psnr"), report.get("target_psnr")
         if (recoded and recoded.get("reason") == "short" and estimate is not None and target_db
                 and estimate > target_db + ESTIMATE_SURPLUS_DB):

@@ -270,8 +270,8 @@ def compress(
                 first = _FirstCoding(coded, kept_indices, kept_per_clip, pts, cuts)
                 coded = code_kept_frames()
                 estimate_after_coding()
-                if chooser.bracket_plan():  # type: ignore[attr-defined]  # a surplus corrected into a miss
-                    coded = code_kept_frames()  # a third time, at CRFs between the two
+                while chooser.bracket_plan():  # type: ignore[attr-defined]  # a surplus corrected into a miss
+                    coded = code_kept_frames()  # again, at CRFs between the first and the last
                     estimate_after_coding()
                 if chooser.keep_first_coding():  # type: ignore[attr-defined]  # the last came out worse
                     coded = first.restore(kept_indices, kept_per_clip, pts, cuts)

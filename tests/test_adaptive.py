@@ -861,6 +861,28 @@ def test_a_surplus_corrected_into_a_miss_is_coded_between_the_two(tmp_path: Path
     assert "coded a third time at CRFs between the two" in said and "dB estimated once coded" in said
 
 
+def test_a_bracket_still_short_is_bracketed_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """c00 at 34 dB: first coding ~40.8 dB (CRF 23), second ~30 dB, the third, interpolated
+    linearly between them, ~33.2 dB: testsrc2's PSNR falls ~3 dB between CRF 23 and 25, then ~0.8
+    dB a step. The first coding was kept, and 34 dB cost more than 35 or 36 (a fresh-user trial);
+    now a fourth coding between the third and the first lands on the target, and a higher target
+    costs more bytes again."""
+    source = CASES / "c00_baseline.mp4"
+    result = compress(source, tmp_path / "b.frs", target_psnr=34.0)
+    assert result.adaptive is not None
+    recoded = result.adaptive["recoded"]
+    assert recoded["brackets"] == 2 and not recoded.get("kept_first"), recoded
+    assert recoded["third_estimate"] < 34.0 - 0.5 <= recoded["fourth_estimate"], recoded
+    achieved = float(psnr_per_frame(list(iter_frames_rgb(source)), rebuild(tmp_path / "b.frs")).mean())
+    assert achieved >= 34.0 - 0.5 and result.adaptive["estimated_psnr"] == pytest.approx(achieved, abs=0.5)
+    higher = compress(source, tmp_path / "higher.frs", target_psnr=35.0)
+    assert result.bundle_bytes < higher.bundle_bytes
+    capsys.readouterr()
+    assert cli_main(["compress", str(source), "-o", str(tmp_path / "c.frs"), "--target-psnr", "34"]) == 0
+    said = capsys.readouterr().out
+    assert "coded four times" in said and "coded a fourth time between it and the first" in said
+
+
 def test_an_estimate_still_short_is_said_by_compress_and_reconstruct(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """When even the second coding's estimate is more than 0.5 dB under the target, the job's

@@ -87,6 +87,14 @@ SURPLUS_CRF_SHARE = 1.0
 #: just under the best are aimed there too, so a higher target never plans less than a lower one
 #: (the ninth session's 1 dB under the best gave unreachable targets less than reachable ones).
 UNREACHABLE_SLACK_DB = 0.2
+#: codings between a surplus's first coding and a short second one (``bracket_plan``), each between
+#: the first and the last short one: x264's PSNR can fall off a cliff between two CRFs (testsrc2:
+#: 39.5 dB at CRF 23, 36.2 at 25, then ~0.8 dB a step), which one linear interpolation overshot
+#: (a fresh-user trial: a clip like c00 at 35 dB, first coding 40.4, second 31.5, third 33.8
+#: dB, the first kept: 40 % more bytes than at 34 or 36 dB)
+MAX_BRACKETS = 2
+#: ``recoded``'s key for the estimate of the second, third, fourth coding (by brackets before it)
+CODING_ESTIMATES = ("second_estimate", "third_estimate", "fourth_estimate")
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
 CODING_RATIO_RANGE = (0.25, 256.0)
 #: bounds of the correction of the predicted interpolation error by a rebuilt sample (measured /
@@ -274,6 +282,7 @@ class AdaptiveSelector(Selector):
         #: the dropped frames rebuilt after coding to check the interpolation error (``after_coding``)
         self.rebuild_sample: dict[str, Any] | None = None
         self._interp_ratios: list[float] = []  # per segment, from the last coding's rebuilt sample
+        self._tried_crfs: list[list[int]] = []  # the CRFs per segment of every coding (``bracket_plan``)
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -572,16 +581,19 @@ class AdaptiveSelector(Selector):
         the model's one-slope correction could not foretell (a fresh-user trial: c00 at 35 dB, first
         coding 39.9 dB, the surplus re-coded to 32.9 dB, and the first kept at 105 % of the
         source's bytes; a lower target gave a larger file). True when the plan changed: the caller
-        codes the kept frames a third time, then asks ``keep_first_coding``; ``recoded`` keeps the
-        second estimate and ``bracketed`` (the third plan's segments). False too when a third coding
-        would not fit ``TIME_BOUND`` (``codings_fit``) for a first surplus within
-        ``SURPLUS_ALWAYS_DB``: ``keep_first_coding`` then keeps the first."""
+        codes the kept frames a third time, then asks again (a third coding still short brackets
+        once more, between it and the first: up to ``MAX_BRACKETS`` times, while the CRFs between
+        them are untried), then ``keep_first_coding``; ``recoded`` keeps each coding's estimate
+        (``CODING_ESTIMATES``), ``brackets`` and ``bracketed`` (the last plan's segments). False too
+        when another coding would not fit ``TIME_BOUND`` (``codings_fit``) for a first surplus
+        within ``SURPLUS_ALWAYS_DB``: ``keep_first_coding`` then keeps the first."""
         first, recoded, plan, estimate = self._first, self.recoded, self.plan, self.estimated_psnr
+        brackets = int(recoded.get("brackets", 0)) if recoded is not None else 0
         if (first is None or recoded is None or plan is None or estimate is None or self.target_psnr is None
-                or recoded.get("reason") != "over" or "bracketed" in recoded
+                or recoded.get("reason") != "over" or brackets >= MAX_BRACKETS
                 or estimate >= self.target_psnr - ESTIMATE_SHORTFALL_DB
                 or first.estimate < self.target_psnr or first.estimate <= estimate
-                or not (self.codings_fit(3) or first.estimate - self.target_psnr > SURPLUS_ALWAYS_DB)):
+                or not (self.codings_fit(3 + brackets) or first.estimate - self.target_psnr > SURPLUS_ALWAYS_DB)):
             return False  # keep_first_coding then keeps the first (over, not short)
         share = (first.estimate - (self.target_psnr + TARGET_MARGIN_DB)) / (first.estimate - estimate)
         choices = []
@@ -593,9 +605,13 @@ class AdaptiveSelector(Selector):
             choices.append(ratemodel.Choice(coarse.stride, crf, float(o.bytes[row, 0]),
                                             float(o.psnr_sum[row, 0] / o.frames)))
         crfs = [c.crf for c in choices]
-        if crfs in ([c.crf for c in first.plan.choices], [c.crf for c in plan.choices]):
-            return False
-        recoded["second_estimate"] = round(estimate, 2)
+        if brackets == 0:
+            self._tried_crfs = [[c.crf for c in first.plan.choices], [c.crf for c in plan.choices]]
+        if crfs in self._tried_crfs:
+            return False  # the two bounds are adjacent CRFs: nothing between them
+        self._tried_crfs.append(crfs)
+        recoded[CODING_ESTIMATES[brackets]] = round(estimate, 2)
+        recoded["brackets"] = brackets + 1
         recoded["bracketed"] = [[s.start, s.stop, c.stride, c.crf] for s, c in zip(plan.segments, choices, strict=True)]
         self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf, plan.slope_crf)
         self._crfs = self.plan.crf_by_frame()
@@ -614,7 +630,7 @@ class AdaptiveSelector(Selector):
         if first is None or recoded is None or self.estimated_psnr is None:
             return False
         self._first = None
-        recoded["third_estimate" if "bracketed" in recoded else "second_estimate"] = round(self.estimated_psnr, 2)
+        recoded[CODING_ESTIMATES[int(recoded.get("brackets", 0))]] = round(self.estimated_psnr, 2)
         short = self.target_psnr is not None and self.estimated_psnr < self.target_psnr - ESTIMATE_SHORTFALL_DB
         if not (short and self.estimated_psnr < first.estimate):  # short even where the plan says unreachable
             return False
