@@ -15,8 +15,9 @@ def extract_audio(source: Path, dest: Path) -> dict[str, object] | None:
     """Keep every decodable audio stream of ``source`` in an AAC ``.m4a`` at ``dest``.
 
     AAC is copied bit for bit; any other codec (PCM with an unset channel layout, Opus, FLAC,
-    AC-3, MP3, ...) is transcoded to AAC with an explicit layout (mono, stereo; more channels are
-    downmixed to stereo) and its start time kept, so audio that starts late stays late.
+    AC-3, MP3, ...) is transcoded to AAC with an explicit layout (its own where AAC has it, surround
+    up to 5.1 kept; more channels downmixed to 5.1, ``aac_layout``) and its start time kept, so
+    audio that starts late stays late.
     Returns a description for the manifest: the first kept stream's fields (``codec``, ``copied``,
     ``source_codec``, ``sample_rate``, ``channels``) plus ``streams`` (one entry per kept stream,
     with ``source_index`` and ``start`` in seconds) and ``dropped`` (streams that could not be
@@ -90,7 +91,7 @@ def audio_warnings(audio: dict[str, Any] | None, source_has_audio: bool) -> list
         notes.append("the source's audio could not be kept: the output has no audio")
     for entry in audio.get("streams") or []:
         if entry.get("downmixed"):
-            notes.append(f"audio stream #{entry['source_index']} downmixed to stereo")
+            notes.append(f"audio stream #{entry['source_index']} downmixed to {entry.get('layout') or 'stereo'}")
     return notes
 
 
@@ -117,6 +118,26 @@ AAC_MIN_RATE_PER_CHANNEL = 24_000
 #: a transcode at the same rate would add its own loss (FFmpeg's AAC encoder; a rule of thumb,
 #: not measured here)
 LOSSY_RATE_FACTOR = 1.25
+
+
+#: a transcode's AAC layout by the source's channel count (FFmpeg's AAC encoder codes each as it is;
+#: sources of more channels, untried here, are downmixed to 5.1 and said)
+AAC_LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1"}
+#: source layouts a transcode keeps by name (the rest: ``AAC_LAYOUT_BY_CHANNELS`` by count)
+AAC_NAMED_LAYOUTS = ("mono", "stereo", "2.1", "3.0", "quad", "4.0", "5.0", "5.1", "5.0(side)", "5.1(side)")
+
+
+def aac_layout(layout: str | None, channels: int) -> tuple[str, bool]:
+    """(AAC channel layout, downmixed) for transcoding a stream of ``layout`` (FFmpeg's name; PCM
+    in AVI/MXF often has none, "6 channels") and ``channels``: the source's own layout where AAC
+    codes it (``AAC_NAMED_LAYOUTS``), else the usual one of its channel count, else 5.1 for more
+    than 6 channels (downmixed: True). Surround is kept, not folded to stereo."""
+    if layout in AAC_NAMED_LAYOUTS:
+        return str(layout), False
+    count = max(1, channels)
+    if count in AAC_LAYOUT_BY_CHANNELS:
+        return AAC_LAYOUT_BY_CHANNELS[count], False
+    return "5.1", True
 
 
 def aac_bit_rate(source_rate: float | None, lossy: bool, channels: int) -> int:
@@ -189,11 +210,11 @@ class _AudioStreamWriter:
         self.rate = ctx.sample_rate or 48000
         channels = ctx.channels or 2
         # PCM in AVI/MXF often has no channel layout ("2 channels"): the AAC encoder needs one.
-        self.layout = "mono" if channels == 1 else "stereo"
-        self.downmixed = channels > 2
+        self.layout, self.downmixed = aac_layout(ctx.layout.name if ctx.layout else None, channels)
         self.stream = out.add_stream("aac", rate=self.rate)
         self.stream.layout = self.layout
-        self.stream.bit_rate = aac_bit_rate(source_rate, _is_lossy(ctx.name), 1 if self.layout == "mono" else 2)
+        out_channels = min(channels, 6) if channels > 0 else 2
+        self.stream.bit_rate = aac_bit_rate(source_rate, _is_lossy(ctx.name), out_channels)
         self.stream.time_base = Fraction(1, self.rate)
         self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
         self.next_pts: int | None = None

@@ -73,14 +73,27 @@ def encoder_settings(codec: str, crf: int, preset: str = "veryfast",
     return encoder, {"crf": str(crf), "preset": "10"}
 
 
+#: Opus layouts by channel count: libopus codes 3-8 channels in Vorbis order (``mapping_family``
+#: 1) for these layouts only (2.1, 4.0 and the "(side)" ones are refused), so the resampler maps a
+#: bundle's AAC surround onto them
+OPUS_LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+#: Opus rate (bit/s): mono, stereo, and per channel of surround
+OPUS_MONO_RATE, OPUS_STEREO_RATE, OPUS_SURROUND_RATE_PER_CHANNEL = 64_000, 96_000, 48_000
+
+
 class OpusTranscoder:
     """Decodes packets of one audio stream (AAC from a bundle) and encodes them as Opus in `out`
-    (mono, or stereo for two or more channels; 48 kHz; PyAV resamples and re-chunks frames)."""
+    with as many channels (``OPUS_LAYOUT_BY_CHANNELS``: surround stays surround); 48 kHz; PyAV
+    resamples and re-chunks frames."""
 
     def __init__(self, source: Any, out: Any) -> None:
-        layout = "stereo" if (source.codec_context.channels or 2) >= 2 else "mono"
+        channels = min(max(source.codec_context.channels or 2, 1), 8)
+        layout = OPUS_LAYOUT_BY_CHANNELS[channels]
         self.stream = out.add_stream("libopus", rate=48000, layout=layout)
-        self.stream.bit_rate = 96_000 if layout == "stereo" else 64_000
+        self.stream.bit_rate = (OPUS_MONO_RATE if channels == 1 else OPUS_STEREO_RATE if channels == 2
+                                else OPUS_SURROUND_RATE_PER_CHANNEL * channels)
+        if channels > 2:
+            self.stream.options = {"mapping_family": "1"}
         self._resampler = av.AudioResampler(format="flt", layout=layout, rate=48000)
 
     def packets(self, packet: Any | None) -> Iterator[Any]:

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from framers.audio import AAC_RATE_PER_CHANNEL, aac_bit_rate, audio_warnings, extract_audio
+from framers.audio import AAC_RATE_PER_CHANNEL, aac_bit_rate, aac_layout, audio_warnings, extract_audio
 from framers.cli import main as cli
 from framers.fidelity import orientation_ops, tonemap_to_sdr
 from framers.rgb import to_rgb
@@ -343,6 +343,30 @@ def test_audio_variants_every_stream_with_its_offset(tmp_path: Path, capsys: pyt
     for i in range(3):
         assert abs(beep_onset(out, i) - beep_onset(source, i)) < 0.01, i
     assert not printed_audio_warnings(said)
+
+
+def test_surround_audio_stays_surround(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """5.1 AC-3 and 5.1 PCM are transcoded to 5.1 AAC, not folded to stereo
+    (a fresh-user trial: Opus and PCM 5.1 were downmixed while AAC 5.1 was copied), in time; a
+    WebM output carries them as 5.1 Opus."""
+    source = write_variant(
+        tmp_path / "surround.mkv", container_format="matroska", frames=30, width=64, height=48,
+        audio=[dict(codec="ac3", rate=48000, channels=6, layout="5.1", beep_at=0.5),
+               dict(codec="pcm_s16le", rate=48000, channels=6, layout="5.1", start=0.2, beep_at=0.7)],
+    )
+    out, manifest, said = roundtrip(source, tmp_path, capsys)
+    assert props(out)["audio"] == [("aac", 6), ("aac", 6)], props(out)["audio"]
+    # AC-3 decodes as 5.1(side), which AAC codes as it is
+    assert [s["layout"] for s in manifest["audio"]["streams"]] == ["5.1(side)", "5.1"], manifest["audio"]
+    assert not printed_audio_warnings(said) and "downmixed" not in said
+    for i in range(2):
+        assert abs(beep_onset(out, i) - beep_onset(source, i)) < 0.01, i
+    webm = tmp_path / "out.webm"
+    assert cli(["reconstruct", str(tmp_path / "surround.frs"), "-o", str(webm), "--reconstructor", "linear", "-q"]) == 0
+    assert props(webm)["audio"] == [("opus", 6), ("opus", 6)], props(webm)["audio"]
+    # PCM in AVI/MXF without a layout ("6 channels") gets the usual one of its count; 7.1 goes to 5.1
+    assert aac_layout(None, 6) == ("5.1", False) and aac_layout("6 channels", 6) == ("5.1", False)
+    assert aac_layout("2.1", 3) == ("2.1", False) and aac_layout("7.1", 8) == ("5.1", True)
 
 
 def test_pcm_without_layout_in_avi_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

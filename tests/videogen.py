@@ -246,7 +246,7 @@ def write_variant(
                 data = chunk
             else:
                 data = chunk.T.reshape(1, -1)
-            layout_name = "mono" if channels == 1 else "stereo"
+            layout_name = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout=layout_name)
             frame.sample_rate = rate
             frame.pts = round(start * rate) + s0
