@@ -108,7 +108,9 @@ def test_reconstruct_202_then_200_with_right_video(
         assert first.json()["links"]["status"] == f"/jobs/{video_id}"
         assert first.json()["reconstructor"] == "linear"
         response = wait_reconstruction(client, video_id, wait_for)
-        job = client.get(f"/jobs/{video_id}").json()
+        # the worker stores the video, then records it done: a read right after the 200 may precede that
+        job = wait_for(lambda: (j := client.get(f"/jobs/{video_id}").json())["reconstructions"]["linear"]["status"]
+                       == "done" and j, timeout=30, what="the record done")
     assert response.headers["content-type"] == "video/mp4"
     assert response.headers["accept-ranges"] == "bytes"
     out = tmp_path / "out.mp4"
