@@ -10,12 +10,26 @@ from pathlib import Path
 from typing import Any
 
 from framers import bdrate
+from framers.adaptive.selector import ANALYSIS_TIME, TIME_BOUND
 from framers.evaluate_report import round_opt
 
 TARGET_TOLERANCE_DB = 0.5  # an adaptive point hits its target when ≥ target − this
 
 RATE_KEYS = {"bundle": "bytes", "bitstream": "bitstream_bytes"}
 
+
+
+def plan_time(point: dict[str, Any], frames: int) -> float:
+    """An adaptive point's compression time in units of x264 medium coding every frame, counted
+    as the selector counts it (issue 12's bound, ``selector.codings_fit``): ``ANALYSIS_TIME`` plus
+    each coding's share of the frames kept (the first plan's from ``first_segments``, the others
+    the final plan's)."""
+    final = point["kept_frames"] / max(1, frames)
+    first = final
+    if point.get("first_segments"):
+        first = sum(-(-(stop - start) // stride) for start, stop, stride, _ in point["first_segments"]) / max(1, frames)
+    codings = 1 + int(bool(point.get("recoded"))) + int(point.get("brackets", 1 if point.get("bracketed") else 0))
+    return ANALYSIS_TIME + min(1.0, first) + (codings - 1) * final
 
 def _curve(points: Sequence[dict[str, Any]], rate: str = "bundle") -> tuple[list[float], list[float]]:
     key = RATE_KEYS[rate]
@@ -91,6 +105,11 @@ def summarize(clips: Sequence[dict[str, Any]], method_names: Sequence[str]) -> d
                 "kept_first": sum(1 for p in recoded_points if p.get("kept_first")),
                 "bracketed": sum(1 for p in recoded_points if p.get("bracketed")),
                 "bracketed_twice": sum(1 for p in recoded_points if p.get("brackets", 0) >= 2)}
+        times = [plan_time(p, int(c["frames"])) for c in clips if name in c.get("methods", {})
+                 for p in c["methods"][name]["points"] if p.get("target_psnr") is not None and p.get("kept_frames")]
+        if times:  # issue 12's time bound, counted by the plan (selector.ANALYSIS_TIME + codings x kept share)
+            item["plan_time"] = {"points": len(times), "over_bound": sum(1 for t in times if t > TIME_BOUND + 1e-9),
+                                 "median": round(statistics.median(times), 2), "max": round(max(times), 2)}
         if recoded:  # where a second coding lands against its target
             item["recoded_achieved_minus_target"] = {"min": min(recoded), "median": statistics.median(recoded),
                                                      "max": max(recoded)}
@@ -169,7 +188,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                   "coding error as x264 measured it while coding them and, where frames are dropped, the "
                   "interpolation error corrected by a rebuilt sample (the job's `estimated_psnr`; after a "
                   "second coding where the first fell short of the target or came out more than 1 dB over it: "
-                  f"{recoded} points{why}{where}).", "",
+                  f"{recoded} points{why}{where}).{_time_line(report, names)}", "",
                   "| method | foretold by | points | mean | sd | within ±0.5 dB | achieved > 0.5 dB short |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {name} | {key.split('_')[0]} | {e['points']} | {e['mean']:+.2f} | {e['sd']:.2f} "
@@ -289,3 +308,14 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
     return written
+
+
+def _time_line(report: dict[str, Any], names: Sequence[str]) -> str:
+    """Issue 12's time bound counted by the plan (``plan_time``), for the accuracy section."""
+    counts = [report["summary"][n]["plan_time"] for n in names if "plan_time" in report["summary"][n]]
+    if not counts:
+        return ""
+    over, points = sum(c["over_bound"] for c in counts), sum(c["points"] for c in counts)
+    return (f" Time by the plan's count (analysis {ANALYSIS_TIME:g} + each coding's kept share, in x264 medium's "
+            f"time for every frame): {over} of {points} points over the {TIME_BOUND:g}× bound, median "
+            f"{statistics.median(c['median'] for c in counts):.2f}×, most {max(c['max'] for c in counts):.2f}×.")
