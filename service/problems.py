@@ -134,18 +134,21 @@ def problem_response(
 
 
 def validation_errors(raw: Sequence[Any]) -> list[dict[str, str]]:
-    """FastAPI/pydantic errors as bounded field errors; the offending input is never echoed."""
+    """FastAPI/pydantic errors as bounded field errors, each once (a path parameter that several
+    dependencies declare is validated, and reported, by each); the offending input is never echoed."""
     errors: list[dict[str, str]] = []
-    for err in raw[:MAX_FIELD_ERRORS]:
+    for err in raw:
         loc = [str(p) for p in err.get("loc", ())]
-        errors.append(
-            {
-                "location": bounded(".".join(loc), 200),
-                "field": bounded(loc[-1] if loc else "", MAX_NAME_CHARS),
-                "message": bounded(str(err.get("msg", "invalid")), 200),
-                "type": bounded(str(err.get("type", "")), 64),
-            }
-        )
+        entry = {
+            "location": bounded(".".join(loc), 200),
+            "field": bounded(loc[-1] if loc else "", MAX_NAME_CHARS),
+            "message": bounded(str(err.get("msg", "invalid")), 200),
+            "type": bounded(str(err.get("type", "")), 64),
+        }
+        if entry not in errors:
+            errors.append(entry)
+        if len(errors) == MAX_FIELD_ERRORS:
+            break
     return errors
 
 
@@ -184,7 +187,7 @@ def install(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = validation_errors(exc.errors())
         summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:3])
-        more = len(exc.errors()) - 3
+        more = len(errors) - 3
         detail = f"invalid request: {summary}" + (f" (and {more} more)" if more > 0 else "")
         return problem_response(422, detail, "validation_error", errors=errors)
 

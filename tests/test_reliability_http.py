@@ -344,6 +344,9 @@ def test_every_error_is_problem_details(stack: Any, video: dict[str, Any], clip:
     assert httpx.post(f"{stack.url}/healthz").headers["allow"] == "GET, HEAD"
     invalid = assert_problem(httpx.get(f"{stack.url}/jobs/not-an-id"), 422, "validation_error")
     assert invalid["errors"][0]["location"] == "path.video_id" and "video_id" in invalid["detail"]
+    # GET /reconstruct's dependencies each declare the id: it is reported once (a trial saw it twice)
+    invalid = assert_problem(httpx.get(f"{stack.url}/reconstruct/deadbeef"), 422, "validation_error")
+    assert len(invalid["errors"]) == 1 and invalid["detail"].count("path.video_id") == 1, invalid
     assert_problem(httpx.get(f"{stack.url}/reconstruct/{vid}", params={"reconstructor": "../x"}), 422)
     assert_problem(httpx.get(f"{stack.url}/reconstruct/{vid}", params={"reconstructor": "nope"}), 422, "invalid_option")
     assert_problem(httpx.get(f"{stack.url}/bundles/{vid}", headers={"Range": "bytes=99999999-"}), 416)
