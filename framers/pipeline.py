@@ -261,7 +261,7 @@ def compress(
             hold = functools.partial(_report, progress, 0.95)
             after_coding(kept_indices, coded.coding_mse,
                          functools.partial(measure_sample, source, coded.path, list(kept_indices), list(pts),
-                                           tick=hold))
+                                           tick=hold), frame_pixels=width * height)
 
         if after_coding is not None:
             estimate_after_coding()

@@ -739,6 +739,24 @@ def test_sample_gaps_picks_dropped_frames_between_kept_ones() -> None:
     assert split == [(5, 16, [10, 11]), (16, 31, [23, 24])]
 
 
+def test_the_rebuilt_sample_is_budgeted_by_pixels() -> None:
+    """A sampled gap costs about the same at every frame size (the network's input is scaled to a
+    ~96-191 px short side), x264's coding scales with the pixels: the gaps are bounded by the
+    video's pixels (a 340x256 video of 300 frames rebuilt 12 gaps, more time than x264 medium's
+    whole coding of it), spread over the video; 1080p keeps two per segment."""
+    from framers.adaptive.rebuild_sample import MIN_GAPS, gap_budget, sample_gaps
+
+    segments = [(k, k + 48, 4) for k in range(0, 288, 48)]
+    kept = [i for start, stop, _ in segments for i in range(start, stop, 4)] + [287]
+    every = sample_gaps(segments, kept)
+    assert len(every) == 12
+    small = gap_budget(288, 340 * 256)
+    assert small == 2 == MIN_GAPS and gap_budget(288, 1920 * 1080) >= len(every)
+    few = sample_gaps(segments, kept, small)
+    assert few == [every[0], every[-1]]  # the first and the last: spread over the video
+    assert sample_gaps(segments, kept, gap_budget(288, 854 * 480)) == [every[k] for k in (0, 2, 4, 7, 9, 11)]
+
+
 def test_measure_sample_matches_what_the_decoder_gets(tmp_path: Path) -> None:
     """``measure_sample`` decodes sampled kept frames and rebuilds sampled dropped frames from the
     decoded kept frames on either side as the decoder does: on a real clip kept every 4th frame,

@@ -19,6 +19,7 @@ source and of the keyframe stream, in step, one gap held in memory at a time) me
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +37,12 @@ FRAMES_PER_GAP = 2
 #: kept frames decoded per segment that keeps every frame (spread evenly); in the others, the
 #: sampled gaps' ends
 KEPT_PER_SEGMENT = 4
+#: source pixels (frames × width × height) per sampled gap, and the fewest gaps (``gap_budget``):
+#: a gap (~0.15 s on 2 cores, whatever the frame size) costs about what x264 medium takes for ~4 M
+#: pixels here, so the sample stays within ~0.2x of the coding; 1080p and 720p keep 2 gaps per
+#: segment, 480p about one, smaller videos fewer
+PIXELS_PER_GAP = 20_000_000
+MIN_GAPS = 2
 
 Gap = tuple[int, int, list[int]]
 #: ``measure_sample`` bound to a video and its coded kept frames: (gaps, kept checks) →
@@ -43,12 +50,13 @@ Gap = tuple[int, int, list[int]]
 Sampler = Callable[[list[Gap], list[int]], tuple[dict[int, float], dict[int, float]]]
 
 
-def sample_gaps(segments: Sequence[tuple[int, int, int]], kept: Sequence[int]) -> list[Gap]:
+def sample_gaps(segments: Sequence[tuple[int, int, int]], kept: Sequence[int], limit: int | None = None) -> list[Gap]:
     """The gaps to rebuild: for each segment ``(start, stop, stride)`` with ``stride > 1``, up to
     ``GAPS_PER_SEGMENT`` pairs of consecutive kept frames ``(left, right)`` (video indices, both
     in ``kept``, the frames the pipeline really kept) with dropped frames between, nearest to even
     shares of the segment (a third and two thirds), each with up to ``FRAMES_PER_GAP`` dropped frames
-    around the gap's middle. Sorted, disjoint; empty when nothing is dropped."""
+    around the gap's middle; ``limit``: at most that many of them, spread evenly over the video.
+    Sorted, disjoint; empty when nothing is dropped."""
     kept_sorted = np.asarray(sorted(set(kept)), dtype=np.int64)
     gaps: dict[int, Gap] = {}
     for start, stop, stride in segments:
@@ -66,7 +74,20 @@ def sample_gaps(segments: Sequence[tuple[int, int, int]], kept: Sequence[int]) -
             middle = (left + right) // 2
             first = max(left + 1, middle - (FRAMES_PER_GAP - 1) // 2)
             gaps[left] = (left, right, list(range(first, min(right, first + FRAMES_PER_GAP))))
-    return [gaps[k] for k in sorted(gaps)]
+    chosen = [gaps[k] for k in sorted(gaps)]
+    if limit is not None and len(chosen) > limit:
+        picks = np.linspace(0, len(chosen) - 1, max(0, limit)).round().astype(int)
+        chosen = [chosen[k] for k in sorted(set(picks.tolist()))]
+    return chosen
+
+
+def gap_budget(n_frames: int, frame_pixels: int) -> int:
+    """How many gaps ``sample_gaps`` may rebuild in a video of ``n_frames`` frames of
+    ``frame_pixels`` pixels: one per ``PIXELS_PER_GAP`` source pixels, at least ``MIN_GAPS``.
+    The rebuild's network scales its input to a ~96-191 px short side, so a gap costs about the
+    same at every frame size while x264's coding of the video scales with its pixels: without a
+    budget the sample cost a 340x256 video (12 gaps) more than x264 medium's whole coding of it."""
+    return max(MIN_GAPS, math.ceil(n_frames * frame_pixels / PIXELS_PER_GAP))
 
 
 def sample_kept(segments: Sequence[tuple[int, int, int]], kept: Sequence[int], gaps: Sequence[Gap]) -> list[int]:

@@ -321,7 +321,7 @@ class AdaptiveSelector(Selector):
         return out
 
     def after_coding(self, kept: list[int], coding_mse: dict[int, float],
-                     sample: rebuild_sample.Sampler | None = None) -> float | None:
+                     sample: rebuild_sample.Sampler | None = None, frame_pixels: int | None = None) -> float | None:
         """The plan's mean PSNR (dB) predicted again with the kept frames' coding error as x264
         measured it while coding them (``KeyframeEncoder.coding_mse``, by position in ``kept``,
         the video indices of every kept frame): the probe's prediction of that error is the
@@ -333,7 +333,8 @@ class AdaptiveSelector(Selector):
         rebuilt dropped frames (``sample_gaps``) the predicted interpolation error of every
         dropped frame (within ``INTERP_RATIO_RANGE``), the first pooled over the video, the second
         per segment where it was sampled (the video's pooled ratio elsewhere, and in the job); the
-        sampled frames count as measured. Stored in ``estimated_psnr`` (and ``describe``, with the
+        sampled frames count as measured. ``frame_pixels`` (width × height) bounds the rebuilt gaps
+        (``rebuild_sample.gap_budget``); None: no bound. Stored in ``estimated_psnr`` (and ``describe``, with the
         sample's ratios in ``rebuild_sample``); None, and nothing stored, for a video whose CRF
         was measured (``verified``), without a plan, or when x264 did not report every frame."""
         if self.plan is None or self.verified is not None or len(coding_mse) < len(kept):
@@ -347,7 +348,8 @@ class AdaptiveSelector(Selector):
         rebuilt: dict[int, float] = {}
         if sample is not None:
             spans = [(s.start, s.stop, c.stride) for s, c in zip(plan.segments, plan.choices, strict=True)]
-            gaps = rebuild_sample.sample_gaps(spans, kept)
+            limit = None if frame_pixels is None else rebuild_sample.gap_budget(plan.n_frames, frame_pixels)
+            gaps = rebuild_sample.sample_gaps(spans, kept, limit)
             decoded, rebuilt = sample(gaps, rebuild_sample.sample_kept(spans, kept, gaps))
         kept_ratio = 1.0
         if decoded:  # x264's error, as the estimate reads it, against the decoded pictures' RGB error
