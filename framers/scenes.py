@@ -4,7 +4,8 @@ The encoder sees every frame, so it knows where shots change; the codec keeps th
 every shot and the last frame before it, so no reconstructor ever blends two shots (a hard cut
 would otherwise become a cross-dissolve). Cut detection is FFmpeg's ``scdet`` filter (scene
 change score = mean absolute frame difference minus the previous one, 0–100) run through PyAV's
-filter graph on a small copy of each picture, which the same graph yields as the analysis view.
+filter graph on a small copy of each picture, which the same graph yields as the analysis view;
+the second of two back-to-back cuts, which that score misses, is found from the difference itself.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ import numpy as np
 #: ``scdet`` threshold (its default): a frame whose score exceeds it starts a new shot.
 #: On ../shared/cases/c18 the cut scores 18.5 and every other frame ≤ 1.6 (fades, motion).
 CUT_THRESHOLD = 10.0
+#: a frame right after a cut scdet found whose own mean absolute difference (``lavfi.scd.mafd``,
+#: 0-255 levels on the gray view) is over ``BACK_TO_BACK_MAFD`` and at least ``BACK_TO_BACK_SHARE``
+#: of the cut's starts a shot too. scdet scores a frame by how much its difference exceeds the
+#: previous one's, so the second of two back-to-back cuts (a one-frame shot: a flash, a title card)
+#: scores near 0: a trial's 1-frame bars between two shots scored 29.5 then 7.8 (differences 30.3
+#: and 38.1) and the next shot was rebuilt as a dissolve from the flash (4.8-21.5 dB). Fast
+#: handheld motion after a repeated frame (scdet's own false cut) differs by 11-18 a frame
+#: (`making_cake`, train), unrelated pictures by 30 and more; the rule does not chain.
+BACK_TO_BACK_MAFD = 2 * CUT_THRESHOLD
+BACK_TO_BACK_SHARE = 0.5
 #: long side of the pictures scdet looks at (and of the analysis view): cut scores are
 #: averages over the picture, so a small copy gives the same decisions for ~1/20 of the cost.
 VIEW_LONG_SIDE = 256
@@ -36,16 +47,19 @@ def view_size(width: int, height: int, long_side: int = VIEW_LONG_SIDE) -> tuple
 
 @dataclass(frozen=True)
 class ViewFrame:
-    """One analysed picture: its index in the video, its scene-change score (``scdet``, 0–100)
-    and its analysis view, gray uint8 [h, w] (``view_size``) in decoded (stored) orientation."""
+    """One analysed picture: its index in the video, its scene-change score (``scdet``, 0–100),
+    its analysis view, gray uint8 [h, w] (``view_size``) in decoded (stored) orientation, and
+    whether it starts a shot (``cut``: the score over ``CUT_THRESHOLD``, or the second of two
+    back-to-back cuts, ``SceneAnalyser.feed``)."""
 
     index: int
     score: float
     gray: np.ndarray
+    cut: bool = False
 
     @property
     def is_cut(self) -> bool:
-        return self.index > 0 and self.score > CUT_THRESHOLD
+        return self.index > 0 and (self.cut or self.score > CUT_THRESHOLD)
 
 
 class SceneAnalyser:
@@ -59,6 +73,7 @@ class SceneAnalyser:
         self.long_side = long_side
         self._graph: av.filter.Graph | None = None
         self._index = 0
+        self._last_cut_mafd: float | None = None  # the previous frame's difference, when it was a cut
 
     def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
         w, h = view_size(frame.width, frame.height, self.long_side)
@@ -89,7 +104,12 @@ class SceneAnalyser:
         out = self._graph.pull()
         assert isinstance(out, av.VideoFrame)
         score = float(out.metadata.get("lavfi.scd.score", 0.0))
-        view = ViewFrame(self._index, score, np.ascontiguousarray(out.to_ndarray().reshape(out.height, out.width)))
+        mafd = float(out.metadata.get("lavfi.scd.mafd", 0.0))
+        after = self._last_cut_mafd
+        scored = self._index > 0 and score > CUT_THRESHOLD
+        cut = scored or (after is not None and mafd > BACK_TO_BACK_MAFD and mafd >= BACK_TO_BACK_SHARE * after)
+        self._last_cut_mafd = mafd if scored else None
+        view = ViewFrame(self._index, score, np.ascontiguousarray(out.to_ndarray().reshape(out.height, out.width)), cut)
         self._index += 1
         return view
 
@@ -119,4 +139,5 @@ def shot_edges(cuts: Iterable[int]) -> set[int]:
     return {f for c in cuts if c > 0 for f in (c - 1, c)}
 
 
-__all__ = ["CUT_THRESHOLD", "SceneAnalyser", "ViewFrame", "shot_edges", "timing_breaks", "view_size"]
+__all__ = ["BACK_TO_BACK_MAFD", "BACK_TO_BACK_SHARE", "CUT_THRESHOLD", "SceneAnalyser", "ViewFrame", "shot_edges",
+           "timing_breaks", "view_size"]
