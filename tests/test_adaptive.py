@@ -773,7 +773,7 @@ def test_the_rebuilt_sample_is_budgeted_by_pixels() -> None:
     """A sampled gap costs about the same at every frame size (the network's input is scaled to a
     ~96-191 px short side), x264's coding scales with the pixels: the gaps are bounded by the
     video's pixels (a 340x256 video of 300 frames rebuilt 12 gaps, more time than x264 medium's
-    whole coding of it), spread over the video; 1080p keeps two per segment."""
+    whole coding of it), spread over the video; 480p and larger keep two per segment."""
     from framers.adaptive.rebuild_sample import MIN_GAPS, gap_budget, sample_gaps
 
     segments = [(k, k + 48, 4) for k in range(0, 288, 48)]
@@ -781,10 +781,11 @@ def test_the_rebuilt_sample_is_budgeted_by_pixels() -> None:
     every = sample_gaps(segments, kept)
     assert len(every) == 12
     small = gap_budget(288, 340 * 256)
-    assert small == 2 == MIN_GAPS and gap_budget(288, 1920 * 1080) >= len(every)
+    assert small == 4 == MIN_GAPS and gap_budget(288, 854 * 480) >= len(every)
     few = sample_gaps(segments, kept, small)
-    assert few == [every[0], every[-1]]  # the first and the last: spread over the video
-    assert sample_gaps(segments, kept, gap_budget(288, 854 * 480)) == [every[k] for k in (0, 2, 4, 7, 9, 11)]
+    assert few == [every[k] for k in (0, 4, 7, 11)]  # the first and the last, spread over the video
+    assert sample_gaps(segments, kept, gap_budget(288, 854 * 480)) == every
+    assert gap_budget(64, 176 * 144) == MIN_GAPS  # a 64-frame cut of the RD bench keeps all its gaps
 
 
 def test_measure_sample_matches_what_the_decoder_gets(tmp_path: Path) -> None:
