@@ -123,8 +123,11 @@ LOSSY_RATE_FACTOR = 1.25
 #: a transcode's AAC layout by the source's channel count (FFmpeg's AAC encoder codes each as it is;
 #: sources of more channels, untried here, are downmixed to 5.1 and said)
 AAC_LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1"}
-#: source layouts a transcode keeps by name (the rest: ``AAC_LAYOUT_BY_CHANNELS`` by count)
-AAC_NAMED_LAYOUTS = ("mono", "stereo", "2.1", "3.0", "quad", "4.0", "5.0", "5.1", "5.0(side)", "5.1(side)")
+#: source layouts a transcode keeps by name (the rest: ``AAC_LAYOUT_BY_CHANNELS`` by count). Not
+#: the "(side)" ones (AC-3's usual 5.1): AAC codes them, but MP4 then labels the track "6 channels",
+#: which players cannot map, so they go to 5.0 / 5.1 (side and back surrounds are both AAC's
+#: surround pair)
+AAC_NAMED_LAYOUTS = ("mono", "stereo", "2.1", "3.0", "quad", "4.0", "5.0", "5.1")
 
 
 def aac_layout(layout: str | None, channels: int) -> tuple[str, bool]:

@@ -356,8 +356,10 @@ def test_surround_audio_stays_surround(tmp_path: Path, capsys: pytest.CaptureFix
     )
     out, manifest, said = roundtrip(source, tmp_path, capsys)
     assert props(out)["audio"] == [("aac", 6), ("aac", 6)], props(out)["audio"]
-    # AC-3 decodes as 5.1(side), which AAC codes as it is
-    assert [s["layout"] for s in manifest["audio"]["streams"]] == ["5.1(side)", "5.1"], manifest["audio"]
+    # AC-3 decodes as 5.1(side), which MP4 would label "6 channels": it goes to 5.1 (a trial)
+    assert [s["layout"] for s in manifest["audio"]["streams"]] == ["5.1", "5.1"], manifest["audio"]
+    with av.open(str(out)) as played:
+        assert [a.codec_context.layout.name for a in played.streams.audio] == ["5.1", "5.1"]
     assert not printed_audio_warnings(said) and "downmixed" not in said
     for i in range(2):
         assert abs(beep_onset(out, i) - beep_onset(source, i)) < 0.01, i
@@ -367,6 +369,7 @@ def test_surround_audio_stays_surround(tmp_path: Path, capsys: pytest.CaptureFix
     # PCM in AVI/MXF without a layout ("6 channels") gets the usual one of its count; 7.1 goes to 5.1
     assert aac_layout(None, 6) == ("5.1", False) and aac_layout("6 channels", 6) == ("5.1", False)
     assert aac_layout("2.1", 3) == ("2.1", False) and aac_layout("7.1", 8) == ("5.1", True)
+    assert aac_layout("5.1(side)", 6) == ("5.1", False) and aac_layout("5.0(side)", 5) == ("5.0", False)
 
 
 def test_pcm_without_layout_in_avi_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
