@@ -155,9 +155,15 @@ def aac_bit_rate(source_rate: float | None, lossy: bool, channels: int) -> int:
     return int(min(top, max(AAC_MIN_RATE_PER_CHANNEL * channels, round(source_rate * LOSSY_RATE_FACTOR))))
 
 
+#: seconds of a stream's packets ``_stream_bit_rate`` reads when the container declares no rate:
+#: enough for a mean, without a second read of a long upload
+RATE_SAMPLE_SECONDS = 30.0
+
+
 def _stream_bit_rate(source: Path, index: int) -> float | None:
     """Mean bitrate (bit/s) of stream ``index``: its declared rate, else its packets' bytes over
-    their time span (Matroska and Ogg declare none for Opus); None when neither is known."""
+    their time span in the first ``RATE_SAMPLE_SECONDS`` (Matroska and Ogg declare none for
+    Opus); None when neither is known."""
     try:
         with av.open(str(source), metadata_errors="ignore") as probe_in:
             stream = probe_in.streams[index]
@@ -173,6 +179,8 @@ def _stream_bit_rate(source: Path, index: int) -> float | None:
                 t1 = t0 + float((packet.duration or 0) * packet.time_base)
                 first = t0 if first is None else min(first, t0)
                 last = t1 if last is None else max(last, t1)
+                if last - first >= RATE_SAMPLE_SECONDS:
+                    break
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError, IndexError):
         return None
     if first is None or last is None or last <= first:
@@ -216,8 +224,7 @@ class _AudioStreamWriter:
         self.layout, self.downmixed = aac_layout(ctx.layout.name if ctx.layout else None, channels)
         self.stream = out.add_stream("aac", rate=self.rate)
         self.stream.layout = self.layout
-        out_channels = min(channels, 6) if channels > 0 else 2
-        self.stream.bit_rate = aac_bit_rate(source_rate, _is_lossy(ctx.name), out_channels)
+        self.stream.bit_rate = aac_bit_rate(source_rate, _is_lossy(ctx.name), av.AudioLayout(self.layout).nb_channels)
         self.stream.time_base = Fraction(1, self.rate)
         self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
         self.next_pts: int | None = None

@@ -15,6 +15,7 @@ from typing import Any
 import av
 
 from framers import nvenc
+from framers.audio import AAC_LAYOUT_BY_CHANNELS
 from framers.errors import UnsupportedOptionError
 
 #: codec name -> PyAV encoder
@@ -32,6 +33,7 @@ def check_container(codec: str, container: str) -> None:
         fits = " or ".join(c for c, where in CONTAINERS_OF.items() if container in where)
         raise UnsupportedOptionError(f"{container} holds {fits or 'no known codec'}, not {codec}: choose another "
                                      f"--codec or container")
+
 
 def output_warnings(codec: str, width: int, height: int) -> list[str]:
     """What an output in ``codec`` loses that the default H.264 keeps: an odd frame size goes to
@@ -76,7 +78,7 @@ def encoder_settings(codec: str, crf: int, preset: str = "veryfast",
 #: Opus layouts by channel count: libopus codes 3-8 channels in Vorbis order (``mapping_family``
 #: 1) for these layouts only (2.1, 4.0 and the "(side)" ones are refused), so the resampler maps a
 #: bundle's AAC surround onto them
-OPUS_LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+OPUS_LAYOUT_BY_CHANNELS = {**AAC_LAYOUT_BY_CHANNELS, 7: "6.1", 8: "7.1"}
 #: Opus rate (bit/s): mono, stereo, and per channel of surround
 OPUS_MONO_RATE, OPUS_STEREO_RATE, OPUS_SURROUND_RATE_PER_CHANNEL = 64_000, 96_000, 48_000
 

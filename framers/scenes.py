@@ -59,7 +59,7 @@ class ViewFrame:
 
     @property
     def is_cut(self) -> bool:
-        return self.index > 0 and (self.cut or self.score > CUT_THRESHOLD)
+        return self.cut
 
 
 class SceneAnalyser:

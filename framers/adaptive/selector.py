@@ -304,7 +304,7 @@ class AdaptiveSelector(Selector):
             out["predicted_bytes"] = round(self.plan.predicted_bytes())
         if self.capped:
             out["unreachable"] = {"best_predicted_psnr": round(self.best_psnr, 2),
-                                  "aimed_at": round(self.best_psnr - UNREACHABLE_SLACK_DB, 2),
+                                  "aimed_at": round(self.aimed_psnr or self.best_psnr, 2),
                                   "reachable": self.target_psnr is not None and self.target_psnr <= self.best_psnr,
                                   "colour_path_psnr": (None if self.colour_path_psnr is None
                                                        else round(self.colour_path_psnr, 2))}
