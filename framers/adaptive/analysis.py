@@ -146,13 +146,16 @@ def gap_features(views: dict[int, np.ndarray], anchors: Sequence[int]) -> GapFea
         for i in range(a + 1, b):
             t = (i - a) / (b - a)
             truth = views[i].astype(np.float32)
-            lin = (1.0 - t) * fa + t * fb
+            lin = cv2.addWeighted(fa, 1.0 - t, fb, t, 0.0)
             from_a = cv2.remap(fa, gx + t * flow_ba[..., 0], gy + t * flow_ba[..., 1], cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
             from_b = cv2.remap(fb, gx + (1 - t) * flow_ab[..., 0], gy + (1 - t) * flow_ab[..., 1],
                                cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            mc = (1.0 - t) * from_a + t * from_b
-            rows.append((i, float(np.mean((lin - truth) ** 2)), float(np.mean((mc - truth) ** 2)), b - a, t))
+            mc = cv2.addWeighted(from_a, 1.0 - t, from_b, t, 0.0)
+            # OpenCV's squared norms: float64 sums without numpy's temporaries (this loop runs for
+            # every frame of the video at two strides)
+            rows.append((i, cv2.norm(lin, truth, cv2.NORM_L2SQR) / truth.size,
+                         cv2.norm(mc, truth, cv2.NORM_L2SQR) / truth.size, b - a, t))
     if not rows:
         return GapFeatures.empty()
     arr = np.array(rows, dtype=np.float64)

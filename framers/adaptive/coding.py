@@ -117,8 +117,7 @@ def conversion_mse(rgb: np.ndarray, yuv: av.VideoFrame | None = None) -> float:
     to chroma subsampling), so the rate model scales only the coding error above this floor.
     ``yuv``: the frame already converted by ``to_codec_yuv`` (saves one conversion)."""
     back = to_rgb(yuv if yuv is not None else to_codec_yuv(rgb))
-    diff = back.astype(np.int16) - rgb
-    return float(np.mean(np.square(diff, dtype=np.int32)))
+    return mse(back, rgb)
 
 
 #: x264's threads for every stream a bundle holds (kept frames, refresh layer) and for the probes
