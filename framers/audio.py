@@ -200,6 +200,26 @@ def _audio_decodes(source: Path, index: int) -> bool:
     return False
 
 
+#: stream tags an audio track keeps through the bundle and into every output (a platform picks
+#: tracks by language; a fresh-user trial's second track came out ``und`` instead of ``eng``)
+KEPT_TAGS = ("language", "title")
+
+
+def stream_tags(stream: Any) -> dict[str, str]:
+    """The ``KEPT_TAGS`` of a PyAV stream's metadata (keys matched case-insensitively, as
+    Matroska writes ``LANGUAGE``; MP4 gives a track's title back as ``name``); an undetermined
+    language (``und``) is not a tag worth keeping."""
+    found = {str(k).lower(): str(v) for k, v in dict(stream.metadata or {}).items()}
+    found.setdefault("title", found.get("name", ""))
+    return {k: found[k] for k in KEPT_TAGS if found.get(k) and found[k].lower() != "und"}
+
+
+def copy_stream_tags(source: Any, dest: Any) -> None:
+    """Set ``stream_tags(source)`` on the output stream ``dest`` (before the container's header)."""
+    for key, value in stream_tags(source).items():
+        dest.metadata[key] = value
+
+
 class _AudioStreamWriter:
     """One source audio stream into the bundle's m4a: AAC copied, anything else transcoded."""
 
@@ -216,6 +236,7 @@ class _AudioStreamWriter:
         self.downmixed = False
         if self.copied:
             self.stream = out.add_stream_from_template(source)
+            copy_stream_tags(source, self.stream)
             self.layout = ctx.layout.name if ctx.layout else None
             return
         self.rate = ctx.sample_rate or 48000
@@ -223,6 +244,7 @@ class _AudioStreamWriter:
         # PCM in AVI/MXF often has no channel layout ("2 channels"): the AAC encoder needs one.
         self.layout, self.downmixed = aac_layout(ctx.layout.name if ctx.layout else None, channels)
         self.stream = out.add_stream("aac", rate=self.rate)
+        copy_stream_tags(source, self.stream)
         self.stream.layout = self.layout
         self.stream.bit_rate = aac_bit_rate(source_rate, _is_lossy(ctx.name), av.AudioLayout(self.layout).nb_channels)
         self.stream.time_base = Fraction(1, self.rate)

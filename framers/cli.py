@@ -128,8 +128,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         else:
             after = (f" (after coding the kept frames: {report['estimated_psnr']:.2f} dB estimated)"
                      if report.get("estimated_psnr") is not None else "")
+            # a surplus left is why a lower target can make a larger bundle (a fresh-user trial
+            # saw it only without -q): said on this line too
+            left_over = report.get("surplus_left")
+            extra = (f"; {left_over['over_db']:.2f} dB over it, not coded again within twice x264 medium's time"
+                     if left_over else "")
             print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB{after}, kept frames "
-                  f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target})")
+                  f"~{report['predicted_bytes'] / 1000:.1f} kB predicted, {made} (target {target}{extra})")
         recoded = report.get("recoded")
         if args.quiet:  # the estimate above is the result; how it was reached is detail
             return 0

@@ -54,6 +54,11 @@ class VideoInfo:
     time_base: Fraction
 
 
+#: FFmpeg's decoders that render text files as pictures (its ``tty`` demuxer opens any ``.txt``,
+#: ``.asc``, ``.nfo`` or ``.diz`` file as a video of its characters): a text file, not a video
+TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+
 def _open(path: Path) -> av.container.InputContainer:
     path = Path(path)
     if holds_bundle(path):
@@ -72,10 +77,14 @@ def _open(path: Path) -> av.container.InputContainer:
             reason = "the header declares an impossible frame size"
         raise InvalidVideoError(f"{path.name}: not a readable video ({reason})") from exc
     try:
-        main_video_stream(container)
+        stream = main_video_stream(container)
     except IndexError:
         container.close()
         raise InvalidVideoError(f"{path.name}: the file has no video stream") from None
+    if stream.codec_context.name in TEXT_ART_CODECS:
+        container.close()
+        raise InvalidVideoError(f"{path.name}: a text file, not a video (FFmpeg would draw its characters as "
+                                f"{stream.codec_context.name!r} text art)")
     return container
 
 

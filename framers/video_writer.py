@@ -17,6 +17,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from framers import defaults
+from framers.audio import copy_stream_tags
 from framers.h264_sei import SeiDropper
 from framers.rgb import to_yuv
 from framers.threads import limit_codec_context
@@ -152,6 +153,7 @@ class VideoWriter:
                     self._audio_streams[source.index] = self._transcoders[source.index].stream
                 else:
                     self._audio_streams[source.index] = self._container.add_stream_from_template(source)
+                copy_stream_tags(source, self._audio_streams[source.index])
             if self._audio_streams:
                 self._audio_packets = self._audio_in.demux(*self._audio_in.streams.audio)
         self.frames_written = 0

@@ -160,6 +160,8 @@ def test_rotation_metadata_is_honoured(tmp_path: Path) -> None:
 def test_bad_inputs_raise_clear_errors(tmp_path: Path, clip_with_audio: Path) -> None:
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "text.mp4").write_text("this is not a video\n" * 50)
+    # FFmpeg's tty demuxer opens a .txt as a video of its characters (a fresh-user trial: exit 0)
+    (tmp_path / "notes.txt").write_text("this is not a video\n" * 50)
     data = clip_with_audio.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
     audio_only = tmp_path / "audio.m4a"
@@ -172,6 +174,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path, clip_with_audio: Path) ->
     for name, needle in [
         ("empty.mp4", "empty"),
         ("text.mp4", "not a readable video"),
+        ("notes.txt", "a text file, not a video"),
         ("cut.mp4", "cut.mp4"),
         ("audio.m4a", "no video stream"),
     ]:
@@ -179,6 +182,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path, clip_with_audio: Path) ->
             compress(tmp_path / name, tmp_path / f"{name}.b")
         assert not (tmp_path / f"{name}.b").exists()
     assert cli_main(["compress", str(tmp_path / "text.mp4"), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert cli_main(["compress", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "y"), "-q"]) == 2
 
 
 def test_cli_refuses_a_video_name_for_a_bundle_and_warns_on_a_foreign_output_suffix(

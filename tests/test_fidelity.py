@@ -372,6 +372,27 @@ def test_surround_audio_stays_surround(tmp_path: Path, capsys: pytest.CaptureFix
     assert aac_layout("5.1(side)", 6) == ("5.1", False) and aac_layout("5.0(side)", 5) == ("5.0", False)
 
 
+def test_audio_tracks_keep_their_language_and_title(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A platform picks audio tracks by language: a copied and a transcoded track keep their tags
+    into the bundle and every output (a fresh-user trial's second track, AC-3 ``eng``, came out
+    ``und``); MP4 gives a title back as ``name``."""
+    source = write_variant(
+        tmp_path / "tracks.mkv", container_format="matroska", frames=30, width=64, height=48,
+        audio=[dict(codec="aac", rate=48000, beep_at=0.5, tags={"language": "fra", "title": "commentaire"}),
+               dict(codec="ac3", rate=48000, channels=2, beep_at=0.7, tags={"language": "eng"}),
+               dict(codec="aac", rate=48000, beep_at=0.6)],
+    )
+    out, manifest, _ = roundtrip(source, tmp_path, capsys)
+    assert [s["copied"] for s in manifest["audio"]["streams"]] == [True, False, True]
+    webm = tmp_path / "out.webm"
+    assert cli(["reconstruct", str(tmp_path / "tracks.frs"), "-o", str(webm), "--reconstructor", "linear", "-q"]) == 0
+    for made in (out, webm):
+        with av.open(str(made)) as played:
+            tags = [{k.lower(): v for k, v in a.metadata.items()} for a in played.streams.audio]
+        assert [t.get("language") for t in tags] == ["fra", "eng", "und" if made == out else None], (made, tags)
+        assert tags[0].get("title", tags[0].get("name")) == "commentaire", (made, tags)
+
+
 def test_pcm_without_layout_in_avi_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = write_variant(tmp_path / "pcm.avi", container_format="avi", codec="mjpeg", pix_fmt="yuvj420p",
                            frames=30, width=64, height=48,

@@ -147,7 +147,8 @@ def write_variant(
     display matrix. ``interlaced``: "tff" | "bff" (fields at twice the rate woven by FFmpeg's ``weave``,
     coded interlaced). ``durations``: per-frame display durations in ms
     (variable rate, e.g. a long end card). ``audio``: one dict per audio stream: ``codec``, ``rate``,
-    ``channels``, ``start`` (s), ``beep_at`` (s), ``layout`` (None for PCM without a layout).
+    ``channels``, ``start`` (s), ``beep_at`` (s), ``layout`` (None for PCM without a layout), ``tags``
+    (stream metadata, e.g. ``{"language": "eng"}``).
     ``alpha``: the left half of every picture fully transparent, the rest opaque (use a ``pix_fmt``
     with alpha: rgba for png, argb for qtrle, yuva420p for ffv1/libvpx-vp9). ``extra_video_first``: a
     one-frame MJPEG video track (cover art) before the main one, the main one marked default.
@@ -198,6 +199,8 @@ def write_variant(
         layout = spec.get("layout", "mono" if spec.get("channels", 1) == 1 else "stereo")
         if layout is not None:
             a.layout = layout
+        for key, value in (spec.get("tags") or {}).items():
+            a.metadata[key] = value
         astreams.append((a, spec))
     if cover is not None:
         art = av.VideoFrame.from_ndarray(np.full((height // 2, width // 2, 3), 200, np.uint8), format="rgb24")

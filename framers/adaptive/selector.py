@@ -44,7 +44,7 @@ CRF_GROUP_FRAMES = 150
 #: clips the one-probe rate model was 1-2 dB optimistic on 5- and 9-frame videos (BENCHMARKS.md
 #: section 0).
 VERIFY_MAX_FRAMES = CLIP_LEN
-VERIFY_ENCODES = 3
+VERIFY_ENCODES = 4  # 3 until the search kept to its bracket (``_crf_search``): a fourth closes most
 #: a measured PSNR is what the rebuilt video gets (x264's thread count aside): a small margin
 VERIFIED_MARGIN_DB = 0.1
 #: an estimate after coding this far under the PSNR target re-codes the kept frames once with the
@@ -157,13 +157,28 @@ def crf_groups(segments: list[analysis.Segment], cuts: list[int], min_frames: in
 
 def _crf_search(frames: list[np.ndarray], kept: list[int], crf: int, aim: float,
                 times: list[int] | None = None) -> dict[int, tuple[np.ndarray, int]]:
-    """Trial encodes (``coding.measured_psnr``) from ``crf``, each next CRF the last one moved by
-    the shortfall (or surplus) against ``aim`` at ~0.58 dB per step, at most VERIFY_ENCODES:
-    CRF -> (per-frame PSNR [n] dB, bytes)."""
+    """Trial encodes (``coding.measured_psnr``) from ``crf``, at most VERIFY_ENCODES: CRF ->
+    (per-frame PSNR [n] dB, bytes). Until one CRF reaches ``aim`` and a coarser one falls short,
+    the next CRF is the last one moved by the shortfall (or surplus) at ~0.58 dB per step; from
+    then on it lies strictly between the coarsest CRF that reaches the aim and the finest coarser
+    one that does not, where the line through their two PSNRs puts the aim (rounded to the finer
+    side), until they are adjacent. x264's PSNR can fall off a cliff: one picture of a trial's clip
+    gave 40.8 dB at CRF 19, 37.7 at 20 and 35.5 at 21, so a step sized at 0.58 dB jumped back
+    over the bracket (target 35: CRF 17, 40.0 dB, more bytes than at a 37 dB target)."""
     tried: dict[int, tuple[np.ndarray, int]] = {}
     for _ in range(VERIFY_ENCODES):
         tried[crf] = coding.measured_psnr(frames, crf, ratemodel.FINAL_PRESET, kept, times)
-        gap = float(tried[crf][0].mean()) - aim
+        mean = {c: float(p.mean()) for c, (p, _) in tried.items()}
+        good = [c for c in mean if mean[c] >= aim]
+        short = [c for c in mean if mean[c] < aim and (not good or c > max(good))]
+        if good and short:  # a bracket: search inside it
+            lo, hi = max(good), min(short)
+            if hi - lo <= 1:
+                break
+            share = (mean[lo] - aim) / (mean[lo] - mean[hi])
+            crf = int(np.clip(lo + math.floor((hi - lo) * share), lo + 1, hi - 1))
+            continue
+        gap = mean[crf] - aim
         step = math.floor(gap / ratemodel.PSNR_PER_CRF)  # towards the aim, rounded to the safe side
         nxt = int(np.clip(crf + step, *ratemodel.CRF_RANGE))
         if nxt in tried or (gap >= 0 and step == 0):
