@@ -974,6 +974,84 @@ def test_short_video_keeping_every_frame_gets_a_measured_crf(tmp_path: Path) -> 
     assert "estimated_psnr" not in result.adaptive  # measured already: no estimate on top
 
 
+def _planned_selector(source: Path, target: float) -> tuple[selector.AdaptiveSelector, list]:
+    """An adaptive selector with its plan made for ``source`` (the analysis pass), and its clips."""
+    from framers.video import FrameReader
+
+    with FrameReader(source) as reader:
+        clips = list(reader.clips(16))
+    chooser = selector.AdaptiveSelector(target_psnr=target)
+    chooser.plan = chooser.make_plan(lambda: iter(clips))
+    chooser._crfs = chooser.plan.crf_by_frame()
+    return chooser, clips
+
+
+@pytest.mark.parametrize(("ratio", "direction"), [(0.3, 1), (3.0, -1)])
+def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: Path, ratio: float,
+                                                                      direction: int) -> None:
+    """A shot long enough gets its later part re-planned during the first coding with the coding
+    error x264 measured on the earlier part: coded finer than foretold (ratio 0.3), the rest moves to
+    a coarser CRF; coarser than foretold (3.0), to a finer one. Too few frames measured: nothing
+    changes yet. (The measured errors are made from the plan's own prediction times ``ratio``; the
+    pipeline's run below feeds x264's.)"""
+    source = write_pan(tmp_path / "long.mkv", frames=240, speed=0.75, width=96, height=64)
+    chooser, _ = _planned_selector(source, 36.0)
+    plan = chooser.plan
+    assert plan is not None and not plan.cuts and len({c.crf for c in plan.choices}) == 1
+    probe = plan.probe_crf
+    written: list[int] = []
+    errors: dict[int, float] = {}
+    for seg, choice, measures in zip(plan.segments, plan.choices, chooser._measures, strict=True):
+        m = measures[analysis.STRIDES.index(choice.stride)]
+        factor = chooser.model.mse_factor(np.array([choice.crf - probe]), probe, m.stride, m.mse_slope)[0]
+        for i, predicted in zip(seg.kept(choice.stride), np.maximum(m.kept_mse - m.floor, 0.0) * factor,
+                                strict=True):
+            errors[len(written)] = float(predicted) * ratio
+            written.append(i)
+    chooser.coding_progress = lambda: (written[:10], {k: v for k, v in errors.items() if k < 10})
+    assert chooser.correct_later_groups(144) is None and not chooser.group_corrections  # 10 frames: too few
+    chooser.coding_progress = lambda: (written[:120], {k: v for k, v in errors.items() if k < 120})
+    assert chooser.correct_later_groups(144) is True
+    record = chooser.group_corrections[0]
+    assert record["start"] == 144 and record["measured_frames"] >= selector.GROUP_CORRECTION_MIN_FRAMES
+    assert record["coding_error_ratio"] == pytest.approx(ratio, rel=0.02)
+    after = chooser.plan
+    assert after is not None and after.segments == plan.segments
+    later_bytes = [0.0, 0.0]  # the later part's predicted bytes, before and after
+    for seg, old, new in zip(after.segments, plan.choices, after.choices, strict=True):
+        if seg.start < 144:
+            assert (new.stride, new.crf) == (old.stride, old.crf)  # coded already
+        else:
+            later_bytes[0] += old.bytes
+            later_bytes[1] += new.bytes
+    # coded finer than foretold: the same aim for fewer bytes; coarser: more bytes
+    assert (later_bytes[0] - later_bytes[1]) * direction > 0, later_bytes
+    assert chooser._crfs == after.crf_by_frame()
+
+
+def test_a_long_shot_is_corrected_while_coding_and_the_estimate_holds(tmp_path: Path) -> None:
+    """The pipeline feeds x264's errors to the correction: the job says where it happened, the
+    manifest's CRFs are what the stream was coded with, and the estimate after coding is what the
+    rebuild achieves."""
+    # every frame kept (x264 hands back ~40 coded frames late: a plan that drops frames has too few
+    # of them measured by the first correction point, and is left to the check after coding)
+    source = write_pan(tmp_path / "long.mkv", frames=240, speed=0.75, width=96, height=64)
+    result = compress(source, tmp_path / "b.frs", target_psnr=42.0)
+    assert result.adaptive is not None and result.kept_frames == 240
+    corrections = result.adaptive.get("group_corrections")
+    assert corrections and corrections[0]["start"] >= selector.GROUP_CORRECTION_FROM, result.adaptive
+    assert corrections[0]["measured_frames"] >= selector.GROUP_CORRECTION_MIN_FRAMES
+    with fb.open_bundle(tmp_path / "b.frs") as folder:
+        manifest = fb.read_manifest(folder)
+    assert manifest.selection["group_corrections"] == corrections
+    # the stream's CRF runs are the segments' CRFs, frame by frame
+    coded = [crf for count, crf in manifest.keyframes["runs"] for _ in range(count)]
+    assert coded == [s["crf"] for s in result.adaptive["segments"] for _ in range(s["start"], s["stop"])]
+    achieved = float(psnr_per_frame(list(iter_frames_rgb(source)), rebuild(tmp_path / "b.frs")).mean())
+    assert result.adaptive["estimated_psnr"] == pytest.approx(achieved, abs=0.3)
+    assert achieved >= 42.0 - selector.ESTIMATE_SHORTFALL_DB
+
+
 #: x264 medium's mean PSNR (dB) of one 320x240 picture by CRF, as ``coding.measured_psnr`` measured
 #: it on a fresh-user trial's one-frame clip: flat to CRF 19, then a cliff
 ONE_PICTURE_PSNR = {15: 40.42, 16: 39.94, 17: 40.01, 18: 40.64, 19: 40.79, 20: 37.68, 21: 35.47, 22: 33.61,

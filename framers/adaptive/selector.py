@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,17 @@ UNREACHABLE_SLACK_DB = 0.2
 #: (a fresh-user trial: a clip like c00 at 35 dB, first coding 40.4, second 31.5, third 33.8
 #: dB, the first kept: 40 % more bytes than at 34 or 36 dB)
 MAX_BRACKETS = 2
+#: a video of several CRF groups (``crf_groups``) has the CRFs and strides of its later groups chosen
+#: again during the first coding, with the coding error x264 measured on the earlier groups' kept
+#: frames (``correct_later_groups``), once it has measured at least this many of them (x264 medium
+#: hands frames back ~40 coded frames late); the probe's foretelling of x264 medium missed by 1-2 dB
+#: on whole videos (``bench/whole_videos.py``), which a second coding of everything then corrected
+#: or, past the time bound, left
+GROUP_CORRECTION_MIN_FRAMES = 24
+#: a shot this long or longer (one CRF group otherwise) gets the same correction once, at the
+#: first segment start from ``GROUP_CORRECTION_FROM`` on where x264 has measured enough: its later
+#: part is then a CRF group of its own (one more IDR picture in the stream)
+GROUP_CORRECTION_FROM = 96
 #: ``recoded``'s key for the estimate of the second, third, fourth coding (by brackets before it)
 CODING_ESTIMATES = ("second_estimate", "third_estimate", "fourth_estimate")
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
@@ -298,6 +310,11 @@ class AdaptiveSelector(Selector):
         self.rebuild_sample: dict[str, Any] | None = None
         self._interp_ratios: list[float] = []  # per segment, from the last coding's rebuilt sample
         self._tried_crfs: list[list[int]] = []  # the CRFs per segment of every coding (``bracket_plan``)
+        #: the pipeline's view of the coding in progress: (video indices of the kept frames in the
+        #: order written, x264's coding MSE by stream position so far); None: no correction
+        self.coding_progress: Callable[[], tuple[list[int], dict[int, float]]] | None = None
+        #: the later groups chosen again during the first coding (``correct_later_groups``)
+        self.group_corrections: list[dict[str, Any]] = []
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -333,6 +350,8 @@ class AdaptiveSelector(Selector):
             out["recoded"] = dict(self.recoded)
         if self.surplus_left is not None:
             out["surplus_left"] = dict(self.surplus_left)
+        if self.group_corrections:
+            out["group_corrections"] = [dict(c) for c in self.group_corrections]
         return out
 
     def after_coding(self, kept: list[int], coding_mse: dict[int, float],
@@ -714,10 +733,91 @@ class AdaptiveSelector(Selector):
     def select(self, open_clips: ClipSource) -> Selection:
         """The analysis pass and the plan on the first call; a later call (the kept frames coded
         again after ``recode_plan``) yields the current plan's kept frames without analysing."""
+        first_coding = self.plan is None
         if self.plan is None:
             self.plan = self.make_plan(open_clips)
             self._crfs = self.plan.crf_by_frame()
-        kept = set(self.plan.kept())
+        plan = self.plan
+        group_starts = {plan.segments[g[0]].start for g in crf_groups(plan.segments, plan.cuts)[1:]}
+        # where a correction is tried: every later group's start, and segment starts from
+        # GROUP_CORRECTION_FROM on until one in-shot correction has been measured
+        last = plan.n_frames - GROUP_CORRECTION_FROM // 2  # too little left after it to be worth an IDR
+        points = sorted(group_starts | {s.start for s in plan.segments if GROUP_CORRECTION_FROM <= s.start < last})
+        if not first_coding or self.coding_progress is None or self.target_psnr is None or self.capped:
+            points = []
+        in_shot_done = False
+        kept = set(plan.kept())
         for clip in open_clips():
+            # a group's CRF is read when its first clip is written, one clip after it is yielded
+            while points and clip.start + len(clip) > points[0]:
+                point = points.pop(0)
+                if point not in group_starts and in_shot_done:
+                    continue
+                changed = self.correct_later_groups(point)
+                if changed is not None:
+                    in_shot_done = in_shot_done or point not in group_starts
+                    if changed:
+                        kept = set(self.plan.kept())
             yield clip, tuple(p for p in range(len(clip)) if clip.start + p in kept)
+
+    def correct_later_groups(self, start: int) -> bool | None:
+        """During the first coding, before the CRF group beginning at frame ``start`` is coded:
+        the coding error x264 measured so far (``coding_progress``) against the plan's prediction
+        at the chosen CRFs, pooled over the earlier segments whose kept frames it measured (at
+        least ``GROUP_CORRECTION_MIN_FRAMES``), scales the predicted coding error of every segment
+        from ``start`` on (within ``CODING_RATIO_RANGE``), and their strides and CRFs are chosen
+        again for the plan's own aim (``recode_plan``'s correction, applied while the video is
+        still being coded instead of by coding it again). The segments from ``start`` on become CRF
+        groups of their own (a shot split there gets one more IDR picture). True when the plan
+        changed, False when it stayed (both recorded in ``group_corrections``), None when too
+        little was measured yet."""
+        plan = self.plan
+        if plan is None or self.coding_progress is None or self.target_psnr is None:
+            return None
+        order, errors = self.coding_progress()
+        measured = {order[pos]: e for pos, e in errors.items() if pos < len(order)}
+        done_measured, done_predicted, frames = 0.0, 0.0, 0  # sums over the measured kept frames
+        for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
+            if seg.stop > start:
+                break
+            m = measures[analysis.STRIDES.index(choice.stride)]
+            kept = seg.kept(choice.stride)
+            if not kept or not all(i in measured for i in kept):
+                continue  # x264 hands frames back late: this segment's last frames are still in it
+            errors_here = np.array([measured[i] for i in kept])
+            ratio = ratemodel.coding_error_ratio(m, self.model, choice.crf, plan.probe_crf, errors_here)
+            done_measured += float(errors_here.sum())
+            done_predicted += float(errors_here.sum()) / max(ratio, 1e-9)
+            frames += len(kept)
+        if frames < GROUP_CORRECTION_MIN_FRAMES or done_predicted <= 0:
+            return None
+        ratio = float(np.clip(done_measured / done_predicted, *CODING_RATIO_RANGE))
+        later = [k for k, seg in enumerate(plan.segments) if seg.start >= start]
+        scaled = {k: [ratemodel.scaled(x, ratio) for x in self._measures[k]] for k in later}
+        options = [ratemodel.segment_options(scaled[k], len(plan.segments[k]), self.model, plan.probe_crf)
+                   for k in later]
+        groups = [[later.index(k) for k in g if k in later]
+                  for g in crf_groups(plan.segments, plan.cuts) if any(k in later for k in g)]
+        # the aim of ``_choose_for_target`` (the plan was not capped): the margin where reachable
+        aim = self.target_psnr + TARGET_MARGIN_DB
+        frames_later = sum(len(plan.segments[k]) for k in later)
+        best = sum(c.psnr * len(plan.segments[k])
+                   for k, c in zip(later, ratemodel.choose(options, groups, target_psnr=math.inf), strict=True))
+        if best / frames_later < aim:
+            aim = self.target_psnr
+        chosen = ratemodel.choose(options, groups, target_psnr=aim)
+        before = [(plan.choices[k].stride, plan.choices[k].crf) for k in later]
+        self.group_corrections.append({"start": start, "measured_frames": frames,
+                                       "coding_error_ratio": round(ratio, 2),
+                                       "crfs_before": sorted({c for _, c in before}),
+                                       "crfs": sorted({c.crf for c in chosen})})
+        if [(c.stride, c.crf) for c in chosen] == before:
+            return False
+        choices = list(plan.choices)
+        for k, choice in zip(later, chosen, strict=True):
+            choices[k] = choice
+            self._measures[k] = scaled[k]
+        self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf, plan.slope_crf)
+        self._crfs = self.plan.crf_by_frame()
+        return True
 
