@@ -251,7 +251,7 @@ def compress(
         if hasattr(chooser, "coding_progress"):  # the adaptive mode corrects later CRF groups while coding
 
             def coding_progress() -> tuple[list[int], dict[int, float]]:
-                return list(kept_indices), (dict(encoder.coding_mse) if encoder is not None else {})
+                return list(kept_indices), (encoder.measured_so_far() if encoder is not None else {})
 
             chooser.coding_progress = coding_progress
         coded = code_kept_frames()

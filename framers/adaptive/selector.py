@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,13 @@ GROUP_CORRECTION_MIN_FRAMES = 24
 #: first segment start from ``GROUP_CORRECTION_FROM`` on where x264 has measured enough: its later
 #: part is then a CRF group of its own (one more IDR picture in the stream)
 GROUP_CORRECTION_FROM = 96
+#: x264 medium hands a frame back this many frames after it was given (41, measured at 96x64 and
+#: 854x480 with ``coding.X264_THREADS``), with a margin: the correction uses exactly the segments
+#: whose kept frames were all written this many frames before it, and waits until x264 has
+#: measured them (at most ``GROUP_CORRECTION_WAIT_S``), so what it sees does not depend on how fast
+#: the encoder thread ran (the decisions, and the bundle, stay the same from run to run)
+X264_OUTPUT_DELAY = 48
+GROUP_CORRECTION_WAIT_S = 120.0
 #: ``recoded``'s key for the estimate of the second, third, fourth coding (by brackets before it)
 CODING_ESTIMATES = ("second_estimate", "third_estimate", "fourth_estimate")
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
@@ -774,16 +782,26 @@ class AdaptiveSelector(Selector):
         plan = self.plan
         if plan is None or self.coding_progress is None or self.target_psnr is None:
             return None
-        order, errors = self.coding_progress()
-        measured = {order[pos]: e for pos, e in errors.items() if pos < len(order)}
+        order, _ = self.coding_progress()
+        position = {index: pos for pos, index in enumerate(order)}
+        # the segments x264 has certainly handed back by now (or will without more input)
+        used = [k for k, (seg, choice) in enumerate(zip(plan.segments, plan.choices, strict=True))
+                if seg.stop <= start and seg.kept(choice.stride)
+                and all(position.get(i, len(order)) < len(order) - X264_OUTPUT_DELAY for i in seg.kept(choice.stride))]
+        wanted = {position[i] for k in used for i in plan.segments[k].kept(plan.choices[k].stride)}
+        if len(wanted) < GROUP_CORRECTION_MIN_FRAMES:
+            return None
+        deadline = time.monotonic() + GROUP_CORRECTION_WAIT_S
+        while not wanted <= set(errors := self.coding_progress()[1]):
+            if time.monotonic() > deadline:
+                return None  # the encoder stalled: no correction rather than one on a partial view
+            time.sleep(0.005)
+        measured = {order[pos]: errors[pos] for pos in wanted}
         done_measured, done_predicted, frames = 0.0, 0.0, 0  # sums over the measured kept frames
-        for seg, choice, measures in zip(plan.segments, plan.choices, self._measures, strict=True):
-            if seg.stop > start:
-                break
-            m = measures[analysis.STRIDES.index(choice.stride)]
+        for k in used:
+            seg, choice = plan.segments[k], plan.choices[k]
+            m = self._measures[k][analysis.STRIDES.index(choice.stride)]
             kept = seg.kept(choice.stride)
-            if not kept or not all(i in measured for i in kept):
-                continue  # x264 hands frames back late: this segment's last frames are still in it
             errors_here = np.array([measured[i] for i in kept])
             ratio = ratemodel.coding_error_ratio(m, self.model, choice.crf, plan.probe_crf, errors_here)
             done_measured += float(errors_here.sum())
