@@ -983,6 +983,7 @@ def _planned_selector(source: Path, target: float) -> tuple[selector.AdaptiveSel
     chooser = selector.AdaptiveSelector(target_psnr=target)
     chooser.plan = chooser.make_plan(lambda: iter(clips))
     chooser._crfs = chooser.plan.crf_by_frame()
+    chooser._probe_measures = [list(m) for m in chooser._measures]  # as ``select`` keeps them
     return chooser, clips
 
 
@@ -1027,6 +1028,11 @@ def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: P
     # coded finer than foretold: the same aim for fewer bytes; coarser: more bytes
     assert (later_bytes[0] - later_bytes[1]) * direction > 0, later_bytes
     assert chooser._crfs == after.crf_by_frame()
+    # a second point pools what was measured against the probe's own prediction: the same ratio,
+    # not the first correction's compounded
+    chooser.coding_progress = lambda: (written[:200], {k: v for k, v in errors.items() if k < 200})
+    assert chooser.correct_later_groups(192) is not None
+    assert chooser.group_corrections[1]["coding_error_ratio"] == pytest.approx(ratio, rel=0.02)
 
 
 def test_a_long_shot_is_corrected_while_coding_and_the_estimate_holds(tmp_path: Path) -> None:

@@ -323,6 +323,7 @@ class AdaptiveSelector(Selector):
         self.coding_progress: Callable[[], tuple[list[int], dict[int, float]]] | None = None
         #: the later groups chosen again during the first coding (``correct_later_groups``)
         self.group_corrections: list[dict[str, Any]] = []
+        self._probe_measures: list[list[ratemodel.StrideMeasure]] = []  # ``_measures`` as planned
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -745,6 +746,7 @@ class AdaptiveSelector(Selector):
         if self.plan is None:
             self.plan = self.make_plan(open_clips)
             self._crfs = self.plan.crf_by_frame()
+            self._probe_measures = [list(m) for m in self._measures]
         plan = self.plan
         group_starts = {plan.segments[g[0]].start for g in crf_groups(plan.segments, plan.cuts)[1:]}
         # where a correction is tried: every later group's start, and segment starts from
@@ -800,7 +802,8 @@ class AdaptiveSelector(Selector):
         done_measured, done_predicted, frames = 0.0, 0.0, 0  # sums over the measured kept frames
         for k in used:
             seg, choice = plan.segments[k], plan.choices[k]
-            m = self._measures[k][analysis.STRIDES.index(choice.stride)]
+            # against the probe's own prediction: an earlier correction's scaling is not compounded
+            m = self._probe_measures[k][analysis.STRIDES.index(choice.stride)]
             kept = seg.kept(choice.stride)
             errors_here = np.array([measured[i] for i in kept])
             ratio = ratemodel.coding_error_ratio(m, self.model, choice.crf, plan.probe_crf, errors_here)
@@ -811,7 +814,7 @@ class AdaptiveSelector(Selector):
             return None
         ratio = float(np.clip(done_measured / done_predicted, *CODING_RATIO_RANGE))
         later = [k for k, seg in enumerate(plan.segments) if seg.start >= start]
-        scaled = {k: [ratemodel.scaled(x, ratio) for x in self._measures[k]] for k in later}
+        scaled = {k: [ratemodel.scaled(x, ratio) for x in self._probe_measures[k]] for k in later}
         options = [ratemodel.segment_options(scaled[k], len(plan.segments[k]), self.model, plan.probe_crf)
                    for k in later]
         groups = [[later.index(k) for k in g if k in later]
