@@ -987,13 +987,13 @@ def _planned_selector(source: Path, target: float) -> tuple[selector.AdaptiveSel
     return chooser, clips
 
 
-@pytest.mark.parametrize(("ratio", "direction"), [(0.3, 1), (3.0, -1)])
+@pytest.mark.parametrize(("ratio", "direction"), [(0.3, 1), (3.0, -1), (1.05, 0)])
 def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: Path, ratio: float,
                                                                       direction: int) -> None:
     """A shot long enough gets its later part re-planned during the first coding with the coding
     error x264 measured on the earlier part: coded finer than foretold (ratio 0.3), the rest moves to
-    a coarser CRF; coarser than foretold (3.0), to a finer one. Too few frames measured: nothing
-    changes yet. (The measured errors are made from the plan's own prediction times ``ratio``; the
+    a coarser CRF; coarser than foretold (3.0), to a finer one; within the dead band (1.05), nothing
+    changes. Too few frames measured: nothing changes yet. (The measured errors are made from the plan's own prediction times ``ratio``; the
     pipeline's run below feeds x264's.)"""
     source = write_pan(tmp_path / "long.mkv", frames=240, speed=0.75, width=96, height=64)
     chooser, _ = _planned_selector(source, 36.0)
@@ -1012,6 +1012,10 @@ def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: P
     chooser.coding_progress = lambda: (written[:10], {k: v for k, v in errors.items() if k < 10})
     assert chooser.correct_later_groups(144) is None and not chooser.group_corrections  # 10 frames: too few
     chooser.coding_progress = lambda: (written[:120], {k: v for k, v in errors.items() if k < 120})
+    if direction == 0:
+        assert chooser.correct_later_groups(144) is False and chooser.plan is plan
+        assert chooser.group_corrections[0]["crfs"] == chooser.group_corrections[0]["crfs_before"]
+        return
     assert chooser.correct_later_groups(144) is True
     record = chooser.group_corrections[0]
     assert record["start"] == 144 and record["measured_frames"] >= selector.GROUP_CORRECTION_MIN_FRAMES
