@@ -991,10 +991,10 @@ def _planned_selector(source: Path, target: float) -> tuple[selector.AdaptiveSel
 def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: Path, ratio: float,
                                                                       direction: int) -> None:
     """A shot long enough gets its later part re-planned during the first coding with the coding
-    error x264 measured on the earlier part: coded finer than foretold (ratio 0.3), the rest moves to
-    a coarser CRF; coarser than foretold (3.0), to a finer one; within the dead band (1.05), nothing
-    changes. Too few frames measured: nothing changes yet. (The measured errors are made from the plan's own prediction times ``ratio``; the
-    pipeline's run below feeds x264's.)"""
+    error x264 measured on the earlier part: coded finer than foretold (ratio 0.3), the rest costs
+    fewer bytes; coarser than foretold (3.0), more; within the dead band (1.05), nothing changes.
+    Too few frames measured: nothing changes yet. (The measured errors are made from the plan's own
+    prediction times ``ratio``; the pipeline's run below feeds x264's.)"""
     source = write_pan(tmp_path / "long.mkv", frames=240, speed=0.75, width=96, height=64)
     chooser, _ = _planned_selector(source, 36.0)
     plan = chooser.plan
@@ -1019,7 +1019,10 @@ def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: P
     assert chooser.correct_later_groups(144) is True
     record = chooser.group_corrections[0]
     assert record["start"] == 144 and record["measured_frames"] >= selector.GROUP_CORRECTION_MIN_FRAMES
-    assert record["coding_error_ratio"] == pytest.approx(ratio, rel=0.02)
+    # shrunk towards 1 by what was measured: (measured / foretold) ** (frames / (frames + prior))
+    measured = record["measured_frames"]
+    shrunk = ratio ** (measured / (measured + selector.GROUP_CORRECTION_PRIOR_FRAMES))
+    assert record["coding_error_ratio"] == pytest.approx(shrunk, rel=0.02)
     after = chooser.plan
     assert after is not None and after.segments == plan.segments
     later_bytes = [0.0, 0.0]  # the later part's predicted bytes, before and after
@@ -1036,7 +1039,9 @@ def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: P
     # not the first correction's compounded
     chooser.coding_progress = lambda: (written[:200], {k: v for k, v in errors.items() if k < 200})
     assert chooser.correct_later_groups(192) is not None
-    assert chooser.group_corrections[1]["coding_error_ratio"] == pytest.approx(ratio, rel=0.02)
+    second = chooser.group_corrections[1]
+    weight = second["measured_frames"] / (second["measured_frames"] + selector.GROUP_CORRECTION_PRIOR_FRAMES)
+    assert second["coding_error_ratio"] == pytest.approx(ratio**weight, rel=0.02)
 
 
 def test_a_long_shot_is_corrected_while_coding_and_the_estimate_holds(tmp_path: Path) -> None:

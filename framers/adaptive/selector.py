@@ -116,6 +116,10 @@ X264_OUTPUT_DELAY = 48
 #: ratio of 1.03-1.08 over the first 48 frames re-chose later CRFs and strides for +3 to +12 %
 #: bytes on whole val videos (``chaplin``, ``BA1_FT_C``) where the first part was not the rest
 GROUP_CORRECTION_DEAD_BAND = (0.87, 1.15)
+#: the measured ratio counts as much as the prediction after this many measured kept frames
+#: (``correct_later_groups`` shrinks its log by frames / (frames + this)): how far one part of a
+#: shot foretells the rest is itself uncertain
+GROUP_CORRECTION_PRIOR_FRAMES = 48
 GROUP_CORRECTION_WAIT_S = 120.0
 #: ``recoded``'s key for the estimate of the second, third, fourth coding (by brackets before it)
 CODING_ESTIMATES = ("second_estimate", "third_estimate", "fourth_estimate")
@@ -816,7 +820,10 @@ class AdaptiveSelector(Selector):
             frames += len(kept)
         if frames < GROUP_CORRECTION_MIN_FRAMES or done_predicted <= 0:
             return None
-        ratio = float(np.clip(done_measured / done_predicted, *CODING_RATIO_RANGE))
+        # shrunk towards 1 by how much was measured (frames / (frames + GROUP_CORRECTION_PRIOR_FRAMES)
+        # in the log): the first 48 frames' 0.53 made yoga's later part 2-5 dB worse than foretold
+        weight = frames / (frames + GROUP_CORRECTION_PRIOR_FRAMES)
+        ratio = float(np.clip((done_measured / done_predicted) ** weight, *CODING_RATIO_RANGE))
         later = [k for k, seg in enumerate(plan.segments) if seg.start >= start]
         scaled = {k: [ratemodel.scaled(x, ratio) for x in self._probe_measures[k]] for k in later}
         options = [ratemodel.segment_options(scaled[k], len(plan.segments[k]), self.model, plan.probe_crf)
