@@ -1014,7 +1014,7 @@ def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: P
     chooser.coding_progress = lambda: (written[:120], {k: v for k, v in errors.items() if k < 120})
     if direction == 0:
         assert chooser.correct_later_groups(144) is False and chooser.plan is plan
-        assert chooser.group_corrections[0]["crfs"] == chooser.group_corrections[0]["crfs_before"]
+        assert not chooser.group_corrections  # recorded only when the plan changed (manifest bytes)
         return
     assert chooser.correct_later_groups(144) is True
     record = chooser.group_corrections[0]
@@ -1035,19 +1035,22 @@ def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: P
     # coded finer than foretold: the same aim for fewer bytes; coarser: more bytes
     assert (later_bytes[0] - later_bytes[1]) * direction > 0, later_bytes
     assert chooser._crfs == after.crf_by_frame()
-    # a second point pools what was measured against the probe's own prediction: the same ratio,
-    # not the first correction's compounded
-    chooser.coding_progress = lambda: (written[:200], {k: v for k, v in errors.items() if k < 200})
-    assert chooser.correct_later_groups(192) is not None
-    second = chooser.group_corrections[1]
-    weight = second["measured_frames"] / (second["measured_frames"] + selector.GROUP_CORRECTION_PRIOR_FRAMES)
-    assert second["coding_error_ratio"] == pytest.approx(ratio**weight, rel=0.02)
+    # a second point pools what was measured against the probe's own prediction, so the same
+    # evidence (the segments before 144, coded as first planned) leaves the corrected plan as it
+    # is; compounded with the first correction's scaling it would move again
+    corrected = chooser.plan
+    chooser.coding_progress = lambda: (written[:180], {k: v for k, v in errors.items() if k < 180})
+    assert chooser.correct_later_groups(192) is False and chooser.plan is corrected
 
 
-def test_a_long_shot_is_corrected_while_coding_and_the_estimate_holds(tmp_path: Path) -> None:
+def test_a_long_shot_is_corrected_while_coding_and_the_estimate_holds(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The pipeline feeds x264's errors to the correction: the job says where it happened, the
     manifest's CRFs are what the stream was coded with, and the estimate after coding is what the
-    rebuild achieves."""
+    rebuild achieves. (This clip's probe foretells x264 within 6 %: the dead band and the shrinking
+    are opened here so that the measured ratio moves the plan.)"""
+    monkeypatch.setattr(selector, "GROUP_CORRECTION_DEAD_BAND", (1.0, 1.0))
+    monkeypatch.setattr(selector, "GROUP_CORRECTION_PRIOR_FRAMES", 0)
     # every frame kept (x264 hands back ~40 coded frames late: a plan that drops frames has too few
     # of them measured by the first correction point, and is left to the check after coding)
     source = write_pan(tmp_path / "long.mkv", frames=240, speed=0.75, width=96, height=64)

@@ -787,8 +787,8 @@ class AdaptiveSelector(Selector):
         again for the plan's own aim (``recode_plan``'s correction, applied while the video is
         still being coded instead of by coding it again). The segments from ``start`` on become CRF
         groups of their own (a shot split there gets one more IDR picture). True when the plan
-        changed, False when it stayed (both recorded in ``group_corrections``), None when too
-        little was measured yet."""
+        changed (recorded in ``group_corrections``), False when it stayed (within
+        ``GROUP_CORRECTION_DEAD_BAND``, or the same choices), None when too little was measured yet."""
         plan = self.plan
         if plan is None or self.coding_progress is None or self.target_psnr is None:
             return None
@@ -831,10 +831,7 @@ class AdaptiveSelector(Selector):
         groups = [[later.index(k) for k in g if k in later]
                   for g in crf_groups(plan.segments, plan.cuts) if any(k in later for k in g)]
         before = [(plan.choices[k].stride, plan.choices[k].crf) for k in later]
-        record = {"start": start, "measured_frames": frames, "coding_error_ratio": round(ratio, 2),
-                  "crfs_before": sorted({c for _, c in before})}
         if GROUP_CORRECTION_DEAD_BAND[0] <= ratio <= GROUP_CORRECTION_DEAD_BAND[1]:
-            self.group_corrections.append(record | {"crfs": record["crfs_before"]})
             return False
         # the later part re-planned for what the plan foretold of it, now with the measured error
         # (aiming it at the target alone re-chose it on a ratio of 1.03: its segments had been
@@ -842,9 +839,12 @@ class AdaptiveSelector(Selector):
         aim = sum(plan.choices[k].psnr * len(plan.segments[k]) for k in later) / sum(len(plan.segments[k])
                                                                                    for k in later)
         chosen = ratemodel.choose(options, groups, target_psnr=aim)
-        self.group_corrections.append(record | {"crfs": sorted({c.crf for c in chosen})})
         if [(c.stride, c.crf) for c in chosen] == before:
             return False
+        # recorded only when the plan changed: the manifest's bytes count in the bundle's rate
+        self.group_corrections.append({"start": start, "measured_frames": frames, "coding_error_ratio": round(ratio, 2),
+                                       "crfs_before": sorted({c for _, c in before}),
+                                       "crfs": sorted({c.crf for c in chosen})})
         choices = list(plan.choices)
         for k, choice in zip(later, chosen, strict=True):
             choices[k] = choice
