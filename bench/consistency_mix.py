@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from framemae_headroom import VIDEO_SUFFIXES, first_frames  # noqa: E402
+from framemae_headroom import add_clip_arguments, clip_lines, first_frames, stride_means, video_paths  # noqa: E402
 
 from framers import model_store, motion  # noqa: E402
 from framers.adaptive.coding import x264_round_trip  # noqa: E402
@@ -127,34 +126,22 @@ def to_markdown(rows: list[dict[str, Any]], strides: Sequence[int]) -> str:
     lines = ["# Per-pixel consistency weights on FrameMAE's mix (bench/consistency_mix.py)", "",
              "| stride | clips | " + " | ".join(COLUMNS) + " | best column − framemae | clips where it gains |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
-    for s in strides:
-        sub = [r for r in rows if r["stride"] == s and "framemae" in r]
-        if not sub:
-            continue
-        means = {c: statistics.fmean(r[c] for r in sub) for c in COLUMNS}
+    for s, sub, means in stride_means(rows, strides, COLUMNS):
         best = max(COLUMNS[1:], key=lambda c: means[c])
         gains = sum(r[best] > r["framemae"] for r in sub)
         lines.append(f"| {s} | {len(sub)} | " + " | ".join(f"{means[c]:.2f}" for c in COLUMNS)
                      + f" | {best} {means[best] - means['framemae']:+.2f} | {gains} of {len(sub)} |")
-    lines += ["", "| clip | stride | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        if "framemae" in r:
-            lines.append(f"| {r['clip']} | {r['stride']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + clip_lines(rows, COLUMNS)) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("inputs", type=Path, nargs="+", help="videos or folders of videos")
-    parser.add_argument("--strides", default="4,8")
-    parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--crf", type=int, default=20)
+    add_clip_arguments(parser)
     parser.add_argument("--jsonl", type=Path, required=True, help="rows, appended (clips in it are skipped)")
     parser.add_argument("--md", type=Path)
     args = parser.parse_args(argv)
     strides = [int(s) for s in args.strides.split(",")]
-    videos = sorted(p for i in args.inputs for p in (i.iterdir() if i.is_dir() else [i])
-                    if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = video_paths(args.inputs)
     rows = [json.loads(line) for line in args.jsonl.read_text().splitlines()] if args.jsonl.exists() else []
     done = {(r["clip"], r["stride"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f.write(json.dumps(row) + "\n")
                 rows.append(row)
     text = to_markdown(rows, strides)
+    print(text)
     if args.md:
         args.md.write_text(text)
-    print(text)
     return 0
 
 

@@ -19,7 +19,7 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,27 +97,48 @@ def to_markdown(rows: list[dict[str, Any]], strides: Sequence[int], cols: Sequen
     lines = ["# FrameMAE mixing headroom (bench/framemae_headroom.py)", "",
              "| stride | clips | " + " | ".join(cols) + " | framemae − best candidate | oracle − framemae |",
              "|---|---|" + "---|" * (len(cols) + 2)]
-    for s in strides:
-        sub = [r for r in rows if r["stride"] == s and "framemae" in r]
-        if not sub:
-            continue
-        means = {c: statistics.fmean(r[c] for r in sub) for c in cols}
+    for s, sub, means in stride_means(rows, strides, cols):
         lines.append(f"| {s} | {len(sub)} | " + " | ".join(f"{means[c]:.2f}" for c in cols)
                      + f" | {means['framemae'] - means['best_candidate']:+.2f}"
                      + f" | {means['pixel_oracle'] - means['framemae']:+.2f} |")
-    lines += ["", "| clip | stride | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    return "\n".join(lines + clip_lines(rows, cols)) + "\n"
+
+
+def stride_means(rows: list[dict[str, Any]], strides: Sequence[int],
+                 cols: Sequence[str]) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, float]]]:
+    """Per stride with measured rows: (stride, its rows, the mean of each column over them)."""
+    for s in strides:
+        sub = [r for r in rows if r["stride"] == s and "framemae" in r]
+        if sub:
+            yield s, sub, {c: statistics.fmean(r[c] for r in sub) for c in cols}
+
+
+def clip_lines(rows: list[dict[str, Any]], cols: Sequence[str]) -> list[str]:
+    """The per-clip table (a blank line first) of the rows that were measured."""
+    lines = ["", "| clip | stride | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for r in rows:
         if "framemae" in r:
             lines.append(f"| {r['clip']} | {r['stride']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs and kept-frame settings this bench and ``consistency_mix.py`` share."""
     parser.add_argument("inputs", type=Path, nargs="+", help="videos or folders of videos")
     parser.add_argument("--strides", default="4,8")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--crf", type=int, default=20)
+
+
+def video_paths(inputs: Sequence[Path]) -> list[Path]:
+    """The videos of ``inputs`` (files, or every video file in a folder), sorted."""
+    return sorted(p for i in inputs for p in (i.iterdir() if i.is_dir() else [i])
+                  if p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add_clip_arguments(parser)
     parser.add_argument("--candidates", choices=sorted(motion.CANDIDATE_SETS), default=None,
                         help="the candidate set of the candidate and oracle columns (default: the stored "
                         "framemae's own)")
@@ -125,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--md", type=Path)
     args = parser.parse_args(argv)
     strides = [int(s) for s in args.strides.split(",")]
-    videos = sorted(p for i in args.inputs for p in (i.iterdir() if i.is_dir() else [i])
-                    if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = video_paths(args.inputs)
     candidate_set = args.candidates or getattr(get_reconstructor("framemae"), "candidate_set",
                                                motion.DEFAULT_CANDIDATES)
     rows: list[dict[str, Any]] = []
