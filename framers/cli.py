@@ -170,7 +170,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 crfs = ", ".join(map(str, fix["crfs"]))
                 print(f"  while coding: x264's error on the first {fix['measured_frames']} kept frames was "
                       f"{fix['coding_error_ratio']:.2f}x the prediction, so frames {fix['start']} on were planned "
-                      f"again (CRF {crfs})")
+                      f"again with {fix['applied_ratio']:.2f}x (CRF {crfs})")
         left = report.get("surplus_left")
         if left:
             print(f"  {left['over_db']:.2f} dB over the target, not coded again: with {left['kept_share']:.0%} of the "

@@ -159,7 +159,7 @@ class JobView(BaseModel):
                                   "medium's time (estimate, over_db, kept_share); group_corrections: the "
                                   "frames from start on planned again during the first coding with the error "
                                   "x264 measured on the earlier kept frames (measured_frames, coding_error_ratio, "
-                                  "crfs_before, crfs)"
+                                  "applied_ratio, crfs_before, crfs)"
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"

@@ -1022,7 +1022,8 @@ def test_later_crfs_are_corrected_by_what_x264_measured_while_coding(tmp_path: P
     # shrunk towards 1 by what was measured: (measured / foretold) ** (frames / (frames + prior))
     measured = record["measured_frames"]
     shrunk = ratio ** (measured / (measured + selector.GROUP_CORRECTION_PRIOR_FRAMES))
-    assert record["coding_error_ratio"] == pytest.approx(shrunk, rel=0.02)
+    assert record["coding_error_ratio"] == pytest.approx(ratio, rel=0.02)
+    assert record["applied_ratio"] == pytest.approx(shrunk, rel=0.02)
     after = chooser.plan
     assert after is not None and after.segments == plan.segments
     later_bytes = [0.0, 0.0]  # the later part's predicted bytes, before and after

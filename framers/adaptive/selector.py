@@ -95,32 +95,32 @@ UNREACHABLE_SLACK_DB = 0.2
 #: (a fresh-user trial: a clip like c00 at 35 dB, first coding 40.4, second 31.5, third 33.8
 #: dB, the first kept: 40 % more bytes than at 34 or 36 dB)
 MAX_BRACKETS = 2
-#: a video of several CRF groups (``crf_groups``) has the CRFs and strides of its later groups chosen
-#: again during the first coding, with the coding error x264 measured on the earlier groups' kept
-#: frames (``correct_later_groups``), once it has measured at least this many of them (x264 medium
-#: hands frames back ~40 coded frames late); the probe's foretelling of x264 medium missed by 1-2 dB
-#: on whole videos (``bench/whole_videos.py``), which a second coding of everything then corrected
-#: or, past the time bound, left
+#: during the first coding, the strides and CRFs of a video's later part are chosen again with the
+#: coding error x264 measured on its earlier kept frames (``correct_later_groups``): at the start of
+#: every later CRF group (``crf_groups``), and once inside a shot, at the first segment start from
+#: ``GROUP_CORRECTION_FROM`` on (the later part then is a CRF group of its own: one more IDR
+#: picture), where at least ``GROUP_CORRECTION_MIN_FRAMES`` kept frames were measured. On whole
+#: videos the probe's foretelling of x264 medium missed by 1-2 dB (``bench/whole_videos.py``),
+#: which a second coding of everything then corrected or, past the time bound, left.
 GROUP_CORRECTION_MIN_FRAMES = 24
-#: a shot this long or longer (one CRF group otherwise) gets the same correction once, at the
-#: first segment start from ``GROUP_CORRECTION_FROM`` on where x264 has measured enough: its later
-#: part is then a CRF group of its own (one more IDR picture in the stream)
 GROUP_CORRECTION_FROM = 96
 #: x264 medium hands a frame back this many frames after it was given (41, measured at 96x64 and
 #: 854x480 with ``coding.X264_THREADS``), with a margin: the correction uses exactly the segments
 #: whose kept frames were all written this many frames before it, and waits until x264 has
-#: measured them (at most ``GROUP_CORRECTION_WAIT_S``), so what it sees does not depend on how fast
-#: the encoder thread ran (the decisions, and the bundle, stay the same from run to run)
+#: measured them, so what it sees does not depend on how fast the encoder thread ran (the
+#: decisions, and the bundle, stay the same from run to run)
 X264_OUTPUT_DELAY = 48
-#: a measured / predicted coding error within these bounds (about ±0.6 dB) changes nothing: a
-#: ratio of 1.03-1.08 over the first 48 frames re-chose later CRFs and strides for +3 to +12 %
-#: bytes on whole val videos (``chaplin``, ``BA1_FT_C``) where the first part was not the rest
-GROUP_CORRECTION_DEAD_BAND = (0.87, 1.15)
+#: the longest that wait (s): past it, no correction (an encoder that stalled)
+GROUP_CORRECTION_WAIT_S = 120.0
 #: the measured ratio counts as much as the prediction after this many measured kept frames
 #: (``correct_later_groups`` shrinks its log by frames / (frames + this)): how far one part of a
-#: shot foretells the rest is itself uncertain
+#: shot foretells the rest is itself uncertain (``yoga``'s first 48 frames measured 0.53, applied
+#: whole its later part came out 2-5 dB under what was foretold)
 GROUP_CORRECTION_PRIOR_FRAMES = 48
-GROUP_CORRECTION_WAIT_S = 120.0
+#: an applied ratio within these bounds (about ±0.6 dB) changes nothing: ratios of 1.03-1.08 over
+#: the first 48 frames re-chose later CRFs and strides for +3 to +12 % bytes on whole val videos
+#: (``chaplin``, ``BA1_FT_C``), where the first part did not foretell the rest
+GROUP_CORRECTION_DEAD_BAND = (0.87, 1.15)
 #: ``recoded``'s key for the estimate of the second, third, fourth coding (by brackets before it)
 CODING_ESTIMATES = ("second_estimate", "third_estimate", "fourth_estimate")
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
@@ -782,9 +782,10 @@ class AdaptiveSelector(Selector):
         """During the first coding, before the CRF group beginning at frame ``start`` is coded:
         the coding error x264 measured so far (``coding_progress``) against the plan's prediction
         at the chosen CRFs, pooled over the earlier segments whose kept frames it measured (at
-        least ``GROUP_CORRECTION_MIN_FRAMES``), scales the predicted coding error of every segment
-        from ``start`` on (within ``CODING_RATIO_RANGE``), and their strides and CRFs are chosen
-        again for the plan's own aim (``recode_plan``'s correction, applied while the video is
+        least ``GROUP_CORRECTION_MIN_FRAMES``), shrunk towards 1 (``GROUP_CORRECTION_PRIOR_FRAMES``),
+        scales the predicted coding error of every segment from ``start`` on (within
+        ``CODING_RATIO_RANGE``), and their strides and CRFs are chosen again for what the plan
+        foretold of them (``recode_plan``'s correction, applied while the video is
         still being coded instead of by coding it again). The segments from ``start`` on become CRF
         groups of their own (a shot split there gets one more IDR picture). True when the plan
         changed (recorded in ``group_corrections``), False when it stayed (within
@@ -818,12 +819,14 @@ class AdaptiveSelector(Selector):
             done_measured += float(errors_here.sum())
             done_predicted += float(errors_here.sum()) / max(ratio, 1e-9)
             frames += len(kept)
-        if frames < GROUP_CORRECTION_MIN_FRAMES or done_predicted <= 0:
+        if done_predicted <= 0:
             return None
-        # shrunk towards 1 by how much was measured (frames / (frames + GROUP_CORRECTION_PRIOR_FRAMES)
-        # in the log): the first 48 frames' 0.53 made yoga's later part 2-5 dB worse than foretold
-        weight = frames / (frames + GROUP_CORRECTION_PRIOR_FRAMES)
-        ratio = float(np.clip((done_measured / done_predicted) ** weight, *CODING_RATIO_RANGE))
+        measured_ratio = done_measured / done_predicted
+        # shrunk towards 1 in the log by how much was measured (GROUP_CORRECTION_PRIOR_FRAMES)
+        ratio = float(np.clip(measured_ratio ** (frames / (frames + GROUP_CORRECTION_PRIOR_FRAMES)),
+                              *CODING_RATIO_RANGE))
+        if GROUP_CORRECTION_DEAD_BAND[0] <= ratio <= GROUP_CORRECTION_DEAD_BAND[1]:
+            return False
         later = [k for k, seg in enumerate(plan.segments) if seg.start >= start]
         scaled = {k: [ratemodel.scaled(x, ratio) for x in self._probe_measures[k]] for k in later}
         options = [ratemodel.segment_options(scaled[k], len(plan.segments[k]), self.model, plan.probe_crf)
@@ -831,8 +834,6 @@ class AdaptiveSelector(Selector):
         groups = [[later.index(k) for k in g if k in later]
                   for g in crf_groups(plan.segments, plan.cuts) if any(k in later for k in g)]
         before = [(plan.choices[k].stride, plan.choices[k].crf) for k in later]
-        if GROUP_CORRECTION_DEAD_BAND[0] <= ratio <= GROUP_CORRECTION_DEAD_BAND[1]:
-            return False
         # the later part re-planned for what the plan foretold of it, now with the measured error
         # (aiming it at the target alone re-chose it on a ratio of 1.03: its segments had been
         # planned together with the earlier ones, some over the aim and some under)
@@ -842,7 +843,8 @@ class AdaptiveSelector(Selector):
         if [(c.stride, c.crf) for c in chosen] == before:
             return False
         # recorded only when the plan changed: the manifest's bytes count in the bundle's rate
-        self.group_corrections.append({"start": start, "measured_frames": frames, "coding_error_ratio": round(ratio, 2),
+        self.group_corrections.append({"start": start, "measured_frames": frames,
+                                       "coding_error_ratio": round(measured_ratio, 2), "applied_ratio": round(ratio, 2),
                                        "crfs_before": sorted({c for _, c in before}),
                                        "crfs": sorted({c.crf for c in chosen})})
         choices = list(plan.choices)
