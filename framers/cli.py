@@ -165,12 +165,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 and estimate > target_db + ESTIMATE_SURPLUS_DB):
             print(f"  the second coding came out {estimate - target_db:.2f} dB over the target: a shortfall is "
                   "coded again once only, towards more bytes rather than another miss")
-        for fix in report.get("group_corrections") or []:
-            if fix["crfs"] != fix["crfs_before"]:
-                crfs = ", ".join(map(str, fix["crfs"]))
-                print(f"  while coding: x264's error on the first {fix['measured_frames']} kept frames was "
-                      f"{fix['coding_error_ratio']:.2f}x the prediction, so frames {fix['start']} on were planned "
-                      f"again with {fix['applied_ratio']:.2f}x (CRF {crfs})")
         left = report.get("surplus_left")
         if left:
             print(f"  {left['over_db']:.2f} dB over the target, not coded again: with {left['kept_share']:.0%} of the "

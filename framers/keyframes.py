@@ -171,12 +171,6 @@ class KeyframeEncoder:
             raise BundleError(f"keyframe encoding failed: {error}") from error
         raise error
 
-    def measured_so_far(self) -> dict[int, float]:
-        """A copy of ``coding_mse`` as the encoder thread has filled it so far (x264 hands a frame
-        back ~41 frames after it was given); raises the encoder thread's error, if any."""
-        self._raise_error()
-        return dict(self.coding_mse)
-
     @property
     def takes_yuv(self) -> bool:
         """``write`` also takes the codec's YUV picture (x264: ``coding.codec_yuv``'s frame)."""

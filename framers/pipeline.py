@@ -248,12 +248,6 @@ def compress(
                 raise InvalidVideoError(f"{source.name}: no frame could be decoded")
             return encoder
 
-        if hasattr(chooser, "coding_progress"):  # the adaptive mode corrects later CRF groups while coding
-
-            def coding_progress() -> tuple[list[int], dict[int, float]]:
-                return list(kept_indices), (encoder.measured_so_far() if encoder is not None else {})
-
-            chooser.coding_progress = coding_progress
         coded = code_kept_frames()
         after_coding = getattr(chooser, "after_coding", None)  # the adaptive mode's
 

@@ -156,10 +156,7 @@ class JobView(BaseModel):
                                   "first plan's segments and whether the first coding was kept); "
                                   "surplus_left: more than 1 dB over the target but not coded again, a "
                                   "second coding of that share of the frames being past twice x264 "
-                                  "medium's time (estimate, over_db, kept_share); group_corrections: the "
-                                  "frames from start on planned again during the first coding with the error "
-                                  "x264 measured on the earlier kept frames (measured_frames, coding_error_ratio, "
-                                  "applied_ratio, crfs_before, crfs)"
+                                  "medium's time (estimate, over_db, kept_share)"
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"

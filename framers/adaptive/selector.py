@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,32 +93,6 @@ UNREACHABLE_SLACK_DB = 0.2
 #: (a fresh-user trial: a clip like c00 at 35 dB, first coding 40.4, second 31.5, third 33.8
 #: dB, the first kept: 40 % more bytes than at 34 or 36 dB)
 MAX_BRACKETS = 2
-#: during the first coding, the strides and CRFs of a video's later part are chosen again with the
-#: coding error x264 measured on its earlier kept frames (``correct_later_groups``): at the start of
-#: every later CRF group (``crf_groups``), and once inside a shot, at the first segment start from
-#: ``GROUP_CORRECTION_FROM`` on (the later part then is a CRF group of its own: one more IDR
-#: picture), where at least ``GROUP_CORRECTION_MIN_FRAMES`` kept frames were measured. On whole
-#: videos the probe's foretelling of x264 medium missed by 1-2 dB (``bench/whole_videos.py``),
-#: which a second coding of everything then corrected or, past the time bound, left.
-GROUP_CORRECTION_MIN_FRAMES = 24
-GROUP_CORRECTION_FROM = 96
-#: x264 medium hands a frame back this many frames after it was given (41, measured at 96x64 and
-#: 854x480 with ``coding.X264_THREADS``), with a margin: the correction uses exactly the segments
-#: whose kept frames were all written this many frames before it, and waits until x264 has
-#: measured them, so what it sees does not depend on how fast the encoder thread ran (the
-#: decisions, and the bundle, stay the same from run to run)
-X264_OUTPUT_DELAY = 48
-#: the longest that wait (s): past it, no correction (an encoder that stalled)
-GROUP_CORRECTION_WAIT_S = 120.0
-#: the measured ratio counts as much as the prediction after this many measured kept frames
-#: (``correct_later_groups`` shrinks its log by frames / (frames + this)): how far one part of a
-#: shot foretells the rest is itself uncertain (``yoga``'s first 48 frames measured 0.53, applied
-#: whole its later part came out 2-5 dB under what was foretold)
-GROUP_CORRECTION_PRIOR_FRAMES = 48
-#: an applied ratio within these bounds (about ±0.6 dB) changes nothing: ratios of 1.03-1.08 over
-#: the first 48 frames re-chose later CRFs and strides for +3 to +12 % bytes on whole val videos
-#: (``chaplin``, ``BA1_FT_C``), where the first part did not foretell the rest
-GROUP_CORRECTION_DEAD_BAND = (0.87, 1.15)
 #: ``recoded``'s key for the estimate of the second, third, fourth coding (by brackets before it)
 CODING_ESTIMATES = ("second_estimate", "third_estimate", "fourth_estimate")
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
@@ -326,12 +298,6 @@ class AdaptiveSelector(Selector):
         self.rebuild_sample: dict[str, Any] | None = None
         self._interp_ratios: list[float] = []  # per segment, from the last coding's rebuilt sample
         self._tried_crfs: list[list[int]] = []  # the CRFs per segment of every coding (``bracket_plan``)
-        #: the pipeline's view of the coding in progress: (video indices of the kept frames in the
-        #: order written, x264's coding MSE by stream position so far); None: no correction
-        self.coding_progress: Callable[[], tuple[list[int], dict[int, float]]] | None = None
-        #: the later groups chosen again during the first coding (``correct_later_groups``)
-        self.group_corrections: list[dict[str, Any]] = []
-        self._probe_measures: list[list[ratemodel.StrideMeasure]] = []  # ``_measures`` as planned
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -367,8 +333,6 @@ class AdaptiveSelector(Selector):
             out["recoded"] = dict(self.recoded)
         if self.surplus_left is not None:
             out["surplus_left"] = dict(self.surplus_left)
-        if self.group_corrections:
-            out["group_corrections"] = [dict(c) for c in self.group_corrections]
         return out
 
     def after_coding(self, kept: list[int], coding_mse: dict[int, float],
@@ -750,108 +714,10 @@ class AdaptiveSelector(Selector):
     def select(self, open_clips: ClipSource) -> Selection:
         """The analysis pass and the plan on the first call; a later call (the kept frames coded
         again after ``recode_plan``) yields the current plan's kept frames without analysing."""
-        first_coding = self.plan is None
         if self.plan is None:
             self.plan = self.make_plan(open_clips)
             self._crfs = self.plan.crf_by_frame()
-            self._probe_measures = [list(m) for m in self._measures]
-        plan = self.plan
-        group_starts = {plan.segments[g[0]].start for g in crf_groups(plan.segments, plan.cuts)[1:]}
-        # where a correction is tried: every later group's start, and segment starts from
-        # GROUP_CORRECTION_FROM on until one in-shot correction has been measured
-        last = plan.n_frames - GROUP_CORRECTION_FROM // 2  # too little left after it to be worth an IDR
-        points = sorted(group_starts | {s.start for s in plan.segments if GROUP_CORRECTION_FROM <= s.start < last})
-        if not first_coding or self.coding_progress is None or self.target_psnr is None or self.capped:
-            points = []
-        in_shot_done = False
-        kept = set(plan.kept())
+        kept = set(self.plan.kept())
         for clip in open_clips():
-            # a group's CRF is read when its first clip is written, one clip after it is yielded
-            while points and clip.start + len(clip) > points[0]:
-                point = points.pop(0)
-                if point not in group_starts and in_shot_done:
-                    continue
-                changed = self.correct_later_groups(point)
-                if changed is not None:
-                    in_shot_done = in_shot_done or point not in group_starts
-                    if changed:
-                        kept = set(self.plan.kept())
             yield clip, tuple(p for p in range(len(clip)) if clip.start + p in kept)
-
-    def correct_later_groups(self, start: int) -> bool | None:
-        """During the first coding, before the CRF group beginning at frame ``start`` is coded:
-        the coding error x264 measured so far (``coding_progress``) against the plan's prediction
-        at the chosen CRFs, pooled over the earlier segments whose kept frames it measured (at
-        least ``GROUP_CORRECTION_MIN_FRAMES``), shrunk towards 1 (``GROUP_CORRECTION_PRIOR_FRAMES``),
-        scales the predicted coding error of every segment from ``start`` on (within
-        ``CODING_RATIO_RANGE``), and their strides and CRFs are chosen again for what the plan
-        foretold of them (``recode_plan``'s correction, applied while the video is
-        still being coded instead of by coding it again). The segments from ``start`` on become CRF
-        groups of their own (a shot split there gets one more IDR picture). True when the plan
-        changed (recorded in ``group_corrections``), False when it stayed (within
-        ``GROUP_CORRECTION_DEAD_BAND``, or the same choices), None when too little was measured yet."""
-        plan = self.plan
-        if plan is None or self.coding_progress is None or self.target_psnr is None:
-            return None
-        order, _ = self.coding_progress()
-        position = {index: pos for pos, index in enumerate(order)}
-        # the segments x264 has certainly handed back by now (or will without more input)
-        used = [k for k, (seg, choice) in enumerate(zip(plan.segments, plan.choices, strict=True))
-                if seg.stop <= start and seg.kept(choice.stride)
-                and all(position.get(i, len(order)) < len(order) - X264_OUTPUT_DELAY for i in seg.kept(choice.stride))]
-        wanted = {position[i] for k in used for i in plan.segments[k].kept(plan.choices[k].stride)}
-        if len(wanted) < GROUP_CORRECTION_MIN_FRAMES:
-            return None
-        deadline = time.monotonic() + GROUP_CORRECTION_WAIT_S
-        while not wanted <= set(errors := self.coding_progress()[1]):
-            if time.monotonic() > deadline:
-                return None  # the encoder stalled: no correction rather than one on a partial view
-            time.sleep(0.005)
-        measured = {order[pos]: errors[pos] for pos in wanted}
-        done_measured, done_predicted, frames = 0.0, 0.0, 0  # sums over the measured kept frames
-        for k in used:
-            seg, choice = plan.segments[k], plan.choices[k]
-            # against the probe's own prediction: an earlier correction's scaling is not compounded
-            m = self._probe_measures[k][analysis.STRIDES.index(choice.stride)]
-            kept = seg.kept(choice.stride)
-            errors_here = np.array([measured[i] for i in kept])
-            ratio = ratemodel.coding_error_ratio(m, self.model, choice.crf, plan.probe_crf, errors_here)
-            done_measured += float(errors_here.sum())
-            done_predicted += float(errors_here.sum()) / max(ratio, 1e-9)
-            frames += len(kept)
-        if done_predicted <= 0:
-            return None
-        measured_ratio = done_measured / done_predicted
-        # shrunk towards 1 in the log by how much was measured (GROUP_CORRECTION_PRIOR_FRAMES)
-        ratio = float(np.clip(measured_ratio ** (frames / (frames + GROUP_CORRECTION_PRIOR_FRAMES)),
-                              *CODING_RATIO_RANGE))
-        if GROUP_CORRECTION_DEAD_BAND[0] <= ratio <= GROUP_CORRECTION_DEAD_BAND[1]:
-            return False
-        later = [k for k, seg in enumerate(plan.segments) if seg.start >= start]
-        scaled = {k: [ratemodel.scaled(x, ratio) for x in self._probe_measures[k]] for k in later}
-        options = [ratemodel.segment_options(scaled[k], len(plan.segments[k]), self.model, plan.probe_crf)
-                   for k in later]
-        groups = [[later.index(k) for k in g if k in later]
-                  for g in crf_groups(plan.segments, plan.cuts) if any(k in later for k in g)]
-        before = [(plan.choices[k].stride, plan.choices[k].crf) for k in later]
-        # the later part re-planned for what the plan foretold of it, now with the measured error
-        # (aiming it at the target alone re-chose it on a ratio of 1.03: its segments had been
-        # planned together with the earlier ones, some over the aim and some under)
-        aim = sum(plan.choices[k].psnr * len(plan.segments[k]) for k in later) / sum(len(plan.segments[k])
-                                                                                   for k in later)
-        chosen = ratemodel.choose(options, groups, target_psnr=aim)
-        if [(c.stride, c.crf) for c in chosen] == before:
-            return False
-        # recorded only when the plan changed: the manifest's bytes count in the bundle's rate
-        self.group_corrections.append({"start": start, "measured_frames": frames,
-                                       "coding_error_ratio": round(measured_ratio, 2), "applied_ratio": round(ratio, 2),
-                                       "crfs_before": sorted({c for _, c in before}),
-                                       "crfs": sorted({c.crf for c in chosen})})
-        choices = list(plan.choices)
-        for k, choice in zip(later, chosen, strict=True):
-            choices[k] = choice
-            self._measures[k] = scaled[k]
-        self.plan = Plan(plan.n_frames, plan.cuts, plan.segments, choices, plan.probe_crf, plan.slope_crf)
-        self._crfs = self.plan.crf_by_frame()
-        return True
 
