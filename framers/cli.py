@@ -129,8 +129,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             after = (f" (after coding the kept frames: {report['estimated_psnr']:.2f} dB estimated)"
                      if report.get("estimated_psnr") is not None else "")
             # a surplus left is why a lower target can make a larger bundle (a fresh-user trial
-            # saw it only without -q): said on this line too
-            left_over = report.get("surplus_left")
+            # saw it only without -q): with -q, said on this line (without, a line below says it)
+            left_over = report.get("surplus_left") if args.quiet else None
             extra = (f"; {left_over['over_db']:.2f} dB over it, not coded again within twice x264 medium's time"
                      if left_over else "")
             print(f"  adaptive: predicted mean PSNR {report['predicted_psnr']:.2f} dB{after}, kept frames "
