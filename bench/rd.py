@@ -73,7 +73,7 @@ DEFAULT_TARGETS = (28.0, 30.0, 32.0, 34.0, 36.0, 38.0, 40.0)
 DEFAULT_METHODS = "stride4,stride2,adaptive"
 DEFAULT_RECONSTRUCTOR = "framemae"
 METHOD_PATTERN = re.compile(r"^(?:stride(?P<stride>\d+)|(?P<adaptive>adaptive))(?:\+(?P<recon>[a-z0-9_]+))?"
-                            r"(?::refresh(?P<refresh>0?\.\d+))?$")
+                            r"(?::refresh(?P<refresh>0?\.\d+))?(?P<cmap>:cmap)?$")
 
 
 def adaptive_available() -> bool:
@@ -91,7 +91,8 @@ def parse_methods(
     ``strideN`` (N ≥ 1) is the stride selector at every CRF of ``keyframe_crfs``; ``adaptive`` is
     ``target_psnr=T`` for every T of ``targets``; ``+RECON`` picks the reconstructor (default
     framemae); ``:refreshR`` (fixed strides only, 0 < R < 1) adds the refresh layer for RECON
-    (``compress(refresh=R)``, issue 15). Raises ``ValueError`` for an unknown or duplicate item
+    (``compress(refresh=R)``, issue 15); ``:cmap`` (either kind) adds the candidate map
+    (``compress(candidate_map=True)``). Raises ``ValueError`` for an unknown or duplicate item
     or an empty list.
     """
     from framers.registry import RECONSTRUCTORS
@@ -103,20 +104,23 @@ def parse_methods(
         match = METHOD_PATTERN.match(item)
         recon = (match.group("recon") if match else None) or DEFAULT_RECONSTRUCTOR
         if match is None or recon not in RECONSTRUCTORS or (match.group("stride") and int(match.group("stride")) < 1):
-            raise ValueError(f"method {item!r}: expected strideN[+RECON][:refreshR] or adaptive[+RECON], RECON in "
-                             f"{', '.join(RECONSTRUCTORS)}")
+            raise ValueError(f"method {item!r}: expected strideN[+RECON][:refreshR][:cmap] or "
+                             f"adaptive[+RECON][:cmap], RECON in {', '.join(RECONSTRUCTORS)}")
         refresh = float(match.group("refresh")) if match.group("refresh") else 0.0
         if refresh and (match.group("adaptive") or not 0 < refresh < 1):
             raise ValueError(f"method {item!r}: :refreshR goes with strideN only, 0 < R < 1")
+        cmap = {"candidate_map": True} if match.group("cmap") else {}
+        suffix = ":cmap" if cmap else ""
         if match.group("adaptive"):
-            name = f"adaptive+{recon}"
-            points = tuple(Point(f"t{t:g}", {"target_psnr": float(t)}) for t in targets)
+            name = f"adaptive+{recon}{suffix}"
+            points = tuple(Point(f"t{t:g}", {"target_psnr": float(t), **cmap}) for t in targets)
             spec = MethodSpec(name, "adaptive", recon, points)
         else:
             stride = int(match.group("stride"))
-            name = f"stride{stride}+{recon}" + (f":refresh{refresh:g}" if refresh else "")
+            name = f"stride{stride}+{recon}" + (f":refresh{refresh:g}" if refresh else "") + suffix
             layer = {"refresh": refresh, "refresh_reconstructor": recon} if refresh else {}
-            points = tuple(Point(f"crf{c}", {"selector": "stride", "stride": stride, "keyframe_crf": int(c), **layer})
+            points = tuple(Point(f"crf{c}", {"selector": "stride", "stride": stride, "keyframe_crf": int(c), **layer,
+                                             **cmap})
                            for c in keyframe_crfs)
             spec = MethodSpec(name, "fixed", recon, points)
         if any(m.name == spec.name for m in methods):

@@ -1,5 +1,6 @@
 """Refresh layer against the same pattern without it, at equal bytes (issue 15), from a ``bench/rd.py`` report.
 
+(Also the candidate map: ``M:cmap`` against ``M``, the same columns.)
 For every clip holding both ``M`` and ``M:refreshR`` (e.g. ``stride4+framemae`` and
 ``stride4+framemae:refresh0.1``, each over the same kept-frame CRFs): Bjøntegaard delta PSNR
 (dB at equal bytes, positive = the refresh layer is better) and delta rate of the refresh curve
@@ -44,9 +45,11 @@ def compare(report: dict[str, Any], rate: str = "bitstream") -> list[dict[str, A
     for clip in report.get("clips", []):
         methods = clip.get("methods", {})
         for name, method in methods.items():
-            if ":refresh" not in name:
+            # the layer's own suffix off: ``M:refreshR`` against ``M``, ``M:cmap`` against ``M``
+            # (``M:refreshR:cmap`` against ``M:refreshR``)
+            plain_name = name[:-len(":cmap")] if name.endswith(":cmap") else name.split(":refresh")[0]
+            if plain_name == name:
                 continue
-            plain_name = name.split(":refresh")[0]
             plain = methods.get(plain_name)
             if plain is None:
                 continue

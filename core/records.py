@@ -114,6 +114,10 @@ class CompressOptions(BaseModel):
         default=None, ge=1, le=1_000_000, description="Refresh layer's byte budget (kbit/s over the video's duration; "
         "alone it refreshes 0.1 of the blocks; fixed patterns only)"
     )
+    candidate_map: bool = Field(
+        default=False, description="Candidate map: per ~32-px block of each dropped frame, framemae's mix or one "
+        "of its candidates, chosen by the encoder against the source (any keep pattern)"
+    )
 
 
 class SourceInfo(BaseModel):
@@ -164,6 +168,10 @@ class VideoRecord(JobState):
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer: share, blocks, pictures, bytes, CRF, the reconstructor it is for"
+    )
+    candidate_map: dict[str, Any] | None = Field(
+        default=None, description="The candidate map: blocks set to one candidate, mixed frames, bytes, the "
+        "reconstructor and model version it is for"
     )
     warnings: list[str] = Field(
         default_factory=list,

@@ -12,6 +12,8 @@ the ZIP container, still read) holding:
   audio.m4a       the source's first audio stream as AAC (only when the source had audio)
   refresh.h264    (v4, ``compress --refresh``) one x264 picture per dropped frame: the residual
                   of its worst blocks against the rebuilt frame (``framers.refresh``)
+  candidate_map.bin (v7, ``compress --candidate-map``) per block of each dropped frame, framemae's
+                  mix or one of its candidates alone (``framers.candidate_map``)
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from framers.errors import BundleError
 from framers.hashing import sha256_file
 
 FORMAT_NAME = "framers-bundle"
-FORMAT_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+FORMAT_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 MANIFEST = "manifest.json"
 KEYFRAMES = "keyframes.mkv"
 KEYFRAMES_H264 = "keyframes.h264"
@@ -43,8 +45,11 @@ AUDIO = "audio.m4a"
 REFRESH = "refresh.h264"
 #: v5: the refresh layer's block map (``framers.refresh_map.BlockMapWriter``; range-coded in v6)
 REFRESH_MAP = "refresh_map.bin"
+#: v7: the candidate map (``framers.candidate_map``): per block of each dropped frame, framemae's
+#: mix or one of its candidates
+CANDIDATE_MAP = "candidate_map.bin"
 SINGLE_FILE_SUFFIX = ".frs"
-BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO, REFRESH, REFRESH_MAP)
+BUNDLE_FILES = (MANIFEST, KEYFRAMES_H264, KEYFRAMES, AUDIO, REFRESH, REFRESH_MAP, CANDIDATE_MAP)
 
 # Keyframe codecs. x264: 4:2:0 whenever the output is 4:2:0 (even width and height; 4:4:4
 # otherwise), CRF 20 by default, preset medium. Measured (docs/DESIGN.md, 11 real clips): 4:2:0 kept
@@ -187,6 +192,9 @@ class Manifest:
     #: v4: the refresh layer (file, share, block, crf, reconstructor and its model version,
     #: pictures, blocks); None without one
     refresh: dict[str, Any] | None = None
+    #: v7: the candidate map (file, reconstructor and its model version, cell, rows, cols, maps,
+    #: mixed, switched, bytes); None without one
+    candidate_map: dict[str, Any] | None = None
 
     def kept_indices(self) -> list[int]:
         return [c * self.clip_len + p for c, positions in enumerate(self.kept) for p in positions]
@@ -207,9 +215,9 @@ class Manifest:
         timestamps = encode_timestamps(self.pts, frame_step_of(self.fps, self.time_base))
         return without_empty({
             "format": FORMAT_NAME,
-            # the lowest version that reads it: a range-coded block map needs v6, a block map v5,
-            # a refresh layer v4, rounded-rate timestamps v3
-            "version": 6 if self.refresh and self.refresh.get("map_coding")
+            # the lowest version that reads it: a candidate map needs v7, a range-coded block map
+            # v6, a block map v5, a refresh layer v4, rounded-rate timestamps v3
+            "version": 7 if self.candidate_map else 6 if self.refresh and self.refresh.get("map_coding")
             else 5 if self.refresh and self.refresh.get("map") else 4 if self.refresh
             else 3 if isinstance(timestamps.get("step"), list) else 2,
             "source": self.source,
@@ -227,6 +235,7 @@ class Manifest:
             "scenes": {"cuts": self.cuts},
             "adaptive": self.adaptive,
             "refresh": self.refresh,
+            "candidate_map": self.candidate_map,
         })
 
     @classmethod
@@ -264,6 +273,7 @@ class Manifest:
                 cuts=[int(c) for c in (data.get("scenes") or {}).get("cuts", [])],
                 adaptive=data.get("adaptive"),
                 refresh=data.get("refresh"),
+                candidate_map=data.get("candidate_map"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"malformed bundle manifest: {exc!r}") from exc

@@ -89,6 +89,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             refresh=args.refresh or 0.0,
             refresh_reconstructor=args.reconstructor or defaults.RECONSTRUCTOR,
             refresh_kbps=args.refresh_kbps,
+            candidate_map=defaults.CANDIDATE_MAP if args.candidate_map is None else args.candidate_map,
             progress=update,
         )
     finally:
@@ -110,6 +111,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
                  f"{layer['kbps']:g} asked)" if layer.get("kbps") else f"at CRF {layer['crf']}")
               + (f" + a {layer['map_bytes']}-byte block map" if layer.get("map_bytes") else "")
               + f", for {layer['reconstructor']}")
+    if result.candidate_map:
+        entry = result.candidate_map
+        blocks = entry["mixed"] * entry["rows"] * entry["cols"]
+        print(f"  candidate map: {entry['switched']} of {blocks} blocks (~{entry['block_px']} px) of {entry['mixed']} "
+              f"mixed frames set to one candidate, {entry['bytes']} bytes, for {entry['reconstructor']} "
+              f"{entry['model']}")
+    elif getattr(args, "candidate_map", None):
+        print("  candidate map: none made (framemae mixes no frame of this video: every frame kept, held or "
+              "rebuilt by linear)")
     if result.cuts:
         # both kinds start a shot: a scene cut, or a timing break (a frame shown much longer than its neighbours)
         print(f"  new shot (scene cut or timing break) at frame{'s' if len(result.cuts) > 1 else ''} "
@@ -312,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "average-bitrate control instead of the layer's CRF; its block map, printed apart, comes on top); "
                    "alone, refreshes "
                    f"{defaults.REFRESH_SHARE:g} of the blocks (as --refresh {defaults.REFRESH_SHARE:g})")
+    p.add_argument("--candidate-map", action=argparse.BooleanOptionalAction, default=None,
+                   help="candidate map: the encoder rebuilds the dropped frames as framemae will and, per ~32-px "
+                   "block, signals the network's mix or one of its candidates alone where that is closer to the "
+                   "source by more than its bits cost at the kept frames' CRF (any keep pattern; the source is "
+                   f"read once more). Default: {'on' if defaults.CANDIDATE_MAP else 'off'}. Only framemae of "
+                   "the same model version uses it. Gains at equal bytes: BENCHMARKS.md section 2f")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar, no info logs and, in adaptive mode, no per-segment detail (the result, "
                         "the adaptive estimate and any warnings are still printed)")

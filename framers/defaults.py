@@ -38,6 +38,9 @@ FIXED_PATTERN_OPTIONS: tuple[str, ...] = ("selector", "keep", "stride", "crf", "
 #: share of the dropped frames' blocks a refresh layer corrects when only its byte budget
 #: (``refresh_kbps``) is given: the share the issue's goal names (BENCHMARKS.md section 8b)
 REFRESH_SHARE = 0.1
+#: whether ``compress`` (CLI and service) adds the candidate map (``framers.candidate_map``) when
+#: not told: measured against the same bundles without it in BENCHMARKS.md section 2f
+CANDIDATE_MAP = False
 
 
 def selector_for(selector: str | None, keep_given: bool, *, fixed: str = SELECTOR,

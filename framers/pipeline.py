@@ -58,6 +58,8 @@ class CompressResult:
     has_audio: bool = False  # the bundle holds audio (not only: the source had an audio stream)
     audio_bytes: int = 0  # of bundle_bytes, the audio track's (AAC): on short clips often most of it
     refresh: dict[str, Any] | None = None  # the manifest's refresh entry (``compress(refresh=…)``)
+    #: the manifest's candidate map entry (``compress(candidate_map=True)``; None without one)
+    candidate_map: dict[str, Any] | None = None
     duration: float = 0.0  # seconds the video plays (``Manifest.duration_seconds``)
 
 
@@ -104,6 +106,7 @@ def compress(
     refresh: float = 0.0,
     refresh_reconstructor: str = defaults.RECONSTRUCTOR,
     refresh_kbps: float | None = None,
+    candidate_map: bool = False,
     progress: ProgressFn | None = None,
 ) -> CompressResult:
     """Choose the kept frames of ``source`` and write them as a bundle at ``bundle``.
@@ -124,6 +127,10 @@ def compress(
     ``refresh_kbps`` (kbit/s over the video's duration, > 0) is the layer's byte budget: x264's
     average-bitrate control replaces the layer's CRF (kept CRF + ``refresh.CRF_OFFSET``); alone it
     refreshes ``defaults.REFRESH_SHARE`` of the blocks.
+    ``candidate_map`` adds the candidate map of ``framers.candidate_map`` (any keep pattern): the
+    dropped frames are rebuilt by ``framemae`` as the decoder will, and per block of each the
+    encoder signals the network's mix or one of its candidates (the source is read once more);
+    it applies to ``framemae`` of the same model version only.
     Raises InvalidVideoError, UnsupportedOptionError, BundleError.
     """
     started = time.perf_counter()
@@ -141,8 +148,9 @@ def compress(
         raise UnsupportedOptionError("refresh works with the fixed patterns (--stride/--selector/--keep/--crf); "
                                      "the adaptive mode does not plan for it")
     outer_progress = progress
-    if refresh and outer_progress is not None:
-        # the refresh pass (a rebuild and a second decode) gets the second half of the progress
+    if (refresh or candidate_map) and outer_progress is not None:
+        # the refresh pass or the candidate map's (a rebuild and a second decode) gets the second
+        # half of the progress
         def progress(value: float) -> None:
             outer_progress(value * REFRESH_PROGRESS_START)
     info = probe(source)
@@ -309,6 +317,10 @@ def compress(
             adaptive=chooser.manifest_entry() if hasattr(chooser, "manifest_entry") else None,
         )
         fb.write_manifest(folder, manifest)
+        if candidate_map:  # before the refresh layer, which corrects the frames the map makes
+            manifest.candidate_map = add_candidate_map(folder, manifest, source,
+                                                       None if refresh else outer_progress)
+            fb.write_manifest(folder, manifest)
         if refresh:
             manifest.refresh = add_refresh(folder, manifest, source, refresh, refresh_reconstructor, outer_progress,
                                            refresh_kbps)
@@ -332,9 +344,11 @@ def compress(
         seconds=time.perf_counter() - started,
         selector=chooser.name,
         keep=getattr(chooser, "keep", 0),
-        # the selector's models, and the one that made the refresh layer (it ran at encode time)
-        model_versions={**manifest.models, **({manifest.refresh["reconstructor"]: manifest.refresh["model"]}
-                                              if manifest.refresh and manifest.refresh.get("model") else {})},
+        # the selector's models, and those that made the refresh layer and the candidate map (they
+        # ran at encode time)
+        model_versions={**manifest.models, **{layer["reconstructor"]: layer["model"]
+                                              for layer in (manifest.refresh, manifest.candidate_map)
+                                              if layer and layer.get("model")}},
         cuts=manifest.cuts,
         adaptive=chooser.report() if hasattr(chooser, "report") else None,
         warnings=[*facts["warnings"], *_adaptive_warnings(chooser),
@@ -344,6 +358,7 @@ def compress(
         has_audio=bool(facts["has_audio"]),
         audio_bytes=audio_bytes,
         refresh=manifest.refresh,
+        candidate_map=manifest.candidate_map,
         duration=manifest.duration_seconds(),
     )
 
@@ -569,6 +584,78 @@ def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float,
             "bytes": n_bytes, "map_bytes": map_bytes}
 
 
+def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
+                      progress: ProgressFn | None = None) -> dict[str, Any] | None:
+    """Write the candidate map (``framers.candidate_map``) of an opened, complete bundle folder:
+    rebuild its dropped frames with ``framemae`` exactly as the decoder will, read the source
+    again alongside, and choose per block the network's mix or one candidate at the kept frames'
+    trade-off (``lagrangian`` of their coding error so far and their stream's bits). Returns the
+    manifest's ``candidate_map`` entry (None when ``framemae`` mixes no frame). Raises BundleError
+    when the source no longer gives the frames the bundle was made from, ModelError without the
+    model."""
+    from framers.candidate_map import SWITCH_BITS, CandidateMapWriter, cell_size, choose_blocks, grid_shape, lagrangian
+    from framers.metrics import sq_error_sum
+    from framers.motion import net_scale
+
+    rebuilder = get_reconstructor("framemae")
+    width, height = int(manifest.keyframes["width"]), int(manifest.keyframes["height"])
+    scale = net_scale(height, width)
+    net_shape, cell = (height // scale, width // scale), cell_size(height, width)
+    rows, cols = grid_shape(*net_shape, cell)
+    n, n_kept = manifest.n_frames, len(manifest.kept_indices())
+    kept_bits = 8.0 * fb.keyframes_path(folder, manifest).stat().st_size
+    decoded: dict[int, np.ndarray] = {}  # kept frames read by the rebuild, until their source frame comes
+
+    def kept_frames() -> Iterator[KeptFrame]:
+        for frame in iter_kept(folder, manifest):
+            decoded[frame.index] = frame.rgb
+            yield frame
+
+    writer = CandidateMapWriter(folder / fb.CANDIDATE_MAP)
+    mixed_frames = 0
+    kept_error, kept_seen = 0.0, 0
+    try:
+        with FrameReader(source) as reader:
+            originals = (frame.rgb for frame in reader.frames())
+            mixes = rebuilder.mixes(kept_frames(), n, manifest.clip_len, manifest.pts)  # type: ignore[attr-defined]
+            for i, mixed in enumerate(mixes):
+                original = next(originals, None)
+                if original is None or original.shape[:2] != (height, width):
+                    raise BundleError(f"candidate map pass: the source's frame {i} is missing or of another size")
+                if i in decoded:  # the kept frames' coding error so far sets the trade-off
+                    kept_error += float(sq_error_sum(decoded.pop(i), original))
+                    kept_seen += 1
+                    continue
+                if i % 16 == 0:
+                    _report(progress, REFRESH_PROGRESS_START + (0.95 - REFRESH_PROGRESS_START) * i / max(1, n))
+                if mixed is None:
+                    writer.write(np.zeros((rows, cols), np.uint8))
+                    continue
+                lam = lagrangian(kept_error / max(1, kept_seen) * n_kept, kept_bits)
+                writer.write(choose_blocks(mixed.frame, mixed.candidates, original, net_shape, cell,
+                                           SWITCH_BITS * lam))
+                mixed_frames += 1
+    finally:
+        n_bytes = writer.close()
+    if mixed_frames == 0:
+        (folder / fb.CANDIDATE_MAP).unlink()
+        return None
+    return {"file": fb.CANDIDATE_MAP, "reconstructor": rebuilder.name,
+            "model": rebuilder.model_versions.get(rebuilder.name), "cell": cell, "rows": rows, "cols": cols,
+            "block_px": round(cell * scale), "maps": writer.count, "mixed": mixed_frames,
+            "switched": writer.switched, "bytes": n_bytes}
+
+
+def candidate_map_applies(manifest: fb.Manifest, rebuilder: Reconstructor) -> bool:
+    """Whether the bundle's candidate map (if any) is for ``rebuilder``: made on the weights of
+    this reconstructor and model version, and only those."""
+    entry = manifest.candidate_map
+    if not entry:
+        return False
+    return rebuilder.name == entry.get("reconstructor") and \
+        rebuilder.model_versions.get(rebuilder.name) == entry.get("model")
+
+
 def iter_kept(folder: Path, manifest: fb.Manifest) -> Iterator[KeptFrame]:
     indices = manifest.kept_indices()
     frames = iter_keyframes(fb.keyframes_path(folder, manifest), len(indices))
@@ -583,6 +670,17 @@ def refresh_applies(manifest: fb.Manifest, rebuilder: Reconstructor) -> bool:
     if not layer:
         return False
     return bool(rebuilder.name == layer.get("reconstructor"))
+
+
+def candidate_map_warnings(manifest: fb.Manifest, rebuilder: Reconstructor) -> list[str]:
+    """What the user must be told about the bundle's candidate map with this reconstructor."""
+    entry = manifest.candidate_map
+    if not entry or candidate_map_applies(manifest, rebuilder):
+        return []
+    made_for = f"{entry.get('reconstructor')} {entry.get('model')}"
+    return [f"the bundle's candidate map was made for {made_for}'s mixing, so it is not applied to "
+            f"{rebuilder.name} {rebuilder.model_versions.get(rebuilder.name, '')}".rstrip()
+            + f" (rebuild with {made_for} for the mapped quality)"]
 
 
 def refresh_warnings(manifest: fb.Manifest, rebuilder: Reconstructor) -> list[str]:
@@ -643,9 +741,20 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
             height, width = int(manifest.keyframes["height"]), int(manifest.keyframes["width"])
             maps = iter_block_maps(folder / str(manifest.refresh["map"]), -(-height // block), -(-width // block),
                                    int(manifest.refresh["pictures"]), str(manifest.refresh.get("map_coding", DEFLATE)))
+    extra: dict[str, Any] = {}
+    choices = None
+    if candidate_map_applies(manifest, rebuilder):
+        from framers.candidate_map import ChoiceReader, iter_candidate_maps
+
+        entry = manifest.candidate_map
+        assert entry is not None
+        maps = iter_candidate_maps(folder / str(entry["file"]), int(entry["rows"]), int(entry["cols"]),
+                                   int(entry["maps"]))
+        choices = extra["choices"] = ChoiceReader(maps, set(manifest.kept_indices()), manifest.n_frames,
+                                                  int(entry["cell"]))
     # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
     for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
-                                       manifest.pts):
+                                       manifest.pts, **extra):
         if residuals is not None and count not in kept:
             try:
                 picture = next(residuals, None)
@@ -673,6 +782,8 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
             raise BundleError(f"refresh stream: {exc}") from exc
     if count != manifest.n_frames:
         raise UnsupportedOptionError(f"{rebuilder.name} produced {count} frames, expected {manifest.n_frames}")
+    if choices is not None:
+        choices.finish()
 
 
 def reconstruct(
@@ -760,7 +871,8 @@ def reconstruct(
             chunks.pixel_shape[1], chunks.pixel_shape[0],
             {"reconstructor": rebuilder.name, "kept": manifest.kept_indices()}, chunks.frames,
         ) if chunks is not None and scores else None,
-        warnings=[*refresh_warnings(manifest, rebuilder), *output_warnings(codec, width, height)],
+        warnings=[*refresh_warnings(manifest, rebuilder), *candidate_map_warnings(manifest, rebuilder),
+                  *output_warnings(codec, width, height)],
     )
 
 

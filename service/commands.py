@@ -144,6 +144,7 @@ def _remote_compress(args: argparse.Namespace) -> int:
         "target_kbps": args.target_kbps,
         "refresh": args.refresh,
         "refresh_kbps": args.refresh_kbps,
+        "candidate_map": getattr(args, "candidate_map", None),
         "keep_source": True if args.keep_source else None,
     }
     try:

@@ -15,7 +15,7 @@ from service.methods import CatalogUnavailable, MethodCatalog
 from service.problems import name_few, shown_name
 
 OPTION_FIELDS = ("selector", "keep", "stride", "reconstructor", "keyframe_codec", "crf", "target_psnr", "target_kbps",
-                 "refresh", "refresh_kbps")
+                 "refresh", "refresh_kbps", "candidate_map")
 #: form fields that are not compression options
 EXTRA_FIELDS = ("callback_url", "metadata", "keep_source")
 MAX_METADATA_BYTES = 4096
@@ -79,6 +79,7 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     if adaptive_default:
         raw["target_psnr"] = settings.default_target_psnr
     raw.update({k: v.strip() for k, v in fields.items() if v.strip() != ""})
+    raw.setdefault("candidate_map", codec_defaults.CANDIDATE_MAP)
     if "refresh_kbps" in given:  # a budget alone refreshes the codec's default share: the record says which
         raw.setdefault("refresh", codec_defaults.REFRESH_SHARE)
     try:

@@ -114,6 +114,7 @@ def compress_video(video_id: str) -> dict[str, Any]:
                 refresh=opts.refresh,
                 refresh_reconstructor=opts.reconstructor,
                 refresh_kbps=opts.refresh_kbps,
+                candidate_map=opts.candidate_map,
                 progress=_progress(ctx, record, save, job_id),
             )
             _check_not_deleted(ctx.redis, video_id)
@@ -128,6 +129,7 @@ def compress_video(video_id: str) -> dict[str, Any]:
         record.cuts = list(result.cuts)
         record.adaptive = result.adaptive
         record.refresh = result.refresh
+        record.candidate_map = result.candidate_map
         record.warnings = list(result.warnings)
         # what the bundle holds, not what the upload's header promised (never claim lost audio)
         record.source.has_audio = bool(result.has_audio)

@@ -20,6 +20,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,8 @@ from framers.threads import codec_threads
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+    from framers.candidate_map import ChoiceReader
 
 TILE_OVERLAP = 8
 TILE_BATCH = 8
@@ -125,6 +128,18 @@ Prepared = tuple[motion.WindowFlows, list[motion.FramePlan], np.ndarray | None] 
 MIN_SIDE = 16
 
 
+@dataclass(frozen=True)
+class Mixed:
+    """A frame ``framemae`` mixes (``FrameMAEReconstructor.mixes``): its index, the network's
+    weights float32 [K, h, w], the mixed frame uint8 [H, W, 3] and its K candidates float32
+    [H, W, 3] (``motion.CANDIDATES`` order)."""
+
+    index: int
+    weights: np.ndarray
+    frame: np.ndarray
+    candidates: list[np.ndarray]
+
+
 class FrameMAEReconstructor(WindowReconstructor):
     name = "framemae"
     local = False
@@ -166,7 +181,7 @@ class FrameMAEReconstructor(WindowReconstructor):
         return self._finish(kept, start, stop, self._prepare(kept, start, stop, times=times), times)
 
     def reconstruct(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int,
-                    times: Sequence[float] | None = None) -> Iterator[np.ndarray]:
+                    times: Sequence[float] | None = None, choices: ChoiceReader | None = None) -> Iterator[np.ndarray]:
         """``WindowReconstructor.reconstruct``, pipelined; the frames are the same as window by
         window. A worker thread prepares the next window (decodes its kept frames: the ``kept``
         stream is only advanced there; computes its flows and runs the network: ``_prepare``,
@@ -175,7 +190,8 @@ class FrameMAEReconstructor(WindowReconstructor):
         (``pipeline.reconstruct`` on a writer thread). FFmpeg, x264, OpenCV and ONNX Runtime
         release the GIL, so the stages share the cores instead of taking turns. ``cache`` keeps
         what neighbouring windows share (the flow across their border, the images of its ends)
-        until no window in flight reads it."""
+        until no window in flight reads it. ``choices``: the bundle's candidate map
+        (``framers.candidate_map``), applied to each mixed frame's weights."""
         windows = iter_clip_windows(kept, n_frames, clip_len)
         cache = motion.FrameCache()  # flows and images two neighbouring windows share
 
@@ -184,7 +200,7 @@ class FrameMAEReconstructor(WindowReconstructor):
             if item is None:
                 return None
             start, stop, window = item
-            return window, start, stop, self._prepare(window, start, stop, cache, times)
+            return window, start, stop, self._prepare(window, start, stop, cache, times, choices)
 
         workers = compose_threads()
         ahead: deque[tuple[Future[np.ndarray], int]] = deque()  # (frames, first kept index they read)
@@ -228,10 +244,12 @@ class FrameMAEReconstructor(WindowReconstructor):
         return out
 
     def _prepare(self, kept: Sequence[KeptFrame], start: int, stop: int,
-                 cache: motion.FrameCache | None = None, times: Sequence[float] | None = None) -> Prepared:
+                 cache: motion.FrameCache | None = None, times: Sequence[float] | None = None,
+                 choices: ChoiceReader | None = None) -> Prepared:
         """The low-resolution half of a window: flows, frame plans, the network's mixing weights
-        [K, n, h, w] (None when no frame is interpolated) and the gate of every interpolated
-        frame; None when the window is not rebuilt by the flowmix path (tiny frames, ``plain``)."""
+        [K, n, h, w] (None when no frame is interpolated; with ``choices``, each interpolated
+        frame's set by its candidate map) and the gate of every interpolated frame; None when the
+        window is not rebuilt by the flowmix path (tiny frames, ``plain``)."""
         height, width = kept[0].rgb.shape[:2]
         if min(height, width) < MIN_SIDE or self.variant == "plain":
             return None
@@ -241,6 +259,10 @@ class FrameMAEReconstructor(WindowReconstructor):
         if stop - start > CLIP_LEN:
             raise ModelError(f"framemae reconstructs at most {CLIP_LEN} frames per window")
         weights = self.mixing_weights(flows, plans)
+        if choices is not None:
+            for j, plan in enumerate(plans):
+                if plan.interpolated:
+                    weights[:, j] = choices.apply(weights[:, j], plan.index)
         if self.gate:  # cached in ``flows``: compose finds them computed
             for plan in plans:
                 if plan.interpolated:
@@ -257,6 +279,31 @@ class FrameMAEReconstructor(WindowReconstructor):
                 return LinearReconstructor().reconstruct_window(kept, start, stop, times)
             return self._reconstruct_plain(kept, start, stop)
         return self.compose(kept, *prepared)
+
+    def mixes(self, kept: Iterable[KeptFrame], n_frames: int, clip_len: int,
+              times: Sequence[float] | None = None) -> Iterator[Mixed | None]:
+        """What the encoder of a candidate map (``framers.candidate_map``) measures: per frame of
+        the video, in order, a ``Mixed`` for every frame the network mixes (between two kept
+        frames, the flow gate passed) and None for the others (kept, held, ``linear`` by the
+        gate, or not the flowmix path). The frames are those ``reconstruct`` gives without a map,
+        one window at a time (no pipelining: the encoder's pass, not the decoder's)."""
+        cache = motion.FrameCache()
+        for start, stop, window in iter_clip_windows(kept, n_frames, clip_len):
+            cache.forget_before(window[0].index if window else start)
+            prepared = self._prepare(window, start, stop, cache, times)
+            flows, plans, weights = prepared if prepared is not None else (None, [], None)
+            if flows is None or weights is None:
+                yield from (None for _ in range(start, stop))
+                continue
+            for j, plan in enumerate(plans):
+                if not plan.interpolated or (self.gate and not self._explained(flows, plan)):
+                    yield None
+                    continue
+                flows.drop_images(keep=(plan.before, plan.after))  # type: ignore[arg-type]
+                frame = flows.interpolate(plan, weights[:, j])
+                yield Mixed(plan.index, weights[:, j], frame, flows.candidates(plan, 1, as_list=True))
+            flows.drop_images()
+        motion.release_workspace()
 
     # ------------------------------------------------------------------ flowmix
     def net_input(self, flows: motion.WindowFlows, plans: Sequence[motion.FramePlan]) -> np.ndarray:

@@ -1,0 +1,284 @@
+"""The candidate map: per block of every rebuilt frame, which of ``framemae``'s mixes the decoder uses.
+
+``framemae`` rebuilds a dropped frame by mixing three candidates (``framers.motion.CANDIDATES``:
+``linear`` and the two flow warps) with weights its network computes at a low resolution. The
+network mixes about as well as the single best candidate of the whole frame, 3 dB below a
+per-pixel oracle (BENCHMARKS.md section 2c). The encoder has the source: for every block of
+about ``BLOCK_PX`` pixels it measures the network's mix and each candidate alone against the
+source, and where a candidate alone is closer by more than it costs to say so, it signals that
+candidate. The decoder then sets the block's mixing weights to that candidate (one-hot) before
+the weights are upscaled, so the choice goes through the same composition as the network's own
+weights (numpy or the ONNX graph), with the bilinear upscaling's soft block edges.
+
+This is decoder-side interpolation with an encoder-signalled mode per block, as codecs signal a
+prediction mode: the candidates cost nothing to send (the decoder derives them from the kept
+frames), the choice a few bits. The choice is made with the kept frames' x264 rate-distortion
+trade-off (``lagrangian``: a switch is signalled where it gains more than ``SWITCH_BITS`` bits
+would at λ).
+
+Blocks are whole cells of the network's weight grid (``cell_size``: ``round(BLOCK_PX /
+net_scale)`` weight pixels a side), so a block is 30–35 px at 480p–4K. One map per dropped frame,
+in frame order (all zeros where the frame is not mixed: held frames, frames the flow gate hands to
+``linear``), coded by an adaptive range coder (``constriction``) with the same cell of the
+previous map as context (``contexts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import cv2
+import numpy as np
+
+from framers import motion
+
+#: the block side the cells approximate, pixels (a 32×32 block choice gained +0.78 dB on the dropped
+#: frames of 33 val clips at every 4th frame kept, with the map at ~1.7 % of the kept frames' bytes
+#: before this coder: a scratch probe of the eighteenth session; 16 px: +1.09 dB at 6.6 %)
+BLOCK_PX = 32
+#: choice 0: the network's mix; choice k > 0: candidate k − 1 alone
+MIX = 0
+N_CHOICES = 1 + motion.N_CANDIDATES
+#: bits a block's switch away from the mix is priced at in the decision (a rare symbol of the
+#: adaptive coder: −log2 of its share)
+SWITCH_BITS = 8.0
+#: the coder's starting count of the mix in every context (1 for each candidate): maps of static
+#: video are nearly all mix, and a uniform start cost them ~2 bits a block while the counts learn
+MIX_PRIOR = 16.0
+#: contexts of the coder: the previous map's choice at the cell (N_CHOICES) × whether any of its
+#: 3×3 neighbourhood there is not the mix
+N_CONTEXTS = 2 * N_CHOICES
+
+
+def cell_size(height: int, width: int) -> int:
+    """Weight-grid pixels per block side for frames of ``height`` × ``width`` pixels."""
+    return max(1, round(BLOCK_PX / motion.net_scale(height, width)))
+
+
+def grid_shape(net_height: int, net_width: int, cell: int) -> tuple[int, int]:
+    """(rows, cols) of the map over a weight grid of ``net_height`` × ``net_width``."""
+    return -(-net_height // cell), -(-net_width // cell)
+
+
+def lagrangian(kept_squared_error: float, kept_bits: float) -> float:
+    """λ = −dD/dR of the kept frames' coding, squared error (RGB, summed) per bit: 2·D/R, the
+    high-rate approximation of a quantiser whose error D grows as 2^(QP/3) while its rate R halves
+    every 6 QP (H.264's quantiser step doubles every 6 QP). ``kept_squared_error``: the kept
+    frames' coding error summed over their pixels and channels; ``kept_bits``: their stream's bits
+    (> 0; 0 gives λ = 0, every gain switches). A map's bits spent where a block gains more than
+    λ per bit buy more than the same bits would on the kept frames."""
+    return 2.0 * kept_squared_error / kept_bits if kept_bits > 0 else 0.0
+
+
+def cell_errors(squared_error: np.ndarray, net_shape: tuple[int, int], cell: int) -> np.ndarray:
+    """Sum of ``squared_error`` (float32 [H, W], per pixel, summed over RGB) over each block:
+    float64 [rows, cols]. A block is ``cell`` × ``cell`` weight pixels; each weight pixel covers
+    H / h × W / w frame pixels of a ``net_shape`` = (h, w) grid (area resampling)."""
+    height, width = squared_error.shape
+    h, w = net_shape
+    area = cv2.resize(np.ascontiguousarray(squared_error, np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    area = area.astype(np.float64) * (height * width / (h * w))
+    rows, cols = grid_shape(h, w, cell)
+    padded = np.zeros((rows * cell, cols * cell))
+    padded[:h, :w] = area
+    return padded.reshape(rows, cell, cols, cell).sum(axis=(1, 3))
+
+
+def choose(errors: np.ndarray, gain_needed: float) -> np.ndarray:
+    """The choice of each block, uint8 [rows, cols], from its errors float [N_CHOICES, rows, cols]
+    (choice 0 the mix): the choice with the least error where it beats the mix's by more than
+    ``gain_needed``, else ``MIX``."""
+    best = errors.argmin(axis=0)
+    gain = errors[MIX] - errors.min(axis=0)
+    return np.where(gain > gain_needed, best, MIX).astype(np.uint8)
+
+
+def apply_choices(weights: np.ndarray, choice: np.ndarray, cell: int) -> np.ndarray:
+    """The mixing weights float32 [K, h, w] with every block whose ``choice`` (uint8 [rows, cols])
+    is k > 0 set to candidate k − 1 alone (one-hot); a new array. ValueError when the map does not
+    fit the grid."""
+    k, h, w = weights.shape
+    if choice.shape != grid_shape(h, w, cell) or int(choice.max(initial=0)) > k:
+        raise ValueError(f"candidate map {choice.shape} (max {int(choice.max(initial=0))}) does not fit weights "
+                         f"{weights.shape} in cells of {cell}")
+    full = np.repeat(np.repeat(choice, cell, axis=0), cell, axis=1)[:h, :w]
+    out = weights.copy()
+    chosen = full > MIX
+    if chosen.any():
+        one_hot = (np.arange(1, k + 1)[:, None] == full[chosen][None, :]).astype(weights.dtype)  # [K, m]
+        out[:, chosen] = one_hot
+    return out
+
+
+def squared_error(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-pixel squared error summed over RGB, float32 [H, W], of ``image`` (uint8 or float
+    [H, W, 3]) against ``truth`` (float32 [H, W, 3], or uint8)."""
+    diff = cv2.subtract(np.asarray(image, np.float32), np.asarray(truth, np.float32))
+    squared = cv2.multiply(diff, diff)
+    summed = np.asarray(cv2.transform(squared, np.ones((1, 3), np.float32)))  # one channel: the RGB sum
+    return summed.reshape(summed.shape[:2])
+
+
+def choose_blocks(frame: np.ndarray, candidates: Sequence[np.ndarray], truth: np.ndarray,
+                  net_shape: tuple[int, int], cell: int, gain_needed: float) -> np.ndarray:
+    """One frame's map, uint8 [rows, cols] (``choose``): the mixed ``frame`` (uint8 [H, W, 3]) and
+    each of its ``candidates`` (K float32 [H, W, 3]) against the source ``truth`` (uint8 [H, W, 3])
+    per block."""
+    target = truth.astype(np.float32)
+    errors = [cell_errors(squared_error(image, target), net_shape, cell) for image in (frame, *candidates)]
+    return choose(np.stack(errors), gain_needed)
+
+
+def contexts(previous: np.ndarray) -> np.ndarray:
+    """Context index (int64 [rows, cols], 0 … N_CONTEXTS − 1) of every block, from the previous
+    map (uint8 [rows, cols]; all ``MIX`` before the first): its choice there, plus N_CHOICES when
+    any block of its 3×3 neighbourhood there left the mix."""
+    near = cv2.dilate((previous != MIX).astype(np.uint8), np.ones((3, 3), np.uint8),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return previous.astype(np.int64) + N_CHOICES * np.asarray(near, np.int64)
+
+
+class _Counts:
+    """Per-context symbol counts, the same on both sides: from ``MIX_PRIOR`` for the mix and 1 for
+    each candidate (most blocks of most frames keep the mix)."""
+
+    def __init__(self) -> None:
+        self.counts = np.ones((N_CONTEXTS, N_CHOICES))
+        self.counts[:, MIX] = MIX_PRIOR
+
+    def probabilities(self, ctx: np.ndarray) -> np.ndarray:
+        p = self.counts / self.counts.sum(axis=1, keepdims=True)
+        return np.ascontiguousarray(p[ctx.ravel()])
+
+    def update(self, ctx: np.ndarray, choice: np.ndarray) -> None:
+        np.add.at(self.counts, (ctx.ravel(), choice.ravel().astype(np.int64)), 1.0)
+
+
+def _categorical() -> Any:
+    import constriction
+
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+class CandidateMapWriter:
+    """Writes candidate maps (uint8 [rows, cols], values < N_CHOICES, one per dropped frame, in
+    frame order) to ``path`` as one range code. ``close`` writes the file, returns its bytes."""
+
+    def __init__(self, path: Path) -> None:
+        import constriction
+
+        self.path = Path(path)
+        self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+        self._encoder = constriction.stream.queue.RangeEncoder()
+        self._model = _categorical()
+        self._counts = _Counts()
+        self._previous: np.ndarray | None = None
+        self.count = 0
+        self.switched = 0
+
+    def write(self, choice: np.ndarray) -> None:
+        """Code one frame's map. ValueError for another shape than the first's or a bad value."""
+        choice = np.asarray(choice, np.uint8)
+        previous = np.zeros_like(choice) if self._previous is None else self._previous
+        if previous.shape != choice.shape or int(choice.max(initial=0)) >= N_CHOICES:
+            raise ValueError(f"candidate map {choice.shape} after {previous.shape}, max {int(choice.max(initial=0))}")
+        ctx = contexts(previous)
+        self._encoder.encode(choice.ravel().astype(np.int32), self._model, self._counts.probabilities(ctx))
+        self._counts.update(ctx, choice)
+        self._previous = choice
+        self.count += 1
+        self.switched += int(np.count_nonzero(choice))
+
+    def close(self) -> int:
+        try:
+            self._file.write(self._encoder.get_compressed().astype("<u4").tobytes())
+        finally:
+            self._file.close()
+        return self.path.stat().st_size
+
+
+def iter_candidate_maps(path: Path, rows: int, cols: int, expected: int) -> Iterator[np.ndarray]:
+    """The maps a ``CandidateMapWriter`` wrote, uint8 [rows, cols] each, in order. ValueError when
+    the file is not such a code or holds another number than ``expected``."""
+    import constriction
+
+    data = Path(path).read_bytes()
+    if len(data) % 4:
+        raise ValueError(f"candidate map is not a range code: {len(data)} bytes is not whole 32-bit words")
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+    model = _categorical()
+    counts = _Counts()
+    previous = np.zeros((rows, cols), np.uint8)
+    for _ in range(expected):
+        ctx = contexts(previous)
+        try:
+            choice = np.asarray(decoder.decode(model, counts.probabilities(ctx)), np.uint8).reshape(rows, cols)
+        except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's word on invalid data
+            raise ValueError(f"candidate map is not a valid range code: {exc}") from exc
+        counts.update(ctx, choice)
+        previous = choice
+        yield choice
+    if not decoder.maybe_exhausted():
+        raise ValueError(f"candidate map does not end after {expected} maps (damaged, or more maps)")
+
+
+class ChoiceReader:
+    """The decoder's side: the maps of a bundle, taken by frame index in increasing order (one map
+    per frame not in ``kept``, of ``n_frames``), and applied to a frame's mixing weights
+    (``apply``). Windows are prepared in order on one thread, so the maps are read in one pass."""
+
+    def __init__(self, maps: Iterator[np.ndarray], kept: set[int], n_frames: int, cell: int) -> None:
+        self.cell = cell
+        self._maps = maps
+        self._dropped = (i for i in range(n_frames) if i not in kept)
+        self.taken = 0
+
+    def take(self, index: int) -> np.ndarray:
+        """The map of dropped frame ``index`` (the maps of dropped frames before it are skipped).
+        BundleError when ``index`` is kept, behind, or the maps end before it."""
+        from framers.errors import BundleError
+
+        for dropped in self._dropped:
+            choice = self._next(dropped)
+            self.taken += 1
+            if dropped == index:
+                return choice
+            if dropped > index:
+                break
+        raise BundleError(f"candidate map asked for frame {index}, which is kept or was passed")
+
+    def apply(self, weights: np.ndarray, index: int) -> np.ndarray:
+        """``apply_choices`` of frame ``index``'s map to its weights float32 [K, h, w]; BundleError
+        when the map does not fit them."""
+        from framers.errors import BundleError
+
+        try:
+            return apply_choices(weights, self.take(index), self.cell)
+        except ValueError as exc:
+            raise BundleError(f"frame {index}: {exc}") from exc
+
+    def finish(self) -> None:
+        """Read the rest (BundleError when the file is damaged or holds more maps than frames)."""
+        from framers.errors import BundleError
+
+        for dropped in self._dropped:
+            self._next(dropped)
+            self.taken += 1
+        try:
+            for _ in self._maps:
+                raise BundleError("candidate map holds more maps than dropped frames")
+        except ValueError as exc:
+            raise BundleError(str(exc)) from exc
+
+    def _next(self, index: int) -> np.ndarray:
+        from framers.errors import BundleError
+
+        try:
+            choice = next(self._maps, None)
+        except ValueError as exc:
+            raise BundleError(f"frame {index}: {exc}") from exc
+        if choice is None:
+            raise BundleError(f"candidate map ends before frame {index}")
+        return choice

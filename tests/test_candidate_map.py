@@ -1,0 +1,211 @@
+"""The candidate map: its numerics and coding, and through the codec on a real clip: the encoder's
+per-block choice of framemae's mix or one candidate makes the dropped frames closer to the source
+for a few bytes, the bundle says what it holds, and another reconstructor is told it is not for it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framers import bundle as fb
+from framers import candidate_map as cm
+from framers import pipeline
+from framers.cli import main
+from framers.errors import BundleError
+from framers.metrics import mse, psnr_from_mse
+from framers.reconstructors.base import KeptFrame
+from framers.registry import get_reconstructor
+from framers.video import FrameReader
+
+CLIP = Path(__file__).parent / "data" / "mmaction2_test.avi"  # 320x240, 164 frames of real footage
+
+
+def test_apply_choices_sets_chosen_blocks_one_hot_and_leaves_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.random((3, 10, 13)).astype(np.float32)
+    weights /= weights.sum(axis=0, keepdims=True)
+    choice = np.zeros((4, 5), np.uint8)  # cells of 3: the last row and column are partial
+    choice[0, 0], choice[3, 4], choice[1, 2] = 2, 3, 1
+    out = cm.apply_choices(weights, choice, 3)
+    assert out.shape == weights.shape and out is not weights
+    np.testing.assert_array_equal(out[:, 0:3, 0:3], np.broadcast_to(np.array([0, 1, 0])[:, None, None], (3, 3, 3)))
+    np.testing.assert_array_equal(out[:, 9:10, 12:13], np.array([0, 0, 1]).reshape(3, 1, 1))
+    np.testing.assert_array_equal(out[:, 3:6, 6:9], np.broadcast_to(np.array([1, 0, 0])[:, None, None], (3, 3, 3)))
+    untouched = np.ones((10, 13), bool)
+    untouched[0:3, 0:3] = untouched[9:, 12:] = untouched[3:6, 6:9] = False
+    np.testing.assert_array_equal(out[:, untouched], weights[:, untouched])
+    with pytest.raises(ValueError, match="does not fit"):
+        cm.apply_choices(weights, np.zeros((3, 5), np.uint8), 3)
+    with pytest.raises(ValueError, match="does not fit"):
+        cm.apply_choices(weights, np.full((4, 5), 4, np.uint8), 3)
+
+
+def test_cell_errors_sum_each_block_s_frame_pixels() -> None:
+    """A 40x60 frame over a 10x15 weight grid (4 px per weight pixel), cells of 2 weight pixels:
+    a block is 8x8 frame pixels, the last column of blocks half of that."""
+    error = np.zeros((40, 60), np.float32)
+    error[0:8, 0:8] = 2.0
+    error[32:40, 56:60] = 5.0
+    sums = cm.cell_errors(error, (10, 15), 2)
+    assert sums.shape == (5, 8)
+    assert sums[0, 0] == pytest.approx(128.0) and sums[4, 7] == pytest.approx(160.0)
+    assert sums.sum() == pytest.approx(float(error.sum()))
+
+
+def test_choose_leaves_the_mix_only_for_a_gain_over_the_threshold() -> None:
+    errors = np.array([[[100.0, 100.0, 100.0]], [[10.0, 95.0, 120.0]], [[50.0, 90.0, 130.0]], [[60.0, 99.0, 101.0]]])
+    np.testing.assert_array_equal(cm.choose(errors, 8.0), [[1, 2, 0]])
+    np.testing.assert_array_equal(cm.choose(errors, 20.0), [[1, 0, 0]])
+    # λ = 2·D/R of the kept frames: twice the error per bit
+    assert cm.lagrangian(1000.0, 40.0) == pytest.approx(50.0) and cm.lagrangian(5.0, 0) == 0.0
+
+
+def test_map_round_trip_and_damage(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    maps = []
+    previous = np.zeros((6, 9), np.uint8)
+    for _ in range(12):  # clustered and persistent, as on real video, with some noise
+        m = previous.copy()
+        flip = rng.random(m.shape) < 0.15
+        m[flip] = rng.integers(0, cm.N_CHOICES, int(flip.sum()))
+        maps.append(m)
+        previous = m
+    writer = cm.CandidateMapWriter(tmp_path / "map.bin")
+    for m in maps:
+        writer.write(m)
+    size = writer.close()
+    assert writer.count == 12 and writer.switched == sum(int(np.count_nonzero(m)) for m in maps)
+    assert 0 < size < 12 * 6 * 9 * 2 / 8  # under 2 bits a block: the contexts learn the persistence
+    back = list(cm.iter_candidate_maps(tmp_path / "map.bin", 6, 9, 12))
+    for a, b in zip(maps, back, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="does not end"):
+        list(cm.iter_candidate_maps(tmp_path / "map.bin", 6, 9, 5))
+    (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
+    with pytest.raises(ValueError, match="not a range code"):
+        list(cm.iter_candidate_maps(tmp_path / "odd.bin", 6, 9, 1))
+    with pytest.raises(ValueError, match="after"):
+        cm.CandidateMapWriter(tmp_path / "x.bin").write(np.full((2, 2), 7, np.uint8))
+
+
+def test_choice_reader_takes_maps_by_dropped_frame_in_order() -> None:
+    maps = [np.full((2, 2), k % cm.N_CHOICES, np.uint8) for k in range(6)]  # one per dropped frame
+    kept = {0, 4, 8}
+    reader = cm.ChoiceReader(iter(maps), kept, 9, 1)
+    assert int(reader.take(2)[0, 0]) == 1  # frame 1's map skipped
+    assert int(reader.take(5)[0, 0]) == 3
+    with pytest.raises(BundleError, match="kept or was passed"):
+        reader.take(4)
+    reader = cm.ChoiceReader(iter(maps[:3]), kept, 9, 1)
+    with pytest.raises(BundleError, match="ends before frame 5"):
+        reader.finish()
+    reader = cm.ChoiceReader(iter(maps), kept, 9, 1)
+    reader.finish()
+    assert reader.taken == 6
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    return [f.rgb for f in FrameReader(path).frames()]
+
+
+def _rebuilt(bundle: Path, reconstructor: str = "framemae") -> list[np.ndarray]:
+    with fb.open_bundle(bundle) as folder:
+        manifest = fb.read_manifest(folder)
+        return list(pipeline.iter_reconstructed(folder, manifest, get_reconstructor(reconstructor)))
+
+
+def _mean_psnr(source: list[np.ndarray], rebuilt: list[np.ndarray], frames: list[int]) -> float:
+    return float(np.mean([psnr_from_mse(mse(rebuilt[i], source[i])) for i in frames]))
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pipeline.CompressResult]:
+    folder = tmp_path_factory.mktemp("cmap")
+    plain, mapped = folder / "plain.frs", folder / "mapped.frs"
+    pipeline.compress(CLIP, plain, selector="stride", stride=4, keyframe_crf=24)
+    result = pipeline.compress(CLIP, mapped, selector="stride", stride=4, keyframe_crf=24, candidate_map=True)
+    return plain, mapped, result
+
+
+def test_the_map_brings_the_dropped_frames_closer_for_a_few_bytes(
+        bundles: tuple[Path, Path, pipeline.CompressResult], tmp_path: Path) -> None:
+    plain, mapped, result = bundles
+    source = _frames(CLIP)
+    entry = result.candidate_map
+    with fb.open_bundle(mapped) as folder:
+        manifest = fb.read_manifest(folder)
+        raw = json.loads((folder / fb.MANIFEST).read_text())
+        assert (folder / fb.CANDIDATE_MAP).stat().st_size == entry["bytes"]
+    dropped = [i for i in range(len(source)) if i not in set(manifest.kept_indices())]
+    assert raw["version"] == 7 and raw["candidate_map"] == entry
+    assert entry["maps"] == len(dropped) and 0 < entry["mixed"] <= len(dropped)
+    assert entry["reconstructor"] == "framemae" and entry["model"] == result.model_versions["framemae"]
+    assert 0 < entry["switched"] < entry["mixed"] * entry["rows"] * entry["cols"]
+    assert entry["bytes"] < 0.03 * fb.bundle_bytes(plain)
+    before = _mean_psnr(source, _rebuilt(plain), dropped)
+    after = _mean_psnr(source, _rebuilt(mapped), dropped)
+    assert after > before + 0.3, (before, after)  # measured: +0.8 dB
+    # the kept frames are the same stream
+    assert _mean_psnr(source, _rebuilt(mapped), manifest.kept_indices()) == pytest.approx(
+        _mean_psnr(source, _rebuilt(plain), manifest.kept_indices()), abs=1e-9)
+    # linear is not given a map made for framemae's weights, and says so
+    np.testing.assert_array_equal(np.stack(_rebuilt(mapped, "linear")), np.stack(_rebuilt(plain, "linear")))
+    out = pipeline.reconstruct(mapped, tmp_path / "linear.mp4", reconstructor="linear")
+    assert len(out.warnings) == 1 and "candidate map" in out.warnings[0] and "not applied" in out.warnings[0]
+    assert pipeline.reconstruct(mapped, tmp_path / "mae.mp4").warnings == []
+
+
+def test_an_all_mix_map_gives_the_network_s_own_frames(bundles: tuple[Path, Path, pipeline.CompressResult]) -> None:
+    """The decoder's hook changes nothing where the map says ``MIX``: framemae with a map of zeros
+    rebuilds exactly the frames it rebuilds without one."""
+    plain, _, _ = bundles
+    with fb.open_bundle(plain) as folder:
+        manifest = fb.read_manifest(folder)
+        kept = list(pipeline.iter_kept(folder, manifest))
+    rebuilder = get_reconstructor("framemae")
+    indices = {k.index for k in kept}
+    n = manifest.n_frames
+    cell = cm.cell_size(*kept[0].rgb.shape[:2])
+    from framers.motion import net_scale
+
+    scale = net_scale(*kept[0].rgb.shape[:2])
+    rows, cols = cm.grid_shape(kept[0].rgb.shape[0] // scale, kept[0].rgb.shape[1] // scale, cell)
+    zeros = (np.zeros((rows, cols), np.uint8) for _ in range(n - len(indices)))
+    reader = cm.ChoiceReader(zeros, indices, n, cell)
+    frames = [KeptFrame(k.index, k.rgb) for k in kept]
+    with_map = np.stack(list(rebuilder.reconstruct(iter(frames), n, manifest.clip_len, manifest.pts,  # type: ignore[call-arg]
+                                                   choices=reader)))
+    without = np.stack(list(rebuilder.reconstruct(iter(frames), n, manifest.clip_len, manifest.pts)))
+    np.testing.assert_array_equal(with_map, without)
+
+
+def test_a_damaged_map_is_a_bundle_error(bundles: tuple[Path, Path, pipeline.CompressResult], tmp_path: Path) -> None:
+    _, mapped, _ = bundles
+    folder = tmp_path / "b"
+    with fb.open_bundle(mapped) as opened:
+        import shutil
+
+        shutil.copytree(opened, folder)
+    data = (folder / fb.CANDIDATE_MAP).read_bytes()
+    (folder / fb.CANDIDATE_MAP).write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=r"candidate_map\.bin has"):  # the manifest's checksums
+        fb.read_manifest(folder)
+    manifest = fb.read_manifest(folder, verify=False)  # past them, the decoder says it too
+    with pytest.raises(BundleError, match="candidate map"):
+        list(pipeline.iter_reconstructed(folder, manifest, get_reconstructor("framemae")))
+
+
+def test_cli_says_what_the_map_holds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compress", str(CLIP), "-o", str(tmp_path / "a.frs"), "--stride", "8", "--candidate-map",
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "candidate map:" in out and "mixed frames set to one candidate" in out and "framemae 1.0.0" in out
+    # every frame kept: nothing to map, and the output says so
+    assert main(["compress", str(CLIP), "-o", str(tmp_path / "b.frs"), "--stride", "1", "--candidate-map",
+                 "-q"]) == 0
+    assert "candidate map: none made" in capsys.readouterr().out
+    with fb.open_bundle(tmp_path / "b.frs") as folder:
+        assert not (folder / fb.CANDIDATE_MAP).exists()
