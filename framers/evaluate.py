@@ -152,6 +152,7 @@ def evaluate_video(path: Path, options: Options, workdir: Path) -> dict[str, Any
             bundles[key] = compress(
                 source, folder, selector=method.selector, keep=options.keep, stride=options.stride,
                 oracle_reconstructor=method.reconstructor, keyframe_codec=options.keyframe_codec,
+                candidate_map=options.candidate_map,
             )
         except Exception as exc:  # recorded per method
             bundles[key] = _error_text(exc)
@@ -357,6 +358,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate only the first N frames of each video (a lossless cut stands in for it)")
     parser.add_argument("--keep", type=int, default=defaults.KEEP, help="slots kept per 16-frame clip (slot selectors)")
     parser.add_argument("--stride", type=int, default=defaults.STRIDE, help="keep every Nth frame (stride selector)")
+    parser.add_argument("--candidate-map", action="store_true",
+                        help="bundles with a candidate map (compress --candidate-map); it applies to framemae "
+                             "only, whose bundle bytes then count it")
     parser.add_argument("--h264-reference", action=argparse.BooleanOptionalAction, default=True,
                         help="also encode each video with libx264 at each bundle's size and measure it")
     parser.add_argument("--ssim", action=argparse.BooleanOptionalAction, default=True,
@@ -383,6 +387,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     options = Options(
         methods=methods, keyframe_codec=args.keyframe_codec, max_frames=args.max_frames, keep=args.keep,
         stride=args.stride, h264_reference=args.h264_reference, structural=args.ssim, progress=not args.quiet,
+        candidate_map=args.candidate_map,
     )
     try:
         done = resumable(args.json, options) if args.resume else {}

@@ -83,6 +83,7 @@ class Options:
     h264_reference: bool = True
     structural: bool = True  # SSIM and MS-SSIM
     progress: bool = True
+    candidate_map: bool = False  # bundles with a candidate map (``compress(candidate_map=True)``)
 
 
 def settings_of(options: Options) -> dict[str, Any]:
@@ -96,6 +97,8 @@ def settings_of(options: Options) -> dict[str, Any]:
         "h264_reference": options.h264_reference,
         "ssim": options.structural,
         "psnr_cap_db": PSNR_CAP,
+        # only when asked: reports written before the option resume as they were
+        **({"candidate_map": True} if options.candidate_map else {}),
     }
 
 

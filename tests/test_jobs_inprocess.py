@@ -28,12 +28,12 @@ def ctx(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     context._context = None
 
 
-def _store_upload(ctx: Any, source: bytes, info: SourceInfo) -> str:
+def _store_upload(ctx: Any, source: bytes, info: SourceInfo, options: CompressOptions | None = None) -> str:
     records: RecordStore = ctx.records
     video_id = new_video_id()
     source_key = VideoKeys(video_id).source(".mp4")
     records.storage.put_bytes(source, source_key)
-    options = CompressOptions(selector="stride", keep=2, stride=4, reconstructor="linear")
+    options = options or CompressOptions(selector="stride", keep=2, stride=4, reconstructor="linear")
     records.save(VideoRecord(id=video_id, tenant="default", options=options, source=info, source_key=source_key))
     records.mark_pending(video_id, "compress")
     return video_id
@@ -74,6 +74,28 @@ def test_compress_then_reconstruct_in_process(ctx: Any, make_clip: Callable[...,
     output = VideoKeys(video_id).reconstruction("linear")
     assert ctx.storage.size(output) == state.output_bytes > 0
     assert state.frames == 40
+
+
+def test_a_candidate_map_job_records_the_map(ctx: Any) -> None:
+    """``candidate_map=true`` on a real clip: the job's record says what the map holds, and the
+    reconstruction by framemae (the model it was made for) gives no warning."""
+    clip = Path(__file__).parent / "data" / "mmaction2_test.avi"
+    info = SourceInfo(filename="test.avi", bytes=clip.stat().st_size, width=320, height=240, frames=164, fps=30,
+                      duration=164 / 30, codec="mpeg4")
+    options = CompressOptions(selector="stride", keep=2, stride=8, reconstructor="framemae", candidate_map=True)
+    video_id = _store_upload(ctx, clip.read_bytes(), info, options)
+    assert enqueue_once(ctx.redis, ctx.settings, compress_spec(ctx.settings, video_id))
+    _work(ctx)
+    record = ctx.records.load(video_id)
+    assert record.status is Status.done, record.error
+    entry = record.candidate_map
+    assert entry is not None and entry["reconstructor"] == "framemae" and entry["switched"] > 0
+    assert entry["maps"] == record.frames - record.kept_frames
+    assert enqueue_once(ctx.redis, ctx.settings, reconstruct_spec(ctx.settings, video_id, "framemae"))
+    _work(ctx)
+    state = ctx.records.load_reconstruction(video_id, "framemae")
+    assert state.status is Status.done, state.error
+    assert state.warnings == []
 
 
 def test_late_request_does_not_rerun_a_finished_reconstruction(ctx: Any, make_clip: Callable[..., Path]) -> None:

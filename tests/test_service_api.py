@@ -357,6 +357,7 @@ def test_not_multipart_is_rejected(stack: Any) -> None:
         ({"refresh_kbps": "50", "refresh": "0"}, "drop one of them"),
         ({"refresh_kbps": "nan"}, "finite number"),
         ({"target_psnr": "35", "refresh_kbps": "50"}, "drop refresh_kbps"),
+        ({"candidate_map": "maybe"}, "candidate_map"),
     ],
 )
 def test_bad_options_are_rejected(stack: Any, clip: Path, options: dict[str, str], needle: str) -> None:
