@@ -38,18 +38,19 @@ from framers import motion
 #: frames of 33 val clips at every 4th frame kept, with the map at ~1.7 % of the kept frames' bytes
 #: before this coder: a scratch probe of the eighteenth session; 16 px: +1.09 dB at 6.6 %)
 BLOCK_PX = 32
-#: choice 0: the network's mix; choice k > 0: candidate k − 1 alone
+#: choice 0: the network's mix; choice k > 0: the weights ``CODEBOOK[k − 1]`` over the candidates
 MIX = 0
-N_CHOICES = 1 + motion.N_CANDIDATES
+#: the fixed weights a block can be given instead of the network's: each candidate alone (a flow
+#: warp where it holds, ``linear`` where no flow does), and the two warps' mean (where both hold,
+#: their mean halves the noise of either); float32 [N_CHOICES − 1, K]
+CODEBOOK = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.5, 0.5]], np.float32)
+N_CHOICES = 1 + len(CODEBOOK)
 #: bits a block's switch away from the mix is priced at in the decision (a rare symbol of the
 #: adaptive coder: −log2 of its share)
 SWITCH_BITS = 8.0
 #: the coder's starting count of the mix in every context (1 for each candidate): maps of static
 #: video are nearly all mix, and a uniform start cost them ~2 bits a block while the counts learn
 MIX_PRIOR = 16.0
-#: contexts of the coder: the previous map's choice at the cell (N_CHOICES) × whether any of its
-#: 3×3 neighbourhood there is not the mix
-N_CONTEXTS = 2 * N_CHOICES
 
 
 def cell_size(height: int, width: int) -> int:
@@ -95,21 +96,37 @@ def choose(errors: np.ndarray, gain_needed: float) -> np.ndarray:
     return np.where(gain > gain_needed, best, MIX).astype(np.uint8)
 
 
-def apply_choices(weights: np.ndarray, choice: np.ndarray, cell: int) -> np.ndarray:
+def apply_choices(weights: np.ndarray, choice: np.ndarray, cell: int, codebook: np.ndarray = CODEBOOK) -> np.ndarray:
     """The mixing weights float32 [K, h, w] with every block whose ``choice`` (uint8 [rows, cols])
-    is k > 0 set to candidate k − 1 alone (one-hot); a new array. ValueError when the map does not
-    fit the grid."""
+    is k > 0 set to ``codebook[k − 1]`` (float [N, K]); a new array. ValueError when the map does
+    not fit the grid or the codebook."""
     k, h, w = weights.shape
-    if choice.shape != grid_shape(h, w, cell) or int(choice.max(initial=0)) > k:
+    if choice.shape != grid_shape(h, w, cell) or int(choice.max(initial=0)) > len(codebook) \
+            or codebook.shape[1:] != (k,):
         raise ValueError(f"candidate map {choice.shape} (max {int(choice.max(initial=0))}) does not fit weights "
-                         f"{weights.shape} in cells of {cell}")
+                         f"{weights.shape} in cells of {cell} with a codebook of {codebook.shape}")
     full = np.repeat(np.repeat(choice, cell, axis=0), cell, axis=1)[:h, :w]
     out = weights.copy()
     chosen = full > MIX
     if chosen.any():
-        one_hot = (np.arange(1, k + 1)[:, None] == full[chosen][None, :]).astype(weights.dtype)  # [K, m]
-        out[:, chosen] = one_hot
+        out[:, chosen] = codebook[full[chosen] - 1].T.astype(weights.dtype)  # [K, m]
     return out
+
+
+def codebook_images(candidates: Sequence[np.ndarray], codebook: np.ndarray = CODEBOOK) -> list[np.ndarray]:
+    """What each codebook entry makes of a frame's candidates (K float32 [H, W, 3]): one image per
+    entry, float32 [H, W, 3] (a one-hot entry is its candidate itself, not a copy)."""
+    images = []
+    for entry in codebook:
+        nonzero = [int(k) for k in np.flatnonzero(entry)]
+        if len(nonzero) == 1 and entry[nonzero[0]] == 1.0:
+            images.append(candidates[nonzero[0]])
+            continue
+        total = np.zeros_like(candidates[0])
+        for k in nonzero:
+            cv2.scaleAdd(candidates[k], float(entry[k]), total, dst=total)
+        images.append(total)
+    return images
 
 
 def squared_error(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -122,30 +139,32 @@ def squared_error(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def choose_blocks(frame: np.ndarray, candidates: Sequence[np.ndarray], truth: np.ndarray,
-                  net_shape: tuple[int, int], cell: int, gain_needed: float) -> np.ndarray:
+                  net_shape: tuple[int, int], cell: int, gain_needed: float,
+                  codebook: np.ndarray = CODEBOOK) -> np.ndarray:
     """One frame's map, uint8 [rows, cols] (``choose``): the mixed ``frame`` (uint8 [H, W, 3]) and
-    each of its ``candidates`` (K float32 [H, W, 3]) against the source ``truth`` (uint8 [H, W, 3])
-    per block."""
+    each ``codebook`` entry's image of its ``candidates`` (K float32 [H, W, 3]) against the source
+    ``truth`` (uint8 [H, W, 3]) per block."""
     target = truth.astype(np.float32)
-    errors = [cell_errors(squared_error(image, target), net_shape, cell) for image in (frame, *candidates)]
+    errors = [cell_errors(squared_error(image, target), net_shape, cell)
+              for image in (frame, *codebook_images(candidates, codebook))]
     return choose(np.stack(errors), gain_needed)
 
 
-def contexts(previous: np.ndarray) -> np.ndarray:
-    """Context index (int64 [rows, cols], 0 … N_CONTEXTS − 1) of every block, from the previous
-    map (uint8 [rows, cols]; all ``MIX`` before the first): its choice there, plus N_CHOICES when
-    any block of its 3×3 neighbourhood there left the mix."""
+def contexts(previous: np.ndarray, n_choices: int = N_CHOICES) -> np.ndarray:
+    """Context index (int64 [rows, cols], 0 … 2·n_choices − 1) of every block, from the previous
+    map (uint8 [rows, cols]; all ``MIX`` before the first): its choice there, plus ``n_choices``
+    when any block of its 3×3 neighbourhood there left the mix."""
     near = cv2.dilate((previous != MIX).astype(np.uint8), np.ones((3, 3), np.uint8),
                       borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return previous.astype(np.int64) + N_CHOICES * np.asarray(near, np.int64)
+    return previous.astype(np.int64) + n_choices * np.asarray(near, np.int64)
 
 
 class _Counts:
     """Per-context symbol counts, the same on both sides: from ``MIX_PRIOR`` for the mix and 1 for
     each candidate (most blocks of most frames keep the mix)."""
 
-    def __init__(self) -> None:
-        self.counts = np.ones((N_CONTEXTS, N_CHOICES))
+    def __init__(self, n_choices: int) -> None:
+        self.counts = np.ones((2 * n_choices, n_choices))
         self.counts[:, MIX] = MIX_PRIOR
 
     def probabilities(self, ctx: np.ndarray) -> np.ndarray:
@@ -163,17 +182,18 @@ def _categorical() -> Any:
 
 
 class CandidateMapWriter:
-    """Writes candidate maps (uint8 [rows, cols], values < N_CHOICES, one per dropped frame, in
+    """Writes candidate maps (uint8 [rows, cols], values < ``n_choices``, one per dropped frame, in
     frame order) to ``path`` as one range code. ``close`` writes the file, returns its bytes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, n_choices: int = N_CHOICES) -> None:
         import constriction
 
+        self.n_choices = n_choices
         self.path = Path(path)
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         self._encoder = constriction.stream.queue.RangeEncoder()
         self._model = _categorical()
-        self._counts = _Counts()
+        self._counts = _Counts(n_choices)
         self._previous: np.ndarray | None = None
         self.count = 0
         self.switched = 0
@@ -182,9 +202,9 @@ class CandidateMapWriter:
         """Code one frame's map. ValueError for another shape than the first's or a bad value."""
         choice = np.asarray(choice, np.uint8)
         previous = np.zeros_like(choice) if self._previous is None else self._previous
-        if previous.shape != choice.shape or int(choice.max(initial=0)) >= N_CHOICES:
+        if previous.shape != choice.shape or int(choice.max(initial=0)) >= self.n_choices:
             raise ValueError(f"candidate map {choice.shape} after {previous.shape}, max {int(choice.max(initial=0))}")
-        ctx = contexts(previous)
+        ctx = contexts(previous, self.n_choices)
         self._encoder.encode(choice.ravel().astype(np.int32), self._model, self._counts.probabilities(ctx))
         self._counts.update(ctx, choice)
         self._previous = choice
@@ -199,9 +219,10 @@ class CandidateMapWriter:
         return self.path.stat().st_size
 
 
-def iter_candidate_maps(path: Path, rows: int, cols: int, expected: int) -> Iterator[np.ndarray]:
-    """The maps a ``CandidateMapWriter`` wrote, uint8 [rows, cols] each, in order. ValueError when
-    the file is not such a code or holds another number than ``expected``."""
+def iter_candidate_maps(path: Path, rows: int, cols: int, expected: int,
+                        n_choices: int = N_CHOICES) -> Iterator[np.ndarray]:
+    """The maps a ``CandidateMapWriter`` of ``n_choices`` wrote, uint8 [rows, cols] each, in order.
+    ValueError when the file is not such a code or holds another number than ``expected``."""
     import constriction
 
     data = Path(path).read_bytes()
@@ -209,10 +230,10 @@ def iter_candidate_maps(path: Path, rows: int, cols: int, expected: int) -> Iter
         raise ValueError(f"candidate map is not a range code: {len(data)} bytes is not whole 32-bit words")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
     model = _categorical()
-    counts = _Counts()
+    counts = _Counts(n_choices)
     previous = np.zeros((rows, cols), np.uint8)
     for _ in range(expected):
-        ctx = contexts(previous)
+        ctx = contexts(previous, n_choices)
         try:
             choice = np.asarray(decoder.decode(model, counts.probabilities(ctx)), np.uint8).reshape(rows, cols)
         except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's word on invalid data
@@ -229,8 +250,10 @@ class ChoiceReader:
     per frame not in ``kept``, of ``n_frames``), and applied to a frame's mixing weights
     (``apply``). Windows are prepared in order on one thread, so the maps are read in one pass."""
 
-    def __init__(self, maps: Iterator[np.ndarray], kept: set[int], n_frames: int, cell: int) -> None:
+    def __init__(self, maps: Iterator[np.ndarray], kept: set[int], n_frames: int, cell: int,
+                 codebook: np.ndarray = CODEBOOK) -> None:
         self.cell = cell
+        self.codebook = codebook
         self._maps = maps
         self._dropped = (i for i in range(n_frames) if i not in kept)
         self.taken = 0
@@ -255,7 +278,7 @@ class ChoiceReader:
         from framers.errors import BundleError
 
         try:
-            return apply_choices(weights, self.take(index), self.cell)
+            return apply_choices(weights, self.take(index), self.cell, self.codebook)
         except ValueError as exc:
             raise BundleError(f"frame {index}: {exc}") from exc
 

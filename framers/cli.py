@@ -189,7 +189,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         for seg in report["segments"][:12]:
             # the plan's own prediction per segment: the estimate after coding is the video's only
             after = f", {seg['estimated_psnr']:.1f} dB estimated once coded" if "estimated_psnr" in seg else ""
-            print(f"    frames {seg['start']}-{seg['stop'] - 1}: every {seg['stride']} kept, CRF {seg['crf']}, "
+            # a segment of a few frames keeps them all whatever its stride (its first and last are kept)
+            frames = seg["stop"] - seg["start"]
+            every = ("every frame kept" if seg.get("kept") == frames
+                     else f"every {seg['stride']} kept" + (f" ({seg['kept']} of {frames})" if "kept" in seg else ""))
+            print(f"    frames {seg['start']}-{seg['stop'] - 1}: {every}, CRF {seg['crf']}, "
                   f"~{seg['predicted_psnr']:.1f} dB planned{after}")
         if len(report["segments"]) > 12:
             print(f"    … {len(report['segments']) - 12} more segments (manifest 'adaptive')")

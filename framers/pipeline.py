@@ -593,7 +593,15 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
     manifest's ``candidate_map`` entry (None when ``framemae`` mixes no frame). Raises BundleError
     when the source no longer gives the frames the bundle was made from, ModelError without the
     model."""
-    from framers.candidate_map import SWITCH_BITS, CandidateMapWriter, cell_size, choose_blocks, grid_shape, lagrangian
+    from framers.candidate_map import (
+        CODEBOOK,
+        SWITCH_BITS,
+        CandidateMapWriter,
+        cell_size,
+        choose_blocks,
+        grid_shape,
+        lagrangian,
+    )
     from framers.metrics import sq_error_sum
     from framers.motion import net_scale
 
@@ -611,7 +619,8 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
             decoded[frame.index] = frame.rgb
             yield frame
 
-    writer = CandidateMapWriter(folder / fb.CANDIDATE_MAP)
+    codebook = CODEBOOK
+    writer = CandidateMapWriter(folder / fb.CANDIDATE_MAP, 1 + len(codebook))
     mixed_frames = 0
     kept_error, kept_seen = 0.0, 0
     try:
@@ -633,7 +642,7 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
                     continue
                 lam = lagrangian(kept_error / max(1, kept_seen) * n_kept, kept_bits)
                 writer.write(choose_blocks(mixed.frame, mixed.candidates, original, net_shape, cell,
-                                           SWITCH_BITS * lam))
+                                           SWITCH_BITS * lam, codebook))
                 mixed_frames += 1
     finally:
         n_bytes = writer.close()
@@ -641,7 +650,8 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
         (folder / fb.CANDIDATE_MAP).unlink()
         return None
     return {"file": fb.CANDIDATE_MAP, "reconstructor": rebuilder.name,
-            "model": rebuilder.model_versions.get(rebuilder.name), "cell": cell, "rows": rows, "cols": cols,
+            "model": rebuilder.model_versions.get(rebuilder.name), "codebook": codebook.tolist(),
+            "cell": cell, "rows": rows, "cols": cols,
             "block_px": round(cell * scale), "maps": writer.count, "mixed": mixed_frames,
             "switched": writer.switched, "bytes": n_bytes}
 
@@ -748,10 +758,11 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
 
         entry = manifest.candidate_map
         assert entry is not None
+        codebook = np.asarray(entry["codebook"], np.float32)
         maps = iter_candidate_maps(folder / str(entry["file"]), int(entry["rows"]), int(entry["cols"]),
-                                   int(entry["maps"]))
+                                   int(entry["maps"]), 1 + len(codebook))
         choices = extra["choices"] = ChoiceReader(maps, set(manifest.kept_indices()), manifest.n_frames,
-                                                  int(entry["cell"]))
+                                                  int(entry["cell"]), codebook)
     # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
     for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
                                        manifest.pts, **extra):

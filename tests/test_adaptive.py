@@ -4,6 +4,7 @@ codec end to end on generated clips and on the failing inputs of ../shared/cases
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import av
@@ -1071,3 +1072,16 @@ def test_codec_yuv_skips_rgb_only_where_the_trip_gives_the_picture_back(
             assert conversion_mse(clip.frame(i), yuv) == 0.0
         else:
             assert all(np.array_equal(a, b) for a, b in zip(planes_of(yuv), planes_of(converted), strict=True))
+
+
+def test_a_few_frame_video_says_every_frame_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 2-frame video keeps both frames whatever the stride its one segment gets (a segment keeps
+    its first frame and a shot its last), and the per-segment line says so rather than "every 16
+    kept"; a 3-frame one keeps 2 of 3, and the line counts them."""
+    from tests.videogen import write_video
+
+    for frames, line in ((2, r"frames 0-1: every frame kept,"), (3, r"frames 0-2: every \d+ kept \(2 of 3\),")):
+        clip = write_video(tmp_path / f"{frames}.mp4", frames=frames)
+        assert cli_main(["compress", str(clip), "-o", str(tmp_path / f"{frames}.frs"), "--target-psnr", "30"]) == 0
+        out = capsys.readouterr().out
+        assert re.search(line, out), out

@@ -39,8 +39,11 @@ def test_apply_choices_sets_chosen_blocks_one_hot_and_leaves_the_rest() -> None:
     np.testing.assert_array_equal(out[:, untouched], weights[:, untouched])
     with pytest.raises(ValueError, match="does not fit"):
         cm.apply_choices(weights, np.zeros((3, 5), np.uint8), 3)
+    # the last codebook entry: the two warps' mean
+    half = cm.apply_choices(weights, np.full((4, 5), 4, np.uint8), 3)
+    np.testing.assert_array_equal(half, np.broadcast_to(np.array([0, 0.5, 0.5], np.float32)[:, None, None], (3, 10, 13)))
     with pytest.raises(ValueError, match="does not fit"):
-        cm.apply_choices(weights, np.full((4, 5), 4, np.uint8), 3)
+        cm.apply_choices(weights, np.full((4, 5), cm.N_CHOICES, np.uint8), 3)
 
 
 def test_cell_errors_sum_each_block_s_frame_pixels() -> None:
@@ -56,11 +59,19 @@ def test_cell_errors_sum_each_block_s_frame_pixels() -> None:
 
 
 def test_choose_leaves_the_mix_only_for_a_gain_over_the_threshold() -> None:
-    errors = np.array([[[100.0, 100.0, 100.0]], [[10.0, 95.0, 120.0]], [[50.0, 90.0, 130.0]], [[60.0, 99.0, 101.0]]])
+    errors = np.array([[[100.0, 100.0, 100.0]], [[10.0, 95.0, 120.0]], [[50.0, 90.0, 130.0]], [[60.0, 99.0, 101.0]],
+                       [[70.0, 98.0, 140.0]]])
     np.testing.assert_array_equal(cm.choose(errors, 8.0), [[1, 2, 0]])
     np.testing.assert_array_equal(cm.choose(errors, 20.0), [[1, 0, 0]])
     # λ = 2·D/R of the kept frames: twice the error per bit
     assert cm.lagrangian(1000.0, 40.0) == pytest.approx(50.0) and cm.lagrangian(5.0, 0) == 0.0
+
+
+def test_codebook_images_weigh_the_candidates() -> None:
+    cands = [np.full((2, 2, 3), v, np.float32) for v in (10.0, 20.0, 60.0)]
+    images = cm.codebook_images(cands)
+    assert len(images) == cm.N_CHOICES - 1 and images[1] is cands[1]
+    assert float(images[3][0, 0, 0]) == pytest.approx(40.0)
 
 
 def test_map_round_trip_and_damage(tmp_path: Path) -> None:

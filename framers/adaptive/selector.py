@@ -229,9 +229,9 @@ class Plan:
         return len(self.kept()) / self.n_frames if self.n_frames else 0.0
 
     def describe(self, estimates: list[float] | None = None) -> list[dict[str, Any]]:
-        """Per segment: frames, stride, CRF, the plan's predicted PSNR and bytes, and
-        ``estimates`` (dB, per segment: ``AdaptiveSelector.after_coding``'s) when given."""
-        out = [{"start": s.start, "stop": s.stop, "stride": c.stride, "crf": c.crf,
+        """Per segment: frames, stride, the frames it keeps, CRF, the plan's predicted PSNR and
+        bytes, and ``estimates`` (dB, per segment: ``AdaptiveSelector.after_coding``'s) when given."""
+        out = [{"start": s.start, "stop": s.stop, "stride": c.stride, "kept": len(s.kept(c.stride)), "crf": c.crf,
                 "predicted_psnr": round(c.psnr, 2), "predicted_bytes": round(c.bytes)}
                for s, c in zip(self.segments, self.choices, strict=True)]
         if estimates is not None:
