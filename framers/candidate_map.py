@@ -26,6 +26,7 @@ previous map as context (``contexts``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,12 +46,51 @@ MIX = 0
 #: their mean halves the noise of either); float32 [N_CHOICES − 1, K]
 CODEBOOK = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.5, 0.5]], np.float32)
 N_CHOICES = 1 + len(CODEBOOK)
+#: the codebook of a manifest that names none (the first v7 encoder's: each candidate alone)
+ONE_HOT_CODEBOOK = CODEBOOK[: motion.N_CANDIDATES]
 #: bits a block's switch away from the mix is priced at in the decision (a rare symbol of the
 #: adaptive coder: −log2 of its share)
 SWITCH_BITS = 8.0
 #: the coder's starting count of the mix in every context (1 for each candidate): maps of static
 #: video are nearly all mix, and a uniform start cost them ~2 bits a block while the counts learn
 MIX_PRIOR = 16.0
+
+
+@dataclass(frozen=True)
+class MapLayout:
+    """What a reader needs from the manifest's ``candidate_map`` entry: the grid (rows × cols of
+    cells of ``cell`` weight pixels), the number of maps, the codebook float32 [N, K]."""
+
+    rows: int
+    cols: int
+    cell: int
+    maps: int
+    codebook: np.ndarray
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], file_name: str) -> MapLayout:
+        """The layout of a manifest entry; ValueError naming the field that is missing or wrong
+        (the manifest carries no checksum of its own: a hand-edited one must fail clearly)."""
+        if not isinstance(entry, dict):
+            raise ValueError(f"expected an object, got {type(entry).__name__}")
+        if entry.get("file", file_name) != file_name:
+            raise ValueError(f"file must be {file_name}, not {entry.get('file')!r}")
+        values = {}
+        for name, low in (("rows", 1), ("cols", 1), ("cell", 1), ("maps", 0)):
+            value = entry.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer ≥ {low}, not {value!r}")
+            values[name] = value
+        raw = entry.get("codebook", ONE_HOT_CODEBOOK.tolist())
+        try:
+            codebook = np.asarray(raw, np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"codebook must be a list of weight lists, not {raw!r}"[:200]) from None
+        if codebook.ndim != 2 or codebook.shape[1] != motion.N_CANDIDATES or not 1 <= len(codebook) < 255 \
+                or not np.all(np.isfinite(codebook)):
+            raise ValueError(f"codebook must hold 1–254 lists of {motion.N_CANDIDATES} finite weights, "
+                             f"not shape {codebook.shape}")
+        return cls(codebook=codebook, **values)
 
 
 def cell_size(height: int, width: int) -> int:
@@ -226,8 +266,8 @@ def iter_candidate_maps(path: Path, rows: int, cols: int, expected: int,
     import constriction
 
     data = Path(path).read_bytes()
-    if len(data) % 4:
-        raise ValueError(f"candidate map is not a range code: {len(data)} bytes is not whole 32-bit words")
+    if len(data) % 4 or (expected and not data):
+        raise ValueError(f"candidate map is not a range code of {expected} maps: {len(data)} bytes")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
     model = _categorical()
     counts = _Counts(n_choices)
@@ -301,7 +341,7 @@ class ChoiceReader:
         try:
             choice = next(self._maps, None)
         except ValueError as exc:
-            raise BundleError(f"frame {index}: {exc}") from exc
+            raise BundleError(str(exc)) from exc
         if choice is None:
             raise BundleError(f"candidate map ends before frame {index}")
         return choice

@@ -114,9 +114,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if result.candidate_map:
         entry = result.candidate_map
         blocks = entry["mixed"] * entry["rows"] * entry["cols"]
-        print(f"  candidate map: {entry['switched']} of {blocks} blocks (~{entry['block_px']} px) of {entry['mixed']} "
-              f"mixed frames set to one candidate, {entry['bytes']} bytes, for {entry['reconstructor']} "
-              f"{entry['model']}")
+        mixed = entry["mixed"]
+        print(f"  candidate map: {entry['switched']} of {blocks} blocks (~{entry['block_px']} px) of {mixed} "
+              f"mixed frame{'s' if mixed != 1 else ''} given a fixed weighting of the candidates, "
+              f"{entry['bytes']} bytes, for {entry['reconstructor']} {entry['model']}")
     elif getattr(args, "candidate_map", None):
         print("  candidate map: none made (framemae mixes no frame of this video: every frame kept, held or "
               "rebuilt by linear)")

@@ -662,6 +662,8 @@ def candidate_map_applies(manifest: fb.Manifest, rebuilder: Reconstructor) -> bo
     entry = manifest.candidate_map
     if not entry:
         return False
+    if not isinstance(entry, dict):
+        raise BundleError(f"manifest's candidate_map: expected an object, got {type(entry).__name__}")
     return rebuilder.name == entry.get("reconstructor") and \
         rebuilder.model_versions.get(rebuilder.name) == entry.get("model")
 
@@ -754,15 +756,16 @@ def iter_reconstructed(folder: Path, manifest: fb.Manifest, rebuilder: Reconstru
     extra: dict[str, Any] = {}
     choices = None
     if candidate_map_applies(manifest, rebuilder):
-        from framers.candidate_map import ChoiceReader, iter_candidate_maps
+        from framers.candidate_map import ChoiceReader, MapLayout, iter_candidate_maps
 
-        entry = manifest.candidate_map
-        assert entry is not None
-        codebook = np.asarray(entry["codebook"], np.float32)
-        maps = iter_candidate_maps(folder / str(entry["file"]), int(entry["rows"]), int(entry["cols"]),
-                                   int(entry["maps"]), 1 + len(codebook))
-        choices = extra["choices"] = ChoiceReader(maps, set(manifest.kept_indices()), manifest.n_frames,
-                                                  int(entry["cell"]), codebook)
+        try:
+            layout = MapLayout.from_entry(manifest.candidate_map or {}, fb.CANDIDATE_MAP)
+        except ValueError as exc:
+            raise BundleError(f"manifest's candidate_map: {exc}") from exc
+        candidate_maps = iter_candidate_maps(folder / fb.CANDIDATE_MAP, layout.rows, layout.cols, layout.maps,
+                                             1 + len(layout.codebook))
+        choices = extra["choices"] = ChoiceReader(candidate_maps, set(manifest.kept_indices()), manifest.n_frames,
+                                                  layout.cell, layout.codebook)
     # timestamps: interpolation weights follow when frames are shown where the rate varies (c12)
     for frame in rebuilder.reconstruct(iter_kept(folder, manifest), manifest.n_frames, manifest.clip_len,
                                        manifest.pts, **extra):
