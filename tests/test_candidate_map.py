@@ -42,7 +42,8 @@ def test_apply_choices_sets_chosen_blocks_one_hot_and_leaves_the_rest() -> None:
         cm.apply_choices(weights, np.zeros((3, 5), np.uint8), 3)
     # the last codebook entry: the two warps' mean
     half = cm.apply_choices(weights, np.full((4, 5), 4, np.uint8), 3)
-    np.testing.assert_array_equal(half, np.broadcast_to(np.array([0, 0.5, 0.5], np.float32)[:, None, None], (3, 10, 13)))
+    mean_of_warps = np.array([0, 0.5, 0.5], np.float32)[:, None, None]
+    np.testing.assert_array_equal(half, np.broadcast_to(mean_of_warps, (3, 10, 13)))
     with pytest.raises(ValueError, match="does not fit"):
         cm.apply_choices(weights, np.full((4, 5), cm.N_CHOICES, np.uint8), 3)
 
