@@ -95,7 +95,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]], rate: str) -> str:
-    lines = [f"# Refresh layer vs the same pattern without it (rate basis: {rate})", "",
+    lines = [f"# Refresh layer or candidate map vs the same pattern without it (rate basis: {rate})", "",
              "| method | clips | BD-PSNR mean (dB, equal bytes) | median | BD-rate median | clips gaining "
              "| compress time / plain |",
              "|---|---|---|---|---|---|---|"]
