@@ -4,11 +4,12 @@
 ``linear`` and the two flow warps) with weights its network computes at a low resolution. The
 network mixes about as well as the single best candidate of the whole frame, 3 dB below a
 per-pixel oracle (BENCHMARKS.md section 2c). The encoder has the source: for every block of
-about ``BLOCK_PX`` pixels it measures the network's mix and each candidate alone against the
-source, and where a candidate alone is closer by more than it costs to say so, it signals that
-candidate. The decoder then sets the block's mixing weights to that candidate (one-hot) before
-the weights are upscaled, so the choice goes through the same composition as the network's own
-weights (numpy or the ONNX graph), with the bilinear upscaling's soft block edges.
+about ``BLOCK_PX`` pixels it measures the network's mix and each fixed weighting of the
+candidates in ``CODEBOOK`` (each candidate alone, the two warps' mean) against the source, and
+where one is closer by more than it costs to say so, it signals it. The decoder then sets the
+block's mixing weights to that weighting before the weights are upscaled, so the choice goes
+through the same composition as the network's own weights (numpy or the ONNX graph), with the
+bilinear upscaling's soft block edges.
 
 This is decoder-side interpolation with an encoder-signalled mode per block, as codecs signal a
 prediction mode: the candidates cost nothing to send (the decoder derives them from the kept

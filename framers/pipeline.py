@@ -129,7 +129,8 @@ def compress(
     refreshes ``defaults.REFRESH_SHARE`` of the blocks.
     ``candidate_map`` adds the candidate map of ``framers.candidate_map`` (any keep pattern): the
     dropped frames are rebuilt by ``framemae`` as the decoder will, and per block of each the
-    encoder signals the network's mix or one of its candidates (the source is read once more);
+    encoder signals the network's mix or a fixed weighting of its candidates (the source is read
+    once more);
     it applies to ``framemae`` of the same model version only.
     Raises InvalidVideoError, UnsupportedOptionError, BundleError.
     """
@@ -588,11 +589,11 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
                       progress: ProgressFn | None = None) -> dict[str, Any] | None:
     """Write the candidate map (``framers.candidate_map``) of an opened, complete bundle folder:
     rebuild its dropped frames with ``framemae`` exactly as the decoder will, read the source
-    again alongside, and choose per block the network's mix or one candidate at the kept frames'
-    trade-off (``lagrangian`` of their coding error so far and their stream's bits). Returns the
-    manifest's ``candidate_map`` entry (None when ``framemae`` mixes no frame). Raises BundleError
-    when the source no longer gives the frames the bundle was made from, ModelError without the
-    model."""
+    again alongside, and choose per block the network's mix or a fixed weighting of its candidates
+    (``candidate_map.CODEBOOK``) at the kept frames' trade-off (``lagrangian`` of their coding
+    error so far and their stream's bits). Returns the manifest's ``candidate_map`` entry (None
+    when ``framemae`` mixes no frame). Raises BundleError when the source no longer gives the
+    frames the bundle was made from, ModelError without the model."""
     from framers.candidate_map import (
         CODEBOOK,
         SWITCH_BITS,
@@ -610,7 +611,8 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
     scale = net_scale(height, width)
     net_shape, cell = (height // scale, width // scale), cell_size(height, width)
     rows, cols = grid_shape(*net_shape, cell)
-    n, n_kept = manifest.n_frames, len(manifest.kept_indices())
+    kept_set = set(manifest.kept_indices())
+    n, n_kept = manifest.n_frames, len(kept_set)
     kept_bits = 8.0 * fb.keyframes_path(folder, manifest).stat().st_size
     decoded: dict[int, np.ndarray] = {}  # kept frames read by the rebuild, until their source frame comes
 
@@ -631,9 +633,10 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
                 original = next(originals, None)
                 if original is None or original.shape[:2] != (height, width):
                     raise BundleError(f"candidate map pass: the source's frame {i} is missing or of another size")
-                if i in decoded:  # the kept frames' coding error so far sets the trade-off
-                    kept_error += float(sq_error_sum(decoded.pop(i), original))
-                    kept_seen += 1
+                if i in kept_set:  # the kept frames' coding error so far sets the trade-off
+                    if i in decoded:  # read by the rebuild before its window's frames come
+                        kept_error += float(sq_error_sum(decoded.pop(i), original))
+                        kept_seen += 1
                     continue
                 if i % 16 == 0:
                     _report(progress, REFRESH_PROGRESS_START + (0.95 - REFRESH_PROGRESS_START) * i / max(1, n))
