@@ -21,6 +21,8 @@ of all threads) beside the wall-clock fps.
   ``compress`` has that keyword (issue 12; skipped with a note otherwise); the report says
   whether the kept frames were coded once or twice (``recoded``) and how many dropped frames
   were rebuilt after coding (``rebuild_sample``), both part of its time.
+* ``fixed+cmap`` (``--candidate-map``): ``fixed`` with ``candidate_map=True`` (the map's encoder
+  pass: every dropped frame rebuilt at full resolution and compared with the source).
 * ``analysis V`` (``--analysis``): the adaptive mode's analysis pass alone with the probe of rate
   model V (``analysis_only``), to compare probes in the same run.
 
@@ -184,15 +186,18 @@ def adaptive_available() -> bool:
     return "target_psnr" in inspect.signature(pipeline.compress).parameters
 
 
-def plan(x264_crf: int, target: float, analysis: Sequence[str] = ()) -> tuple[dict[str, Callable[[Path, Path], int]],
-                                                                            list[str]]:
+def plan(x264_crf: int, target: float, analysis: Sequence[str] = (),
+         candidate_map: bool = False) -> tuple[dict[str, Callable[[Path, Path], int]], list[str]]:
     """The methods to time, and notes on what is skipped; ``analysis``: rate model versions whose
-    analysis pass is timed alone too (``analysis_only``)."""
+    analysis pass is timed alone too (``analysis_only``); ``candidate_map``: the fixed default
+    with ``--candidate-map`` too (``fixed+cmap``)."""
     methods: dict[str, Callable[[Path, Path], int]] = {
         "decode": decode_only,
         "x264_medium": lambda v, w: x264_medium(v, w, x264_crf),
         "fixed": lambda v, w: _compress(v, w, selector="stride", stride=4),
     }
+    if candidate_map:
+        methods["fixed+cmap"] = lambda v, w: _compress(v, w, selector="stride", stride=4, candidate_map=True)
     notes: list[str] = []
     if adaptive_available():
         methods["adaptive"] = AdaptiveRun(target)
@@ -293,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     parser.add_argument("--analysis", default="", help="rate model versions (comma-separated) whose analysis "
                                                         "pass alone is timed too, e.g. 1.1.0,1.2.0")
+    parser.add_argument("--candidate-map", action="store_true",
+                        help="time the fixed default with the candidate map too (fixed+cmap)")
+    parser.add_argument("--methods", default="", help="only these methods (comma-separated names, "
+                                                       "e.g. x264_medium,fixed,fixed+cmap); default all")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(None if argv is None else list(argv))
     resolutions = [r.strip() for r in args.resolutions.split(",") if r.strip()]
@@ -302,7 +311,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.source.is_file():
         print(f"compress_speed: {args.source}: no such file", file=sys.stderr)
         return 2
-    methods, notes = plan(args.x264_crf, args.target, [v.strip() for v in args.analysis.split(",") if v.strip()])
+    methods, notes = plan(args.x264_crf, args.target, [v.strip() for v in args.analysis.split(",") if v.strip()],
+                          args.candidate_map)
+    only = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if unknown := [m for m in only if m not in methods]:
+        print(f"compress_speed: unknown methods {', '.join(unknown)} (choose from {', '.join(methods)})",
+              file=sys.stderr)
+        return 2
+    if only:
+        methods = {name: fn for name, fn in methods.items() if name in only}
     for note in notes:
         print(f"compress_speed: note: {note}", flush=True)
     load_start = os.getloadavg()

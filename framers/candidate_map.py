@@ -179,16 +179,66 @@ def squared_error(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return summed.reshape(summed.shape[:2])
 
 
-def choose_blocks(frame: np.ndarray, candidates: Sequence[np.ndarray], truth: np.ndarray,
+def _add_squared_error(image: np.ndarray, target: np.ndarray, diff: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (float32 [n, W]) = Σ_RGB (image − target)² of a band (float32 [n, W, 3] each);
+    ``diff`` a scratch band of the same shape."""
+    cv2.subtract(image, target, dst=diff)
+    cv2.multiply(diff, diff, dst=diff)
+    out[...] = np.asarray(cv2.transform(diff, _RGB_SUM)).reshape(out.shape)
+
+
+_RGB_SUM = np.ones((1, 3), np.float32)
+#: rows of a band of ``block_errors``: its float32 RGB intermediates (~0.7 MB at 1080p) stay in the
+#: CPU cache; whole-frame passes (25 MB per 1080p float32 RGB image, each allocation paying page
+#: faults) were ~40 % of the map's encoder pass at 1080p (``bench/compress_speed.py --candidate-map``)
+BAND_ROWS = 32
+
+
+def block_errors(weights: np.ndarray, candidates: Sequence[np.ndarray], truth: np.ndarray,
+                 net_shape: tuple[int, int], cell: int, codebook: np.ndarray = CODEBOOK) -> np.ndarray:
+    """Squared error per block (RGB, summed; float64 [1 + N, rows, cols], ``cell_errors``) against
+    the source ``truth`` (uint8 [H, W, 3]) of (0) the network's mix: the candidates (K float32
+    [H, W, 3], ``motion.CANDIDATES`` order) mixed by its low-resolution weights (float32 [K, h, w],
+    a softmax) upscaled bilinearly, as ``motion.WindowFlows.interpolate`` mixes them before its
+    rounding (two ``cv2.blendLinear`` passes: within ~0.003 gray levels of Σ w_k·c_k), and (k) each
+    of the N ``codebook`` entries' weighting of them (``codebook_images``). Computed in bands of
+    ``BAND_ROWS`` rows."""
+    height, width = truth.shape[:2]
+    w1, w2 = (np.asarray(cv2.resize(np.ascontiguousarray(weights[k], np.float32), (width, height),
+                                    interpolation=cv2.INTER_LINEAR)) for k in (1, 2))
+    share = np.asarray(cv2.add(w1, w2))
+    w0 = np.subtract(np.float32(1.0), share)
+    entries = [[int(k) for k in np.flatnonzero(entry)] for entry in codebook]
+    pixel_errors = np.empty((1 + len(codebook), height, width), np.float32)
+    rows = min(BAND_ROWS, height)
+    target, image, diff = (np.empty((rows, width, 3), np.float32) for _ in range(3))
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        n, band = y1 - y0, slice(y0, y1)
+        t_, i_, d_ = target[:n], image[:n], diff[:n]
+        np.copyto(t_, truth[band], casting="unsafe")
+        c = [np.asarray(candidate[band], np.float32) for candidate in candidates]
+        cv2.blendLinear(c[1], c[2], w1[band], w2[band], dst=i_)  # the warps' share, then linear's
+        cv2.blendLinear(c[0], i_, w0[band], share[band], dst=i_)
+        _add_squared_error(i_, t_, d_, pixel_errors[0, band])
+        for k, (entry, nonzero) in enumerate(zip(codebook, entries, strict=True)):
+            if len(nonzero) == 1 and entry[nonzero[0]] == 1.0:
+                _add_squared_error(c[nonzero[0]], t_, d_, pixel_errors[1 + k, band])
+                continue
+            i_.fill(0.0)
+            for j in nonzero:
+                cv2.scaleAdd(c[j], float(entry[j]), i_, dst=i_)
+            _add_squared_error(i_, t_, d_, pixel_errors[1 + k, band])
+    return np.stack([cell_errors(e, net_shape, cell) for e in pixel_errors])
+
+
+def choose_blocks(weights: np.ndarray, candidates: Sequence[np.ndarray], truth: np.ndarray,
                   net_shape: tuple[int, int], cell: int, gain_needed: float,
                   codebook: np.ndarray = CODEBOOK) -> np.ndarray:
-    """One frame's map, uint8 [rows, cols] (``choose``): the mixed ``frame`` (uint8 [H, W, 3]) and
-    each ``codebook`` entry's image of its ``candidates`` (K float32 [H, W, 3]) against the source
-    ``truth`` (uint8 [H, W, 3]) per block."""
-    target = truth.astype(np.float32)
-    errors = [cell_errors(squared_error(image, target), net_shape, cell)
-              for image in (frame, *codebook_images(candidates, codebook))]
-    return choose(np.stack(errors), gain_needed)
+    """One frame's map, uint8 [rows, cols] (``choose``) from ``block_errors`` of the network's
+    mix (its ``weights`` float32 [K, h, w]) and each ``codebook`` entry's image of the frame's
+    ``candidates`` (K float32 [H, W, 3]) against the source ``truth`` (uint8 [H, W, 3])."""
+    return choose(block_errors(weights, candidates, truth, net_shape, cell, codebook), gain_needed)
 
 
 def contexts(previous: np.ndarray, n_choices: int = N_CHOICES) -> np.ndarray:

@@ -644,7 +644,7 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
                     writer.write(np.zeros((rows, cols), np.uint8))
                     continue
                 lam = lagrangian(kept_error / max(1, kept_seen) * n_kept, kept_bits)
-                writer.write(choose_blocks(mixed.frame, mixed.candidates, original, net_shape, cell,
+                writer.write(choose_blocks(mixed.weights, mixed.candidates, original, net_shape, cell,
                                            SWITCH_BITS * lam, codebook))
                 mixed_frames += 1
     finally:

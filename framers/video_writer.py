@@ -3,6 +3,7 @@ colour tags, aspect ratio and audio (muxed by time as video is written)."""
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -62,7 +63,11 @@ class VideoWriter:
 
     Audio packets (every audio stream of an ``.m4a`` file, as stored in bundles) are
     interleaved by time as video is written, so nothing is buffered for the whole video; their
-    timestamps are kept, so an audio track that starts late still starts late.
+    timestamps are kept, so an audio track that starts late still starts late. The output's
+    timeline starts at its earliest stream: when the first frame and every audio stream start
+    after 0 (an MPEG-TS capture at 600 s, a TS remux at 1.4 s), all are moved back by the
+    earliest start (in whole ticks of ``time_base``), as FFmpeg does by default, keeping the
+    streams' offsets to each other; a player would otherwise show a blank lead-in that long.
 
     ``colour`` (``{"primaries", "transfer", "matrix", "range"}``, FFmpeg enum ids, as in a
     manifest's ``source.colour.output``) sets the RGB -> YUV matrix and range and the tags of the
@@ -145,6 +150,8 @@ class VideoWriter:
         self._audio_streams: dict[int, Any] = {}
         self._transcoders: dict[int, OpusTranscoder] = {}
         self._pending_audio: av.Packet | None = None
+        self._audio_start: float | None = None  # seconds: the earliest start of an audio stream
+        self._shift: int | None = None  # ticks of time_base every timestamp is moved back by
         if audio_path is not None and Path(audio_path).is_file():
             self._audio_in = av.open(str(audio_path))
             for source in self._audio_in.streams.audio:
@@ -156,14 +163,38 @@ class VideoWriter:
                 copy_stream_tags(source, self._audio_streams[source.index])
             if self._audio_streams:
                 self._audio_packets = self._audio_in.demux(*self._audio_in.streams.audio)
+                starts = [float(a.start_time * a.time_base) for a in self._audio_in.streams.audio
+                          if a.start_time is not None and a.time_base]
+                self._audio_start = min(starts) if starts else 0.0
         self.frames_written = 0
+
+    def _start_shift(self, first_pts: int) -> int:
+        """Ticks every timestamp is moved back by: the earliest start of the first frame
+        (``first_pts``) and the audio streams, floored to a tick; 0 when any starts at or before 0."""
+        earliest = float(first_pts * self._time_base)
+        if self._audio_start is not None:
+            earliest = min(earliest, self._audio_start)
+        return max(0, math.floor(earliest / self._time_base)) if earliest > 0 else 0
+
+    def _shift_audio(self, packet: av.Packet) -> None:
+        """Move a demuxed audio packet back by the output's shift (in its own time base)."""
+        if not self._shift or packet.time_base is None:
+            return
+        ticks = round(self._shift * self._time_base / packet.time_base)
+        if packet.pts is not None:
+            packet.pts -= ticks
+        if packet.dts is not None:
+            packet.dts -= ticks
 
     def _mux_audio_until(self, seconds: float | None) -> None:
         if self._audio_packets is None:
             return
         while True:
-            packet = self._pending_audio or next(self._audio_packets, None)
-            self._pending_audio = None
+            packet, self._pending_audio = self._pending_audio, None
+            if packet is None:
+                packet = next(self._audio_packets, None)
+                if packet is not None:
+                    self._shift_audio(packet)
             if packet is None:
                 self._audio_packets = None
                 for transcoder in self._transcoders.values():
@@ -219,6 +250,9 @@ class VideoWriter:
         unless ``copy=False`` says the caller will not modify it (6 MB per 1080p frame)."""
         if rgb.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame {rgb.shape[1]}x{rgb.shape[0]} != writer {self.width}x{self.height}")
+        if self._shift is None:
+            self._shift = self._start_shift(pts)
+        pts -= self._shift
         self._mux_audio_until(float(pts * self._time_base))
         if self._display is not None:
             rgb = cv2.resize(rgb, self._display, interpolation=cv2.INTER_CUBIC)
@@ -231,10 +265,8 @@ class VideoWriter:
     def close(self) -> None:
         if self._held is not None:
             held, held_pts = self._held
-            if self._end_pts is not None and self._end_pts > held_pts:
-                duration = self._end_pts - held_pts
-            else:
-                duration = self._last_duration
+            end_pts = None if self._end_pts is None else self._end_pts - (self._shift or 0)
+            duration = end_pts - held_pts if end_pts is not None and end_pts > held_pts else self._last_duration
             self._held = None
             self._encode(held, held_pts, duration)
         self._mux_video(self._stream.encode(None))

@@ -143,6 +143,27 @@ def test_choice_meets_the_target_with_the_fewest_bytes() -> None:
         ratemodel.choose([moving], [[0]])
 
 
+def test_a_floor_keeps_every_segment_near_the_target() -> None:
+    """The choice minimises bytes for the *mean* PSNR: a shot whose PSNR is expensive (fast
+    motion) can be given up where another is cheap to raise far over the target (static bars). The
+    floor (``ratemodel.floored``, the selector's ``SEGMENT_FLOOR_DB``) keeps each segment within it
+    of the target; a segment that cannot reach the floor keeps only its best options."""
+    # bytes are cheap for the static segment's PSNR, and the moving one loses 1 dB per CRF step
+    static = _options({1: 100.0, 16: 20.0}, {1: 50.0, 16: 49.0}, slope=0.2)
+    moving = _options({1: 4000.0, 16: 300.0}, {1: 38.0, 16: 22.0}, slope=1.0)
+    free = ratemodel.choose([static, moving], [[0], [1]], target_psnr=35.0)
+    assert free[1].psnr < 29.0  # given up for the static shot's surplus
+    floor = 35.0 - selector.SEGMENT_FLOOR_DB
+    held = ratemodel.choose([ratemodel.floored(o, floor, 0.2) for o in (static, moving)], [[0], [1]],
+                            target_psnr=35.0)
+    assert all(c.psnr >= floor for c in held)
+    assert (held[0].psnr + held[1].psnr) / 2 >= 35.0 - 1e-6
+    assert sum(c.bytes for c in held) < ratemodel.PRICED_OUT
+    # a floor over what the segment can reach: its best options, not nothing
+    (best,) = ratemodel.choose([ratemodel.floored(moving, 55.0, 0.2)], [[0]], target_psnr=35.0)
+    assert best.psnr >= float((moving.psnr_sum / moving.frames).max()) - 0.2
+
+
 def test_choice_fills_the_gaps_between_the_hull_points() -> None:
     """The Lagrangian reaches only the convex hull of (bytes, PSNR); where PSNR falls unevenly with
     the CRF, the next hull point over a target can be far over it (the bench clip at 34 dB: planned
@@ -488,6 +509,35 @@ def test_a_one_frame_shot_ends_at_the_next_cut(tmp_path: Path) -> None:
     compress(source, tmp_path / "b.frs", selector="stride", stride=8)
     psnr = psnr_per_frame(list(iter_frames_rgb(source)), rebuild(tmp_path / "b.frs"))
     assert min(psnr[22:30]) > 22.0, psnr[20:30]  # a dissolve from the flash: 5-21 dB
+
+
+def test_no_shot_is_given_up_for_another_s_surplus(tmp_path: Path) -> None:
+    """A fresh-user trial's clip: 1 s of moving testsrc2 fading to black, a cut, 1 s of static
+    colour bars, at 35 dB. Planned for the mean alone, the first shot kept every 16th frame
+    (~25 dB planned, 12.6 dB at its worst frame) while the bars went to 47.5 dB: the target met on
+    the mean, one shot wrecked, nothing said. The floor keeps each segment's plan within
+    ``SEGMENT_FLOOR_DB`` of the target."""
+    from tests.videogen import lavfi_frames
+
+    size = "size=320x240:rate=25"
+    pictures = [*lavfi_frames(f"testsrc2={size},fade=out:st=0.4:d=0.6", 25), *lavfi_frames(f"smptebars={size}", 25)]
+    source = tmp_path / "fade_cut.mp4"
+    with av.open(str(source), mode="w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"crf": "16", "preset": "ultrafast"}
+        for i, picture in enumerate(pictures):
+            frame = picture.reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    result = compress(source, tmp_path / "b.frs", target_psnr=35.0)
+    segments = result.adaptive["segments"]
+    assert [s["start"] for s in segments][:2] == [0, 25]
+    floor = 35.0 - selector.SEGMENT_FLOOR_DB
+    assert all(s["predicted_psnr"] >= floor - 1e-6 for s in segments), segments
+    psnr = psnr_per_frame(list(iter_frames_rgb(source)), rebuild(tmp_path / "b.frs"))
+    assert psnr[:25].mean() > 25.0 and psnr.min() > 18.0, psnr.round(1)  # given up: 12.6-22 dB for a second
 
 
 # ----------------------------------------------------------------------------- real codec

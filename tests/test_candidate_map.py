@@ -272,3 +272,34 @@ def test_a_map_entry_without_a_codebook_reads_as_one_hot() -> None:
     layout = cm.MapLayout.from_entry({"rows": 2, "cols": 3, "cell": 4, "maps": 5}, fb.CANDIDATE_MAP)
     np.testing.assert_array_equal(layout.codebook, np.eye(3, dtype=np.float32))
     assert (layout.rows, layout.cols, layout.cell, layout.maps) == (2, 3, 4, 5)
+
+
+def test_the_encoder_measures_the_frames_the_decoder_makes(bundles: tuple[Path, Path, pipeline.CompressResult]) -> None:
+    """The map's encoder mixes the candidates it warped (``block_errors``, in bands) instead of
+    rebuilding each frame as the decoder does: its block errors of the mix must be those of the
+    decoder's own frames without a map (up to their rounding to uint8: ~0.25 per pixel)."""
+    plain, _, _ = bundles
+    with fb.open_bundle(plain) as folder:
+        manifest = fb.read_manifest(folder)
+        kept = list(pipeline.iter_kept(folder, manifest))
+    rebuilder = get_reconstructor("framemae")
+    n, source = manifest.n_frames, _frames(CLIP)
+    decoded = list(rebuilder.reconstruct(iter(kept), n, manifest.clip_len, manifest.pts))  # type: ignore[call-arg]
+    measured = [m for m in rebuilder.mixes(iter(kept), n, manifest.clip_len, manifest.pts) if m is not None]  # type: ignore[attr-defined]
+    assert len(measured) > 10
+    from framers.motion import net_scale
+
+    height, width = source[0].shape[:2]
+    scale = net_scale(height, width)
+    net_shape, cell = (height // scale, width // scale), cm.cell_size(height, width)
+    block_pixels = (cell * scale) ** 2
+    for mixed in measured[::4]:
+        errors = cm.block_errors(mixed.weights, mixed.candidates, source[mixed.index], net_shape, cell)
+        assert errors.shape[0] == cm.N_CHOICES
+        truth = source[mixed.index].astype(np.float32)
+        of_decoder = cm.cell_errors(cm.squared_error(decoded[mixed.index], truth), net_shape, cell)
+        np.testing.assert_allclose(errors[0], of_decoder, rtol=0.01, atol=0.6 * block_pixels)
+        images = cm.codebook_images(mixed.candidates)
+        for k, image in enumerate(images):  # the codebook's images, whole-frame
+            expected = cm.cell_errors(cm.squared_error(image, truth), net_shape, cell)
+            np.testing.assert_allclose(errors[1 + k], expected, rtol=1e-4, atol=1.0)

@@ -70,6 +70,15 @@ def props(path: Path, index: int | None = None) -> dict[str, Any]:
     return out
 
 
+def timeline_origin(path: Path, video_start: float) -> float:
+    """Where an output of ``path`` starts its timeline: the earliest of the video's first frame
+    (``video_start``, s) and every audio stream's start, 0 when any starts at or before 0."""
+    with av.open(str(path)) as c:
+        starts = [video_start] + [float(a.start_time * a.time_base) for a in c.streams.audio
+                                  if a.start_time is not None and a.time_base]
+    return max(0.0, min(starts))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
@@ -213,8 +222,11 @@ def test_cases_keep_duration(name: str, tmp_path: Path, capsys: pytest.CaptureFi
     out, _, _ = roundtrip(source, tmp_path, capsys)
     src, p = props(source), props(out)
     assert p["frames"] == src["frames"]
-    assert p["start"] == pytest.approx(src["start"], abs=0.002)
-    assert p["end"] == pytest.approx(src["end"], abs=0.002)
+    # the output's timeline starts at its earliest stream, as FFmpeg's does (c13: its AAC at
+    # 0.059 s, its video at 0.08 s come out at 0 and 0.021 s)
+    origin = timeline_origin(source, src["start"])
+    assert p["start"] == pytest.approx(src["start"] - origin, abs=0.002)
+    assert p["end"] == pytest.approx(src["end"] - origin, abs=0.002)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +355,24 @@ def test_audio_variants_every_stream_with_its_offset(tmp_path: Path, capsys: pyt
     for i in range(3):
         assert abs(beep_onset(out, i) - beep_onset(source, i)) < 0.01, i
     assert not printed_audio_warnings(said)
+
+
+@pytest.mark.parametrize(("fmt", "ext", "origin"), [("mpegts", "ts", 600.0), ("matroska", "mkv", 1.4)])
+def test_a_source_that_starts_late_plays_from_zero(fmt: str, ext: str, origin: float, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A broadcast capture whose clock reads 600 s at its first frame (or a TS remux at 1.4 s) is
+    not 10 minutes of nothing and then the video: every stream moves back by the earliest start,
+    as FFmpeg does, and the audio keeps its place against the first frame (a fresh-user trial's)."""
+    source = write_variant(tmp_path / f"late.{ext}", container_format=fmt, frames=40, width=64, height=48,
+                           origin=origin, audio=[dict(codec="aac", rate=48000, start=0.1, beep_at=0.9)])
+    before = props(source)
+    assert before["start"] > origin - 0.1
+    out, _, _ = roundtrip(source, tmp_path, capsys)
+    after = props(out)
+    assert after["start"] < 0.05 and after["end"] - after["start"] == pytest.approx(1.6, abs=0.05)
+    with av.open(str(out)) as container:
+        assert container.duration is not None and container.duration / 1e6 < 1.8
+    assert abs((beep_onset(out) - after["start"]) - (beep_onset(source) - before["start"])) < 0.01
 
 
 def test_surround_audio_stays_surround(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

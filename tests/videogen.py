@@ -138,6 +138,7 @@ def write_variant(
     extra_video_first: bool = False,
     options: dict[str, str] | None = None,
     alpha: bool = False,
+    origin: float = 0.0,
 ) -> Path:
     """A small video with one real-world property, from a lavfi source (``testsrc2``, ``smptebars``,
     ...), encoded with PyAV.
@@ -152,6 +153,8 @@ def write_variant(
     ``alpha``: the left half of every picture fully transparent, the rest opaque (use a ``pix_fmt``
     with alpha: rgba for png, argb for qtrle, yuva420p for ffv1/libvpx-vp9). ``extra_video_first``: a
     one-frame MJPEG video track (cover art) before the main one, the main one marked default.
+    ``origin``: seconds every stream's timestamps start from (an MPEG-TS capture's clock), the
+    audio's ``start`` and ``beep_at`` counted from it.
     """
     chain = f"{source}=size={width}x{height}:rate={fps}"
     if interlaced:  # fields at twice the rate, each half the height, woven into frames
@@ -224,7 +227,7 @@ def write_variant(
             pic.color_primaries, pic.color_trc = colour[0], colour[1]
         elif pic.format.name != pix_fmt:
             pic = pic.reformat(format=pix_fmt)
-        pic.pts = t if durations else i
+        pic.pts = (t if durations else i) + round(origin / time_base)
         pic.time_base = time_base
         t += durations[i] if durations else 1
         shown[pic.pts] = durations[i] if durations else 1
@@ -252,7 +255,7 @@ def write_variant(
             layout_name = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout=layout_name)
             frame.sample_rate = rate
-            frame.pts = round(start * rate) + s0
+            frame.pts = round((origin + start) * rate) + s0
             frame.time_base = Fraction(1, rate)
             for packet in a.encode(frame):
                 out.mux(packet)

@@ -644,6 +644,23 @@ def restricted(o: SegmentOptions, stride: int | None, crf_lo: int, crf_hi: int) 
     return SegmentOptions(o.strides[rows], o.crfs[cols], o.bytes[rows][:, cols], o.psnr_sum[rows][:, cols], o.frames)
 
 
+#: bytes added to an option ``floored`` prices out: more than μ·ΣPSNR reaches in ``_boundary``'s
+#: range (μ ≤ 1e9 bytes per dB·frame, ΣPSNR ≤ 60 dB × a segment's frames)
+PRICED_OUT = 1e15
+
+
+def floored(o: SegmentOptions, floor_psnr: float, slack: float) -> SegmentOptions:
+    """``o`` with every (stride, CRF) whose predicted mean PSNR (dB) is under ``floor_psnr`` priced
+    out (``PRICED_OUT`` more bytes: no choice takes it while the segment's shot has another); a
+    segment whose best option is under the floor keeps the options within ``slack`` dB of its best.
+    The choice minimises bytes for a *mean* PSNR, so it may give one shot up where another is cheap
+    to raise far over the target; a floor keeps every segment watchable."""
+    psnr = o.psnr_sum / max(1, o.frames)
+    floor = min(floor_psnr, float(psnr.max()) - slack)
+    return SegmentOptions(o.strides, o.crfs, np.where(psnr < floor, o.bytes + PRICED_OUT, o.bytes), o.psnr_sum,
+                          o.frames)
+
+
 @dataclass(frozen=True)
 class Choice:
     """The chosen stride and CRF of a segment, with its predicted bytes and mean PSNR (dB)."""

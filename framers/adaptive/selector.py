@@ -95,6 +95,13 @@ UNREACHABLE_SLACK_DB = 0.2
 MAX_BRACKETS = 2
 #: ``recoded``'s key for the estimate of the second, third, fourth coding (by brackets before it)
 CODING_ESTIMATES = ("second_estimate", "third_estimate", "fourth_estimate")
+#: no segment is planned more than this (dB) under a PSNR target (``ratemodel.floored``): the plan
+#: minimises bytes for the video's *mean* PSNR, and a fresh-user trial's clip (a fade to black, a cut,
+#: then static colour bars) had its first shot planned at 25 dB with every 16th frame kept (12.6 dB
+#: at its worst frame) while the static shot went to 47.5 dB, for a 35 dB target met on the mean.
+#: x264 at one CRF itself spreads shots over several dB (static colour bars ~10 dB over moving
+#: content), so the floor is wide; a segment whose best plan is under it gets its best
+SEGMENT_FLOOR_DB = 6.0
 #: bounds of the per-segment correction of the predicted coding error (measured / predicted)
 CODING_RATIO_RANGE = (0.25, 256.0)
 #: bounds of the correction of the predicted interpolation error by a rebuilt sample (measured /
@@ -469,7 +476,8 @@ class AdaptiveSelector(Selector):
         """The choice for ``target_psnr`` (with its margin when the margin is within reach). A
         target above the best predicted PSNR less ``UNREACHABLE_SLACK_DB`` (out of reach, or at
         the video's limit) is aimed at that instead: sets ``capped``, ``best_psnr`` and
-        ``colour_path_psnr``. So a higher target never plans less than a lower one."""
+        ``colour_path_psnr``. So a higher target never plans less than a lower one. No segment
+        is planned more than ``SEGMENT_FLOOR_DB`` under a reachable target where its shot allows it."""
         assert self.target_psnr is not None
         self.capped = False
         best = _mean_psnr(segments, ratemodel.choose(options, groups, target_psnr=math.inf))
@@ -484,7 +492,11 @@ class AdaptiveSelector(Selector):
         if best < aim:
             # the target itself is within reach, its margin is not: aim at the target
             aim = self.target_psnr
-        return ratemodel.choose(options, groups, target_psnr=aim)
+        floor = [ratemodel.floored(o, self.target_psnr - SEGMENT_FLOOR_DB, UNREACHABLE_SLACK_DB) for o in options]
+        choices = ratemodel.choose(floor, groups, target_psnr=aim)
+        if any(c.bytes >= ratemodel.PRICED_OUT for c in choices):  # a shot with no option over every floor
+            return ratemodel.choose(options, groups, target_psnr=aim)
+        return choices
 
     @property
     def aimed_psnr(self) -> float | None:

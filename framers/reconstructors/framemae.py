@@ -131,12 +131,11 @@ MIN_SIDE = 16
 @dataclass(frozen=True)
 class Mixed:
     """A frame ``framemae`` mixes (``FrameMAEReconstructor.mixes``): its index, the network's
-    weights float32 [K, h, w], the mixed frame uint8 [H, W, 3] and its K candidates float32
-    [H, W, 3] (``motion.CANDIDATES`` order)."""
+    weights float32 [K, h, w] and its K candidates float32 [H, W, 3] (``motion.CANDIDATES``
+    order); the decoder's frame is their mix (``candidate_map.block_errors`` measures it)."""
 
     index: int
     weights: np.ndarray
-    frame: np.ndarray
     candidates: list[np.ndarray]
 
 
@@ -285,8 +284,9 @@ class FrameMAEReconstructor(WindowReconstructor):
         """What the encoder of a candidate map (``framers.candidate_map``) measures: per frame of
         the video, in order, a ``Mixed`` for every frame the network mixes (between two kept
         frames, the flow gate passed) and None for the others (kept, held, ``linear`` by the
-        gate, or not the flowmix path). The frames are those ``reconstruct`` gives without a map,
-        one window at a time (no pipelining: the encoder's pass, not the decoder's)."""
+        gate, or not the flowmix path). Its weights and candidates are those of the frames
+        ``reconstruct`` gives without a map, one window at a time (no pipelining: the encoder's
+        pass, not the decoder's)."""
         cache = motion.FrameCache()
         for start, stop, window in iter_clip_windows(kept, n_frames, clip_len):
             cache.forget_before(window[0].index if window else start)
@@ -300,8 +300,7 @@ class FrameMAEReconstructor(WindowReconstructor):
                     yield None
                     continue
                 flows.drop_images(keep=(plan.before, plan.after))  # type: ignore[arg-type]
-                frame = flows.interpolate(plan, weights[:, j])
-                yield Mixed(plan.index, weights[:, j], frame, flows.candidates(plan, 1, as_list=True))
+                yield Mixed(plan.index, weights[:, j], flows.candidates(plan, 1, as_list=True))
             flows.drop_images()
         motion.release_workspace()
 
