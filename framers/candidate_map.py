@@ -18,7 +18,7 @@ trade-off (``lagrangian``: a switch is signalled where it gains more than ``SWIT
 would at λ).
 
 Blocks are whole cells of the network's weight grid (``cell_size``: ``round(BLOCK_PX /
-net_scale)`` weight pixels a side), so a block is 30–35 px at 480p–4K. One map per dropped frame,
+net_scale)`` weight pixels a side), so a block is 11–16 px from 240p to 1080p (22 at 4K). One map per dropped frame,
 in frame order (all zeros where the frame is not mixed: held frames, frames the flow gate hands to
 ``linear``), coded by an adaptive range coder (``constriction``) with the same cell of the
 previous map as context (``contexts``).
@@ -36,10 +36,11 @@ import numpy as np
 
 from framers import motion
 
-#: the block side the cells approximate, pixels (a 32×32 block choice gained +0.78 dB on the dropped
-#: frames of 33 val clips at every 4th frame kept, with the map at ~1.7 % of the kept frames' bytes
-#: before this coder: a scratch probe of the eighteenth session; 16 px: +1.09 dB at 6.6 %)
-BLOCK_PX = 32
+#: the block side the cells approximate, pixels: at equal bytes against the same bundles without a
+#: map, 6 train clips at every 4th frame kept (48 frames, CRF 18–36; nineteenth session, BENCHMARKS
+#: 2f) gained +0.56 dB with 32 px, +0.65 with 24, +0.73 with 16 and +0.70 with 8 (the map then 1.7,
+#: 3.0, 5.9 and 14.9 % of the bytes). A bundle's manifest names its own cell, so 32-px maps read.
+BLOCK_PX = 16
 #: choice 0: the network's mix; choice k > 0: the weights ``CODEBOOK[k − 1]`` over the candidates
 MIX = 0
 #: the fixed weights a block can be given instead of the network's: each candidate alone (a flow

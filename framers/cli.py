@@ -328,9 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "alone, refreshes "
                    f"{defaults.REFRESH_SHARE:g} of the blocks (as --refresh {defaults.REFRESH_SHARE:g})")
     p.add_argument("--candidate-map", action=argparse.BooleanOptionalAction, default=None,
-                   help="candidate map: the encoder rebuilds the dropped frames as framemae will and, per ~32-px "
-                   "block, signals the network's mix or one of its candidates alone where that is closer to the "
-                   "source by more than its bits cost at the kept frames' CRF (any keep pattern; the source is "
+                   help="candidate map: the encoder rebuilds the dropped frames as framemae will and, per ~16-px "
+                   "block, signals the network's mix or a fixed weighting of its candidates where that is closer "
+                   "to the source by more than its bits cost at the kept frames' CRF (any keep pattern; the source is "
                    f"read once more). Default: {'on' if defaults.CANDIDATE_MAP else 'off'}. Only framemae of "
                    "the same model version uses it. Gains at equal bytes: BENCHMARKS.md section 2f")
     p.add_argument("-q", "--quiet", action="store_true",

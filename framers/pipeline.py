@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
 from framers import bundle as fb
@@ -289,7 +290,11 @@ def compress(
         time_base = readers[-1].time_base
         fps = readers[-1].fps
         facts, audio = source_facts(readers[-1], extract_audio(source, folder / fb.AUDIO), info.has_audio)
-        facts["warnings"] = [*facts["warnings"], *truncation_warnings(info.frames, len(pts))]
+        facts["warnings"] = [*facts["warnings"], *(
+            truncation_warnings(info.frames, len(pts))
+            or ends_early_warnings(info.duration, (float(pts[0] * time_base), float(
+                (readers[-1].end_pts if readers[-1].end_pts is not None else pts[-1]) * time_base)),
+                audio_span(folder / fb.AUDIO)))]
         manifest = fb.Manifest(
             source={
                 "filename": source.name,
@@ -910,6 +915,36 @@ ANALYSIS_SHARE = 0.5
 #: hides a few leading frames) once this share and count are missing
 TRUNCATION_SHARE = 0.1
 TRUNCATION_FRAMES = 3
+
+
+#: a source whose streams end this long (s) and this share before its header's duration is cut off
+TRUNCATION_SECONDS = 0.5
+
+
+def audio_span(path: Path) -> tuple[float, float] | None:
+    """(earliest start, latest end) in seconds of the audio streams of a bundle's ``.m4a``; None
+    without one (or without timing)."""
+    if not path.is_file():
+        return None
+    with av.open(str(path)) as container:
+        spans = [(float(s.start_time * s.time_base), float((s.start_time + s.duration) * s.time_base))
+                 for s in container.streams.audio if s.start_time is not None and s.duration and s.time_base]
+    return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+
+
+def ends_early_warnings(declared: float, video: tuple[float, float], audio: tuple[float, float] | None) -> list[str]:
+    """A warning when the source's streams (``video`` and ``audio``: (start, end) in seconds) end
+    clearly before the duration its header declares (``declared``, s): a Matroska or WebM file
+    cut off keeps its header's duration but has no frame count to compare (a fresh-user trial's
+    file, cut at 60 %, read as a complete 1.2 s video). Audio longer than the video is not a cut."""
+    start, end = video
+    if audio is not None:
+        start, end = min(start, audio[0]), max(end, audio[1])
+    missing = declared - (end - start)
+    if missing > max(TRUNCATION_SECONDS, TRUNCATION_SHARE * declared):
+        return [f"the source declares {declared:.2f} s but its streams end after {end - start:.2f} s "
+                "(the file is probably truncated): the bundle holds what could be decoded"]
+    return []
 
 
 def truncation_warnings(declared: int, decoded: int) -> list[str]:

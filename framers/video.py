@@ -238,6 +238,14 @@ class FrameReader:
                 + ", ".join(f"#{s['index']} {s['codec']}" + (" (cover art)" if s.get("attached_pic") else "")
                             for s in ignored)
             )
+        # captions are the uploader's content (a platform re-attaches them, but must know to);
+        # data tracks (timecode, camera metadata: most phone and camera files) stay in the manifest
+        dropped = [s for s in facts["other_streams"] if s["type"] == "subtitle"]
+        if dropped:
+            facts["warnings"].append(
+                "subtitle streams not kept (the bundle holds video and audio only): "
+                + ", ".join(f"#{s['index']} {s['type']}" + (f" {s['codec']}" if s.get("codec") else "")
+                            for s in dropped))
         return facts
 
     def _packets_decoded(self) -> Iterator[av.VideoFrame]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from framers import bundle as fb
+from framers import pipeline
 from framers.cli import main as cli_main
 from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
 from framers.pipeline import compress, iter_reconstructed, reconstruct
@@ -272,6 +273,26 @@ def test_kept_frames_are_stored_as_arithmetic_runs() -> None:
         fb.decode_runs([[0, 0, 3]])
     with pytest.raises(BundleError):
         fb.per_clip([40], 40, 16)
+
+
+def test_a_cut_matroska_file_is_said_to_end_early(tmp_path: Path) -> None:
+    """Matroska writes its duration in the header and no frame count: a file cut at 60 % decodes
+    without an error, 1.2 s of a declared 2 s, and was read as a complete shorter video. Audio
+    that outlasts the video (a legitimate file) is not a cut."""
+    from tests.videogen import write_variant
+
+    whole = write_variant(tmp_path / "whole.mkv", container_format="matroska", frames=50, width=96, height=64,
+                          audio=[dict(codec="aac", rate=48000, beep_at=1.0)])
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    result = compress(cut, tmp_path / "cut.frs", selector="stride", stride=4)
+    notes = [w for w in result.warnings if "truncated" in w]
+    assert notes and "declares 2.0" in notes[0], result.warnings
+    assert not [w for w in compress(whole, tmp_path / "whole.frs", selector="stride", stride=4).warnings
+                if "truncated" in w]
+    assert pipeline.ends_early_warnings(3.0, (0.0, 2.0), (0.0, 3.0)) == []  # audio outlasts the video
+    assert pipeline.ends_early_warnings(3.0, (0.0, 2.0), None)
 
 
 def test_a_file_cut_after_its_index_is_said_to_be_truncated(tmp_path: Path) -> None:

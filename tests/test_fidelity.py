@@ -479,6 +479,34 @@ def test_stream_choice_variant_skips_cover_art(tmp_path: Path, capsys: pytest.Ca
     assert manifest["source"]["video_stream"] == 1 and "#0 mjpeg" in said
 
 
+@pytest.mark.parametrize(("ext", "codec", "payload"), [("mkv", "subrip", b"Hello"),
+                                                      ("mp4", "mov_text", b"\x00\x05Hello")])
+def test_a_subtitle_track_not_kept_is_said(ext: str, codec: str, payload: bytes, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Captions first in the file: the video is still the one used, and the warning says the
+    captions are not in the output (a fresh-user trial found them named only in the manifest)."""
+    source = tmp_path / f"subs.{ext}"
+    with av.open(str(source), mode="w") as out:
+        subs = out.add_mux_stream(codec)
+        subs.time_base = Fraction(1, 1000)
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        packet = av.Packet(payload)
+        packet.stream, packet.pts, packet.dts, packet.duration = subs, 0, 0, 1000
+        packet.time_base = Fraction(1, 1000)
+        out.mux(packet)
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame.reformat(format="yuv420p")))
+        out.mux(video.encode(None))
+    out_path, manifest, said = roundtrip(source, tmp_path, capsys)
+    assert props(out_path)["frames"] == 12 and manifest["source"]["video_stream"] == 1
+    line = next(line for line in said.splitlines() if "subtitle streams not kept" in line)
+    assert line.startswith("warning:") and "#0 subtitle" in line, line
+    assert any("subtitle" in w for w in manifest["source"]["warnings"])
+
+
 @pytest.mark.parametrize(
     ("codec", "pix_fmt", "fmt", "ext"),
     [("libx264", "yuv420p", "mp4", "mp4"), ("gif", "rgb8", "gif", "gif"), ("libx264", "yuv420p", "matroska", "mkv")],
