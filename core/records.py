@@ -115,8 +115,8 @@ class CompressOptions(BaseModel):
         "alone it refreshes 0.1 of the blocks; fixed patterns only)"
     )
     candidate_map: bool = Field(
-        default=False, description="Candidate map: per ~32-px block of each dropped frame, framemae's mix or one "
-        "of its candidates, chosen by the encoder against the source (any keep pattern)"
+        default=False, description="Candidate map: per ~16-px block of each dropped frame, framemae's mix or a "
+        "fixed weighting of its candidates, chosen by the encoder against the source (any keep pattern)"
     )
 
 

@@ -92,8 +92,9 @@ _FORM_SCHEMA: dict[str, Any] = {
                                          "description": "Refresh layer's byte budget: kbit/s over the video's "
                                          "duration (alone: 0.1 of the blocks; fixed patterns only)"},
                         "candidate_map": {"type": "boolean",
-                                          "description": "Candidate map: per ~32-px block of each dropped frame, "
-                                          "framemae's mix or one of its candidates, chosen against the source"},
+                                          "description": "Candidate map: per ~16-px block of each dropped frame, "
+                                          "framemae's mix or a fixed weighting of its candidates, chosen against "
+                                          "the source"},
                         "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
                                          "description": "http(s) URL that receives signed events "
                                          "(compress.done/failed, reconstruct.done/failed)"},
