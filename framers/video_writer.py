@@ -65,9 +65,10 @@ class VideoWriter:
     interleaved by time as video is written, so nothing is buffered for the whole video; their
     timestamps are kept, so an audio track that starts late still starts late. The output's
     timeline starts at its earliest stream: when the first frame and every audio stream start
-    after 0 (an MPEG-TS capture at 600 s, a TS remux at 1.4 s), all are moved back by the
-    earliest start (in whole ticks of ``time_base``), as FFmpeg does by default, keeping the
-    streams' offsets to each other; a player would otherwise show a blank lead-in that long.
+    after 0 (an MPEG-TS capture at 600 s, a TS remux at 1.4 s), or the first frame before 0 (a
+    wrapped clock), all are moved by the earliest start (in whole ticks of ``time_base``), as
+    FFmpeg does by default, keeping the streams' offsets to each other; a player would otherwise
+    show a blank lead-in that long, or drop what lies before 0 (``_start_shift``).
 
     ``colour`` (``{"primaries", "transfer", "matrix", "range"}``, FFmpeg enum ids, as in a
     manifest's ``source.colour.output``) sets the RGB -> YUV matrix and range and the tags of the
@@ -169,12 +170,14 @@ class VideoWriter:
         self.frames_written = 0
 
     def _start_shift(self, first_pts: int) -> int:
-        """Ticks every timestamp is moved back by: the earliest start of the first frame
-        (``first_pts``) and the audio streams, floored to a tick; 0 when any starts at or before 0."""
-        earliest = float(first_pts * self._time_base)
-        if self._audio_start is not None:
-            earliest = min(earliest, self._audio_start)
-        return max(0, math.floor(earliest / self._time_base)) if earliest > 0 else 0
+        """Ticks every timestamp is moved back by (forward when negative): the earliest start of
+        the first frame (``first_pts``) and the audio streams, floored to a tick, when that is
+        after 0 or the first frame is before 0 (an MPEG-TS whose clock wrapped: a player drops
+        what lies before 0, 1.2 s of a fresh-user trial's clip). Audio alone before 0 (an AAC
+        encoder's priming samples, ~21 ms) is left as it is: 0."""
+        video = float(first_pts * self._time_base)
+        earliest = video if self._audio_start is None else min(video, self._audio_start)
+        return math.floor(earliest / self._time_base) if earliest > 0 or video < 0 else 0
 
     def _shift_audio(self, packet: av.Packet) -> None:
         """Move a demuxed audio packet back by the output's shift (in its own time base)."""
