@@ -18,10 +18,10 @@ trade-off (``lagrangian``: a switch is signalled where it gains more than ``SWIT
 would at λ).
 
 Blocks are whole cells of the network's weight grid (``cell_size``: ``round(BLOCK_PX /
-net_scale)`` weight pixels a side), so a block is 11–18 px from 240p to 1080p (18 at 576p, 22 at 4K). One map per dropped frame,
-in frame order (all zeros where the frame is not mixed: held frames, frames the flow gate hands to
-``linear``), coded by an adaptive range coder (``constriction``) with the same cell of the
-previous map as context (``contexts``).
+net_scale)`` weight pixels a side), so a block is 11–18 px from 240p to 1080p (18 at 576p, 22 at
+4K). One map per dropped frame, in frame order (all zeros where the frame is not mixed: held
+frames, frames the flow gate hands to ``linear``), coded by an adaptive range coder
+(``constriction``) with the same cell of the previous map as context (``contexts``).
 """
 
 from __future__ import annotations

@@ -481,6 +481,20 @@ def test_scene_analyser_finds_the_cut_of_case_c18() -> None:
     assert cuts == [26]  # the fade to black afterwards is not a cut
 
 
+def write_pictures(path: Path, pictures: list[av.VideoFrame], crf: int) -> Path:
+    """Lavfi pictures as H.264 (x264 ultrafast at ``crf``, 4:2:0, 25 fps) in ``path``'s container."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = pictures[0].width, pictures[0].height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        for i, picture in enumerate(pictures):
+            frame = picture.reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 def test_a_one_frame_shot_ends_at_the_next_cut(tmp_path: Path) -> None:
     """A one-frame shot (a flash of bars) between two shots: scdet scores the frame after it near 0
     (its difference minus the flash's), so that cut was missed and the next shot was rebuilt as a
@@ -491,16 +505,7 @@ def test_a_one_frame_shot_ends_at_the_next_cut(tmp_path: Path) -> None:
     size = "size=96x64:rate=25"
     pictures = [*lavfi_frames(f"testsrc2={size}", 21), *lavfi_frames(f"smptebars={size}", 1),
                 *lavfi_frames(f"mandelbrot={size}", 20)]
-    source = tmp_path / "flash.mkv"
-    with av.open(str(source), mode="w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        stream.options = {"crf": "12", "preset": "ultrafast"}
-        for i, picture in enumerate(pictures):
-            frame = picture.reformat(format="yuv420p")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    source = write_pictures(tmp_path / "flash.mkv", pictures, crf=12)
     scenes = SceneAnalyser()
     with av.open(str(source)) as container:
         views = [scenes.feed(f) for f in container.decode(video=0)]
@@ -521,16 +526,7 @@ def test_no_shot_is_given_up_for_another_s_surplus(tmp_path: Path) -> None:
 
     size = "size=320x240:rate=25"
     pictures = [*lavfi_frames(f"testsrc2={size},fade=out:st=0.4:d=0.6", 25), *lavfi_frames(f"smptebars={size}", 25)]
-    source = tmp_path / "fade_cut.mp4"
-    with av.open(str(source), mode="w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {"crf": "16", "preset": "ultrafast"}
-        for i, picture in enumerate(pictures):
-            frame = picture.reformat(format="yuv420p")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    source = write_pictures(tmp_path / "fade_cut.mp4", pictures, crf=16)
     result = compress(source, tmp_path / "b.frs", target_psnr=35.0)
     segments = result.adaptive["segments"]
     assert [s["start"] for s in segments][:2] == [0, 25]
