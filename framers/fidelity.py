@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -405,6 +405,72 @@ def alpha_decoder(stream: Any) -> tuple[Any, bool]:
     except (av.error.FFmpegError, ValueError):
         return None, declared
     return decoder, declared
+
+
+#: frames at a video's start checked for woven fields when its stream says progressive: hard
+#: telecine (3:2 pulldown flagged progressive) and interlaced captures re-muxed without field flags
+COMB_CHECK_FRAMES = 24
+#: a frame is combed when its lines differ more from the mean of their two neighbours (the other
+#: field) than from the mean of the lines two away (their own field): ratio over 1. Measured on the
+#: first 60 frames (``comb_ratio``): ≤ 0.82 on every one of the 91 val/train videos, the ten cases'
+#: progressive ones and ~50 generated lavfi clips; 1.0–1.65 on woven fields in motion (c02; a PAL
+#: 50i capture; MPEG-2 TFF; 3:2 pulldown flagged progressive, 2 of 5 frames)
+COMB_RATIO = 1.0
+#: share of the checked frames combed for the video to be taken as interlaced (3:2 pulldown: 0.4;
+#: c02, whose motion starts late: 0.3)
+COMBED_SHARE = 0.1
+
+
+def comb_ratio(gray: np.ndarray) -> float:
+    """How woven a picture's lines look (uint8 or float [H, W] luma, H ≥ 5): mean |y − (y₋₁ + y₊₁)/2|
+    over mean |y − (y₋₂ + y₊₂)/2|, every 2nd column (``COMB_RATIO``: over 1 is combed)."""
+    y = np.asarray(gray[:, ::2], np.float32)
+    other = np.abs(y[2:-2] - 0.5 * (y[1:-3] + y[3:-1])).mean()
+    own = np.abs(y[2:-2] - 0.5 * (y[:-4] + y[4:])).mean()
+    return float(other / max(float(own), 1e-3))
+
+
+def field_parity(frames: Sequence[av.VideoFrame], time_base: Fraction) -> str:
+    """"tff" or "bff": which field FFmpeg's ``idet`` finds first in woven ``frames`` (single-frame
+    counts; ``idet`` alone cannot tell progressive from woven on synthetic pictures, so the caller
+    decides that with ``comb_ratio``); "tff" on a tie."""
+    graph = av.filter.Graph()
+    first = frames[0]
+    src = graph.add_buffer(width=first.width, height=first.height, format=first.format, time_base=time_base)
+    idet, sink = graph.add("idet"), graph.add("buffersink")
+    src.link_to(idet)
+    idet.link_to(sink)
+    graph.configure()
+    last: av.VideoFrame | None = None
+    for frame in frames:
+        graph.push(frame)
+        while True:
+            try:
+                pulled = graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+            assert isinstance(pulled, av.VideoFrame)
+            last = pulled
+    meta = dict(last.metadata) if last is not None else {}
+
+    def count(key: str) -> float:
+        try:
+            return float(meta.get(f"lavfi.idet.single.{key}", 0))
+        except ValueError:
+            return 0.0
+
+    return "bff" if count("bff") > count("tff") else "tff"
+
+
+def woven_parity(frames: Sequence[av.VideoFrame], time_base: Fraction) -> str | None:
+    """The field order (``field_parity``) when at least ``COMBED_SHARE`` of ``frames`` (decoded
+    pictures of a stream that says progressive) are combed (``comb_ratio``), else None."""
+    if not frames or frames[0].height < 8 or frames[0].format.name.startswith(("pal", "rgb", "bgr", "gbr")):
+        return None
+    combed = sum(comb_ratio(f.to_ndarray(format="gray")) > COMB_RATIO for f in frames)
+    if combed < max(2, COMBED_SHARE * len(frames)):
+        return None
+    return field_parity(frames, time_base)
 
 
 class Deinterlacer:

@@ -8,6 +8,7 @@ Nothing here holds more than one clip of frames, so memory does not grow with vi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,18 +25,22 @@ from framers.bundle import holds_bundle
 from framers.clip import Clip, Frame
 from framers.errors import FrameTooLargeError, InvalidVideoError
 from framers.fidelity import (
+    COMB_CHECK_FRAMES,
     DecodePlan,
     Deinterlacer,
     alpha_decoder,
     describe_streams,
     main_video_stream,
     plan_for,
+    woven_parity,
 )
 from framers.geometry import CLIP_LEN
 from framers.threads import limit_codec_context
 
 # Output timing resolution when a source has no usable time base.
 DEFAULT_TIME_BASE = Fraction(1, 90000)
+#: ``FrameReader._woven``'s answers by (path, size, mtime): the first reader of a source decides
+_WOVEN: dict[tuple[str, int, int], str | None] = {}
 
 
 @dataclass(frozen=True)
@@ -275,18 +280,47 @@ class FrameReader:
                 self.errors += 1
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
-        for frame in self._packets_decoded():
-            if self.plan is None:
-                lost = self._alpha_declared and self._alpha_decoder is None
-                self.plan = plan_for(self._stream, frame, alpha_lost=lost)
-                if self.plan.deinterlace:
-                    self._deinterlacer = Deinterlacer(frame, self.time_base, self.plan.deinterlace)
+        source = self._packets_decoded()
+        first = next(source, None)
+        if first is None:
+            return
+        lost = self._alpha_declared and self._alpha_decoder is None
+        self.plan = plan_for(self._stream, first, alpha_lost=lost)
+        head = [first]
+        if not self.plan.deinterlace:  # flagged progressive: look for woven fields all the same
+            head += itertools.islice(source, COMB_CHECK_FRAMES - 1)
+            parity = self._woven(head)
+            if parity:
+                self.plan.deinterlace = parity
+                self.plan.warnings.append(
+                    f"interlaced source ({parity}): flagged progressive, but its first frames hold woven fields "
+                    "(telecine or an interlaced capture); deinterlaced on input with bwdif, one frame per frame")
+        if self.plan.deinterlace:
+            self._deinterlacer = Deinterlacer(first, self.time_base, self.plan.deinterlace)
+        for frame in itertools.chain(head, source):
             if self._deinterlacer is not None:
                 yield from self._deinterlacer.push(frame)
             else:
                 yield frame
         if self._deinterlacer is not None:
             yield from self._deinterlacer.push(None)
+
+    def _woven(self, head: list[av.VideoFrame]) -> str | None:
+        """``fidelity.woven_parity`` of a video's first frames, once per file and process (the
+        codec reads a source several times)."""
+        try:
+            stat = self.path.stat()
+            key: tuple[str, int, int] | None = (str(self.path.resolve()), stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is not None and key in _WOVEN:
+            return _WOVEN[key]
+        parity = woven_parity(head, self.time_base)
+        if key is not None:
+            if len(_WOVEN) > 256:
+                _WOVEN.clear()
+            _WOVEN[key] = parity
+        return parity
 
     def _timed(self) -> Iterator[tuple[int, av.VideoFrame, int]]:
         """(index, decoded picture, pts) of every frame, pts made strictly increasing."""

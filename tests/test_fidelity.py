@@ -327,6 +327,49 @@ def test_field_variants_are_deinterlaced(order: str, fmt: str, tmp_path: Path,
     assert comb(p["first"]) < 0.7 * comb(src["first"])  # woven fields are gone (motion-only combing)
 
 
+@pytest.mark.parametrize(("chain", "order"), [
+    ("testsrc2=size=720x288:rate=50,weave=first_field=bottom", "bff"),  # a PAL capture, its flags lost
+    ("testsrc2=size=320x240:rate=24000/1001,telecine=pattern=23", "tff"),  # 3:2 pulldown, hard telecine
+])
+def test_woven_fields_flagged_progressive_are_found(chain: str, order: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Woven fields in frames the stream calls progressive (a fresh-user trial's telecined clip
+    came out with 2 of every 5 frames combed, and interpolated across them): found by how the
+    lines compare with the other field's (``fidelity.comb_ratio``), then deinterlaced and said."""
+    from framers.fidelity import COMB_RATIO, comb_ratio
+    from tests.videogen import lavfi_frames
+
+    pictures = lavfi_frames(chain, 24)
+    source = tmp_path / "woven.mp4"
+    with av.open(str(source), mode="w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = pictures[0].width, pictures[0].height, "yuv420p"
+        stream.options = {"crf": "14", "preset": "ultrafast"}
+        for i, picture in enumerate(pictures):
+            frame = picture.reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+    def ratios(path: Path) -> list[float]:
+        with av.open(str(path)) as c:
+            return [comb_ratio(f.to_ndarray(format="gray")) for f in c.decode(video=0)]
+
+    assert sum(r > COMB_RATIO for r in ratios(source)) >= 6 and not props(source)["interlaced"]
+    out_path, manifest, said = roundtrip(source, tmp_path, capsys)
+    assert manifest["source"]["deinterlaced"] == f"bwdif ({order})" and "flagged progressive" in said
+    after = ratios(out_path)
+    assert len(after) == 24 and max(after) < COMB_RATIO
+
+
+def test_progressive_clips_are_not_taken_for_woven(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Synthetic progressive pictures with fine detail (testsrc2, mandelbrot; FFmpeg's ``idet``
+    calls 83-100 % of testsrc2's frames interlaced) keep their lines."""
+    source = write_variant(tmp_path / "fine.mp4", source="mandelbrot", width=128, height=96, frames=24)
+    _, manifest, said = roundtrip(source, tmp_path, capsys)
+    assert manifest["source"].get("deinterlaced") is None and "interlaced" not in said
+
+
 @pytest.mark.parametrize(
     ("codec", "pix_fmt", "fmt", "ext"),
     [("png", "rgba", "mov", "mov"), ("ffv1", "yuva420p", "matroska", "mkv"), ("libvpx-vp9", "yuva420p", "webm", "webm"),
