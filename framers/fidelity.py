@@ -462,12 +462,22 @@ def field_parity(frames: Sequence[av.VideoFrame], time_base: Fraction) -> str:
     return "bff" if count("bff") > count("tff") else "tff"
 
 
+def _luma(frame: av.VideoFrame) -> np.ndarray:
+    """A picture's luma, uint8 [H, W]: 8-bit planar YUV's first plane as it lies in memory (no
+    conversion: at 1080p ~6 ms a frame less), anything else converted to gray."""
+    if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"):
+        plane = frame.planes[0]
+        rows = np.frombuffer(memoryview(plane), np.uint8)[: plane.height * plane.line_size]
+        return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+    return np.asarray(frame.to_ndarray(format="gray"))
+
+
 def woven_parity(frames: Sequence[av.VideoFrame], time_base: Fraction) -> str | None:
     """The field order (``field_parity``) when at least ``COMBED_SHARE`` of ``frames`` (decoded
     pictures of a stream that says progressive) are combed (``comb_ratio``), else None."""
     if not frames or frames[0].height < 8 or frames[0].format.name.startswith(("pal", "rgb", "bgr", "gbr")):
         return None
-    combed = sum(comb_ratio(f.to_ndarray(format="gray")) > COMB_RATIO for f in frames)
+    combed = sum(comb_ratio(_luma(f)) > COMB_RATIO for f in frames)
     if combed < max(2, COMBED_SHARE * len(frames)):
         return None
     return field_parity(frames, time_base)
