@@ -171,15 +171,6 @@ def codebook_images(candidates: Sequence[np.ndarray], codebook: np.ndarray = COD
     return images
 
 
-def squared_error(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-pixel squared error summed over RGB, float32 [H, W], of ``image`` (uint8 or float
-    [H, W, 3]) against ``truth`` (float32 [H, W, 3], or uint8)."""
-    diff = cv2.subtract(np.asarray(image, np.float32), np.asarray(truth, np.float32))
-    squared = cv2.multiply(diff, diff)
-    summed = np.asarray(cv2.transform(squared, np.ones((1, 3), np.float32)))  # one channel: the RGB sum
-    return summed.reshape(summed.shape[:2])
-
-
 def _add_squared_error(image: np.ndarray, target: np.ndarray, diff: np.ndarray, out: np.ndarray) -> None:
     """``out`` (float32 [n, W]) = Σ_RGB (image − target)² of a band (float32 [n, W, 3] each);
     ``diff`` a scratch band of the same shape."""
@@ -209,7 +200,6 @@ def block_errors(weights: np.ndarray, candidates: Sequence[np.ndarray], truth: n
                                     interpolation=cv2.INTER_LINEAR)) for k in (1, 2))
     share = np.asarray(cv2.add(w1, w2))
     w0 = np.subtract(np.float32(1.0), share)
-    entries = [[int(k) for k in np.flatnonzero(entry)] for entry in codebook]
     pixel_errors = np.empty((1 + len(codebook), height, width), np.float32)
     rows = min(BAND_ROWS, height)
     target, image, diff = (np.empty((rows, width, 3), np.float32) for _ in range(3))
@@ -222,14 +212,8 @@ def block_errors(weights: np.ndarray, candidates: Sequence[np.ndarray], truth: n
         cv2.blendLinear(c[1], c[2], w1[band], w2[band], dst=i_)  # the warps' share, then linear's
         cv2.blendLinear(c[0], i_, w0[band], share[band], dst=i_)
         _add_squared_error(i_, t_, d_, pixel_errors[0, band])
-        for k, (entry, nonzero) in enumerate(zip(codebook, entries, strict=True)):
-            if len(nonzero) == 1 and entry[nonzero[0]] == 1.0:
-                _add_squared_error(c[nonzero[0]], t_, d_, pixel_errors[1 + k, band])
-                continue
-            i_.fill(0.0)
-            for j in nonzero:
-                cv2.scaleAdd(c[j], float(entry[j]), i_, dst=i_)
-            _add_squared_error(i_, t_, d_, pixel_errors[1 + k, band])
+        for k, entry_image in enumerate(codebook_images(c, codebook)):
+            _add_squared_error(entry_image, t_, d_, pixel_errors[1 + k, band])
     return np.stack([cell_errors(e, net_shape, cell) for e in pixel_errors])
 
 

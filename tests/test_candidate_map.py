@@ -274,6 +274,11 @@ def test_a_map_entry_without_a_codebook_reads_as_one_hot() -> None:
     assert (layout.rows, layout.cols, layout.cell, layout.maps) == (2, 3, 4, 5)
 
 
+def _squared_error(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The reference: per-pixel squared error summed over RGB, float32 [H, W]."""
+    return ((np.asarray(image, np.float64) - truth) ** 2).sum(axis=-1).astype(np.float32)
+
+
 def test_the_encoder_measures_the_frames_the_decoder_makes(bundles: tuple[Path, Path, pipeline.CompressResult]) -> None:
     """The map's encoder mixes the candidates it warped (``block_errors``, in bands) instead of
     rebuilding each frame as the decoder does: its block errors of the mix must be those of the
@@ -297,7 +302,7 @@ def test_the_encoder_measures_the_frames_the_decoder_makes(bundles: tuple[Path, 
         errors = cm.block_errors(mixed.weights, mixed.candidates, source[mixed.index], net_shape, cell)
         assert errors.shape[0] == cm.N_CHOICES
         truth = source[mixed.index].astype(np.float32)
-        of_decoder = cm.cell_errors(cm.squared_error(decoded[mixed.index], truth), net_shape, cell)
+        of_decoder = cm.cell_errors(_squared_error(decoded[mixed.index], truth), net_shape, cell)
         # the decoder warps RGBA with per-axis flow maps, the candidates RGB with the resized flow:
         # the same positions up to ~1e-5 px, a level or two at sharp edges, so a few blocks differ more
         close = np.isclose(errors[0], of_decoder, rtol=0.05, atol=block_pixels)
@@ -305,5 +310,5 @@ def test_the_encoder_measures_the_frames_the_decoder_makes(bundles: tuple[Path, 
         assert errors[0].sum() == pytest.approx(of_decoder.sum(), rel=0.01)
         images = cm.codebook_images(mixed.candidates)
         for k, image in enumerate(images):  # the codebook's images, whole-frame
-            expected = cm.cell_errors(cm.squared_error(image, truth), net_shape, cell)
+            expected = cm.cell_errors(_squared_error(image, truth), net_shape, cell)
             np.testing.assert_allclose(errors[1 + k], expected, rtol=1e-4, atol=1.0)
