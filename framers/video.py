@@ -288,8 +288,7 @@ class FrameReader:
         self.plan = plan_for(self._stream, first, alpha_lost=lost)
         head = [first]
         if not self.plan.deinterlace:  # flagged progressive: look for woven fields all the same
-            head += itertools.islice(source, COMB_CHECK_FRAMES - 1)
-            parity = self._woven(head)
+            parity = self._woven(head, source)
             if parity:
                 self.plan.deinterlace = parity
                 self.plan.warnings.append(
@@ -305,9 +304,10 @@ class FrameReader:
         if self._deinterlacer is not None:
             yield from self._deinterlacer.push(None)
 
-    def _woven(self, head: list[av.VideoFrame]) -> str | None:
-        """``fidelity.woven_parity`` of a video's first frames, once per file and process (the
-        codec reads a source several times)."""
+    def _woven(self, head: list[av.VideoFrame], source: Iterator[av.VideoFrame]) -> str | None:
+        """``fidelity.woven_parity`` of a video's first ``COMB_CHECK_FRAMES`` frames (``head``, the
+        first decoded, is extended from ``source``), once per file and process: the codec reads a
+        source several times, and later readers neither look ahead nor measure."""
         try:
             stat = self.path.stat()
             key: tuple[str, int, int] | None = (str(self.path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -315,6 +315,7 @@ class FrameReader:
             key = None
         if key is not None and key in _WOVEN:
             return _WOVEN[key]
+        head += itertools.islice(source, COMB_CHECK_FRAMES - len(head))
         parity = woven_parity(head, self.time_base)
         if key is not None:
             if len(_WOVEN) > 256:
