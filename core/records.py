@@ -160,6 +160,10 @@ class VideoRecord(JobState):
     keep_source: bool = Field(default=False, description="Keep the upload after compression (for comparisons)")
     bundle_bytes: int | None = None
     frames: int | None = None
+    duration: float | None = Field(
+        default=None, description="Seconds the bundle plays: what could be decoded of the source (`source` "
+        "holds what the upload's header declared, which a truncated file overstates)"
+    )
     kept_frames: int | None = None
     compress_seconds: float | None = None
     cuts: list[int] = Field(default_factory=list, description="Scene cuts found by the encoder (first frames of shots)")

@@ -20,8 +20,10 @@ def extract_audio(source: Path, dest: Path) -> dict[str, object] | None:
     audio that starts late stays late.
     Returns a description for the manifest: the first kept stream's fields (``codec``, ``copied``,
     ``source_codec``, ``sample_rate``, ``channels``) plus ``streams`` (one entry per kept stream,
-    with ``source_index`` and ``start`` in seconds) and ``dropped`` (streams that could not be
-    kept, with the reason); or None when no audio stream could be kept (``dest`` removed).
+    with ``source_index`` and ``start`` in seconds), ``dropped`` (streams that could not be
+    kept, with the reason) and, for audio that starts before 0, ``timeline_offset`` (seconds every
+    timestamp of the ``.m4a`` is ahead of the source's, see ``timeline_offset``); or None when no audio
+    stream could be kept (``dest`` removed).
     """
     try:
         inp = av.open(str(source), metadata_errors="ignore")
@@ -42,9 +44,11 @@ def extract_audio(source: Path, dest: Path) -> dict[str, object] | None:
                                 "reason": "no audio frame could be decoded"})
         if not usable:
             return {"dropped": dropped, "streams": []}
+        offset = timeline_offset(usable)
         out = av.open(str(dest), mode="w", format="mp4")
         try:
-            writers = [_AudioStreamWriter(out, stream, _stream_bit_rate(source, stream.index)) for stream in usable]
+            writers = [_AudioStreamWriter(out, stream, _stream_bit_rate(source, stream.index), offset)
+                       for stream in usable]
             for packet in inp.demux(*usable):
                 writers[usable.index(packet.stream)].feed(packet)  # type: ignore[arg-type]
             for writer in writers:
@@ -78,7 +82,23 @@ def extract_audio(source: Path, dest: Path) -> dict[str, object] | None:
         dest.unlink(missing_ok=True)
         return {"dropped": dropped, "streams": []}
     return {**{k: v for k, v in kept[0].items() if k not in ("source_index", "layout", "start", "downmixed")},
-            "streams": kept, "dropped": dropped}
+            "streams": kept, "dropped": dropped, **({"timeline_offset": offset} if offset else {})}
+
+
+def timeline_offset(streams: list[Any]) -> float:
+    """Seconds (≥ 0) the bundle's ``.m4a`` moves the audio ``streams`` (PyAV streams) forward: how
+    far the earliest of their start times lies before 0, else 0. An MP4 cannot present a time
+    before 0: its muxer hides what lies there behind an edit list and a reader drops all but about
+    a second of it (an MPEG-TS whose 33-bit clock wraps 1.2 s in reads from −1.2 s: a fresh-user
+    trial's output lost its first 0.23 s of audio). The reader of the ``.m4a`` subtracts it again
+    (``framers.video_writer.VideoWriter``'s ``audio_offset``)."""
+    starts = [float(s.start_time * s.time_base) for s in streams if s.start_time is not None and s.time_base]
+    return max(0.0, -min(starts)) if starts else 0.0
+
+
+def audio_offset(audio: dict[str, Any] | None) -> float:
+    """The ``timeline_offset`` of a manifest's ``audio`` entry (0 for bundles written before it)."""
+    return float((audio or {}).get("timeline_offset", 0.0))
 
 
 def audio_warnings(audio: dict[str, Any] | None, source_has_audio: bool) -> list[str]:
@@ -223,8 +243,9 @@ def copy_stream_tags(source: Any, dest: Any) -> None:
 class _AudioStreamWriter:
     """One source audio stream into the bundle's m4a: AAC copied, anything else transcoded."""
 
-    def __init__(self, out: Any, source: Any, source_rate: float | None = None) -> None:
+    def __init__(self, out: Any, source: Any, source_rate: float | None = None, offset: float = 0.0) -> None:
         self.out = out
+        self.offset = offset  # seconds added to every timestamp (``timeline_offset``)
         self.source = source
         ctx = source.codec_context
         self.source_codec = ctx.name
@@ -256,6 +277,10 @@ class _AudioStreamWriter:
         if self.copied:
             if packet.dts is None:
                 return
+            if self.offset and packet.time_base is not None:
+                ticks = round(self.offset / packet.time_base)
+                packet.pts = None if packet.pts is None else packet.pts + ticks
+                packet.dts += ticks
             packet.stream = self.stream
             self.out.mux(packet)
             return
@@ -266,7 +291,7 @@ class _AudioStreamWriter:
         for frame in frames:
             if self.next_pts is None:  # the stream's start time survives (late audio stays late)
                 start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else self.start
-                self.next_pts = round(start * self.rate)
+                self.next_pts = round((start + self.offset) * self.rate)
             self._encode(self.resampler.resample(frame))  # type: ignore[arg-type]
 
     def _encode(self, frames: list[av.AudioFrame]) -> None:

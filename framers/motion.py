@@ -121,7 +121,7 @@ def _remap2(image: np.ndarray, grid: np.ndarray, flow: np.ndarray, amount: float
             image,
             mapping,
             None,
-            interpolation=cv2.INTER_LINEAR,  # type: ignore[call-overload]
+            interpolation=cv2.INTER_LINEAR,  # type: ignore[call-overload, unused-ignore]  # stubs differ across OpenCV 4 and 5
             borderMode=cv2.BORDER_REPLICATE,
         )
     )

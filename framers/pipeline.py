@@ -21,7 +21,7 @@ import numpy as np
 from framers import bundle as fb
 from framers import defaults
 from framers.adaptive.coding import codec_yuv
-from framers.audio import extract_audio
+from framers.audio import audio_offset, extract_audio
 from framers.clip import Clip
 from framers.errors import BundleError, InvalidVideoError, UnsupportedOptionError
 from framers.geometry import CLIP_LEN, SLOT_LEN
@@ -294,7 +294,7 @@ def compress(
             truncation_warnings(info.frames, len(pts))
             or ends_early_warnings(info.duration, (float(pts[0] * time_base), float(
                 (readers[-1].end_pts if readers[-1].end_pts is not None else pts[-1]) * time_base)),
-                audio_span(folder / fb.AUDIO)))]
+                audio_span(folder / fb.AUDIO, audio_offset(audio))))]
         manifest = fb.Manifest(
             source={
                 "filename": source.name,
@@ -848,7 +848,8 @@ def reconstruct(
         partial = output.with_name(f"{output.name}.partial.{container}")
         try:
             with VideoWriter(partial, width, height, manifest.time_base, manifest.fps, audio, crf=output_crf,
-                             codec=codec, container=container, **writer_options(manifest.source)) as writer:
+                             codec=codec, container=container, audio_offset=audio_offset(manifest.audio),
+                             **writer_options(manifest.source)) as writer:
                 writes = BackgroundWrites(writer)
                 try:
                     for i, frame in enumerate(iter_reconstructed(folder, manifest, rebuilder)):
@@ -921,15 +922,16 @@ TRUNCATION_FRAMES = 3
 TRUNCATION_SECONDS = 0.5
 
 
-def audio_span(path: Path) -> tuple[float, float] | None:
-    """(earliest start, latest end) in seconds of the audio streams of a bundle's ``.m4a``; None
-    without one (or without timing)."""
+def audio_span(path: Path, offset: float = 0.0) -> tuple[float, float] | None:
+    """(earliest start, latest end) in seconds of the audio streams of a bundle's ``.m4a`` on the
+    source's timeline (less the manifest's ``audio.timeline_offset``, ``offset``); None without
+    one (or without timing)."""
     if not path.is_file():
         return None
     with av.open(str(path)) as container:
         spans = [(float(s.start_time * s.time_base), float((s.start_time + s.duration) * s.time_base))
                  for s in container.streams.audio if s.start_time is not None and s.duration and s.time_base]
-    return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+    return (min(a for a, _ in spans) - offset, max(b for _, b in spans) - offset) if spans else None
 
 
 def ends_early_warnings(declared: float, video: tuple[float, float], audio: tuple[float, float] | None) -> list[str]:

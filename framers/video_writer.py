@@ -69,6 +69,8 @@ class VideoWriter:
     wrapped clock), all are moved by the earliest start (in whole ticks of ``time_base``), as
     FFmpeg does by default, keeping the streams' offsets to each other; a player would otherwise
     show a blank lead-in that long, or drop what lies before 0 (``_start_shift``).
+    ``audio_offset`` (s): how far the ``.m4a``'s timestamps are ahead of the video's (a bundle's
+    ``audio.timeline_offset``: audio that started before 0 is stored moved forward).
 
     ``colour`` (``{"primaries", "transfer", "matrix", "range"}``, FFmpeg enum ids, as in a
     manifest's ``source.colour.output``) sets the RGB -> YUV matrix and range and the tags of the
@@ -95,6 +97,7 @@ class VideoWriter:
         b_frames: bool = True,
         codec: str = "h264",
         container: str = "mp4",
+        audio_offset: float = 0.0,
     ) -> None:
         from framers.outputs import FORMATS, OpusTranscoder, check_container, encoder_settings
 
@@ -153,6 +156,7 @@ class VideoWriter:
         self._pending_audio: av.Packet | None = None
         self._audio_start: float | None = None  # seconds: the earliest start of an audio stream
         self._shift: int | None = None  # ticks of time_base every timestamp is moved back by
+        self._audio_offset = audio_offset  # seconds the .m4a's timestamps are ahead of the video's
         if audio_path is not None and Path(audio_path).is_file():
             self._audio_in = av.open(str(audio_path))
             for source in self._audio_in.streams.audio:
@@ -166,7 +170,7 @@ class VideoWriter:
                 self._audio_packets = self._audio_in.demux(*self._audio_in.streams.audio)
                 starts = [float(a.start_time * a.time_base) for a in self._audio_in.streams.audio
                           if a.start_time is not None and a.time_base]
-                self._audio_start = min(starts) if starts else 0.0
+                self._audio_start = (min(starts) if starts else 0.0) - audio_offset
         self.frames_written = 0
 
     def _start_shift(self, first_pts: int) -> int:
@@ -181,9 +185,9 @@ class VideoWriter:
 
     def _shift_audio(self, packet: av.Packet) -> None:
         """Move a demuxed audio packet back by the output's shift (in its own time base)."""
-        if not self._shift or packet.time_base is None:
+        if not (self._shift or self._audio_offset) or packet.time_base is None:
             return
-        ticks = round(self._shift * self._time_base / packet.time_base)
+        ticks = round(((self._shift or 0) * self._time_base + Fraction(self._audio_offset)) / packet.time_base)
         if packet.pts is not None:
             packet.pts -= ticks
         if packet.dts is not None:

@@ -143,6 +143,8 @@ class JobView(BaseModel):
     source: SourceInfo
     sizes: Sizes
     frames: int | None
+    duration: float | None = Field(default=None, description="Seconds the bundle plays: what could be decoded "
+                                   "(source.duration is what the upload's header declared)")
     kept_frames: int | None
     compress_seconds: float | None
     model_versions: dict[str, str]
@@ -160,6 +162,10 @@ class JobView(BaseModel):
     )
     refresh: dict[str, Any] | None = Field(
         default=None, description="The refresh layer (share, blocks, pictures, bytes, CRF, the reconstructor it is for)"
+    )
+    candidate_map: dict[str, Any] | None = Field(
+        default=None, description="The candidate map (blocks set to one candidate, mixed frames, bytes, the "
+                                  "reconstructor and model version it is for)"
     )
     warnings: list[str] = Field(default_factory=list, description="Deliberate changes to the source, "
                                 "e.g. deinterlaced, HDR tone-mapped, alpha flattened, audio dropped")
@@ -203,12 +209,14 @@ class JobView(BaseModel):
                 ratio=round(bundle / record.source.bytes, 6) if bundle and record.source.bytes else None,
             ),
             frames=record.frames,
+            duration=record.duration,
             kept_frames=record.kept_frames,
             compress_seconds=record.compress_seconds,
             model_versions=record.model_versions,
             cuts=record.cuts,
             adaptive=record.adaptive,
             refresh=record.refresh,
+            candidate_map=record.candidate_map,
             warnings=list(record.warnings),
             reconstructions={s.name: ReconstructionView.of(s) for s in reconstructions},
             source_kept=not record.source_deleted,

@@ -421,6 +421,21 @@ def test_a_source_that_starts_late_plays_from_zero(fmt: str, ext: str, origin: f
     assert abs((beep_onset(out) - after["start"]) - (beep_onset(source) - before["start"])) < 0.01
 
 
+@pytest.mark.parametrize("codec", ["aac", "mp2"])  # copied into the bundle / transcoded
+def test_audio_before_zero_is_kept_whole(codec: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrapped TS clock puts the first 1.2 s before 0: an MP4 (the bundle's ``.m4a``) hides what
+    lies there behind an edit list and a reader drops all but ~1 s of it, so the output's audio
+    began 0.23 s late (a fresh-user trial's). Stored moved forward (``timeline_offset``), every
+    sample comes back, in place against the first frame."""
+    source = write_variant(tmp_path / "wrapped.ts", container_format="mpegts", frames=40, width=64, height=48,
+                           origin=95442.5, audio=[dict(codec=codec, rate=48000, beep_at=0.05)])
+    out, manifest, _ = roundtrip(source, tmp_path, capsys)
+    assert 1.2 < manifest["audio"]["timeline_offset"] < 1.26  # where the first audio frame lies before 0
+    before, after = props(source), props(out)
+    assert abs(audio_level(out)[1] - audio_level(source)[1]) < 0.03, (audio_level(out), audio_level(source))
+    assert abs((beep_onset(out) - after["start"]) - (beep_onset(source) - before["start"])) < 0.01
+
+
 def test_surround_audio_stays_surround(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """5.1 AC-3 and 5.1 PCM are transcoded to 5.1 AAC, not folded to stereo
     (a fresh-user trial: Opus and PCM 5.1 were downmixed while AAC 5.1 was copied), in time; a

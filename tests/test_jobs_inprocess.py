@@ -15,6 +15,7 @@ from core.queues import compress_spec, connect, enqueue_once, reconstruct_spec
 from core.records import CompressOptions, RecordStore, SourceInfo, Status, VideoKeys, VideoRecord, new_video_id
 from core.settings import Settings
 from tests.conftest import TEST_SETTINGS
+from tests.videogen import write_variant
 
 
 @pytest.fixture
@@ -96,6 +97,23 @@ def test_a_candidate_map_job_records_the_map(ctx: Any) -> None:
     state = ctx.records.load_reconstruction(video_id, "framemae")
     assert state.status is Status.done, state.error
     assert state.warnings == []
+
+
+def test_a_truncated_upload_records_what_was_decoded(ctx: Any, tmp_path: Path) -> None:
+    """A Matroska file cut at 60 % keeps its header's 2 s: the record's ``source`` says what the
+    upload declared, its ``duration`` what the bundle plays, and a warning says why they differ."""
+    whole = write_variant(tmp_path / "whole.mkv", container_format="matroska", frames=50, width=64, height=48)
+    data = whole.read_bytes()[: int(whole.stat().st_size * 0.6)]
+    info = SourceInfo(filename="cut.mkv", bytes=len(data), width=64, height=48, frames=50, fps=25, duration=2.0,
+                      codec="h264")
+    video_id = _store_upload(ctx, data, info)
+    assert enqueue_once(ctx.redis, ctx.settings, compress_spec(ctx.settings, video_id))
+    _work(ctx)
+    record = ctx.records.load(video_id)
+    assert record.status is Status.done, record.error
+    assert record.source.duration == 2.0 and record.duration is not None
+    assert 0.5 < record.duration < 1.6 and record.frames is not None and record.frames < 40
+    assert any("truncated" in w for w in record.warnings), record.warnings
 
 
 def test_late_request_does_not_rerun_a_finished_reconstruction(ctx: Any, make_clip: Callable[..., Path]) -> None:

@@ -537,18 +537,19 @@ def test_keep_without_selector_uses_the_learned_selector(
         assert job["status"] == "done" and job["options"]["selector"] == "uniform"
 
 
-def test_refresh_field_adds_the_layer_and_the_job_shows_it(
+def test_refresh_and_candidate_map_fields_add_their_layers_and_the_job_shows_them(
     stack: Any, make_clip: Callable[..., Path], wait_for: Callable[..., Any]
 ) -> None:
     """Form field refresh (issue 15): alone it runs the fixed default pattern with a refresh layer
     made for the video's reconstructor; the job record shows the layer, and the default
-    reconstruction uses it (no warning)."""
+    reconstruction uses it (no warning). Form field candidate_map: the job shows the map too."""
     video = make_clip(width=96, height=64, frames=40)
     with stack.client(KEY_A) as client:
         response = upload(client, video, refresh="0.2")
         off = upload(client, video, refresh="0")
         budget = upload(client, video, refresh_kbps="40")
-        assert all(r.status_code == 202 for r in (response, off, budget)), (response.text, off.text, budget.text)
+        mapped = upload(client, video, stride="4", candidate_map="true", reconstructor="framemae")
+        assert all(r.status_code == 202 for r in (response, off, budget, mapped)), (response.text, mapped.text)
         video_id = response.json()["id"]
         job = wait_job(client, video_id, wait_for)
         assert job["status"] == "done", f"{job}\n{stack.worker_logs()}"
@@ -563,6 +564,10 @@ def test_refresh_field_adds_the_layer_and_the_job_shows_it(
         assert budget_job["options"]["refresh"] == 0.1  # the share a budget alone refreshes
         assert budget_job["adaptive"] is None and budget_job["refresh"]["kbps"] == 40
         assert budget_job["refresh"]["share"] == 0.1 and "crf" not in budget_job["refresh"]
+        mapped_job = wait_job(client, mapped.json()["id"], wait_for)  # the job shows the map as it shows the layer
+        assert mapped_job["status"] == "done" and mapped_job["candidate_map"]["reconstructor"] == "framemae"
+        assert mapped_job["candidate_map"]["maps"] == 40 - mapped_job["kept_frames"] and job["candidate_map"] is None
+        assert mapped_job["duration"] == pytest.approx(mapped_job["source"]["duration"], abs=0.01)
         rebuilt = wait_reconstruction(client, video_id, wait_for)
         assert rebuilt.status_code == 200
         job = wait_for(lambda: (j := client.get(f"/jobs/{video_id}").json())["reconstructions"][

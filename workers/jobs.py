@@ -124,6 +124,7 @@ def compress_video(video_id: str) -> dict[str, Any]:
         record.finished_at = utcnow()
         record.bundle_bytes = int(result.bundle_bytes)
         record.frames, record.kept_frames = int(result.frames), int(result.kept_frames)
+        record.duration = round(float(result.duration), 6)
         record.compress_seconds = float(result.seconds)
         record.model_versions = dict(result.model_versions)
         record.cuts = list(result.cuts)
