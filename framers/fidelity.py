@@ -484,14 +484,17 @@ def woven_parity(frames: Sequence[av.VideoFrame], time_base: Fraction) -> str | 
 
 
 class Deinterlacer:
-    """FFmpeg's ``bwdif`` (send_frame: one output frame per input frame) through a PyAV graph."""
+    """FFmpeg's ``bwdif`` (send_frame: one output frame per input frame) through a PyAV graph:
+    every frame, or with ``only_flagged`` the frames flagged interlaced only (``deint=interlaced``;
+    the others pass unchanged). ``parity``: ``tff``, ``bff`` or ``auto`` (each frame's own flag)."""
 
-    def __init__(self, first: av.VideoFrame, time_base: Fraction, parity: str) -> None:
+    def __init__(self, first: av.VideoFrame, time_base: Fraction, parity: str, only_flagged: bool = False) -> None:
         self._time_base = time_base
         self._graph = av.filter.Graph()
         src = self._graph.add_buffer(width=first.width, height=first.height, format=first.format,
                                      time_base=time_base)
-        bwdif = self._graph.add("bwdif", f"mode=send_frame:parity={parity}:deint=all")
+        deint = "interlaced" if only_flagged else "all"
+        bwdif = self._graph.add("bwdif", f"mode=send_frame:parity={parity}:deint={deint}")
         sink = self._graph.add("buffersink")
         src.link_to(bwdif)
         bwdif.link_to(sink)

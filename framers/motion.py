@@ -100,9 +100,33 @@ def _dis(preset: str = DEFAULT_FLOW_PRESET) -> cv2.DISOpticalFlow:
     return cv2.DISOpticalFlow_create(FLOW_PRESETS[preset])  # type: ignore[attr-defined]
 
 
+#: DIS (OpenCV 4.9–5.1) raises on, or crashes the process (a segmentation fault) with, pictures
+#: whose short side is small against the long one: 12×40 and 24×80 with the fast presets, 11×64
+#: with every preset (a scratch scan; a fresh-user trial's 8×8 and 64×2 videos). Every short side
+#: ≥ 32 with an aspect ratio ≤ 8 ran, up to 240×1920, with the three presets.
+MIN_FLOW_SIDE = 32
+MAX_FLOW_ASPECT = 8
+
+
+def dis_flow(dis: cv2.DISOpticalFlow, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """DIS flow F [h, w, 2] float32 (pixels) with src(x) ≈ dst(x + F(x)), for gray uint8 pictures
+    [h, w] of any size ≥ 1×1: ones DIS cannot take (``MIN_FLOW_SIDE``, ``MAX_FLOW_ASPECT``) are
+    padded at the bottom and right with their edge pixels first, and the flow cut back to [h, w].
+    Pictures it can take are passed as they are (the same flow as ``dis.calc``)."""
+    h, w = src.shape[:2]
+    ph = max(h, MIN_FLOW_SIDE, -(-w // MAX_FLOW_ASPECT))
+    pw = max(w, MIN_FLOW_SIDE, -(-h // MAX_FLOW_ASPECT))
+    if (ph, pw) == (h, w):
+        return np.asarray(dis.calc(src, dst, None))  # type: ignore[call-overload]
+    pad = (0, ph - h, 0, pw - w)
+    flow = dis.calc(cv2.copyMakeBorder(src, *pad, cv2.BORDER_REPLICATE),  # type: ignore[call-overload]
+                    cv2.copyMakeBorder(dst, *pad, cv2.BORDER_REPLICATE), None)
+    return np.ascontiguousarray(np.asarray(flow)[:h, :w])
+
+
 def _calc(src: np.ndarray, dst: np.ndarray, preset: str = DEFAULT_FLOW_PRESET) -> np.ndarray:
     """DIS flow F with src(x) ≈ dst(x + F(x)) at the size of the (gray uint8) inputs."""
-    return np.asarray(_dis(preset).calc(src, dst, None))  # type: ignore[call-overload]
+    return dis_flow(_dis(preset), src, dst)
 
 
 def _gray_small(rgb: np.ndarray, scale: int) -> np.ndarray:

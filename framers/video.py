@@ -155,6 +155,13 @@ def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
             frames = count_packets(path)
         if duration <= 0:
             duration = frames / fps
+        elif stream.duration and fps > 0:
+            # An MP4 edit list that trims the start (``ffmpeg -ss 0.5 -c copy``) keeps the samples
+            # before the cut in the track: its sample count holds them, its duration does not (a
+            # fresh-user trial's 45-frame video declared 60 and was said to be truncated).
+            # One frame's difference is left: some muxers end the duration at the last frame's start.
+            shown = max(1, math.ceil(duration * fps - 1e-6))
+            frames = shown if shown < frames - 1 else frames
         return VideoInfo(
             width=width,
             height=height,
@@ -256,6 +263,11 @@ class FrameReader:
     def _packets_decoded(self) -> Iterator[av.VideoFrame]:
         decoder = self._alpha_decoder
         demux = self._container.demux(self._stream)
+        # A packet the demuxer marks corrupt waits for the next one: the last packet of a file
+        # cut off is partial, and with frame threading decoding it silently lost the frames the
+        # decoder held for reordering (a fresh-user trial's truncated mp4: 34 of the 36 frames
+        # FFmpeg shows). It is dropped there; anywhere else it is decoded (error concealment).
+        pending: av.Packet | None = None
         while True:
             try:
                 packet = next(demux)
@@ -264,20 +276,34 @@ class FrameReader:
             except av.error.FFmpegError:
                 self.errors += 1
                 break
-            try:
-                if decoder is None:
-                    yield from packet.decode()
-                elif packet.size:
-                    yield from decoder.decode(packet)
-            except av.error.FFmpegError:
-                # One broken packet must not lose the rest of a real video.
-                self.errors += 1
+            if pending is not None:
+                if packet.size:
+                    yield from self._decode_packet(decoder, pending)
+                else:
+                    self.errors += 1
+                pending = None
+            if packet.is_corrupt and packet.size:
+                pending = packet
                 continue
+            yield from self._decode_packet(decoder, packet)
+        if pending is not None:
+            self.errors += 1
         if decoder is not None:
             try:
                 yield from decoder.decode(None)
             except av.error.FFmpegError:
                 self.errors += 1
+
+    def _decode_packet(self, decoder: Any, packet: av.Packet) -> Iterator[av.VideoFrame]:
+        """Frames of one demuxed packet, by ``decoder`` (the alpha decoder; None: the stream's)."""
+        try:
+            if decoder is None:
+                yield from packet.decode()
+            elif packet.size:
+                yield from decoder.decode(packet)
+        except av.error.FFmpegError:
+            # One broken packet must not lose the rest of a real video.
+            self.errors += 1
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
         source = self._packets_decoded()
@@ -296,13 +322,27 @@ class FrameReader:
                     "(telecine or an interlaced capture); deinterlaced on input with bwdif, one frame per frame")
         if self.plan.deinterlace:
             self._deinterlacer = Deinterlacer(first, self.time_base, self.plan.deinterlace)
-        for frame in itertools.chain(head, source):
+        for index, frame in enumerate(itertools.chain(head, source)):
+            if self._deinterlacer is None and frame.interlaced_frame:
+                self._deinterlacer = self._turned_interlaced(frame, index)
             if self._deinterlacer is not None:
                 yield from self._deinterlacer.push(frame)
             else:
                 yield frame
         if self._deinterlacer is not None:
             yield from self._deinterlacer.push(None)
+
+    def _turned_interlaced(self, frame: av.VideoFrame, index: int) -> Deinterlacer:
+        """The deinterlacer from the first frame flagged interlaced (``frame``, decoded ``index``)
+        of a video that started progressive (a broadcast TS cutting from progressive to interlaced
+        content; a fresh-user trial's came out with woven fields flagged progressive, unsaid): FFmpeg's
+        ``bwdif`` for the frames flagged interlaced only, each with its own field order; said."""
+        assert self.plan is not None  # made on the first frame
+        self.plan.deinterlace = "auto"
+        self.plan.warnings.append(
+            f"interlaced from frame {index} on (the first frames are progressive): the frames flagged "
+            "interlaced are deinterlaced on input with bwdif, one frame per frame")
+        return Deinterlacer(frame, self.time_base, "auto", only_flagged=True)
 
     def _woven(self, head: list[av.VideoFrame], source: Iterator[av.VideoFrame]) -> str | None:
         """``fidelity.woven_parity`` of a video's first ``COMB_CHECK_FRAMES`` frames (``head``, the

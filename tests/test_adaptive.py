@@ -1131,3 +1131,25 @@ def test_a_few_frame_video_says_every_frame_is_kept(tmp_path: Path, capsys: pyte
         assert cli_main(["compress", str(clip), "-o", str(tmp_path / f"{frames}.frs"), "--target-psnr", "30"]) == 0
         out = capsys.readouterr().out
         assert re.search(line, out), out
+
+
+@pytest.mark.parametrize(("width", "height"), [(8, 8), (64, 2), (2, 64), (200, 16)])
+def test_pictures_dis_cannot_take_are_compressed(width: int, height: int, tmp_path: Path) -> None:
+    """DIS raised on an 8×8 video and crashes the process (a segmentation fault) on a 64×12
+    view: a fresh-user trial's tiny and strip videos failed in the default mode, the service
+    retrying them. Flows are computed on the pictures padded to a size DIS takes."""
+    from framers.motion import _dis, dis_flow
+    from tests.videogen import write_variant
+
+    rng = np.random.default_rng(0)
+    for shape in [(8, 8), (2, 64), (12, 64), (16, 200), (64, 12)]:
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        flow = dis_flow(_dis("fast"), a, np.roll(a, 1, axis=1))
+        assert flow.shape == (*shape, 2) and np.isfinite(flow).all()
+    a = rng.integers(0, 256, (48, 64), dtype=np.uint8)  # a size DIS takes: its own flow, unpadded
+    b = np.roll(a, 2, axis=1)
+    assert np.array_equal(dis_flow(_dis("fast"), a, b), np.asarray(_dis("fast").calc(a, b, None)))
+    source = write_variant(tmp_path / "small.mp4", width=width, height=height, frames=30, pix_fmt="yuv444p")
+    result = compress(source, tmp_path / "small.frs", target_psnr=30.0)
+    assert result.frames == 30 and (result.width, result.height) == (width, height)
+    assert len(rebuild(tmp_path / "small.frs")) == 30

@@ -7,6 +7,7 @@ and each kind is widened with generated variants (tests/videogen.py: lavfi sourc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from fractions import Fraction
@@ -325,6 +326,43 @@ def test_field_variants_are_deinterlaced(order: str, fmt: str, tmp_path: Path,
     assert manifest["source"]["deinterlaced"] == f"bwdif ({order})" and "bwdif" in said
     assert not p["interlaced"] and p["frames"] == src["frames"]
     assert comb(p["first"]) < 0.7 * comb(src["first"])  # woven fields are gone (motion-only combing)
+
+
+def test_a_video_that_turns_interlaced_is_deinterlaced_from_there(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A TS that cuts from progressive to interlaced content (12 frames each): the plan is made
+    on the first frame, and a fresh-user trial's such clip came out with its woven fields flagged
+    progressive, unsaid. The frames flagged interlaced are deinterlaced, the others left alone."""
+    progressive = write_variant(tmp_path / "p.ts", container_format="mpegts", frames=12, width=128, height=96)
+    fields = write_variant(tmp_path / "i.ts", container_format="mpegts", frames=12, width=128, height=96,
+                           interlaced="tff", origin=12 / 25)
+    source = tmp_path / "mixed.ts"
+    source.write_bytes(progressive.read_bytes() + fields.read_bytes())
+    with av.open(str(source)) as c:
+        flags = [f.interlaced_frame for f in c.decode(video=0)]
+    assert flags == [False] * 12 + [True] * 12
+    out, manifest, said = roundtrip(source, tmp_path, capsys)
+    assert manifest["source"]["deinterlaced"] == "bwdif (auto)" and "interlaced from frame 12 on" in said
+    graph = av.filter.Graph()  # FFmpeg's own bwdif of the interlaced half: what it should look like
+    with av.open(str(source)) as c:
+        woven = list(c.decode(video=0))
+        graph.link_nodes(graph.add_buffer(template=c.streams.video[0]),
+                         graph.add("bwdif", "mode=send_frame:deint=all"), graph.add("buffersink")).configure()
+    expected = []
+    for frame in [*woven[12:], None]:
+        graph.push(frame)
+        with contextlib.suppress(av.error.BlockingIOError, av.error.EOFError):
+            while True:
+                expected.append(graph.pull().to_ndarray(format="rgb24"))
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 24 and not any(f.interlaced_frame for f in frames) and len(expected) == 12
+    rebuilt = [f.to_ndarray(format="rgb24") for f in frames]
+    raw = [f.to_ndarray(format="rgb24") for f in woven]
+    to_bwdif = np.mean([psnr(rebuilt[12 + i], e) for i, e in enumerate(expected)])
+    to_woven = np.mean([psnr(rebuilt[i], raw[i]) for i in range(12, 24)])
+    assert to_bwdif > to_woven + 2, (to_bwdif, to_woven)  # deinterlaced as FFmpeg would
+    assert np.mean([psnr(rebuilt[i], raw[i]) for i in range(12)]) > to_woven + 2  # the progressive half left alone
 
 
 @pytest.mark.parametrize(("chain", "order"), [

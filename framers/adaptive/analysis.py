@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from framers.motion import dis_flow
+
 #: strides the adaptive mode chooses from (issue 12: at least {1, 2, 4, 8, 16})
 STRIDES: tuple[int, ...] = (1, 2, 4, 8, 16)
 #: frames per decision unit inside a shot: long enough that every stride keeps ≥ 2 frames and
@@ -139,8 +141,8 @@ def gap_features(views: dict[int, np.ndarray], anchors: Sequence[int]) -> GapFea
         va, vb = views[a], views[b]
         fa = va.astype(np.float32)
         fb = vb.astype(np.float32)
-        flow_ab = np.asarray(dis.calc(va, vb, None))  # type: ignore[call-overload]  # va(x) ≈ vb(x + F)
-        flow_ba = np.asarray(dis.calc(vb, va, None))  # type: ignore[call-overload]
+        flow_ab = dis_flow(dis, va, vb)  # va(x) ≈ vb(x + F)
+        flow_ba = dis_flow(dis, vb, va)
         h, w = va.shape
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         for i in range(a + 1, b):
