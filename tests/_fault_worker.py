@@ -4,6 +4,8 @@ FRAMERS_TEST_FAULT:
   slow:SECONDS       every progress report of a compression sleeps SECONDS (and touches
                      FRAMERS_TEST_STARTED), so a test can act while the job runs
   fail-once:MARKER   the first compression raises OSError (a transient failure), later ones work
+  bug:MESSAGE        every compression raises RuntimeError(MESSAGE) (a deterministic failure in the
+                     codec, as OpenCV raised on an 8×8 video)
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def _compress(*args: Any, progress: Any = None, **kwargs: Any) -> Any:
                 progress(fraction)
 
         return _real_compress(*args, progress=slow_progress, **kwargs)
+    if kind == "bug":
+        raise RuntimeError(arg)
     if kind == "fail-once":
         marker = Path(arg)
         if not marker.exists():

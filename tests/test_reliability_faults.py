@@ -190,6 +190,24 @@ def test_storage_write_failures_are_retried_then_fail_with_a_reason(
         assert len(wait_video(client, flaky, wait_for, timeout=60).content) > 0
 
 
+def test_the_same_codec_failure_twice_is_not_retried_again(
+    service_stacks: Callable[..., Any], clip: Path, wait_for: Callable[..., Any]
+) -> None:
+    """A failure of the work itself (not storage, Redis, the OS or memory) that repeats on the
+    retry is deterministic: the job fails then, with the reason, instead of waiting through every
+    backoff (a fresh-user trial's 8×8 video sat "queued" for 6 minutes through 4 attempts of one
+    OpenCV error). The upload is kept."""
+    stack = service_stacks(workers=0)
+    stack.start_worker(script=[FAULT_WORKER], env={"FRAMERS_TEST_FAULT": "bug:injected codec bug"})
+    with stack.client() as client:
+        video_id = _accepted(upload(client, clip))
+        state = wait_job(client, video_id, wait_for, timeout=60)
+        assert state["status"] == "failed", f"{state}\n{stack.worker_logs()}"
+        assert stack.settings.job_retries >= 2 and state["attempts"] == 2
+        assert state["error"].startswith("RuntimeError: injected codec bug") and "not retried again" in state["error"]
+        assert state["source_kept"]  # nothing the user uploaded is lost
+
+
 def test_storage_outage_at_the_gateway_answers_503_and_stores_nothing(
     service_stacks: Callable[..., Any], clip: Path, wait_for: Callable[..., Any]
 ) -> None:

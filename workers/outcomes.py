@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
@@ -31,6 +32,7 @@ from core.records import (
     reconstruct_marker,
     utcnow,
 )
+from core.storage import StorageError
 from framers.errors import BundleError, InvalidVideoError, ModelError, UnsupportedOptionError
 from workers import webhooks
 from workers.context import WorkerContext, get_context
@@ -49,6 +51,19 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 class PermanentJobError(Exception):
     """A failure of this video's own making (e.g. its source object is gone); never retried."""
+
+
+#: failures of what surrounds the work (storage, Redis, the OS, memory): retried however often
+#: they repeat, as an outage can last minutes
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (StorageError, RedisError, OSError, MemoryError)
+
+
+def repeats_itself(exc: BaseException, message: str, state: JobState) -> bool:
+    """Whether a failure raised by the work itself (not ``INFRASTRUCTURE_ERRORS``) is the one the
+    previous attempt ended with (``state.last_error``): deterministic, so retrying cannot help
+    (a fresh-user trial's 8×8 video sat "queued" for 6 minutes through 4 attempts of one OpenCV
+    error)."""
+    return not isinstance(exc, INFRASTRUCTURE_ERRORS) and state.last_error == message
 
 
 BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -90,6 +105,9 @@ def record_failure(
     else:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     message = _without_scratch_paths(message, ctx.settings.scratch_dir)
+    if not permanent and repeats_itself(exc, message, state):
+        permanent = True
+        message += " (the previous attempt failed the same way: not retried again)"
     if permanent and job is not None:
         # RQ decides whether to retry from this (in-memory) job right after we re-raise.
         job.retries_left = 0
