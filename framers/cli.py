@@ -67,6 +67,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.reconstructor and not (args.refresh or args.refresh_kbps is not None) and selector != "oracle":
         print(f"note: --reconstructor {args.reconstructor} is ignored: compress uses it only for --selector oracle "
               "or a refresh layer (--refresh/--refresh-kbps); choose the reconstructor at `framers reconstruct`")
+    conflicts = defaults.option_conflicts(
+        selector=args.selector, keep_given=args.keep is not None, stride_given=args.stride is not None,
+        reconstructor=(args.reconstructor or defaults.ORACLE_RECONSTRUCTOR) if selector == "oracle" else None,
+        keyframe_codec=args.keyframe_codec, crf=args.crf)
+    if conflicts:
+        raise UnsupportedOptionError("; ".join(f"--{name.replace('_', '-')}: {why}" for name, why in conflicts))
     if adaptive and fixed:
         raise UnsupportedOptionError(
             "--target-psnr/--target-kbps choose the kept frames and their CRF per segment; "

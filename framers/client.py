@@ -110,8 +110,8 @@ class FramersClient:
         """Upload a video; returns {"id", "status": "queued", "links"}.
 
         Options (form fields): selector, keep, stride, reconstructor, keyframe_codec, crf,
-        target_psnr, target_kbps, refresh, keep_source (True keeps the upload after compression, for
-        `download_source` and per-frame PSNR in `quality`). `idempotency_key` (sent as the
+        target_psnr, target_kbps, refresh, refresh_kbps, candidate_map, keep_source (True keeps the
+        upload after compression, for `download_source` and per-frame PSNR in `quality`). `idempotency_key` (sent as the
         `Idempotency-Key` header) makes a retried call safe: the same key with the same file and
         options returns the first call's video id (nothing is stored twice); with another file or
         options the service answers 409 (FramersClientError, code `idempotency_key_reused`).

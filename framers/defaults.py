@@ -56,3 +56,45 @@ def adaptive_by_default(given: Collection[str], keyframe_codec: str | None) -> b
     """Whether a request that names the options in ``given`` (and no target) runs the adaptive
     mode at the default target: none of ``FIXED_PATTERN_OPTIONS`` and x264 keyframes."""
     return not set(given) & set(FIXED_PATTERN_OPTIONS) and keyframe_codec in (None, "", KEYFRAME_CODEC)
+
+
+#: selectors that keep two-frame slots per 16-frame clip (``keep``); ``stride`` keeps every Nth frame
+SLOT_SELECTORS: tuple[str, ...] = ("framers", "uniform", "oracle", "random")
+#: reconstructors that rebuild a clip at a time (``framers.reconstructors.base.WindowReconstructor``):
+#: the ones the ``oracle`` selector can choose slots for
+CLIP_WISE_RECONSTRUCTORS: tuple[str, ...] = ("framemae", "linear", "hold")
+#: the reconstructor a candidate map is made for (``framers.candidate_map``)
+MAP_RECONSTRUCTOR = "framemae"
+#: x264's CRF range (libx264 clamps a larger value to 51 without a word)
+X264_MAX_CRF = 51
+
+
+def option_conflicts(*, selector: str | None = None, keep_given: bool = False, stride_given: bool = False,
+                     reconstructor: str | None = None, keyframe_codec: str | None = None, crf: int | None = None,
+                     candidate_map: bool = False) -> list[tuple[str, str]]:
+    """(field, why) for each option of a fixed-pattern request that cannot take effect as given,
+    for the CLI and the service to refuse alike (a fresh-user trial found each accepted and
+    ignored: ``crf=60`` clamped to 51, a candidate map made for a reconstructor that never reads
+    it, ``keep`` with ``selector=stride``, the oracle selector failing only in the worker).
+    ``selector``: the one named (None: not named); ``keep_given``/``stride_given``: whether those
+    were named; ``reconstructor``: the one the request rebuilds with (the oracle selector chooses for it);
+    ``keyframe_codec`` None = x264. Pure: no codec is loaded."""
+    out: list[tuple[str, str]] = []
+    if selector == "stride" and keep_given:
+        out.append(("keep", "keep counts two-frame slots of the slot selectors "
+                            f"({', '.join(SLOT_SELECTORS)}); selector stride keeps every Nth frame (stride)"))
+    if selector in SLOT_SELECTORS and stride_given:
+        out.append(("stride", f"stride applies to selector stride; selector {selector} keeps two-frame slots (keep)"))
+    if selector is None and keep_given and stride_given:
+        out.append(("stride", "keep asks for two-frame slots and stride for every Nth frame: give one of them"))
+    if selector == "oracle" and reconstructor is not None and reconstructor not in CLIP_WISE_RECONSTRUCTORS:
+        out.append(("reconstructor", f"the oracle selector chooses slots for a clip-wise reconstructor "
+                                     f"({', '.join(CLIP_WISE_RECONSTRUCTORS)}); {reconstructor} is not one"))
+    if crf is not None and keyframe_codec == "ffv1":
+        out.append(("crf", "ffv1 keeps the kept frames losslessly: crf (x264's quality) does not apply"))
+    elif crf is not None and not 0 <= crf <= X264_MAX_CRF:
+        out.append(("crf", f"x264's CRF is 0 to {X264_MAX_CRF}"))
+    if candidate_map and reconstructor is not None and reconstructor != MAP_RECONSTRUCTOR:
+        out.append(("candidate_map", f"the candidate map is made for {MAP_RECONSTRUCTOR}; reconstructor "
+                                     f"{reconstructor} would never read it"))
+    return out

@@ -148,15 +148,20 @@ def compress(
             raise UnsupportedOptionError(f"refresh_kbps must be in [{MIN_REFRESH_KBPS:g}, {MAX_REFRESH_KBPS:g}] "
                                          f"kbit/s, got {refresh_kbps:g}")
         refresh = refresh or defaults.REFRESH_SHARE
+    crf_conflicts = defaults.option_conflicts(keyframe_codec=keyframe_codec, crf=keyframe_crf)
+    if crf_conflicts:
+        raise UnsupportedOptionError(f"keyframe_crf {keyframe_crf}: {crf_conflicts[0][1]}")
     if refresh and (target_psnr is not None or target_kbps is not None):
         raise UnsupportedOptionError("refresh works with the fixed patterns (--stride/--selector/--keep/--crf); "
                                      "the adaptive mode does not plan for it")
     outer_progress = progress
     if (refresh or candidate_map) and outer_progress is not None:
-        # the refresh pass or the candidate map's (a rebuild and a second decode) gets the second
-        # half of the progress
+        # the refresh pass or the candidate map's (a rebuild and a second decode) gets the rest of
+        # the progress (with both, the refresh pass reports: the map's runs before it, unreported)
+        layer_start = REFRESH_PROGRESS_START if refresh else MAP_PROGRESS_START
+
         def progress(value: float) -> None:
-            outer_progress(value * REFRESH_PROGRESS_START)
+            outer_progress(value * layer_start)
     info = probe(source)
     chooser: Selector
     if target_psnr is not None or target_kbps is not None:
@@ -206,7 +211,10 @@ def compress(
         width = height = 0
         crf_of = getattr(chooser, "crf_of", None)
 
-        recoding = False  # the second coding of the kept frames (adaptive ``recode_plan``)
+        # the share of the progress the coding pass under way moves through: a second coding of the
+        # adaptive mode (``recode_plan``; about a quarter of val's points) gets the last stretch,
+        # later ones hold it (a trial's job sat at 0.95 for 23 of its 60 s while it re-coded)
+        coding_span = (base, FIRST_CODING_END if analysing else 0.95)
 
         def flush(clip: Clip, positions: set[int]) -> None:
             nonlocal encoder
@@ -218,10 +226,10 @@ def compress(
                 encoder.write(picture, crf_of(clip.start + p) if crf_of is not None else None)
                 kept_indices.append(clip.start + p)
             kept_per_clip.append(ordered)
-            # a second coding holds the progress where the first ended (never back), but still
-            # reports it: the service's worker checks for a cancel in its progress callback
-            done = 1.0 if recoding else len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1)
-            _report(progress, base + (0.95 - base) * done)
+            # always reported, also where it holds: the service's worker checks for a cancel in its
+            # progress callback
+            lo, hi = coding_span
+            _report(progress, lo + (hi - lo) * len(kept_per_clip) / max(expected_clips, len(kept_per_clip) + 1))
 
         def code_kept_frames() -> KeyframeEncoder:
             """The coding pass: every clip of the source, its kept frames into the keyframe file
@@ -269,8 +277,8 @@ def compress(
             from framers.adaptive.rebuild_sample import measure_sample
 
             assert after_coding is not None
-            # its read of the source holds the progress where the coding ended (0.95), still reported
-            hold = functools.partial(_report, progress, 0.95)
+            # its read of the source holds the progress where the coding ended, still reported
+            hold = functools.partial(_report, progress, coding_span[1])
             after_coding(kept_indices, coded.coding_mse,
                          functools.partial(measure_sample, source, coded.path, list(kept_indices), list(pts),
                                            tick=hold), frame_pixels=width * height)
@@ -278,10 +286,11 @@ def compress(
         if after_coding is not None:
             estimate_after_coding()
             if chooser.recode_plan():  # type: ignore[attr-defined]  # short or over: once more, corrected
-                recoding = True
+                coding_span = (coding_span[1], 0.95)
                 first = _FirstCoding(coded, kept_indices, kept_per_clip, pts, cuts)
                 coded = code_kept_frames()
                 estimate_after_coding()
+                coding_span = (0.95, 0.95)
                 while chooser.bracket_plan():  # type: ignore[attr-defined]  # a surplus corrected into a miss
                     coded = code_kept_frames()  # again, at CRFs between the first and the last
                     estimate_after_coding()
@@ -338,7 +347,7 @@ def compress(
         kept_file = folder / fb.KEYFRAMES_H264  # what target_kbps budgets (x264 kept frames)
         kept_bytes = kept_file.stat().st_size if kept_file.is_file() else 0
         _place(folder, bundle)
-    _report(progress, 1.0)
+    _report(outer_progress, 1.0)  # the whole job's end (``progress`` may be the first pass's share only)
     bundle_bytes, source_bytes = fb.bundle_bytes(bundle), source.stat().st_size
     return CompressResult(
         bundle_path=bundle,
@@ -409,7 +418,9 @@ def size_warnings(bundle_bytes: int, source_bytes: int, audio_bytes: int, manife
     by_rate = bool(manifest.selection.get("target_kbps"))
     fix = ("lower --target-kbps (the service's target_kbps)" if manifest.adaptive and by_rate else
            "lower --target-psnr (the service's target_psnr)" if manifest.adaptive else
-           "raise --crf or keep fewer frames")
+           "keep fewer frames (--stride, --keep; the service's stride, keep) or code them with x264 "
+           "(ffv1 is lossless)" if manifest.keyframes.get("codec") == "ffv1" else
+           "raise --crf (the service's crf) or keep fewer frames")
     return [f"the bundle ({bundle_bytes} bytes) is larger than the source ({source_bytes} bytes): the source is "
             f"already coded more coarsely than the kept frames; {fix} for a smaller bundle"]
 
@@ -557,6 +568,12 @@ MIN_REFRESH_KBPS = 1.0
 MAX_REFRESH_KBPS = 1_000_000.0
 #: share of ``compress``'s progress reached when the refresh pass starts
 REFRESH_PROGRESS_START = 0.5
+#: ... and when the candidate map's pass starts: with the map a fixed pattern takes 3.3× (480p) to
+#: 3.9× (1080p) as long (BENCHMARKS.md section 2f), so the map's pass is ~70-75 % of the time
+MAP_PROGRESS_START = 0.25
+#: where the adaptive mode's first coding of the kept frames ends its share of the progress (a
+#: second coding, ``recode_plan``, goes on to 0.95)
+FIRST_CODING_END = 0.85
 
 
 def add_refresh(folder: Path, manifest: fb.Manifest, source: Path, share: float, reconstructor: str,
@@ -663,13 +680,13 @@ def add_candidate_map(folder: Path, manifest: fb.Manifest, source: Path,
                 original = next(originals, None)
                 if original is None or original.shape[:2] != (height, width):
                     raise BundleError(f"candidate map pass: the source's frame {i} is missing or of another size")
+                if i % 16 == 0:  # before the kept frames are passed over: every 16th is one at strides 2-16
+                    _report(progress, MAP_PROGRESS_START + (0.95 - MAP_PROGRESS_START) * i / max(1, n))
                 if i in kept_set:  # the kept frames' coding error so far sets the trade-off
                     if i in decoded:  # read by the rebuild before its window's frames come
                         kept_error += float(sq_error_sum(decoded.pop(i), original))
                         kept_seen += 1
                     continue
-                if i % 16 == 0:
-                    _report(progress, REFRESH_PROGRESS_START + (0.95 - REFRESH_PROGRESS_START) * i / max(1, n))
                 if mixed is None:
                     writer.write(np.zeros((rows, cols), np.uint8))
                     continue

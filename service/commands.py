@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-kbps", type=float, help="content-adaptive mode: kept-frame bitrate (kbit/s)")
     p.add_argument("--refresh", type=float, help="refresh layer: share of the dropped frames' blocks corrected")
     p.add_argument("--refresh-kbps", type=float, help="refresh layer's byte budget (kbit/s over the video's duration)")
+    p.add_argument("--candidate-map", action=argparse.BooleanOptionalAction, default=None,
+                   help="candidate map: per ~16-px block of each dropped frame, the encoder's choice of framemae's "
+                        "mix or a fixed weighting of its candidates (form field candidate_map)")
     p.add_argument("--idempotency-key", help="makes a retried upload safe: the same key returns the same video")
     p.add_argument("--callback-url", help="http(s) URL that receives the video's signed events")
     p.add_argument("--metadata", help="a JSON object (at most 4 KB) stored with the video and echoed back")
@@ -144,7 +147,7 @@ def _remote_compress(args: argparse.Namespace) -> int:
         "target_kbps": args.target_kbps,
         "refresh": args.refresh,
         "refresh_kbps": args.refresh_kbps,
-        "candidate_map": getattr(args, "candidate_map", None),
+        "candidate_map": args.candidate_map,
         "keep_source": True if args.keep_source else None,
     }
     try:

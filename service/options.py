@@ -45,19 +45,22 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
         )
     given = {k for k, v in fields.items() if v.strip() != "" and not (k == "refresh" and _is_zero(v))}
     if given & {"target_psnr", "target_kbps"} and given & set(ADAPTIVE_EXCLUSIVE):
-        clash = ", ".join(sorted(given & set(ADAPTIVE_EXCLUSIVE)))
+        clashing = sorted(given & set(ADAPTIVE_EXCLUSIVE))
         raise InvalidOptions(
-            f"target_psnr/target_kbps choose the kept frames and their CRF per segment; drop {clash}"
+            f"target_psnr/target_kbps choose the kept frames and their CRF per segment; drop {', '.join(clashing)}",
+            [_field_error(name, "a fixed-pattern option with target_psnr/target_kbps") for name in clashing],
         )
     if {"target_psnr", "target_kbps"} <= given:
-        raise InvalidOptions("give target_psnr or target_kbps, not both")
+        raise InvalidOptions("give target_psnr or target_kbps, not both",
+                             [_field_error("target_kbps", "given with target_psnr")])
     if "refresh_kbps" in given and _is_zero(fields.get("refresh", "")):
         raise InvalidOptions("refresh=0 turns the refresh layer off and refresh_kbps asks for one; drop one of them",
                              [_field_error("refresh", "0 (off) with refresh_kbps")])
     codec = fields.get("keyframe_codec", "").strip()
     if codec not in ("", "x264") and given & {"target_psnr", "target_kbps"}:
         raise InvalidOptions(
-            f"target_psnr/target_kbps code kept frames with x264 at per-shot CRFs; drop keyframe_codec={codec}"
+            f"target_psnr/target_kbps code kept frames with x264 at per-shot CRFs; drop keyframe_codec={codec}",
+            [_field_error("keyframe_codec", "not x264 with target_psnr/target_kbps")],
         )
     adaptive_default = (
         settings.default_target_psnr is not None
@@ -92,6 +95,18 @@ def parse_options(fields: dict[str, str], settings: Settings, catalog: MethodCat
     check_method(catalog, "reconstructor", options.reconstructor)
     if options.keyframe_codec is not None:
         check_keyframe_codec(options.keyframe_codec)
+    conflicts = codec_defaults.option_conflicts(
+        selector=options.selector if "selector" in given else None,
+        keep_given="keep" in given,
+        stride_given="stride" in given,
+        reconstructor=options.reconstructor,
+        keyframe_codec=options.keyframe_codec,
+        crf=options.crf,
+        candidate_map=options.candidate_map,
+    )
+    if conflicts:
+        raise InvalidOptions("invalid options: " + "; ".join(f"{name}: {why}" for name, why in conflicts),
+                             [_field_error(name, why) for name, why in conflicts])
     return options
 
 

@@ -62,8 +62,9 @@ def get_target(
     try:
         check_method(services.catalog, "reconstructor", name)
         spec = output_spec(codec, container, crf, quality)
-    except InvalidOptions as exc:
-        raise Problem(422, str(exc), "invalid_option") from exc
+    except InvalidOptions as exc:  # here a query parameter, not a form field
+        errors = [{**e, "location": f"query.{e['field']}"} for e in exc.errors or []]
+        raise Problem(422, str(exc), "invalid_option", errors=errors or None) from exc
     except InvalidOutput as exc:
         errors = [{"field": exc.field, "location": f"query.{exc.field}", "message": str(exc)}]
         raise Problem(422, str(exc), "invalid_option", errors=errors) from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "ui"
@@ -21,7 +21,8 @@ CSP = (
 
 
 def install(app: FastAPI) -> None:
-    """Serve the page at /ui and its assets under /ui/assets/ (both outside the OpenAPI document)."""
+    """Serve the page at /ui (/ redirects there) and its assets under /ui/assets/ (all outside the
+    OpenAPI document)."""
 
     @app.get("/ui", include_in_schema=False)
     def ui_page() -> FileResponse:
@@ -30,5 +31,10 @@ def install(app: FastAPI) -> None:
             media_type="text/html",
             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
         )
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        """A browser pointed at the gateway itself lands on the page (a fresh-user trial got a 404)."""
+        return RedirectResponse("/ui", status_code=307)
 
     app.mount("/ui/assets", StaticFiles(directory=STATIC_DIR), name="ui-assets")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from framers import bundle as fb
+from framers import pipeline
 from framers.adaptive import analysis, ratemodel, selector
 from framers.adaptive.selector import crf_groups
 from framers.cli import main as cli_main
@@ -727,6 +728,8 @@ def test_a_screen_recording_is_foretold_by_its_own_crf_slope_and_coded_again_whe
     assert result.adaptive is not None
     assert result.adaptive["probe_crf"] == 34 and result.adaptive["slope_probe_crf"] == 42
     assert progress == sorted(progress) and progress[-1] == 1.0  # the second coding never goes back
+    # ... and moves on from where the first ended (it held there, a trial's job for 23 of its 60 s)
+    assert any(pipeline.FIRST_CODING_END < v < 0.95 for v in progress), progress
     recoded = result.adaptive["recoded"]
     assert recoded["reason"] == "over" and recoded["first_estimate"] > 31.0 + 1.0, recoded
     estimate = result.adaptive["estimated_psnr"]

@@ -381,3 +381,24 @@ def test_a_fixed_pattern_over_seconds_is_said(tmp_path: Path) -> None:
     assert not [w for w in compress(fast, tmp_path / "fast.frs", selector="stride", stride=8).warnings if "apart" in w]
     assert pipeline.gap_warnings([0, 4], [0, 1, 2, 3, 4], Fraction(1), adaptive=True) == []
     assert pipeline.gap_warnings([0, 1, 2], [0, 5, 6], Fraction(1), adaptive=False) == []  # nothing rebuilt between
+
+
+def test_options_that_cannot_take_effect_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh-user trial's: x264 clamped --crf 64 to 51 (the manifest said 64), keep was ignored
+    with selector stride, the oracle selector with mci failed only after decoding. Refused at
+    once, naming the flag (the service answers 422 from the same rules)."""
+    from framers import defaults
+    from framers.reconstructors.base import WindowReconstructor
+
+    video = write_variant(tmp_path / "v.mp4", frames=8, width=64, height=48)
+    for extra, needle in ((["--stride", "4", "--crf", "64"], "--crf: x264's CRF is 0 to 51"),
+                          (["--keyframe-codec", "ffv1", "--crf", "20"], "--crf: ffv1"),
+                          (["--selector", "stride", "--keep", "3"], "--keep: keep counts two-frame slots"),
+                          (["--selector", "oracle", "--reconstructor", "mci"], "--reconstructor: the oracle")):
+        assert cli_main(["compress", str(video), "-o", str(tmp_path / "b.frs"), "-q", *extra]) == 2, extra
+        assert needle in capsys.readouterr().err, extra
+    with pytest.raises(UnsupportedOptionError, match="x264's CRF is 0 to 51"):
+        compress(video, tmp_path / "c.frs", selector="stride", keyframe_crf=52)
+    clip_wise = {name for name in ("framemae", "linear", "hold", "mci")
+                 if isinstance(get_reconstructor(name), WindowReconstructor)}
+    assert clip_wise == set(defaults.CLIP_WISE_RECONSTRUCTORS)

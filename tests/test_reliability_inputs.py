@@ -270,6 +270,9 @@ def test_input(case: Case, stack: Any, submitted: dict[str, Any], wait_for: Call
         detail = response.json()["detail"]
         assert case.reason in detail, detail
         assert str(stack.settings.data_dir) not in detail and ".part" not in detail  # no server paths
+        if "is not a video" in case.reason:  # the file's name once, not again in the reason after it
+            name = case.reason.split(" is not a video")[0]
+            assert f"read: {name}:" not in detail, detail
         return
     assert response.status_code == 202, response.text
     video_id = response.json()["id"]

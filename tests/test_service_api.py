@@ -358,6 +358,14 @@ def test_not_multipart_is_rejected(stack: Any) -> None:
         ({"refresh_kbps": "nan"}, "finite number"),
         ({"target_psnr": "35", "refresh_kbps": "50"}, "drop refresh_kbps"),
         ({"candidate_map": "maybe"}, "candidate_map"),
+        # accepted and ignored before a fresh-user trial (defaults.option_conflicts): each names its field
+        ({"crf": "60"}, "crf: x264's CRF is 0 to 51"),
+        ({"keyframe_codec": "ffv1", "crf": "20"}, "crf: ffv1 keeps the kept frames losslessly"),
+        ({"candidate_map": "true", "reconstructor": "linear"}, "candidate_map: the candidate map is made for framemae"),
+        ({"selector": "oracle", "reconstructor": "mci"}, "reconstructor: the oracle selector chooses slots"),
+        ({"selector": "stride", "keep": "3"}, "keep: keep counts two-frame slots"),
+        ({"selector": "uniform", "stride": "8"}, "stride: stride applies to selector stride"),
+        ({"keep": "2", "stride": "8"}, "give one of them"),
     ],
 )
 def test_bad_options_are_rejected(stack: Any, clip: Path, options: dict[str, str], needle: str) -> None:
@@ -365,6 +373,9 @@ def test_bad_options_are_rejected(stack: Any, clip: Path, options: dict[str, str
         response = upload(client, clip, **options)
     assert response.status_code == 422
     assert needle in response.json()["detail"]
+    assert response.json().get("errors"), response.text  # every refusal names its field(s) in errors[] too
+    if ": " in needle:  # a conflict: that field
+        assert needle.split(":")[0] in [e["field"] for e in response.json()["errors"]]
 
 
 def test_limits_are_enforced(stack: Any, clip: Path) -> None:
@@ -402,6 +413,7 @@ def test_bad_reconstructor_names_are_rejected(stack: Any, done_video: dict[str, 
         for name in ("../../x", "Linear", "nonexistent"):
             response = client.get(f"/reconstruct/{done_video['id']}", params={"reconstructor": name})
             assert response.status_code == 422, (name, response.text)
+            assert [e["location"] for e in response.json()["errors"]] == ["query.reconstructor"], response.text
 
 
 def test_unfinished_video_bundle_409_reconstruct_202(service_stacks: Callable[..., Any], clip: Path) -> None:

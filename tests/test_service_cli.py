@@ -257,6 +257,10 @@ def test_serve_runs_everything_and_stops_cleanly(
         # a refused option (422) is a usage error, exit 2 as the local CLI's
         assert run_verb("remote-compress", str(clip), "--url", url, "--refresh-kbps", "0") == 2
         assert "refresh_kbps" in capsys.readouterr().err
+        # --candidate-map reaches the service as the form field (refused here with a reconstructor that
+        # would never read the map)
+        assert run_verb("remote-compress", str(clip), "--url", url, "--candidate-map", "--reconstructor", "linear") == 2
+        assert "candidate_map: the candidate map is made for framemae" in capsys.readouterr().err
 
         workers = _children_of(proc.pid)
         assert len(workers) == 1

@@ -105,6 +105,7 @@ def test_cancel_a_queued_compression(service_stacks: Callable[..., Any], receive
         refused = client.get(f"/reconstruct/{video_id}")
         assert refused.status_code == 409 and refused.json()["code"] == "compression_canceled"
         assert client.get(f"/bundles/{video_id}").json()["code"] == "compression_canceled"
+        assert client.get(f"/quality/{video_id}").json()["code"] == "compression_canceled"  # was not_ready
     # the webhook's marker goes once its delivery is recorded, just after the receiver answered
     pending = Path(stack.settings.local_storage_dir) / "pending" / video_id
     wait_for(lambda: not pending.exists() or not any(pending.iterdir()), timeout=30, what="the markers cleared")

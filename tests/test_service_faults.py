@@ -111,6 +111,9 @@ def test_bad_input_fails_at_once_with_the_codec_message(
     assert state["status"] == "failed"
     assert "fake.mp4" in state["error"]
     assert str(stack.settings.scratch_dir) not in state["error"]  # no internal paths for users
+    with stack.client() as client:  # every route that needs the bundle gives the same answer
+        for route in ("reconstruct", "bundles", "quality"):
+            assert client.get(f"/{route}/{video_id}").json()["code"] == "compression_failed", route
     assert state["attempts"] == 1
     # Failed in RQ too (not retried): RQ records that right after the job function returns.
     wait_for(lambda: job_status(conn, compress_job_id(video_id)) == JobStatus.FAILED, timeout=10)

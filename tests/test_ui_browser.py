@@ -110,3 +110,34 @@ def test_ui_upload_play_compare(page_stack: Any, tmp_path: Path) -> None:
     errors = [e for e in errors if "status of 401" not in e]
     assert not errors, errors
     assert not external, external
+
+
+def test_ui_lists_older_videos_page_by_page(page_stack: Any, tmp_path: Path) -> None:
+    """The list follows the API's cursors: "Show older videos" adds a step (?page_size=1 here; 50
+    by default) until none is left (a fresh-user trial: the page only ever asked for the newest
+    50). The gateway's own address leads to the page."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with httpx.Client(base_url=page_stack.url, headers={"X-API-Key": KEY}) as client:
+        for name in ("older.mp4", "newer.mp4"):
+            clip = write_clip(tmp_path / name, width=64, height=48, frames=8, fps=25)
+            with clip.open("rb") as f:
+                assert client.post("/compress", files={"file": (name, f, "video/mp4")}).status_code == 202
+        total = len(client.get("/videos", params={"limit": 100}).json()["videos"])
+        root = client.get("/", follow_redirects=False)
+        assert root.status_code == 307 and root.headers["location"] == "/ui"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.add_init_script(f"localStorage.setItem('framers-api-key', '{KEY}')")
+            page.goto(f"{page_stack.url}/ui?page_size=1")
+            rows = page.locator("#videos tbody tr")
+            page.wait_for_function("() => document.querySelectorAll('#videos tbody tr').length === 1")
+            assert "newer.mp4" in rows.first.inner_text()
+            for shown in range(2, total + 1):
+                page.click("#more-videos")
+                page.wait_for_function(f"() => document.querySelectorAll('#videos tbody tr').length === {shown}")
+            assert "older.mp4" in page.inner_text("#videos tbody")
+            page.wait_for_function("() => document.getElementById('more-videos').hidden")
+        finally:
+            browser.close()

@@ -167,6 +167,18 @@ def _query(request: Request, drop: str | None = None) -> str:
     return f"?{urlencode(params)}" if params else ""
 
 
+def check_not_given_up(record: VideoRecord) -> None:
+    """409 ``compression_failed`` / ``compression_canceled`` for a video whose compression failed
+    or was canceled: the answer of every route that needs its bundle (``/quality`` said
+    ``not_ready`` instead, pointing at a GET /reconstruct that answered 409; a fresh-user trial's)."""
+    if record.status is Status.failed:
+        raise Problem(
+            status.HTTP_409_CONFLICT, f"the video could not be compressed: {record.error}", "compression_failed"
+        )
+    if record.status is Status.canceled:
+        raise Problem(status.HTTP_409_CONFLICT, "the compression of this video was canceled", "compression_canceled")
+
+
 @router.get(
     "/bundles/{video_id}",
     summary="The single-file keyframe bundle (.frs)",
@@ -185,12 +197,7 @@ def bundle(
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
 ) -> Response:
-    if record.status is Status.failed:
-        raise Problem(
-            status.HTTP_409_CONFLICT, f"the video could not be compressed: {record.error}", "compression_failed"
-        )
-    if record.status is Status.canceled:
-        raise Problem(status.HTTP_409_CONFLICT, "the compression of this video was canceled", "compression_canceled")
+    check_not_given_up(record)
     if record.status is not Status.done:
         raise Problem(
             status.HTTP_409_CONFLICT,

@@ -18,6 +18,7 @@ from service.deps import ServicesDep, VideoDep
 from service.head import is_head
 from service.problems import Problem
 from service.ranges import RangeNotSatisfiable, object_response
+from service.routes.downloads import check_not_given_up
 from service.schemas import CancelView, QualityView
 from service.targets import TargetDep
 
@@ -66,7 +67,9 @@ def cancel(record: VideoDep, services: ServicesDep, target: TargetDep) -> JSONRe
     summary="Per-frame PSNR of a reconstruction against the source, kept frames and frame times",
     responses={
         404: {"description": "No such video"},
-        409: {"description": "The reconstruction is not made yet (`not_ready`: GET /reconstruct starts it)"},
+        409: {"description": "The reconstruction is not made yet (`not_ready`: GET /reconstruct starts it), or "
+              "the video failed to compress (`compression_failed`) or its compression was canceled "
+              "(`compression_canceled`)"},
         422: {"description": "Invalid reconstructor or output options"},
     },
 )
@@ -74,6 +77,7 @@ async def quality(record: VideoDep, services: ServicesDep, target: TargetDep) ->
     """What the reconstruction job measured (the gateway computes nothing here): which frames the
     bundle keeps, when each frame is shown, and each rebuilt frame's PSNR against the source
     (null unless the source was kept: upload with `keep_source=true`)."""
+    check_not_given_up(record)
     keys = VideoKeys(record.id)
     try:
         # The job stores these facts just before the video: both exist once GET /reconstruct is 200.

@@ -250,7 +250,7 @@ def _validate_and_accept(services: Services, tenant: str, upload: Upload) -> str
         services.metrics.uploads.labels("not_a_video").inc()
         raise Problem(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"{name} is not a video this service can read: {reason}",
+            f"{name} is not a video this service can read: {reason.removeprefix(f'{name}: ')}",
             "not_a_video",
         ) from exc
     try:

@@ -3,7 +3,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { selected: null, job: null, quality: null, urls: [], poll: null, recPoll: null };
+// Rows per step of the list (?page_size=N in the page's URL sets it; the API gives at most 100 a page).
+const PAGE_SIZE = Math.max(1, parseInt(new URLSearchParams(location.search).get("page_size"), 10) || 50);
+const state = { selected: null, job: null, quality: null, urls: [], poll: null, recPoll: null, shown: PAGE_SIZE };
 
 const keyInput = $("api-key");
 keyInput.value = localStorage.getItem("framers-api-key") || "";
@@ -67,16 +69,26 @@ $("upload-form").addEventListener("submit", (event) => {
 });
 
 // --- the tenant's videos -------------------------------------------------------------------
+// The newest `state.shown` videos, following the API's cursors; "Show older videos" adds a step.
 async function refreshList() {
   try {
-    const page = await (await api("/videos?limit=50")).json();
+    const videos = [];
+    let cursor = null;
+    do {
+      const limit = Math.min(100, state.shown - videos.length);
+      const query = `/videos?limit=${limit}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
+      const page = await (await api(query)).json();
+      videos.push(...page.videos);
+      cursor = page.next_cursor;
+    } while (cursor && videos.length < state.shown);
     setText("conn", "");
-    const body = document.querySelector("#videos tbody");
-    body.replaceChildren(...page.videos.map(row));
+    document.querySelector("#videos tbody").replaceChildren(...videos.slice(0, state.shown).map(row));
+    $("more-videos").hidden = !cursor;
   } catch (e) {
     setText("conn", `cannot list videos: ${e.message}`);
   }
 }
+$("more-videos").addEventListener("click", () => { state.shown += PAGE_SIZE; refreshList(); });
 
 function row(video) {
   const tr = document.createElement("tr");
