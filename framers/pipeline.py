@@ -140,6 +140,7 @@ def compress(
     started = time.perf_counter()
     source = Path(source)
     bundle = Path(bundle)
+    check_destination(source, bundle)
     if not 0.0 <= refresh < 1.0:
         raise UnsupportedOptionError(f"refresh must be in [0, 1) (a share of the dropped frames' blocks), "
                                      f"got {refresh}")
@@ -548,6 +549,24 @@ def _clip_cuts(chooser: Selector, scenes: SceneAnalyser, clip: Clip, previous_pt
 def _tmp_root(dest: Path) -> Path | None:
     parent = dest.parent
     return parent if parent.exists() else None
+
+
+def check_destination(source: Path, dest: Path) -> None:
+    """Refuse (UnsupportedOptionError) a bundle path whose writing would destroy something that is
+    not a bundle: the source itself, a folder holding other files (a bundle folder is written
+    whole; a fresh-user trial's `-o` to a folder of notes deleted them), or a file that is not a
+    bundle. An existing bundle, in either form, is replaced."""
+    if dest.exists() and source.exists() and dest.resolve() == source.resolve():
+        raise UnsupportedOptionError(f"-o {dest}: the output is the source itself (it would be replaced)")
+    if dest.is_dir() and any(dest.iterdir()) and not fb.holds_bundle(dest):
+        raise UnsupportedOptionError(f"-o {dest}: a folder holding other files (a bundle folder is written whole "
+                                     "and would replace them); name a new or empty folder, or a .frs file")
+    if dest.is_file() and not fb.holds_bundle(dest):
+        raise UnsupportedOptionError(f"-o {dest}: a file that is not a bundle (it would be replaced); name a new "
+                                     "path")
+    if dest.suffix.lower() == ".zip":
+        raise UnsupportedOptionError(f"-o {dest}: a bundle is a .frs file (a ZIP archive) or a folder; "
+                                     f"did you mean {dest.with_suffix(fb.SINGLE_FILE_SUFFIX)}?")
 
 
 def _place(folder: Path, dest: Path) -> None:

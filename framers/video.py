@@ -103,7 +103,37 @@ def _rotation_of(frame: av.VideoFrame) -> int:
     return round(angle / 90.0) * 90 % 360
 
 
+#: FFmpeg's demuxers of bare elementary streams (``.h264``, ``.hevc``, ``.m2v``, ...): no container
+#: timing, so their frames carry no timestamps and the stream's average rate is the demuxer's own
+#: default (25 fps), not the rate the bitstream declares (H.264/HEVC VUI timing), which FFmpeg's
+#: tools use: a fresh-user trial's 30 fps .h264 and .hevc came out at 25 fps, 20 % slow, unsaid
+RAW_STREAM_FORMATS = frozenset({"h264", "hevc", "vvc", "mpegvideo", "m4v", "cavsvideo", "avs2", "avs3", "h261",
+                                "h263", "vc1", "dirac", "obu"})
+
+
+def is_raw_stream(stream: av.video.stream.VideoStream) -> bool:
+    """Whether ``stream`` comes from a bare elementary stream (``RAW_STREAM_FORMATS``)."""
+    container = getattr(stream, "container", None)
+    name = container.format.name if container is not None and container.format is not None else ""
+    return bool(set(name.split(",")) & RAW_STREAM_FORMATS)
+
+
+def declared_rate(stream: av.video.stream.VideoStream) -> float | None:
+    """The frame rate the bitstream itself declares (the decoder's, e.g. H.264 VUI timing), fps;
+    None when it declares none."""
+    for rate in (stream.codec_context.framerate, stream.guessed_rate):
+        if rate and float(rate) > 0 and math.isfinite(float(rate)):
+            return float(rate)
+    return None
+
+
 def _stream_fps(stream: av.video.stream.VideoStream) -> float:
+    """Frames per second of ``stream``: the container's average rate; for a bare elementary
+    stream the rate its bitstream declares (``declared_rate``), as FFmpeg's tools use."""
+    if is_raw_stream(stream):
+        declared = declared_rate(stream)
+        if declared is not None:
+            return declared
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate and float(rate) > 0 and math.isfinite(float(rate)):
             return float(rate)
@@ -149,7 +179,7 @@ def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
         duration = 0.0
         if stream.duration and stream.time_base:
             duration = float(stream.duration * stream.time_base)
-        elif container.duration:
+        elif container.duration and not is_raw_stream(stream):  # a bare stream's is a bitrate guess
             duration = container.duration / av.time_base
         if frames <= 0:
             frames = count_packets(path)
@@ -210,6 +240,8 @@ class FrameReader:
             limit_codec_context(self._stream.codec_context)
         self.time_base = _time_base(self._stream)
         self.fps = _stream_fps(self._stream)
+        # a bare elementary stream that declares no rate: the demuxer's default was assumed
+        self.fps_assumed = is_raw_stream(self._stream) and declared_rate(self._stream) is None
         self.errors = 0
         self.retimed = 0  # frames whose timestamp did not increase (re-timed at the nominal rate)
         self.plan: DecodePlan | None = None
@@ -239,6 +271,10 @@ class FrameReader:
         facts["end_pts"] = self.end_pts
         facts["tail_irregular"] = self.tail_irregular
         facts["warnings"] = plan.all_warnings() if plan is not None else []
+        if self.fps_assumed:
+            facts["warnings"].append(
+                f"the stream has no timestamps and declares no frame rate (a bare elementary stream): "
+                f"{self.fps:g} fps assumed")
         if self.retimed:
             facts["warnings"].append(
                 f"{self.retimed} frames had a timestamp that did not increase: each is shown one nominal "

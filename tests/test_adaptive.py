@@ -1156,3 +1156,33 @@ def test_pictures_dis_cannot_take_are_compressed(width: int, height: int, tmp_pa
     result = compress(source, tmp_path / "small.frs", target_psnr=30.0)
     assert result.frames == 30 and (result.width, result.height) == (width, height)
     assert len(rebuild(tmp_path / "small.frs")) == 30
+
+
+def test_a_surplus_is_not_held_by_a_segment_under_the_floor(tmp_path: Path) -> None:
+    """A fresh-user trial's 60 s of 64×64 testsrc2 at a 35 dB target: the rate model planned every
+    frame kept at CRF 12 with one segment at every 4th frame (29 dB predicted); coded, the video
+    was 4.5 dB over the target and that segment under the floor (27 dB). The surplus's re-plan
+    held each segment to its stride, so every coarser CRF of the shot priced that segment out: coded
+    again at CRF 13, still 39.5 dB, bundle larger than the source. That segment may now keep more
+    frames, and the shot's CRF moves."""
+    from tests.videogen import write_variant
+
+    source = write_variant(tmp_path / "long.mp4", width=64, height=64, fps=30, frames=1800,
+                           options={"crf": "20", "preset": "medium"})
+    report = compress(source, tmp_path / "long.frs", target_psnr=35.0).adaptive
+    assert report is not None and report["recoded"]["reason"] == "over", report.get("recoded")
+    assert report["estimated_psnr"] < 35.0 + selector.ESTIMATE_SURPLUS_DB, report["estimated_psnr"]
+    first = {start: (stride, crf) for start, _, stride, crf in report["recoded"]["first_segments"]}
+    now = {s["start"]: (s["stride"], s["crf"]) for s in report["segments"]}
+    held = [start for start, (stride, _) in first.items() if stride > 1]
+    assert any(now[start][0] < first[start][0] for start in held), (first, now)  # the one under the floor
+    assert min(crf for _, crf in now.values()) > max(crf for _, crf in first.values())
+
+
+def test_a_correction_may_keep_more_frames_where_asked() -> None:
+    o = ratemodel.SegmentOptions((1, 2, 4), np.array([20, 21, 22]), np.arange(9.0).reshape(3, 3),
+                                 np.arange(9.0).reshape(3, 3) * 48, 48)
+    assert ratemodel.restricted(o, 2, 21, 22).strides == (2,)
+    finer = ratemodel.restricted(o, 2, 21, 22, finer=True)
+    assert finer.strides == (1, 2) and finer.bytes.tolist() == [[1.0, 2.0], [4.0, 5.0]]
+    assert ratemodel.predicted_psnr(o, 4, 21) == 7.0

@@ -402,3 +402,51 @@ def test_options_that_cannot_take_effect_are_refused(tmp_path: Path, capsys: pyt
     clip_wise = {name for name in ("framemae", "linear", "hold", "mci")
                  if isinstance(get_reconstructor(name), WindowReconstructor)}
     assert clip_wise == set(defaults.CLIP_WISE_RECONSTRUCTORS)
+
+
+@pytest.mark.parametrize(("codec", "fmt", "ext"), [("libx264", "h264", "h264"), ("mpeg2video", "mpeg2video", "m2v")])
+def test_a_bare_elementary_stream_keeps_its_declared_rate(codec: str, fmt: str, ext: str, tmp_path: Path) -> None:
+    """A bare .h264 has no timestamps: FFmpeg's demuxer says 25 fps (its default) while the
+    bitstream declares 30 (VUI timing), which FFmpeg's tools use; a fresh-user trial's 3 s clip
+    came out 3.6 s long, 20 % slow, unsaid. A bare .m2v's duration is a bitrate guess, not a
+    declaration (it was said to be truncated)."""
+    pictures = write_variant(tmp_path / "src.mkv", frames=45, fps=30, width=64, height=48)
+    raw = tmp_path / f"raw.{ext}"
+    with av.open(str(pictures)) as inp, av.open(str(raw), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i, frame in enumerate(inp.decode(video=0)):  # the bare stream keeps no timestamps
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    assert probe(raw).fps == 30.0
+    result = compress(raw, tmp_path / "raw.frs", selector="stride", stride=4)
+    assert result.fps == 30.0 and result.duration == pytest.approx(1.5, abs=0.04), (result.fps, result.duration)
+    assert not [w for w in result.warnings if "truncated" in w or "assumed" in w], result.warnings
+
+
+def test_an_output_path_never_destroys_what_is_not_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh-user trial's: `-o` to a folder of notes deleted them; `-o` the source itself replaced
+    the video; an unwritable place gave a traceback. Refused, saying why; an existing bundle is
+    replaced as before."""
+    video = write_variant(tmp_path / "v.mp4", frames=8, width=64, height=48)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    document = tmp_path / "doc.txt"
+    document.write_text("keep me too")
+    copy = tmp_path / "copy.frs"
+    copy.write_bytes(video.read_bytes())
+    for dest, source, needle in ((notes, video, "a folder holding other files"),
+                                 (document, video, "a file that is not a bundle"),
+                                 (copy, copy, "the output is the source itself"),
+                                 (tmp_path / "b.zip", video, "did you mean")):
+        assert cli_main(["compress", str(source), "-o", str(dest), "--stride", "4", "-q"]) == 2, dest
+        assert needle in capsys.readouterr().err, dest
+    assert (notes / "todo.txt").read_text() == "keep me" and document.read_text() == "keep me too"
+    assert copy.read_bytes() == video.read_bytes()
+    for dest in (tmp_path / "again.frs", tmp_path / "again"):  # a bundle, in either form, is replaced
+        for _ in range(2):
+            assert cli_main(["compress", str(video), "-o", str(dest), "--stride", "4", "-q"]) == 0
+    assert cli_main(["compress", str(video), "-o", "/proc/framers-test.frs", "--stride", "4", "-q"]) == 1
+    assert "framers: error:" in capsys.readouterr().err

@@ -607,6 +607,15 @@ class SegmentOptions:
     frames: int
 
 
+def predicted_psnr(o: SegmentOptions, stride: int, crf: int) -> float:
+    """The predicted mean PSNR (dB) of one option of ``o``. Raises ValueError for a stride or CRF
+    it does not hold."""
+    cols = np.flatnonzero(o.crfs == crf)
+    if cols.size == 0:
+        raise ValueError(f"CRF {crf} is not among the options")
+    return float(o.psnr_sum[o.strides.index(stride), cols[0]] / max(1, o.frames))
+
+
 def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateModel, probe_crf: int,
                     crfs: np.ndarray | None = None) -> SegmentOptions:
     """Predictions for one segment of ``frames`` frames from its per-stride measurements.
@@ -632,16 +641,23 @@ def segment_options(measures: Sequence[StrideMeasure], frames: int, model: RateM
     return SegmentOptions(tuple(m.stride for m in measures), grid, n_bytes, psnr_sum, frames)
 
 
-def restricted(o: SegmentOptions, stride: int | None, crf_lo: int, crf_hi: int) -> SegmentOptions:
-    """``o`` with only the row of ``stride`` (every row for None) and the CRFs in [``crf_lo``,
-    ``crf_hi``] (a correction that may only move the CRF, and not far; or one that stays where
-    the probes measured). Raises ValueError when ``stride`` is not among ``o.strides`` or no CRF of
-    ``o`` lies in the range."""
-    rows = slice(None) if stride is None else slice(o.strides.index(stride), o.strides.index(stride) + 1)
+def restricted(o: SegmentOptions, stride: int | None, crf_lo: int, crf_hi: int, *,
+               finer: bool = False) -> SegmentOptions:
+    """``o`` with only the row of ``stride`` (every row for None; with ``finer`` also the rows of
+    the smaller strides, which keep more frames) and the CRFs in [``crf_lo``, ``crf_hi``] (a
+    correction that may only move the CRF, and not far; or one that stays where the probes
+    measured). Raises ValueError when ``stride`` is not among ``o.strides`` or no CRF of ``o``
+    lies in the range."""
+    if stride is None:
+        rows = list(range(len(o.strides)))
+    else:
+        keep = o.strides.index(stride)  # ValueError for a stride not among them
+        rows = [r for r, s in enumerate(o.strides) if r == keep or (finer and s < stride)]
     cols = (o.crfs >= crf_lo) & (o.crfs <= crf_hi)
     if not cols.any():
         raise ValueError(f"no CRF of the options in [{crf_lo}, {crf_hi}]")
-    return SegmentOptions(o.strides[rows], o.crfs[cols], o.bytes[rows][:, cols], o.psnr_sum[rows][:, cols], o.frames)
+    return SegmentOptions(tuple(o.strides[r] for r in rows), o.crfs[cols], o.bytes[rows][:, cols],
+                          o.psnr_sum[rows][:, cols], o.frames)
 
 
 #: bytes added to an option ``floored`` prices out: more than μ·ΣPSNR reaches in ``_boundary``'s

@@ -572,8 +572,14 @@ class AdaptiveSelector(Selector):
             # A surplus is corrected by the CRF alone, and only so far (SURPLUS_CRF_SHARE): the
             # ratio is measured at the first CRF, and on content whose error rises fast with the
             # CRF a free re-plan fell far under the target.
+            # A segment whose measured estimate lies under the floor (SEGMENT_FLOOR_DB) may keep more
+            # frames: held to its stride, every coarser CRF of its shot was priced out, and the
+            # shot's surplus stayed (a fresh-user trial's 60 s synthetic clip: 40 dB for a 35 dB
+            # target, coded twice at the same CRF, one segment rebuilt at 27 dB among 41 dB ones).
             steps = max(1, math.floor(SURPLUS_CRF_SHARE * (estimate - self.target_psnr) / ratemodel.PSNR_PER_CRF))
-            options = [ratemodel.restricted(o, c.stride, c.crf, c.crf + steps)
+            floor = self.target_psnr - SEGMENT_FLOOR_DB
+            options = [ratemodel.restricted(o, c.stride, c.crf, c.crf + steps,
+                                            finer=ratemodel.predicted_psnr(o, c.stride, c.crf) < floor)
                        for o, c in zip(options, plan.choices, strict=True)]
         else:
             # A shortfall is corrected where the probes measured: a ratio measured at a CRF far
