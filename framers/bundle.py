@@ -307,7 +307,7 @@ def read_manifest(folder: Path, verify: bool = True) -> Manifest:
         raise BundleError(f"{folder}: no {MANIFEST}; not a bundle")
     try:
         manifest = Manifest.from_json(json.loads(path.read_text()))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a damaged or overwritten manifest (binary)
         raise BundleError(f"manifest is not valid JSON: {exc}") from exc
     if verify:
         for name, entry in manifest.files.items():

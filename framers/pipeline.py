@@ -569,6 +569,20 @@ def check_destination(source: Path, dest: Path) -> None:
                                      f"did you mean {dest.with_suffix(fb.SINGLE_FILE_SUFFIX)}?")
 
 
+def check_video_destination(bundle: Path, output: Path) -> None:
+    """Refuse (UnsupportedOptionError), before anything is rebuilt, an output video path that
+    would destroy a bundle (the one being read, a file inside its folder, or another bundle) or
+    that is a folder (a fresh-user trial's `reconstruct r.frs -o r.frs` replaced the bundle with
+    the video, exit 0; `-o` the bundle folder failed only after the whole rebuild)."""
+    if output.is_dir():
+        raise UnsupportedOptionError(f"-o {output}: a folder; name the video file to write")
+    inside = bundle.is_dir() and output.resolve().is_relative_to(bundle.resolve())
+    if inside or (output.exists() and output.resolve() == bundle.resolve()):
+        raise UnsupportedOptionError(f"-o {output}: the bundle being read (it would be replaced)")
+    if output.is_file() and fb.holds_bundle(output):
+        raise UnsupportedOptionError(f"-o {output}: a bundle (it would be replaced by the video); name another path")
+
+
 def _place(folder: Path, dest: Path) -> None:
     """Move a finished bundle folder to ``dest`` (packing it for a .frs path)."""
     if dest.suffix == fb.SINGLE_FILE_SUFFIX:
@@ -893,6 +907,7 @@ def reconstruct(
 
     started = time.perf_counter()
     output = Path(output)
+    check_video_destination(Path(bundle), output)
     scores: list[float] | None = None
     chunks: ChunkAccumulator | None = None
     with fb.open_bundle(Path(bundle)) as folder, contextlib.ExitStack() as stack:

@@ -450,3 +450,24 @@ def test_an_output_path_never_destroys_what_is_not_a_bundle(tmp_path: Path, caps
             assert cli_main(["compress", str(video), "-o", str(dest), "--stride", "4", "-q"]) == 0
     assert cli_main(["compress", str(video), "-o", "/proc/framers-test.frs", "--stride", "4", "-q"]) == 1
     assert "framers: error:" in capsys.readouterr().err
+
+
+def test_a_rebuilt_video_never_replaces_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh-user trial's `reconstruct r.frs -o r.frs` replaced the bundle with the video (exit 0)
+    and `-o` into the bundle folder overwrote its manifest; `-o` the folder failed after the whole
+    rebuild. Refused first, saying why; a damaged manifest is a BundleError, not a traceback."""
+    video = write_variant(tmp_path / "v.mp4", frames=8, width=64, height=48)
+    packed, folder = tmp_path / "r.frs", tmp_path / "rd"
+    for bundle in (packed, folder):
+        assert cli_main(["compress", str(video), "-o", str(bundle), "--stride", "4", "-q"]) == 0
+    before = packed.read_bytes()
+    for bundle, dest, needle in ((packed, packed, "the bundle being read"),
+                                 (folder, folder / "manifest.json", "the bundle being read"),
+                                 (folder, folder, "a folder"),
+                                 (folder, packed, "a bundle (it would be replaced")):
+        assert cli_main(["reconstruct", str(bundle), "-o", str(dest), "-q"]) == 2, dest
+        assert needle in capsys.readouterr().err, dest
+    assert packed.read_bytes() == before and fb.holds_bundle(folder)
+    (folder / "manifest.json").write_bytes(b"\x00\x9f\xff binary, not JSON")
+    assert cli_main(["reconstruct", str(folder), "-o", str(tmp_path / "o.mp4"), "-q"]) == 2
+    assert "manifest is not valid JSON" in capsys.readouterr().err
