@@ -120,11 +120,10 @@ def is_raw_stream(stream: av.video.stream.VideoStream) -> bool:
 
 def declared_rate(stream: av.video.stream.VideoStream) -> float | None:
     """The frame rate the bitstream itself declares (the decoder's, e.g. H.264 VUI timing), fps;
-    None when it declares none."""
-    for rate in (stream.codec_context.framerate, stream.guessed_rate):
-        if rate and float(rate) > 0 and math.isfinite(float(rate)):
-            return float(rate)
-    return None
+    None when it declares none (the stream's guessed rate is then the demuxer's default: the H.264
+    conformance streams among val's clips)."""
+    rate = stream.codec_context.framerate
+    return float(rate) if rate and float(rate) > 0 and math.isfinite(float(rate)) else None
 
 
 def _stream_fps(stream: av.video.stream.VideoStream) -> float:

@@ -471,3 +471,9 @@ def test_a_rebuilt_video_never_replaces_a_bundle(tmp_path: Path, capsys: pytest.
     (folder / "manifest.json").write_bytes(b"\x00\x9f\xff binary, not JSON")
     assert cli_main(["reconstruct", str(folder), "-o", str(tmp_path / "o.mp4"), "-q"]) == 2
     assert "manifest is not valid JSON" in capsys.readouterr().err
+
+
+def test_a_bare_stream_without_a_declared_rate_says_what_was_assumed(tmp_path: Path) -> None:
+    """An H.264 conformance stream without VUI timing: FFmpeg's 25 fps is a guess, and said."""
+    result = compress(DATA / "openh264_test_qcif_cabac.264", tmp_path / "q.frs", selector="stride", stride=4)
+    assert result.fps == 25.0 and any("25 fps assumed" in w for w in result.warnings), result.warnings
